@@ -1,0 +1,39 @@
+# Everything a fresh machine needs: `make train` and `make test` create the virtual
+# environment and install the project first.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# torch/torchvision are pinned here (not in pyproject) so users elsewhere keep open ranges.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install train test test-slow bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+## The main job: the demo experiment on the embedded synthetic paintings, offline.
+train: $(STAMP)
+	$(PY) -m artmove.train experiment=demo $(ARGS)
+
+## The default test suite (< 10 min on 2 cores).
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+## Slow tests: longer runs on the real painting sets in ../shared/data.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+## Benchmarks; numbers are written to benchmarks/results/.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(ARGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

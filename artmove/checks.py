@@ -1,0 +1,44 @@
+"""Checks on a composed config that fail in a second, before data is read or weights loaded."""
+
+from __future__ import annotations
+
+import difflib
+from numbers import Real
+
+import timm
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration the user has to change."""
+
+
+def check_backbone(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"backbone={name!r}: give a timm model name, e.g. backbone=resnet50.")
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name.split(".", 1)[0], timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Closest timm names: {', '.join(close)}." if close else " See timm.list_models()."
+    raise ConfigError(f"unknown backbone '{name}': timm has no such model.{hint}")
+
+
+def check_unfreeze(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
+        raise ConfigError(
+            f"unfreeze={value!r} must be a number in [0, 1]: the fraction of the backbone to retrain "
+            "(0 = head only, 0.2 = the top 20%, 1 = everything)."
+        )
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    check_backbone(cfg.backbone)
+    check_unfreeze(cfg.unfreeze)
+    missing = sorted(OmegaConf.missing_keys(cfg.data))
+    if "root" in missing:
+        raise ConfigError(
+            f"this data set needs its location: add data.root=/path/to/the/data set "
+            f"(the data config in use: {cfg.data.source._target_.rsplit('.', 1)[-1]})."
+        )
+    if missing:
+        raise ConfigError(f"missing settings: {', '.join('data.' + key for key in missing)}.")

@@ -1,0 +1,57 @@
+"""Reading painting files as RGB, whatever their mode, orientation or size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class UnreadableImageError(RuntimeError):
+    """An image file that PIL cannot decode (corrupt, truncated, not an image)."""
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB: transparency goes onto white, 16-bit is rescaled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float32)
+        top = float(array.max()) or 1.0
+        return Image.fromarray((array / top * 255.0).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Decode ``path`` as an upright RGB image.
+
+    ``min_size`` lets JPEG decode at a reduced scale (PIL draft mode) while keeping the
+    short side at least that long: a 4000 px painting decodes ~8x faster for 224 px input.
+    """
+    try:
+        with Image.open(path) as image:
+            if min_size and image.format == "JPEG":
+                width, height = image.size
+                scale = min(width, height) / min_size
+                if scale >= 2:
+                    image.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
+            rgb = to_rgb(ImageOps.exif_transpose(image))
+            rgb.load()
+            return rgb
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise UnreadableImageError(
+            f"cannot read image {path}: {error}. Remove or replace the file and run again."
+        ) from error

@@ -1,0 +1,65 @@
+"""What every data set format provides: its class names and three splits."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from artmove.data.images import is_image_file, load_rgb
+
+SPLITS = ("train", "val", "test")
+
+
+class DataSetupError(ValueError):
+    """A data set that is missing or not in the expected layout."""
+
+
+class PaintingSource(ABC):
+    """A painting data set in one on-disk (or generated) format.
+
+    ``split(name)`` returns a dataset of ``(PIL RGB image, label)`` pairs; the data module
+    adds the transforms. ``classes[label]`` is the class name.
+    """
+
+    classes: list[str]
+
+    @abstractmethod
+    def split(self, name: str, min_image_size: int | None = None) -> Dataset: ...
+
+
+class LabelledFiles(Dataset):
+    """Image files with integer labels, decoded to RGB on access."""
+
+    def __init__(self, samples: Sequence[tuple[Path, int]], min_image_size: int | None = None):
+        self.samples = list(samples)
+        self.min_image_size = min_image_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return load_rgb(path, self.min_image_size), label
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+
+def require_dir(path: Path, what: str, hint: str) -> Path:
+    if not path.is_dir():
+        raise DataSetupError(f"{what} not found: {path} does not exist or is not a folder. {hint}")
+    return path
+
+
+def class_folders(root: Path) -> list[str]:
+    """Sub-folder names of ``root`` in sorted() order (RASTA's and torchvision's label order)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def images_in(folder: Path) -> list[Path]:
+    """Image files below ``folder`` (recursive), in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))

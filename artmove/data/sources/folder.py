@@ -1,0 +1,84 @@
+"""A plain class-per-folder image collection, pre-split or split here."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from artmove.data.sources.base import (
+    SPLITS,
+    DataSetupError,
+    LabelledFiles,
+    PaintingSource,
+    class_folders,
+    images_in,
+    require_dir,
+)
+
+LAYOUT_HINT = (
+    "Expected <root>/<Class>/<image> (split here by data.source.val_fraction/test_fraction), "
+    "or <root>/train/<Class>/, <root>/val/<Class>/ and <root>/test/<Class>/."
+)
+
+
+def stratified_split(
+    per_class: dict[int, list[Path]], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[tuple[Path, int]]]:
+    """Shuffle each class's sorted files with ``seed`` and cut val/test/train by fractions.
+
+    Deterministic across processes and machines: it depends only on the file names and seed.
+    Every class with at least 3 images gets at least one val and one test image.
+    """
+    splits: dict[str, list[tuple[Path, int]]] = {split: [] for split in SPLITS}
+    for label, paths in sorted(per_class.items()):
+        shuffled = sorted(paths)
+        random.Random(f"{seed}-{label}").shuffle(shuffled)
+        n = len(shuffled)
+        n_val = max(1, round(n * val_fraction)) if val_fraction > 0 and n >= 3 else 0
+        n_test = max(1, round(n * test_fraction)) if test_fraction > 0 and n >= 3 else 0
+        splits["val"] += [(p, label) for p in shuffled[:n_val]]
+        splits["test"] += [(p, label) for p in shuffled[n_val : n_val + n_test]]
+        splits["train"] += [(p, label) for p in shuffled[n_val + n_test :]]
+    return splits
+
+
+class ImageFolderSplits(PaintingSource):
+    """``root/<Class>/<image>`` split per class, or ``root/{train,val,test}/<Class>/``."""
+
+    def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
+        self.root = require_dir(Path(root), "image folder (data.root)", LAYOUT_HINT)
+        if (self.root / "train").is_dir():
+            self._samples = self._presplit()
+        else:
+            if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+                raise DataSetupError(
+                    f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+                    "and leave images for training."
+                )
+            self.classes = class_folders(self.root)
+            per_class = {label: images_in(self.root / name) for label, name in enumerate(self.classes)}
+            self._check(per_class)
+            self._samples = stratified_split(per_class, val_fraction, test_fraction, seed)
+
+    def _presplit(self) -> dict[str, list[tuple[Path, int]]]:
+        folders = {split: require_dir(self.root / split, f"{split} split", LAYOUT_HINT) for split in SPLITS}
+        self.classes = class_folders(folders["train"])
+        samples = {}
+        for split, folder in folders.items():
+            unknown = sorted(set(class_folders(folder)) - set(self.classes))
+            if unknown:
+                raise DataSetupError(f"{folder} has classes that train/ lacks: {unknown}.")
+            samples[split] = [
+                (path, label) for label, name in enumerate(self.classes) for path in images_in(folder / name)
+            ]
+        return samples
+
+    def _check(self, per_class: dict[int, list[Path]]) -> None:
+        if not self.classes:
+            raise DataSetupError(f"no class folders in {self.root}. {LAYOUT_HINT}")
+        empty = [self.classes[label] for label, paths in per_class.items() if not paths]
+        if empty:
+            raise DataSetupError(f"class folders without images in {self.root}: {empty}.")
+
+    def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
+        return LabelledFiles(self._samples[name], min_image_size)

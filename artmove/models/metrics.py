@@ -1,0 +1,39 @@
+"""Top-k accuracies (micro) and mean per-class accuracy (macro top-1) with torchmetrics."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+TOP_K = (1, 3, 5)
+
+
+class MeanPerClassAccuracy(MulticlassAccuracy):
+    """Top-1 recall averaged over the classes present in the targets (sklearn's balanced accuracy).
+
+    torchmetrics' ``average="macro"`` also averages in, as 0, classes that are predicted
+    but absent from the targets, which understates a partial or imbalanced test set.
+    """
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(num_classes=num_classes, top_k=1, average="none", **kwargs)
+
+    def compute(self) -> torch.Tensor:
+        tp, _, _, fn = self._final_state()
+        support = tp + fn
+        present = support > 0
+        return (tp[present].float() / support[present]).mean()
+
+
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """``{prefix}top1/top3/top5`` (micro) and ``{prefix}top1_macro`` (mean per-class accuracy).
+
+    With fewer classes than k, top-k is computed with k = num_classes (always 1.0).
+    """
+    metrics = {
+        f"top{k}": MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro")
+        for k in TOP_K
+    }
+    metrics["top1_macro"] = MeanPerClassAccuracy(num_classes)
+    return MetricCollection(metrics, prefix=prefix)

