@@ -34,11 +34,11 @@ def check_unfreeze(value) -> None:
 def check_train_config(cfg: DictConfig) -> None:
     check_backbone(cfg.backbone)
     check_unfreeze(cfg.unfreeze)
-    missing = sorted(OmegaConf.missing_keys(cfg.data))
-    if "root" in missing:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if "data.root" in missing:
         raise ConfigError(
             f"this data set needs its location: add data.root=/path/to/the/data set "
             f"(the data config in use: {cfg.data.source._target_.rsplit('.', 1)[-1]})."
         )
     if missing:
-        raise ConfigError(f"missing settings: {', '.join('data.' + key for key in missing)}.")
+        raise ConfigError(f"missing settings: {', '.join(missing)}: set them on the command line (key=value).")

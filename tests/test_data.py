@@ -1,0 +1,143 @@
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from artmove.data import PaintingDataModule
+from artmove.data.images import UnreadableImageError, load_rgb
+from artmove.data.sources import DataSetupError, ImageFolderSplits, RastaWikiPaintings, SyntheticPaintings
+
+RASTA_CLASSES = [
+    "Abstract_Art", "Abstract_Expressionism", "Art_Informel", "Art_Nouveau_(Modern)", "Baroque",
+    "Color_Field_Painting", "Cubism", "Early_Renaissance", "Expressionism", "High_Renaissance",
+    "Impressionism", "Magic_Realism", "Mannerism_(Late_Renaissance)", "Minimalism", "Naïve_Art_(Primitivism)",
+    "Neoclassicism", "Northern_Renaissance", "Pop_Art", "Post-Impressionism", "Realism", "Rococo",
+    "Romanticism", "Surrealism", "Symbolism", "Ukiyo-e",
+]  # fmt: skip
+
+
+def make_tree(root, classes, per_class, size=(40, 30)):
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", size, (label * 40 % 256, i * 10 % 256, 90)).save(root / name / f"artist{i % 3}_{i}.png")
+
+
+# --- RASTA ---------------------------------------------------------------------------
+def test_rasta_layout_classes_order_and_split_sizes(wikipaintings_small):
+    source = RastaWikiPaintings(wikipaintings_small)
+    assert source.classes == RASTA_CLASSES
+    assert [len(source.split(s)) for s in ("train", "val", "test")] == [249, 250, 249]
+    image, label = source.split("test")[0]
+    assert image.mode == "RGB" and source.classes[label] == "Abstract_Art"
+
+
+def test_rasta_missing_split_says_what_layout_is_expected(tmp_path):
+    make_tree(tmp_path / "wikipaintings_train", ["A", "B"], 2)
+    with pytest.raises(DataSetupError, match="wikipaintings_val.*Expected RASTA's layout"):
+        RastaWikiPaintings(tmp_path)
+
+
+# --- folder ---------------------------------------------------------------------------
+def test_folder_split_is_stratified_and_deterministic(tmp_path):
+    make_tree(tmp_path, ["cubism", "baroque", "rococo"], 10)
+    first = ImageFolderSplits(tmp_path, val_fraction=0.2, test_fraction=0.1, seed=3)
+    again = ImageFolderSplits(tmp_path, val_fraction=0.2, test_fraction=0.1, seed=3)
+    other = ImageFolderSplits(tmp_path, val_fraction=0.2, test_fraction=0.1, seed=4)
+    splits = {s: first.split(s).samples for s in ("train", "val", "test")}
+    assert [len(v) for v in splits.values()] == [21, 6, 3]
+    for split, count in (("train", 7), ("val", 2), ("test", 1)):  # same share of every class
+        assert Counter(first.split(split).labels) == {0: count, 1: count, 2: count}
+    assert splits == {s: again.split(s).samples for s in splits}
+    assert splits["val"] != other.split("val").samples
+    paths = [p for v in splits.values() for p, _ in v]
+    assert len(paths) == len(set(paths)) == 30
+
+
+def test_folder_presplit_layout(tmp_path):
+    for split in ("train", "val", "test"):
+        make_tree(tmp_path / split, ["a", "b"], 2)
+    source = ImageFolderSplits(tmp_path)
+    assert source.classes == ["a", "b"] and len(source.split("val")) == 4
+
+
+def test_folder_without_class_folders_is_a_clear_error(tmp_path):
+    with pytest.raises(DataSetupError, match="no class folders"):
+        ImageFolderSplits(tmp_path)
+    with pytest.raises(DataSetupError, match="does not exist"):
+        ImageFolderSplits(tmp_path / "missing")
+
+
+# --- image reading ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "mode, suffix", [("L", ".png"), ("CMYK", ".jpg"), ("P", ".png"), ("RGBA", ".png"), ("LA", ".png"), ("I;16", ".png"), ("1", ".png")]
+)
+def test_every_image_mode_loads_as_rgb(tmp_path, mode, suffix):
+    path = tmp_path / f"image{suffix}"
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    image = base.convert(mode) if mode != "I;16" else Image.fromarray((np.arange(600).reshape(20, 30) * 50).astype(np.uint16))
+    if mode == "P":
+        image.info["transparency"] = 0
+    image.save(path)
+    loaded = load_rgb(path)
+    assert loaded.mode == "RGB" and loaded.size == (30, 20)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.new("RGB", (60, 20), "red").save(path, exif=exif)
+    assert load_rgb(path).size == (20, 60)
+
+
+def test_large_jpeg_decodes_in_draft_mode_but_not_below_the_needed_size(tmp_path):
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (4000, 3000), "blue").save(path, quality=80)
+    small = load_rgb(path, min_size=256)
+    assert 256 <= min(small.size) < 3000
+    assert load_rgb(path).size == (4000, 3000)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", None])
+def test_corrupt_files_give_an_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "broken.jpg"
+    if content is None:  # a truncated JPEG
+        buffer = io.BytesIO()
+        Image.new("RGB", (200, 200), "green").save(buffer, "JPEG")
+        content = buffer.getvalue()[:300]
+    path.write_bytes(content)
+    with pytest.raises(UnreadableImageError, match="broken.jpg"):
+        load_rgb(path)
+
+
+# --- synthetic --------------------------------------------------------------------------
+def test_synthetic_paintings_are_deterministic_and_balanced():
+    source = SyntheticPaintings(train_per_class=2, val_per_class=1, test_per_class=1, canvas_size=64, seed=1)
+    train = source.split("train")
+    assert len(train) == 2 * len(source.classes) and len(source.classes) >= 8
+    image, label = train[3]
+    again, _ = SyntheticPaintings(2, 1, 1, 64, seed=1).split("train")[3]
+    other, _ = SyntheticPaintings(2, 1, 1, 64, seed=2).split("train")[3]
+    assert np.array_equal(np.asarray(image), np.asarray(again))
+    assert not np.array_equal(np.asarray(image), np.asarray(other))
+    assert sorted(train.labels) == sorted(list(range(len(source.classes))) * 2)
+    assert not np.array_equal(np.asarray(source.split("val")[0][0]), np.asarray(train[0][0]))
+
+
+def test_datamodule_batches_follow_the_backbone_data_config():
+    datamodule = PaintingDataModule(
+        source=lambda: SyntheticPaintings(2, 1, 1, 64), batch_size=4, num_workers=0
+    )
+    with pytest.raises(DataSetupError, match="use_data_config"):
+        datamodule.setup("fit")
+    datamodule.use_data_config(
+        {"input_size": [3, 48, 48], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.9}
+    )
+    datamodule.setup("fit")
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (4, 3, 48, 48) and labels.dtype == torch.int64
+    assert -1.01 <= images.min() and images.max() <= 1.01

