@@ -46,6 +46,7 @@ def train(cfg: DictConfig) -> dict:
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     results = {
+        "status": "ok",
         "backbone": cfg.backbone,
         "unfreeze": cfg.unfreeze,
         "pretrained": cfg.pretrained,
