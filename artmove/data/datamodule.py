@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from artmove.checks import ConfigError
+from artmove.data.cache import use_cache
+from artmove.data.files import ReadableFiles, screen
 from artmove.data.sources import DataSetupError, PaintingSource
-from artmove.data.sources.base import SPLITS
+from artmove.data.sources.base import SPLITS, LabelledFiles
+from artmove.data.splits import artist_from_filename, group_split, split_summary
 from artmove.data.transforms import build_transforms, decode_size
+from artmove.distributed import eval_sampler
+
+log = logging.getLogger(__name__)
+BALANCE = ("none", "sampler", "loss")
 
 
 class Transformed(Dataset):
@@ -33,6 +45,11 @@ class PaintingDataModule(pl.LightningDataModule):
     ``source`` builds the data set's format; it is called with ``root`` unless root is
     None. The transforms follow the backbone: call :meth:`use_data_config` with the
     model's timm data config before ``setup``.
+
+    For file-based sources: unreadable files are dropped and named (stop when more than
+    ``max_bad_fraction`` are bad), ``group_by="artist"`` keeps each artist in one split,
+    copies prepared in ``cache_dir`` (``python -m artmove.data.prepare``) replace the
+    originals, and ``balance`` ("sampler" or "loss") counters class imbalance.
     """
 
     def __init__(
@@ -40,16 +57,30 @@ class PaintingDataModule(pl.LightningDataModule):
         source: Callable[..., PaintingSource],
         root: str | None = None,
         batch_size: int = 32,
-        num_workers: int = 2,
+        num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
         persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
         augment: Mapping[str, Any] | None = None,
+        seed: int = 42,
+        group_by: str | None = None,
+        balance: str = "none",
+        max_bad_fraction: float = 0.01,
+        cache_dir: str | None = None,
     ):
         super().__init__()
+        if group_by not in (None, "artist"):
+            raise ConfigError(f"data.group_by={group_by!r}: use null or artist.")
+        if balance not in BALANCE:
+            raise ConfigError(f"data.balance={balance!r}: use one of {', '.join(BALANCE)}.")
         self.build_source, self.root = source, root
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers = batch_size, auto_workers() if num_workers == "auto" else int(num_workers)
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
+        self.prefetch_factor = prefetch_factor
         self.augment = dict(augment or {})
+        self.seed, self.group_by, self.balance = seed, group_by, balance
+        self.max_bad_fraction = max_bad_fraction
+        self.cache_dir = Path(os.path.expanduser(cache_dir)) if cache_dir else None
         self.data_config: dict[str, Any] | None = None
         self.datasets: dict[str, Dataset] = {}
 
@@ -61,6 +92,44 @@ class PaintingDataModule(pl.LightningDataModule):
     def classes(self) -> list[str]:
         return self.source.classes
 
+    @cached_property
+    def files(self) -> dict[str, list[tuple[Path, int]]] | None:
+        """The (path, label) samples of each split after screening and grouping; None if generated."""
+        splits = {split: self.source.split(split) for split in SPLITS}
+        if not all(isinstance(d, LabelledFiles) for d in splits.values()):
+            if self.group_by:
+                raise ConfigError(f"data.group_by={self.group_by}: this data set is generated, it has no artists.")
+            return None
+        where = str(self.root)
+        samples, bad = screen(
+            {s: d.samples for s, d in splits.items()}, self.max_bad_fraction, where, getattr(self.source, "missing", [])
+        )
+        if bad:
+            log.warning("%d unreadable or missing image files skipped in %s:", len(bad), where)
+            for check in bad:
+                log.warning("  bad file: %s (%s)", check.path, check.error)
+        artist = getattr(self.source, "artist", artist_from_filename)
+        if self.group_by == "artist":
+            samples = group_split(samples, artist, self.seed)
+        for split, row in split_summary(samples, artist).items():
+            log.info(
+                "split %s: %d images, %d artists, %d classes%s",
+                split, row["images"], row["artists"], row["classes"], " (grouped by artist)" if self.group_by else "",
+            )  # fmt: skip
+        return samples
+
+    def class_weights(self) -> list[float] | None:
+        """Loss weights for ``balance="loss"``: total / (classes x count) per class, 0 for absent classes."""
+        if self.balance != "loss":
+            return None
+        counts = Counter(self.train_labels())
+        total, n = sum(counts.values()), len(self.classes)
+        return [total / (n * counts[c]) if counts[c] else 0.0 for c in range(n)]
+
+    def train_labels(self) -> list[int]:
+        files = self.files
+        return [label for _, label in files["train"]] if files is not None else list(self.source.split("train").labels)
+
     def use_data_config(self, data_config: Mapping[str, Any]) -> None:
         self.data_config = dict(data_config)
 
@@ -71,22 +140,45 @@ class PaintingDataModule(pl.LightningDataModule):
             raise DataSetupError("PaintingDataModule.use_data_config(model.data_config) must be called before setup().")
         train_transform, eval_transform = build_transforms(self.data_config, self.augment)
         min_size = decode_size(self.data_config)
+        files = self.files
         for split in SPLITS:
             transform = train_transform if split == "train" else eval_transform
-            self.datasets[split] = Transformed(self.source.split(split, min_size), transform)
+            if files is None:
+                dataset = self.source.split(split, min_size)
+            else:
+                dataset = ReadableFiles(self._cached(split, files[split], min_size), min_size)
+            self.datasets[split] = Transformed(dataset, transform)
+
+    def _cached(self, split: str, samples: list[tuple[Path, int]], min_size: int) -> list[tuple[Path, int]]:
+        if self.cache_dir is None:
+            return samples
+        swapped, size, hits = use_cache(samples, self.cache_dir, min_size)
+        if size is not None:
+            log.info("split %s: %d/%d images from the prepared cache %s", split, hits, len(samples), self.cache_dir / f"s{size}")
+        return swapped
 
     def split_sizes(self) -> dict[str, int]:
-        return {split: len(self.source.split(split)) for split in SPLITS}
+        files = self.files
+        return {split: len(files[split]) if files is not None else len(self.source.split(split)) for split in SPLITS}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         pin = torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory)
+        sampler = None if split == "train" else eval_sampler(self.datasets[split])  # DDP: each image once
+        if shuffle and self.balance == "sampler":
+            counts = Counter(self.train_labels())
+            weights = [1.0 / counts[label] for label in self.train_labels()]
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler, shuffle = WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator), False
+        workers = self.num_workers > 0
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=pin,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            persistent_workers=self.persistent_workers and workers,
+            prefetch_factor=self.prefetch_factor if workers else None,
             drop_last=False,
         )
 
@@ -98,3 +190,9 @@ class PaintingDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def auto_workers() -> int:
+    """One loader worker per CPU this process may use, at most 16."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(16, cpus)

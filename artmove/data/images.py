@@ -8,6 +8,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# PIL refuses images over 2 x 89 Mpx as decompression bombs; museum scans of paintings can be
+# larger. Up to 250 Mpx is allowed (JPEG decodes in draft mode at the size training needs).
+Image.MAX_IMAGE_PIXELS = 250_000_000
 
 
 class UnreadableImageError(RuntimeError):

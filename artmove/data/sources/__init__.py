@@ -2,7 +2,19 @@
 
 from artmove.data.sources.base import DataSetupError, PaintingSource
 from artmove.data.sources.folder import ImageFolderSplits
+from artmove.data.sources.manifest import CsvManifest
+from artmove.data.sources.pandora import Pandora18k
 from artmove.data.sources.rasta import RastaWikiPaintings
 from artmove.data.sources.synthetic import SyntheticPaintings
+from artmove.data.sources.wikiart import WikiArtCSV
 
-__all__ = ["DataSetupError", "ImageFolderSplits", "PaintingSource", "RastaWikiPaintings", "SyntheticPaintings"]
+__all__ = [
+    "CsvManifest",
+    "DataSetupError",
+    "ImageFolderSplits",
+    "Pandora18k",
+    "PaintingSource",
+    "RastaWikiPaintings",
+    "SyntheticPaintings",
+    "WikiArtCSV",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from artmove.data.sources.base import (
@@ -14,32 +13,12 @@ from artmove.data.sources.base import (
     images_in,
     require_dir,
 )
+from artmove.data.splits import stratified_split
 
 LAYOUT_HINT = (
     "Expected <root>/<Class>/<image> (split here by data.source.val_fraction/test_fraction), "
     "or <root>/train/<Class>/, <root>/val/<Class>/ and <root>/test/<Class>/."
 )
-
-
-def stratified_split(
-    per_class: dict[int, list[Path]], val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[tuple[Path, int]]]:
-    """Shuffle each class's sorted files with ``seed`` and cut val/test/train by fractions.
-
-    Deterministic across processes and machines: it depends only on the file names and seed.
-    Every class with at least 3 images gets at least one val and one test image.
-    """
-    splits: dict[str, list[tuple[Path, int]]] = {split: [] for split in SPLITS}
-    for label, paths in sorted(per_class.items()):
-        shuffled = sorted(paths)
-        random.Random(f"{seed}-{label}").shuffle(shuffled)
-        n = len(shuffled)
-        n_val = max(1, round(n * val_fraction)) if val_fraction > 0 and n >= 3 else 0
-        n_test = max(1, round(n * test_fraction)) if test_fraction > 0 and n >= 3 else 0
-        splits["val"] += [(p, label) for p in shuffled[:n_val]]
-        splits["test"] += [(p, label) for p in shuffled[n_val : n_val + n_test]]
-        splits["train"] += [(p, label) for p in shuffled[n_val + n_test :]]
-    return splits
 
 
 class ImageFolderSplits(PaintingSource):

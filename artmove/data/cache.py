@@ -1,0 +1,65 @@
+"""A resized copy of a data set, keyed by source path, size and modification time.
+
+``cache_dir/s<size>/<ab>/<sha1>.jpg`` holds the painting with its short side shrunk to
+``size`` (never enlarged). A changed or moved original gets a new key, so a stale copy
+is never used; an original without a copy is read as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from artmove.data.images import load_rgb
+
+Sample = tuple[Path, int]
+
+
+def cache_path(cache_dir: Path, source: Path, size: int) -> Path:
+    stat = source.stat()
+    key = hashlib.sha1(f"{source.resolve()}|{size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return Path(cache_dir) / f"s{size}" / key[:2] / f"{key}.jpg"
+
+
+def write_resized(source: Path, target: Path, size: int, quality: int = 90) -> None:
+    """Decode (JPEG draft mode first), shrink the short side to ``size`` with Lanczos, save atomically."""
+    image = load_rgb(source, min_size=size)
+    scale = size / min(image.size)
+    if scale < 1:
+        new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    image.save(partial, "JPEG", quality=quality)
+    os.replace(partial, target)
+
+
+def prepared_sizes(cache_dir: Path) -> list[int]:
+    root = Path(cache_dir)
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name[1:]) for p in root.iterdir() if p.is_dir() and p.name[:1] == "s" and p.name[1:].isdigit())
+
+
+def use_cache(samples: Sequence[Sample], cache_dir: Path, min_size: int) -> tuple[list[Sample], int | None, int]:
+    """Swap each original for its cached copy where one exists.
+
+    Uses the smallest prepared size that is at least ``min_size`` (what the transforms
+    decode). Returns (samples, size used or None, number of copies used).
+    """
+    size = next((s for s in prepared_sizes(cache_dir) if s >= min_size), None)
+    if size is None:
+        return list(samples), None, 0
+    swapped, hits = [], 0
+    for path, label in samples:
+        copy = cache_path(cache_dir, path, size)
+        if copy.is_file():
+            swapped.append((copy, label))
+            hits += 1
+        else:
+            swapped.append((path, label))
+    return swapped, size, hits

@@ -1,0 +1,63 @@
+"""`python -m artmove.data.prepare data=rasta data.root=... size=256`: write the resized cache once.
+
+Each file gets a copy with its short side at ``size`` under ``data.cache_dir``, keyed by
+path, size and modification time (artmove/data/cache.py); training then reads the copies.
+Files that already have a current copy are skipped, so a second run does no work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from artmove.checks import ConfigError
+from artmove.data.cache import cache_path, write_resized
+from artmove.data.images import UnreadableImageError
+from artmove.data.tools import all_files, load_datamodule, say, user_errors_exit, workers
+
+
+def prepare_one(path: Path, cache_dir: Path, size: int) -> str:
+    """'written', 'present' or the reason the file was skipped."""
+    try:
+        target = cache_path(cache_dir, path, size)
+        if target.is_file():
+            return "present"
+        write_resized(path, target, size)
+        return "written"
+    except (UnreadableImageError, OSError) as error:
+        return f"bad: {error}"
+
+
+def prepare(paths: list[Path], cache_dir: Path, size: int, processes: int) -> list[str]:
+    with ProcessPoolExecutor(processes) as pool:
+        return list(pool.map(partial(prepare_one, cache_dir=cache_dir, size=size), paths, chunksize=8))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="data_tools")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    started = time.time()
+    datamodule = load_datamodule(cfg)
+    if datamodule.cache_dir is None:
+        raise ConfigError("data.cache_dir is null: set data.cache_dir=/path/for/the/cache.")
+    paths = [p for p in all_files(datamodule) if p.exists()]
+    outcomes = prepare(paths, datamodule.cache_dir, int(cfg.size), workers(cfg.workers))
+    counts = Counter(o if not o.startswith("bad") else "bad" for o in outcomes)
+    say(
+        "prepared %d files at short side %d px in %.1f s: %d written, %d already there, %d unreadable; cache %s",
+        len(paths), cfg.size, time.time() - started, counts["written"], counts["present"], counts["bad"],
+        datamodule.cache_dir / f"s{cfg.size}",
+    )  # fmt: skip
+    for path, outcome in zip(paths, outcomes):
+        if outcome.startswith("bad"):
+            say("  %s", outcome)
+
+
+if __name__ == "__main__":
+    main()
