@@ -7,17 +7,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-ROWS = (("Top-1", "test/top1"), ("Top-3", "test/top3"), ("Top-5", "test/top5"), ("Top-1 macro (mean per-class)", "test/top1_macro"))
+ROWS = (("Top-1", "top1"), ("Top-3", "top3"), ("Top-5", "top5"), ("Top-1 macro (mean per-class)", "top1_macro"))
 
 
-def format_table(results: dict[str, Any]) -> str:
-    images = results["test/num_images"]
+def format_table(results: dict[str, Any], split: str = "test") -> str:
+    """The seed's table from ``{split}/top1`` … keys (train's results.json, evaluate's metrics.json)."""
+    images = results[f"{split}/num_images"]
     lines = [
-        f"Test split: {images} images, {results['num_classes']} classes; backbone {results['backbone']}, "
+        f"{split.capitalize()} split: {images} images, {results['num_classes']} classes; backbone {results['backbone']}, "
         f"unfreeze={results['unfreeze']}, weights: {results['weights_source']}",
         f"  {'Metric':<30}{'Accuracy':>9}{'Images':>9}",
     ]
-    lines += [f"  {label:<30}{results[key]:>9.4f}{images:>9d}" for label, key in ROWS]
+    lines += [f"  {label:<30}{results[f'{split}/{key}']:>9.4f}{images:>9d}" for label, key in ROWS]
     return "\n".join(lines)
 
 

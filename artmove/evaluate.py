@@ -1,0 +1,141 @@
+"""`python -m artmove.evaluate ckpt_path=…`: the seed's table, per-class scores and confusions of a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from artmove.checks import ConfigError
+from artmove.data.sources.base import SPLITS
+from artmove.data.transforms import decode_size
+from artmove.evaluation.checkpoint import load_classifier, run_config, run_dir
+from artmove.evaluation.classes import label_map, load_class_map
+from artmove.evaluation.inference import MappedViews, predict_split
+from artmove.evaluation.metrics import (
+    PER_CLASS_COLUMNS,
+    confusion_matrix,
+    most_confused_pairs,
+    per_class_table,
+    summary_metrics,
+)
+from artmove.evaluation.plots import plot_confusion_matrix
+from artmove.evaluation.tables import markdown_table, write_csv
+from artmove.evaluation.tta import TTA_MODES, check_tta, tta_transform
+from artmove.reporting import format_table, write_json
+from artmove.train import USER_ERRORS
+
+log = logging.getLogger("artmove.evaluate")
+PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")
+
+
+def eval_dir(ckpt_path: str, split: str, tta: str, data: str | None = None) -> str:
+    """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``: evaluations live beside their run."""
+    parts = [split] + ([data] if data not in (None, "None", "null") else []) + ([tta] if tta != "none" else [])
+    return str(run_dir(ckpt_path) / "eval" / "-".join(parts))
+
+
+OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
+
+
+def data_config(cfg: DictConfig) -> DictConfig:
+    """The data set to evaluate on (``data=…``, else the run's own) with the seed its splits need."""
+    trained = run_config(cfg.ckpt_path)
+    if cfg.get("data") is None and trained is None:
+        raise ConfigError(
+            f"no data set given and {run_dir(cfg.ckpt_path)} has no .hydra/config.yaml to take the training "
+            "data set from: add data=rasta data.root=/path/to/data (or data=folder/synthetic)."
+        )
+    seed = cfg.seed if cfg.seed is not None else (trained.get("seed", 42) if trained is not None else 42)
+    base = OmegaConf.create({"seed": seed})
+    base.data = cfg.data if cfg.get("data") is not None else trained.data
+    return base.data
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate ``cfg.ckpt_path`` on one split; write the tables and figure to ``cfg.output_dir``."""
+    started = time.time()
+    check_tta(cfg.tta)
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")
+    model = load_classifier(cfg.ckpt_path, cfg.device)
+    classes = list(model.hparams.class_names)
+    datamodule = instantiate(data_config(cfg))
+    mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
+    split = datamodule.source.split(cfg.split, decode_size(model.data_config))
+    dataset = MappedViews(split, tta_transform(model.data_config, cfg.tta), mapping)
+    log.info("%s split: %d images (%d dropped by class_map), tta=%s", cfg.split, len(dataset), len(split) - len(dataset), cfg.tta)
+    probs, labels = predict_split(model, dataset, cfg.batch_size, cfg.num_workers)
+
+    counts = confusion_matrix(probs, labels)
+    per_class = per_class_table(probs, labels, classes)
+    pairs = most_confused_pairs(counts, classes, cfg.top_confused)
+    results = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "backbone": model.hparams.backbone,
+        "unfreeze": model.hparams.unfreeze,
+        "weights_source": f"checkpoint {Path(cfg.ckpt_path).name}",
+        "split": cfg.split,
+        "tta": cfg.tta,
+        "views_per_image": TTA_MODES[cfg.tta],
+        "data": {"source": type(datamodule.source).__name__, "root": datamodule.root},
+        "num_classes": len(classes),
+        "classes": classes,
+        "class_map": {name: None if target is None else classes[target] for name, target in zip(datamodule.classes, mapping)},
+        **summary_metrics(probs, labels, cfg.split),
+        "dropped_images": len(split) - len(dataset),
+        "most_confused": pairs,
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    write_outputs(Path(cfg.output_dir), results, per_class, counts, probs, labels, dataset)
+    print(format_table(results, split=cfg.split), flush=True)
+    print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
+    if pairs:
+        top = pairs[0]
+        print(f"  most confused: {top['class_a']} <-> {top['class_b']} ({top['a_as_b']} + {top['b_as_a']} images)")
+    print(f"Outputs: {cfg.output_dir}", flush=True)
+    return results
+
+
+def write_outputs(out: Path, results: dict, per_class: list[dict], counts, probs, labels, dataset: MappedViews) -> None:
+    classes, split = results["classes"], results["split"]
+    write_json(out / "metrics.json", results)
+    write_csv(out / "per_class.csv", per_class, PER_CLASS_COLUMNS)
+    write_csv(out / "confused_pairs.csv", results["most_confused"], PAIR_COLUMNS)
+    write_csv(out / "confusion_matrix.csv", [{"true": name, **dict(zip(classes, row))} for name, row in zip(classes, counts.tolist())], ["true", *classes])
+    top = probs.max(1)
+    predictions = [
+        {"path": dataset.path(i), "true": classes[label], "predicted": classes[pred], "p_predicted": float(p),
+         "p_true": float(probs[i, label]), "correct": int(label == pred)}
+        for i, (label, pred, p) in enumerate(zip(labels.tolist(), top.indices.tolist(), top.values.tolist()))
+    ]  # fmt: skip
+    write_csv(out / "predictions.csv", predictions, ["path", "true", "predicted", "p_predicted", "p_true", "correct"])
+    title = f"{results['backbone']} on {split} ({results[f'{split}/num_images']} images), tta={results['tta']}: % of each true class"
+    plot_confusion_matrix(counts.numpy(), classes, out / "confusion_matrix.png", title)
+    markdown = [
+        f"# Evaluation of {results['checkpoint']}", "", "```", format_table(results, split=split), "```", "",
+        "## Per class", "", "`accuracy` is the class's top-1 accuracy (= recall); top-1 macro is its mean.", "",
+        markdown_table(per_class, PER_CLASS_COLUMNS), "",
+        "## Most confused pairs", "", "Images of A predicted as B and of B predicted as A.", "",
+        markdown_table(results["most_confused"], PAIR_COLUMNS), "", "![confusion matrix](confusion_matrix.png)", "",
+    ]  # fmt: skip
+    (out / "per_class.md").write_text("\n".join(markdown), encoding="utf-8")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        print(f"artmove: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

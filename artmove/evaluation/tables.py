@@ -1,0 +1,36 @@
+"""Rows of dicts written as CSV and as Markdown tables."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def cell(value: Any, digits: int = 4) -> str:
+    """Floats rounded, NaN/None blank: what a reader of the table needs."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_csv(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows([cell(row.get(column), digits=6) for column in columns] for row in rows)
+    return path
+
+
+def markdown_table(rows: Iterable[dict], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    headers = list(headers or columns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    for row in rows:
+        values = [cell(row.get(column)).replace("|", "\\|") or "–" for column in columns]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""`python -m artmove.predict ckpt_path=… input=PATH`: the top-k movements of new paintings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from artmove.checks import ConfigError
+from artmove.data.images import is_image_file
+from artmove.data.sources.base import images_in
+from artmove.data.transforms import decode_size
+from artmove.evaluation.checkpoint import load_classifier
+from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
+from artmove.evaluation.inference import ImageFiles, predict_files
+from artmove.evaluation.tables import write_csv
+from artmove.evaluation.tta import check_tta, eval_transform, tta_transform
+from artmove.train import USER_ERRORS
+
+log = logging.getLogger("artmove.predict")
+
+
+def list_inputs(input_path: str | Path) -> list[Path]:
+    """The image files behind ``input``: the image itself, a folder's images (recursive) or a list file's paths."""
+    path = Path(input_path)
+    if path.is_dir():
+        paths = images_in(path)
+        if not paths:
+            raise ConfigError(f"input={path}: no image files in this folder or below it.")
+        return paths
+    if not path.is_file():
+        raise ConfigError(f"input={path}: no such file or folder. Give an image, a folder or a text file of paths.")
+    if is_image_file(path):
+        return [path]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    paths = [Path(line) for line in lines if line and not line.startswith("#")]
+    if not paths:
+        raise ConfigError(f"input={path}: the list file names no images.")
+    return [p if p.is_absolute() else path.parent / p for p in paths]
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Predict every readable input; return ``{"predictions": [...], "skipped": [...]}``."""
+    check_tta(cfg.tta)
+    if cfg.save not in (None, "csv", "json"):
+        raise ConfigError(f"save={cfg.save!r}: use csv, json or null.")
+    paths = list_inputs(cfg.input)
+    model = load_classifier(cfg.ckpt_path, cfg.device)
+    classes = list(model.hparams.class_names)
+    top_k = max(1, min(int(cfg.top_k), len(classes)))
+    dataset = ImageFiles(paths, tta_transform(model.data_config, cfg.tta), decode_size(model.data_config))
+    probs, readable, errors = predict_files(model, dataset, cfg.batch_size, cfg.num_workers)
+
+    best = probs.topk(top_k, dim=1)
+    predictions = [
+        {"path": str(paths[index]),
+         "top": [{"movement": classes[c], "probability": float(p)} for c, p in zip(best.indices[row].tolist(), best.values[row].tolist())]}
+        for row, index in enumerate(readable)
+    ]  # fmt: skip
+    skipped = [{"path": str(paths[index]), "error": message} for index, message in sorted(errors.items())]
+    out = Path(cfg.output_dir)
+    if cfg.explain and predictions:
+        explain(model, [paths[i] for i in readable], best.indices[:, 0], out / "explain", cfg.batch_size)
+        for item, name in zip(predictions, _unique_names([paths[i] for i in readable])):
+            item["explanation"] = str(out / "explain" / f"{name}.gradcam.png")
+    print_predictions(predictions, skipped)
+    if cfg.save == "csv":
+        rows = [{"path": p["path"], "rank": rank, **top} for p in predictions for rank, top in enumerate(p["top"], start=1)]
+        print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability'])}")
+    elif cfg.save == "json":
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {"checkpoint": str(cfg.ckpt_path), "tta": cfg.tta, "predictions": predictions, "skipped": skipped}
+        (out / "predictions.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"Predictions: {out / 'predictions.json'}")
+    return {"predictions": predictions, "skipped": skipped}
+
+
+def print_predictions(predictions: list[dict], skipped: list[dict]) -> None:
+    for item in predictions:
+        print(item["path"])
+        for rank, top in enumerate(item["top"], start=1):
+            print(f"  {rank}. {top['movement']:<32}{top['probability']:.4f}")
+    for item in skipped:
+        print(f"skipped (unreadable) {item['error']}", file=sys.stderr)
+    print(f"{len(predictions)} image(s) predicted, {len(skipped)} skipped (unreadable).", flush=True)
+
+
+def explain(model, paths: list[Path], targets: torch.Tensor, folder: Path, batch_size: int) -> None:
+    """A Grad-CAM overlay PNG per image, for its top-1 class, on the eval crop the model saw."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data_config = model.data_config
+    dataset = ImageFiles(paths, eval_transform(data_config), decode_size(data_config))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=lambda batch: torch.stack([image for image, _ in batch]))
+    names, device = iter(_unique_names(paths)), next(model.parameters()).device
+    for start, images in zip(range(0, len(paths), batch_size), loader):
+        cams = grad_cam(model.model, images.to(device), targets[start : start + len(images)].to(device))
+        for image, cam in zip(images, cams):
+            overlay(to_pil(image, data_config["mean"], data_config["std"]), cam).save(folder / f"{next(names)}.gradcam.png")
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        count = seen[path.stem] = seen.get(path.stem, 0) + 1
+        names.append(path.stem if count == 1 else f"{path.stem}-{count}")
+    return names
+
+
+@hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg)
+    except USER_ERRORS as error:
+        log.error("%s", error)
+        print(f"artmove: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
