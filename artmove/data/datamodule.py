@@ -100,7 +100,7 @@ class PaintingDataModule(pl.LightningDataModule):
             if self.group_by:
                 raise ConfigError(f"data.group_by={self.group_by}: this data set is generated, it has no artists.")
             return None
-        where = str(self.root)
+        where = str(self.root) if self.root else "the data set"
         samples, bad = screen(
             {s: d.samples for s, d in splits.items()}, self.max_bad_fraction, where, getattr(self.source, "missing", [])
         )
