@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 
-def cell(value: Any, digits: int = 4) -> str:
-    """Floats rounded, NaN/None blank: what a reader of the table needs."""
+def cell(value: Any, float_format: str = ".4f") -> str:
+    """Floats formatted, NaN/None blank: what a reader of the table needs."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return format(value, float_format)
     return str(value)
 
 
@@ -23,7 +23,7 @@ def write_csv(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
-        writer.writerows([cell(row.get(column), digits=6) for column in columns] for row in rows)
+        writer.writerows([cell(row.get(column), ".6g") for column in columns] for row in rows)
     return path
 
 

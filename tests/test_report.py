@@ -1,0 +1,101 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from artmove.report import find_runs, learning_curves, write_report
+from artmove.train import train
+from test_evaluate import compose_config
+
+
+def make_run(folder: Path, results: dict | None, **config) -> Path:
+    """A run folder as training leaves it: .hydra/config.yaml, results.json, csv/metrics.csv."""
+    (folder / ".hydra").mkdir(parents=True)
+    lines = [f"{key}: {value}" for key, value in {"task_name": "train", **config}.items()]
+    (folder / ".hydra" / "config.yaml").write_text("\n".join(lines) + "\ndata:\n  root: /data/wikipaintings\n", encoding="utf-8")
+    if results is not None:
+        (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+        (folder / "csv").mkdir()
+        (folder / "csv" / "metrics.csv").write_text(
+            "epoch,step,train/loss_epoch,val/top1\n0,9,,0.30\n0,9,2.5,\n1,19,,0.40\n1,19,2.0,\n", encoding="utf-8"
+        )
+    return folder
+
+
+def ok(top1: float, **extra) -> dict:
+    return {"status": "ok", "test/top1": top1, "test/top3": top1 + 0.2, "test/top5": top1 + 0.3,
+            "test/top1_macro": top1 - 0.05, "best_val/top1": top1 + 0.01, "epochs": 2, "wall_time_s": 12.0, **extra}  # fmt: skip
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    root = tmp_path / "multirun"
+    make_run(root / "0", ok(0.50), backbone="resnet50", unfreeze=0.2, seed=1)
+    make_run(root / "1", ok(0.60), backbone="resnet50", unfreeze=0.2, seed=2)
+    make_run(root / "2", ok(0.40), backbone="resnet50", unfreeze=0.0, seed=1)
+    make_run(root / "10", ok(0.55), backbone="convnext_tiny", unfreeze=0.2, seed=1)
+    make_run(root / "3", {"status": "failed", "error": "NonFiniteLossError: the training loss is nan\n..."},
+             backbone="resnet50", unfreeze=1.0, seed=1)  # fmt: skip
+    make_run(root / "4", None, backbone="resnet50", unfreeze=0.5, seed=1)  # killed: no results.json
+    evaluation = root / "0" / "eval" / "test" / ".hydra"
+    evaluation.mkdir(parents=True)
+    (evaluation / "config.yaml").write_text("task_name: evaluate\n", encoding="utf-8")  # not a run
+    return root
+
+
+def test_runs_are_found_in_job_order_without_their_evaluations(sweep):
+    assert [p.name for p in find_runs([sweep])] == ["0", "1", "2", "3", "4", "10"]
+
+
+def test_report_sorts_by_the_metric_and_keeps_failed_jobs(sweep, tmp_path):
+    report = write_report([sweep], tmp_path / "report")
+    rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open(encoding="utf-8")))
+    assert [(r["run"], r["status"]) for r in rows] == [
+        ("1", "ok"), ("10", "ok"), ("0", "ok"), ("2", "ok"), ("3", "failed"), ("4", "failed")
+    ]  # fmt: skip
+    assert rows[0]["data"] == "wikipaintings" and rows[0]["backbone"] == "resnet50" and float(rows[0]["unfreeze"]) == 0.2
+    assert rows[4]["error"] == "NonFiniteLossError: the training loss is nan" and rows[4]["test/top1"] == ""
+    assert rows[5]["error"].startswith("no results.json") and rows[5]["unfreeze"] == "0.5"
+
+    settings = list(csv.DictReader((tmp_path / "report" / "settings.csv").open(encoding="utf-8")))
+    best = settings[0]
+    assert (best["backbone"], best["unfreeze"], best["runs"], best["seeds"]) == ("resnet50", "0.2", "2", "1 2")
+    assert float(best["test/top1 mean"]) == pytest.approx(0.55)
+    assert float(best["test/top1 std"]) == pytest.approx(0.0707107, abs=1e-6)  # sample std of 0.5, 0.6
+    assert settings[1]["test/top1 std"] == ""  # one seed: no spread
+
+    text = report.read_text(encoding="utf-8")
+    assert "6 run(s), 2 failed" in text and "0.5500 ± 0.0707" in text
+    for figure in ("test_top1_vs_unfreeze.png", "learning_curves.png"):
+        assert f"({figure})" in text
+        with Image.open(tmp_path / "report" / figure) as png:
+            assert png.width > 400
+
+
+def test_learning_curves_merge_lightning_csv_rows_per_epoch(sweep):
+    assert learning_curves(sweep / "0") == {"val/top1": [(0, 0.30), (1, 0.40)], "train/loss_epoch": [(0, 2.5), (1, 2.0)]}
+
+
+def test_a_sweep_of_tiny_rasta_jobs_gives_the_table_and_plots(tmp_path, wikipaintings_small):
+    sweep = tmp_path / "sweep"
+    for job, (unfreeze, seed) in enumerate([(0.0, 1), (0.0, 2), (0.5, 1)]):
+        train(compose_config(
+            "train", f"paths.output_dir={sweep / str(job)}", "data=rasta", f"data.root={wikipaintings_small}",
+            "backbone=resnet18", "pretrained=false", f"unfreeze={unfreeze}", f"seed={seed}", "debug=limit",
+            "model.image_size=32", "data.batch_size=4", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        ))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "artmove.report", str(sweep)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 run(s), 0 failed" in done.stdout and f"Report: {sweep / 'report.md'}" in done.stdout
+    rows = list(csv.DictReader((sweep / "runs.csv").open(encoding="utf-8")))
+    for row in rows:
+        results = json.loads((sweep / row["run"] / "results.json").read_text(encoding="utf-8"))
+        assert float(row["test/top1"]) == pytest.approx(results["test/top1"]) and row["data"] == "wikipaintings_small"
+        assert int(row["epochs"]) == 2
+    assert learning_curves(sweep / "0")["val/top1"][-1][0] == 1  # two epochs per run
+    assert (sweep / "test_top1_vs_unfreeze.png").is_file() and (sweep / "learning_curves.png").is_file()
