@@ -1,0 +1,214 @@
+"""W&B beside the CSV logger (``logger=wandb``): online with credentials, else offline in the run folder.
+
+A training run never waits on W&B: without an API key (``WANDB_API_KEY`` or a netrc entry for the
+W&B host) or with ``WANDB_MODE=offline`` the run is written offline under ``<run>/wandb/`` and
+one line says how to upload it later (``wandb sync``); if an online start fails, it falls back
+to offline. Jobs of one Hydra multirun share a W&B group (the sweep folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+from artmove.evaluation.gradcam import to_pil
+from artmove.evaluation.metrics import (
+    PER_CLASS_COLUMNS,
+    confusion_matrix,
+    most_confused_pairs,
+    per_class_table,
+    summary_metrics,
+)
+from artmove.evaluation.plots import plot_confusion_matrix
+from artmove.reporting import ROWS
+
+log = logging.getLogger(__name__)
+MODES = {"online": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+
+
+def has_credentials() -> bool:
+    """An API key in the environment or in the netrc file for the W&B host (what wandb would use)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def choose_mode(mode: str | None = None) -> str:
+    """``mode`` when set, else ``WANDB_MODE``, else online only with credentials: never a login prompt."""
+    requested = mode or os.environ.get("WANDB_MODE")
+    if requested:
+        if requested not in MODES:
+            raise ValueError(f"W&B mode {requested!r}: use online, offline or disabled.")
+        return MODES[requested]
+    return "online" if has_credentials() else "offline"
+
+
+def sweep_group_and_name() -> tuple[str | None, str | None]:
+    """In a Hydra multirun: the sweep folder (shared by its jobs) and the job's overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None, None
+    return str(hydra_cfg.sweep.dir), hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
+
+
+class ArtmoveWandbLogger(WandbLogger):
+    """Lightning's WandbLogger that picks online/offline itself and never blocks a run.
+
+    Online, the best checkpoint is uploaded as a model artifact (``log_model``).
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        project: str = "artmove",
+        group: str | None = None,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        mode: str | None = None,
+        log_model: bool = True,
+        init_timeout: float = 30.0,
+        **kwargs,
+    ):
+        import wandb
+
+        self.wandb_mode = choose_mode(mode)
+        sweep_group, job_name = sweep_group_and_name()
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            save_dir=save_dir,
+            project=project,
+            group=group or sweep_group,
+            name=name or job_name,
+            tags=[str(tag) for tag in tags],
+            mode=self.wandb_mode,
+            log_model=log_model and self.wandb_mode == "online",
+            settings=wandb.Settings(init_timeout=init_timeout, silent=self.wandb_mode != "online"),
+            **kwargs,
+        )
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None and self.wandb_mode == "online":
+            try:
+                return super().experiment
+            except Exception as error:  # wandb raises several types for a network or server failure
+                log.warning("W&B could not start online (%s); logging offline instead.", error)
+                self.wandb_mode = self._wandb_init["mode"] = "offline"
+                self._log_model = False
+        return super().experiment
+
+    def finish_run(self, exit_code: int = 0) -> None:
+        """Finish the run; offline, say once where it is and how to upload it."""
+        if self._experiment is None:
+            return
+        run, self._experiment = self._experiment, None
+        run_dir = Path(run.dir).parent
+        run.finish(exit_code=exit_code)
+        if self.wandb_mode == "offline":
+            print(f"W&B run saved offline in {run_dir}; upload it with: wandb sync {run_dir}", flush=True)
+
+
+class WandbTestReport(pl.Callback):
+    """What Lightning's logger does not send to W&B: parameter counts, the seed's test table,
+    per-class scores, the confusion matrix, the most confused pairs and sample test predictions
+    with their images. Closes the W&B run after the last stage (test, or fit when ``test=false``)."""
+
+    def __init__(self, num_samples: int = 32, finish_after_test: bool = True, top_confused: int = 10):
+        self.num_samples, self.finish_after_test, self.top_confused = num_samples, finish_after_test, top_confused
+        self._logits: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._samples: list[torch.Tensor] = []
+        self._hook = None
+
+    @staticmethod
+    def _logger(trainer: pl.Trainer) -> ArtmoveWandbLogger | None:
+        return next((lg for lg in trainer.loggers if isinstance(lg, ArtmoveWandbLogger)), None)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        logger = self._logger(trainer)
+        if logger is not None and hasattr(pl_module, "parameter_counts") and trainer.is_global_zero:
+            logger.experiment.summary.update(pl_module.parameter_counts)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._logits, self._labels, self._samples = [], [], []
+        self._hook = pl_module.register_forward_hook(lambda module, inputs, output: self._logits.append(output.detach().float().cpu()))
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        inputs, labels = batch
+        self._labels.append(labels.detach().cpu())
+        wanted = self.num_samples - sum(len(s) for s in self._samples)
+        if wanted > 0 and inputs.ndim == 4 and inputs.shape[1] == 3:  # images, not cached features
+            self._samples.append(inputs[:wanted].detach().float().cpu())
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        logger = self._logger(trainer)
+        if logger is None or not self._labels or not trainer.is_global_zero:
+            return
+        import wandb
+
+        probs, labels = torch.cat(self._logits).softmax(-1), torch.cat(self._labels)
+        classes = list(pl_module.hparams.get("class_names") or range(probs.shape[1]))
+        classes = [str(name) for name in classes]
+        summary = summary_metrics(probs, labels, "test")
+        images = summary["test/num_images"]
+        counts = confusion_matrix(probs, labels)
+        run = logger.experiment
+        png = plot_confusion_matrix(counts.numpy(), classes, Path(run.dir) / "confusion_matrix.png", f"test ({images} images): % of each true class")
+        pairs = most_confused_pairs(counts, classes, self.top_confused)
+        per_class = per_class_table(probs, labels, classes)
+        payload = {
+            "test/table": wandb.Table(columns=["metric", "accuracy", "images"], data=[[label, summary[f"test/{key}"], images] for label, key in ROWS]),
+            "test/per_class": wandb.Table(columns=list(PER_CLASS_COLUMNS), data=[[row[c] for c in PER_CLASS_COLUMNS] for row in per_class]),
+            "test/confusion_matrix": wandb.plot.confusion_matrix(y_true=labels.tolist(), preds=probs.argmax(1).tolist(), class_names=classes),
+            "test/confusion_matrix_image": wandb.Image(str(png)),
+            "test/most_confused": wandb.Table(columns=list(pairs[0]) if pairs else ["class_a"], data=[list(p.values()) for p in pairs]),
+        }  # fmt: skip
+        if self._samples:
+            payload["test/predictions"] = self._predictions_table(torch.cat(self._samples), probs, labels, classes, pl_module)
+        run.log(payload)
+
+    def _predictions_table(self, images, probs, labels, classes, pl_module):
+        import wandb
+
+        data_config = getattr(pl_module, "data_config", None) or {"mean": [0.5] * 3, "std": [0.5] * 3}
+        table = wandb.Table(columns=["image", "true", "predicted", "p_predicted", "p_true", "correct"])
+        for index, image in enumerate(images):
+            label, predicted = int(labels[index]), int(probs[index].argmax())
+            table.add_data(
+                wandb.Image(to_pil(image, data_config["mean"], data_config["std"])), classes[label], classes[predicted],
+                float(probs[index, predicted]), float(probs[index, label]), label == predicted,
+            )  # fmt: skip
+        return table
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "test" or (stage == "fit" and not self.finish_after_test):
+            logger = self._logger(trainer)
+            if logger is not None:
+                logger.finish_run()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        logger = self._logger(trainer)
+        if logger is not None:
+            logger.finish_run(exit_code=1)

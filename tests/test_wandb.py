@@ -1,0 +1,123 @@
+"""W&B with the real wandb package, offline: what a run's files hold."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+from artmove.wandb_logging import ArtmoveWandbLogger, choose_mode
+
+TINY = ["backbone=resnet18", "pretrained=false", "debug=limit", "model.image_size=32", "data.batch_size=8",
+        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=2"]  # fmt: skip
+
+
+def wandb_records(run_file: Path):
+    """The records of an offline run's ``run-<id>.wandb`` file (W&B's leveldb-style log: 32 KiB
+    blocks of chunks with a 7-byte header: checksum, length, type full/first/middle/last)."""
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    position, pending = 7, b""
+    while position + 7 <= len(data):
+        if 32768 - position % 32768 < 7:  # block trailer too short for a header: padding
+            position += 32768 - position % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        chunk = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def read_offline_run(job_dir: Path) -> dict:
+    """Config, history (per key, the logged values in order), summary, run group/tags and artifacts."""
+    (run_file,) = job_dir.glob("wandb/offline-run-*/run-*.wandb")
+    run = {"config": {}, "history": {}, "summary": {}, "artifacts": {}}
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run.update(group=record.run.run_group, tags=list(record.run.tags))
+        elif kind == "config":
+            run["config"].update({item.key: json.loads(item.value_json) for item in record.config.update if item.key})
+        elif kind == "history":
+            for item in record.history.item:
+                run["history"].setdefault(item.key or "/".join(item.nested_key), []).append(json.loads(item.value_json))
+        elif kind == "summary":
+            run["summary"].update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update})
+        elif kind == "artifact":
+            run["artifacts"][record.artifact.name] = [entry.path for entry in record.artifact.manifest.contents]
+    return run
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    """No API key, an empty netrc, no WANDB_MODE: the situation of a fresh machine."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "netrc").write_text("")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    return tmp_path
+
+
+def test_online_only_with_credentials(no_credentials, monkeypatch):
+    assert choose_mode() == "offline"
+    (no_credentials / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "0" * 40 + "\n")
+    assert choose_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert choose_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert choose_mode() == "offline" and choose_mode("disabled") == "disabled"
+    with pytest.raises(ValueError, match="use online, offline or disabled"):
+        choose_mode("sometimes")
+
+
+def test_an_online_start_that_fails_logs_offline(no_credentials, monkeypatch):
+    import wandb
+
+    real_init = wandb.init
+
+    def init(**kwargs):
+        if kwargs.get("mode") == "online":
+            raise wandb.errors.CommError("no route to api.wandb.ai")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    logger = ArtmoveWandbLogger(save_dir=str(no_credentials / "run"), mode="online")
+    assert logger.experiment.settings.mode == "offline" and logger.wandb_mode == "offline"
+    logger.finish_run()
+    assert list((no_credentials / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_multirun_jobs_log_offline_into_one_group(no_credentials):
+    sweep = no_credentials / "sweep"
+    env = {k: v for k, v in os.environ.items()}
+    done = subprocess.run(
+        [sys.executable, "-m", "artmove.train", "-m", "logger=wandb", "unfreeze=0,1", *TINY, f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {job: read_offline_run(sweep / job) for job in ("0", "1")}
+    for job, run in runs.items():
+        results = json.loads((sweep / job / "results.json").read_text(encoding="utf-8"))
+        assert done.stdout.count(f"wandb sync {sweep / job / 'wandb'}") == 1  # said once, per job
+        # The full composed config, the trainable parameter count, metrics and learning rates.
+        assert run["config"]["backbone"] == "resnet18" and run["config"]["unfreeze"] == results["unfreeze"]
+        assert run["config"]["data"]["source"]["test_per_class"] == 2 and run["config"]["trainer"]["max_epochs"] == 1
+        assert run["summary"]["trainable_params"] == results["trainable_params"]
+        assert run["history"]["test/top1"] == [pytest.approx(results["test/top1"])]
+        assert run["history"]["val/top1"] and any(key.startswith("lr-") for key in run["history"])
+        # The test table, per-class scores, confusion matrix and sample predictions with images.
+        assert run["history"]["test/table/nrows"] == [4] and run["history"]["test/per_class/nrows"] == [10]
+        assert run["history"]["test/predictions/nrows"] == [16]  # limit_test_batches=2 of 8
+        assert "test/confusion_matrix_table/nrows" in run["history"] and "test/confusion_matrix_image/path" in run["history"]
+        predictions = next(paths for name, paths in run["artifacts"].items() if "testpredictions" in name)
+        assert sum(path.endswith(".png") for path in predictions) == 16
+        assert run["tags"] == ["resnet18", f"unfreeze={results['unfreeze']}"]
+    assert runs["0"]["group"] == runs["1"]["group"] == str(sweep)
