@@ -8,9 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 from wandb.proto import wandb_internal_pb2
 
-from artmove.wandb_logging import ArtmoveWandbLogger, choose_mode
+from artmove.train import train
+from artmove.wandb_logging import ArtmoveWandbLogger, choose_mode, sweep_group_and_name
+from test_evaluate import compose_config
 
 TINY = ["backbone=resnet18", "pretrained=false", "debug=limit", "model.image_size=32", "data.batch_size=8",
         "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=2"]  # fmt: skip
@@ -95,29 +101,59 @@ def test_an_online_start_that_fails_logs_offline(no_credentials, monkeypatch):
     assert list((no_credentials / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsys):
+    out = no_credentials / "run"
+    results = train(compose_config("train", f"paths.output_dir={out}", "logger=wandb", *TINY))
+    assert capsys.readouterr().out.count(f"wandb sync {out / 'wandb'}") == 1  # said once
+    run = read_offline_run(out)
+    # The full composed config, the trainable parameter count, metrics and learning rates.
+    assert run["config"]["backbone"] == "resnet18" and run["config"]["unfreeze"] == 0.2
+    assert run["config"]["data"]["source"]["test_per_class"] == 2 and run["config"]["trainer"]["max_epochs"] == 1
+    assert run["summary"]["trainable_params"] == results["trainable_params"]
+    assert run["history"]["test/top1"] == [pytest.approx(results["test/top1"])]
+    assert run["history"]["val/top1"] and any(key.startswith("lr-") for key in run["history"])
+    # The test table, per-class scores, confusion matrix and sample predictions with images.
+    assert run["history"]["test/table/nrows"] == [4] and run["history"]["test/per_class/nrows"] == [10]
+    assert run["history"]["test/predictions/nrows"] == [16]  # limit_test_batches=2 of 8 images
+    assert "test/confusion_matrix_table/nrows" in run["history"] and "test/confusion_matrix_image/path" in run["history"]
+    predictions = next(paths for name, paths in run["artifacts"].items() if "testpredictions" in name)
+    assert sum(path.endswith(".png") for path in predictions) == 16
+    assert run["tags"] == ["resnet18", "unfreeze=0.2"] and run["group"] == ""  # a single run: no group
+
+
+def test_jobs_of_a_multirun_share_the_sweep_folder_as_group(no_credentials):
+    cfg = compose_config_with_hydra("hydra.mode=MULTIRUN", f"hydra.sweep.dir={no_credentials}/sweep", "hydra.job.num=3")
+    with open_dict(cfg):
+        cfg.hydra.job.override_dirname = "backbone=resnet18,unfreeze=0"
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert sweep_group_and_name() == (f"{no_credentials}/sweep", "backbone=resnet18,unfreeze=0")
+        logger = ArtmoveWandbLogger(save_dir=str(no_credentials / "job"))
+        assert logger._wandb_init["group"] == f"{no_credentials}/sweep" and logger._wandb_init["mode"] == "offline"
+    finally:
+        HydraConfig.instance().cfg = None
+    assert sweep_group_and_name() == (None, None)
+
+
+def compose_config_with_hydra(*overrides: str):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.mark.slow
 def test_multirun_jobs_log_offline_into_one_group(no_credentials):
     sweep = no_credentials / "sweep"
-    env = {k: v for k, v in os.environ.items()}
     done = subprocess.run(
         [sys.executable, "-m", "artmove.train", "-m", "logger=wandb", "unfreeze=0,1", *TINY, f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     runs = {job: read_offline_run(sweep / job) for job in ("0", "1")}
     for job, run in runs.items():
-        results = json.loads((sweep / job / "results.json").read_text(encoding="utf-8"))
-        assert done.stdout.count(f"wandb sync {sweep / job / 'wandb'}") == 1  # said once, per job
-        # The full composed config, the trainable parameter count, metrics and learning rates.
-        assert run["config"]["backbone"] == "resnet18" and run["config"]["unfreeze"] == results["unfreeze"]
-        assert run["config"]["data"]["source"]["test_per_class"] == 2 and run["config"]["trainer"]["max_epochs"] == 1
-        assert run["summary"]["trainable_params"] == results["trainable_params"]
-        assert run["history"]["test/top1"] == [pytest.approx(results["test/top1"])]
-        assert run["history"]["val/top1"] and any(key.startswith("lr-") for key in run["history"])
-        # The test table, per-class scores, confusion matrix and sample predictions with images.
-        assert run["history"]["test/table/nrows"] == [4] and run["history"]["test/per_class/nrows"] == [10]
-        assert run["history"]["test/predictions/nrows"] == [16]  # limit_test_batches=2 of 8
-        assert "test/confusion_matrix_table/nrows" in run["history"] and "test/confusion_matrix_image/path" in run["history"]
-        predictions = next(paths for name, paths in run["artifacts"].items() if "testpredictions" in name)
-        assert sum(path.endswith(".png") for path in predictions) == 16
-        assert run["tags"] == ["resnet18", f"unfreeze={results['unfreeze']}"]
+        assert done.stdout.count(f"wandb sync {sweep / job / 'wandb'}") == 1  # said once per job
+        assert run["history"]["test/top1"] and run["tags"] == ["resnet18", f"unfreeze={job}"]
     assert runs["0"]["group"] == runs["1"]["group"] == str(sweep)
