@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -107,17 +108,25 @@ class ArtmoveWandbLogger(WandbLogger):
     @property
     @rank_zero_experiment
     def experiment(self):
-        if self._experiment is None and self.wandb_mode == "online":
-            try:
-                return super().experiment
-            except Exception as error:  # wandb raises several types for a network or server failure
-                log.warning("W&B could not start online (%s); logging offline instead.", error)
-                self.wandb_mode = self._wandb_init["mode"] = "offline"
-                self._log_model = False
-        return super().experiment
+        if self._experiment is None:
+            # A previous job's run still open (its trainer stopped early or ran without this
+            # logger, e.g. fast_dev_run): close it, or this job would log into it.
+            for other in list(_OPEN_LOGGERS):
+                other.finish_run()
+            if self.wandb_mode == "online":
+                try:
+                    self._experiment = super().experiment
+                except Exception as error:  # wandb raises several types for a network or server failure
+                    log.warning("W&B could not start online (%s); logging offline instead.", error)
+                    self.wandb_mode = self._wandb_init["mode"] = "offline"
+                    self._log_model = False
+        run = super().experiment
+        _OPEN_LOGGERS.add(self)
+        return run
 
     def finish_run(self, exit_code: int = 0) -> None:
         """Finish the run; offline, say once where it is and how to upload it."""
+        _OPEN_LOGGERS.discard(self)
         if self._experiment is None:
             return
         run, self._experiment = self._experiment, None
@@ -125,6 +134,9 @@ class ArtmoveWandbLogger(WandbLogger):
         run.finish(exit_code=exit_code)
         if self.wandb_mode == "offline":
             print(f"W&B run saved offline in {run_dir}; upload it with: wandb sync {run_dir}", flush=True)
+
+
+_OPEN_LOGGERS: weakref.WeakSet[ArtmoveWandbLogger] = weakref.WeakSet()
 
 
 class WandbTestReport(pl.Callback):

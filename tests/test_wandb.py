@@ -101,6 +101,15 @@ def test_an_online_start_that_fails_logs_offline(no_credentials, monkeypatch):
     assert list((no_credentials / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+def test_a_run_left_open_by_a_previous_job_is_closed_first(no_credentials, capsys):
+    first = ArtmoveWandbLogger(save_dir=str(no_credentials / "job0"))
+    first_id = first.experiment.id
+    second = ArtmoveWandbLogger(save_dir=str(no_credentials / "job1"))
+    assert second.experiment.id != first_id and first._experiment is None
+    second.finish_run()
+    assert capsys.readouterr().out.count("wandb sync") == 2
+
+
 def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsys):
     out = no_credentials / "run"
     results = train(compose_config("train", f"paths.output_dir={out}", "logger=wandb", *TINY))
