@@ -187,6 +187,15 @@ def test_group_by_artist_on_wikiart_stays_stratified(wikiart_sample):
         assert all(abs(got[c] - target[c]) <= 3 for c in target), (split, got)
 
 
+def test_group_split_does_not_depend_on_listing_order(wikiart_sample):
+    """File systems list folders in different orders; the split must not change with it."""
+    source = WikiArtCSV(wikiart_sample)
+    published = {split: source.split(split).samples for split in SPLITS}
+    shuffled = {split: sorted(items, key=lambda s: hash(s[0].name[::-1])) for split, items in published.items()}
+    assert group_split(shuffled, artist_from_filename, seed=5) == group_split(published, artist_from_filename, seed=5)
+    assert group_split(published, artist_from_filename, seed=5) != group_split(published, artist_from_filename, seed=6)
+
+
 def test_group_by_needs_files_and_a_known_value():
     with pytest.raises(ConfigError, match="generated"):
         PaintingDataModule(lambda: SyntheticPaintings(1, 1, 1, 32), group_by="artist").files
