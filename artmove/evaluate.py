@@ -70,6 +70,8 @@ def evaluate(cfg: DictConfig) -> dict:
     split = datamodule.source.split(cfg.split, decode_size(model.data_config))
     dataset = MappedViews(split, tta_transform(model.data_config, cfg.tta), mapping)
     log.info("%s split: %d images (%d dropped by class_map), tta=%s", cfg.split, len(dataset), len(split) - len(dataset), cfg.tta)
+    if not len(dataset):
+        raise ConfigError(f"the {cfg.split} split has no images to evaluate ({len(split)} before class_map): choose another split=.")
     probs, labels = predict_split(model, dataset, cfg.batch_size, cfg.num_workers)
 
     counts = confusion_matrix(probs, labels)

@@ -70,6 +70,8 @@ def predict(cfg: DictConfig) -> dict:
         for item, name in zip(predictions, _unique_names([paths[i] for i in readable])):
             item["explanation"] = str(out / "explain" / f"{name}.gradcam.png")
     print_predictions(predictions, skipped)
+    if not predictions:
+        raise ConfigError(f"none of the {len(paths)} input file(s) could be read as an image (see above).")
     if cfg.save == "csv":
         rows = [{"path": p["path"], "rank": rank, **top} for p in predictions for rank, top in enumerate(p["top"], start=1)]
         print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability'])}")

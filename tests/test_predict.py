@@ -105,3 +105,13 @@ def test_predictions_match_the_model_on_its_eval_transform(tiny_run, paintings, 
         assert sum(got.values()) == pytest.approx(1.0, abs=1e-4)
         for label, name in enumerate(model.hparams.class_names):
             assert got[name] == pytest.approx(float(expected[label]), abs=1e-3)
+
+
+def test_nothing_readable_is_an_error_after_the_report(tiny_run, paintings, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{paintings / 'nested' / 'broken.jpg'}\nmissing.jpg\n", encoding="utf-8")
+    cfg = compose_config("predict", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"input={listing}",
+                         f"output_dir={tmp_path}", "num_workers=0")  # fmt: skip
+    with pytest.raises(ConfigError, match="none of the 2 input file"):
+        predict(cfg)
+    assert "missing.jpg" in capsys.readouterr().err
