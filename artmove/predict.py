@@ -100,8 +100,10 @@ def explain(model, paths: list[Path], targets: torch.Tensor, folder: Path, batch
     dataset = ImageFiles(paths, eval_transform(data_config), decode_size(data_config))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=lambda batch: torch.stack([image for image, _ in batch]))
     names, device = iter(_unique_names(paths)), next(model.parameters()).device
+    ema = getattr(model, "ema", None)  # the averaged weights are what the model predicts with, when kept
+    network = ema.module if ema is not None else model.model
     for start, images in zip(range(0, len(paths), batch_size), loader):
-        cams = grad_cam(model.model, images.to(device), targets[start : start + len(images)].to(device))
+        cams = grad_cam(network, images.to(device), targets[start : start + len(images)].to(device))
         for image, cam in zip(images, cams):
             overlay(to_pil(image, data_config["mean"], data_config["std"]), cam).save(folder / f"{next(names)}.gradcam.png")
 
