@@ -1,0 +1,92 @@
+"""Many processes, one result: evaluation samplers, and DDP jobs inside Hydra sweeps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sized
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+from omegaconf import DictConfig
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import Sampler
+
+from artmove.checks import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def eval_sampler(dataset: Sized) -> Sampler | None:
+    """Each rank gets every world-size-th image, without the padding of ``DistributedSampler``.
+
+    Lightning's default sampler repeats images so that every rank has as many as the
+    others, which counts them twice in the validation/test metrics. Here the ranks differ
+    by at most one image and the torchmetrics states, summed across ranks, cover the split
+    exactly once. None outside a multi-process run (Lightning keeps a sequential loader).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def needs_own_process(trainer_cfg: DictConfig) -> bool:
+    """True for ``strategy=ddp`` inside a Hydra multirun, with the ranks started by Lightning.
+
+    Lightning starts ranks > 0 by re-running the command line: inside a sweep that is the
+    whole sweep (``-m a=1,2``), and its DDP settings (environment, process group) would
+    outlive the job. Such a job therefore runs in a process of its own
+    (:func:`run_in_own_process`). Ranks started by the cluster (SLURM tasks, torchrun)
+    need none of this.
+    """
+    return trainer_cfg.get("strategy") == "ddp" and in_multirun() and not processes_started_externally()
+
+
+def run_in_own_process() -> dict[str, Any]:
+    """Run this sweep job as a single run of its saved config in a new process; return its results.json.
+
+    The new process is an ordinary single run (``--config-path <job>/.hydra --config-name
+    config hydra.run.dir=<job>``), so Lightning's DDP launch works there as it does
+    outside sweeps, and everything it sets up ends with it. A run that fails records its
+    failure itself; a process that dies before writing results.json raises here.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.output_subdir is None:
+        raise ConfigError("trainer=ddp inside a sweep needs the job's saved config: remove hydra.output_subdir=null.")
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    results_path = job_dir / "results.json"
+    results_path.unlink(missing_ok=True)
+    command = [
+        sys.executable, "-m", "artmove.train",
+        "--config-path", str(job_dir / hydra_cfg.output_subdir), "--config-name", "config",
+        f'hydra.run.dir="{job_dir}"', "hydra.output_subdir=null", f"hydra.job.name={hydra_cfg.job.name}",
+    ]  # fmt: skip
+    log.info("DDP inside a sweep: job %s runs in its own process (%s)", hydra_cfg.job.num, " ".join(command[1:5]))
+    returncode = subprocess.run(command, cwd=get_original_cwd()).returncode
+    if not results_path.is_file():
+        raise ChildProcessError(f"the job's DDP processes exited with code {returncode} before writing {results_path}")
+    return json.loads(results_path.read_text(encoding="utf-8"))
+
+
+def processes_started_externally() -> bool:
+    """True when a cluster launcher (SLURM with one task per device, torchrun) started the ranks."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if TorchElasticEnvironment.detect():
+        return True
+    slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    return SLURMEnvironment.detect() and SLURMEnvironment.job_name() not in ("bash", "interactive") and slurm_tasks > 1
