@@ -1,0 +1,43 @@
+"""The end of a sweep: the report over every job (artmove.report), and an exit code that says
+whether any job failed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def failed_jobs(sweep_dir: Path) -> list[str]:
+    """The jobs of a sweep whose results.json is missing or not ``"status": "ok"``."""
+    from artmove.report import find_runs, read_run
+
+    return [row["run"] for row in map(read_run, find_runs([sweep_dir])) if row["status"] != "ok"]
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after the last job, write the sweep's report; exit 1 if any job failed.
+
+    Jobs record their own failures (``results.json`` with ``"status": "failed"``) and return,
+    so one bad combination does not stop the others; the sweep's exit code still tells.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from artmove.report import write_report  # matplotlib: imported once the jobs are done
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        report = write_report([sweep_dir], sweep_dir)
+        print(report.read_text(encoding="utf-8"), flush=True)
+        print(f"Sweep report: {report}", flush=True)
+        failed = failed_jobs(sweep_dir)
+        if failed:
+            log.error("%d job(s) failed: %s (results.json and traceback.txt in each)", len(failed), ", ".join(failed))
+            print(f"artmove: {len(failed)} job(s) of the sweep failed: {', '.join(failed)}", flush=True)
+            raise SystemExit(1)
