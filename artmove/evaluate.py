@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import hydra
@@ -34,13 +35,28 @@ log = logging.getLogger("artmove.evaluate")
 PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")
 
 
-def eval_dir(ckpt_path: str, split: str, tta: str, data: str | None = None) -> str:
-    """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``: evaluations live beside their run."""
+def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = None) -> str:
+    """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``: evaluations live beside their run.
+
+    Without an existing checkpoint (the run then stops with an error): ``outputs/evaluate/<time>``.
+    """
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return f"outputs/evaluate/{datetime.now():%Y-%m-%d/%H-%M-%S}"
     parts = [split] + ([data] if data not in (None, "None", "null") else []) + ([tta] if tta != "none" else [])
     return str(run_dir(ckpt_path) / "eval" / "-".join(parts))
 
 
 OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
+
+
+EXAMPLES = {"ckpt_path": "ckpt_path=<run>/checkpoints/last.ckpt", "input": "input=painting.jpg"}
+
+
+def require_settings(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        examples = " ".join(EXAMPLES.get(key, f"{key}=…") for key in missing)
+        raise ConfigError(f"missing settings: {', '.join(missing)}: set them on the command line, e.g. {examples}.")
 
 
 def data_config(cfg: DictConfig) -> DictConfig:
@@ -60,6 +76,7 @@ def data_config(cfg: DictConfig) -> DictConfig:
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path`` on one split; write the tables and figure to ``cfg.output_dir``."""
     started = time.time()
+    require_settings(cfg)
     check_tta(cfg.tta)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")

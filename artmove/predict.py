@@ -16,6 +16,7 @@ from artmove.checks import ConfigError
 from artmove.data.images import is_image_file
 from artmove.data.sources.base import images_in
 from artmove.data.transforms import decode_size
+from artmove.evaluate import require_settings
 from artmove.evaluation.checkpoint import load_classifier
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
@@ -47,6 +48,7 @@ def list_inputs(input_path: str | Path) -> list[Path]:
 
 def predict(cfg: DictConfig) -> dict:
     """Predict every readable input; return ``{"predictions": [...], "skipped": [...]}``."""
+    require_settings(cfg)
     check_tta(cfg.tta)
     if cfg.save not in (None, "csv", "json"):
         raise ConfigError(f"save={cfg.save!r}: use csv, json or null.")

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from artmove.checks import ConfigError
-from artmove.evaluate import evaluate
+from artmove.evaluate import eval_dir, evaluate
 from artmove.evaluation.classes import label_map
 from artmove.evaluation.metrics import confusion_matrix, most_confused_pairs, per_class_table, summary_metrics
 from artmove.evaluation.tta import eval_transform, predict_views, tta_transform
@@ -178,3 +178,19 @@ def test_a_data_set_with_other_classes_fails_clearly_unless_mapped(tiny_run, tmp
     per_class = list(csv.DictReader((tmp_path / "per_class.csv").open(encoding="utf-8")))
     supports = {row["class"]: int(row["support"]) for row in per_class}
     assert supports["Cubism"] == supports["Impressionism"] == 2 and sum(supports.values()) == 4
+
+
+def test_missing_checkpoint_settings_are_one_message(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing settings: ckpt_path: .*ckpt_path=<run>/checkpoints/last.ckpt"):
+        evaluate(compose_config("evaluate", f"output_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        evaluate(compose_config("evaluate", f"ckpt_path={tmp_path / 'absent.ckpt'}", f"output_dir={tmp_path}"))
+
+
+def test_evaluations_are_written_beside_their_run(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.touch()
+    assert eval_dir(str(ckpt), "test", "none", None) == str(tmp_path / "run" / "eval" / "test")
+    assert eval_dir(str(ckpt), "val", "flip", "wikiart") == str(tmp_path / "run" / "eval" / "val-wikiart-flip")
+    assert eval_dir(str(tmp_path / "absent.ckpt"), "test", "none").startswith("outputs/evaluate/")  # never beside nothing
