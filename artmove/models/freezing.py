@@ -5,7 +5,7 @@ linear layers, embeddings) are counted in forward order, grouped into timm's blo
 (``model.group_matcher(coarse=False)``). ``unfreeze=f`` retrains the top blocks whose
 layer count is nearest to ``f`` x all layers, plus the new head, which always trains.
 For resnet50 (106 layers) ``unfreeze=0.2`` -> 21.2 -> ``layer4`` (20 layers): RASTA's
-"last 20 layers".
+"last 20 layers". ``plan_stages`` counts timm's coarse groups (stages) instead.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ class UnfreezePlan:
     blocks: tuple[tuple[str, ...], ...]  # parameter names per block, forward order, head excluded
     block_layers: tuple[int, ...]  # weighted layers per block
     trained_blocks: int  # counted from the top
+    setting: str = ""  # how the plan was asked for, for the log (default: ``unfreeze=<fraction>``)
+
+    @property
+    def name(self) -> str:
+        return self.setting or f"unfreeze={self.fraction}"
 
     @property
     def total_layers(self) -> int:
@@ -48,8 +53,12 @@ def _owner(parameter_name: str) -> str:
 
 
 def _display(owners: list[str]) -> str:
-    """A block's name: its owners' common prefix, else the owners joined (``conv_head+bn2``)."""
-    return _common_prefix(owners) or "+".join(dict.fromkeys(o or "<root>" for o in owners))
+    """A block's name: its owners' common prefix, else the common prefixes of its owners grouped by
+    their first name, joined (``conv_head+bn2``, ``blocks.6.0+conv_head+bn2``)."""
+    by_first: dict[str, list[str]] = {}
+    for owner in owners:
+        by_first.setdefault(owner.split(".")[0], []).append(owner)
+    return _common_prefix(owners) or "+".join(_common_prefix(group) or first or "<root>" for first, group in by_first.items())
 
 
 def _common_prefix(names: list[str]) -> str:
@@ -70,24 +79,58 @@ def classifier_name(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__}: classifier module not found")
 
 
+def _grouped(model: nn.Module, coarse: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]], bool]:
+    """(classifier parameter names, the other parameters per timm layer group in forward order,
+    whether the last of those groups is a neck that timm groups with the classifier)."""
+    head_prefix = classifier_name(model) + "."
+    groups = group_parameters(model, model.group_matcher(coarse=coarse))
+    blocks, head, neck = [], [], False
+    for _, names in sorted(groups.items()):
+        own_head = [n for n in names if n.startswith(head_prefix)]
+        body = tuple(n for n in names if not n.startswith(head_prefix))
+        head += own_head
+        if body:
+            blocks.append(body)
+            neck = bool(own_head)
+    return tuple(head), blocks, neck
+
+
+def _layer_count(block: tuple[str, ...]) -> int:
+    return len({_owner(n) for n in block})
+
+
 def plan_unfreeze(model: nn.Module, fraction: float) -> UnfreezePlan:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"unfreeze={fraction} is outside [0, 1]: give the fraction of the backbone to retrain.")
-    head_prefix = classifier_name(model) + "."
-    groups = group_parameters(model, model.group_matcher(coarse=False))
-    blocks, layers, head = [], [], []
-    for _, names in sorted(groups.items()):
-        head += [n for n in names if n.startswith(head_prefix)]
-        body = tuple(n for n in names if not n.startswith(head_prefix))
-        if body:
-            blocks.append(body)
-            layers.append(len({_owner(n) for n in body}))
+    head, blocks, _ = _grouped(model, coarse=False)
+    layers = [_layer_count(block) for block in blocks]
     target = fraction * sum(layers)
     from_top = [0]
     for count in reversed(layers):
         from_top.append(from_top[-1] + count)
     trained = min(range(len(from_top)), key=lambda k: (abs(from_top[k] - target), k))
-    return UnfreezePlan(fraction, tuple(head), tuple(blocks), tuple(layers), trained)
+    return UnfreezePlan(fraction, head, tuple(blocks), tuple(layers), trained)
+
+
+def plan_stages(model: nn.Module, stages: int) -> UnfreezePlan:
+    """Retrain the last ``stages`` of timm's coarse layer groups (resnet50: stem, layer1..layer4).
+
+    Parameters timm groups with the classifier but that are not the classifier (ConvNeXt's
+    ``head.norm``) belong to the last stage; final norms/convs already do (timm's MATCH_PREV_GROUP).
+    """
+    head, blocks, neck = _grouped(model, coarse=True)
+    if neck and len(blocks) > 1:
+        blocks = blocks[:-2] + [blocks[-2] + blocks[-1]]
+    if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(blocks):
+        names = ", ".join(_display([_owner(n) for n in block]) for block in blocks)
+        raise ValueError(
+            f"finetune.stages={stages!r}: {type(model).__name__} has {len(blocks)} stages ({names}); "
+            f"give a whole number from 0 (head only) to {len(blocks)} (everything)."
+        )
+    layers = tuple(_layer_count(block) for block in blocks)
+    fraction = sum(layers[len(layers) - stages :]) / sum(layers)
+    return UnfreezePlan(fraction, head, tuple(blocks), layers, stages, setting=f"stages={stages}")
+
 
 
 def apply_unfreeze(model: nn.Module, plan: UnfreezePlan) -> list[nn.Module]:
@@ -95,9 +138,26 @@ def apply_unfreeze(model: nn.Module, plan: UnfreezePlan) -> list[nn.Module]:
     trainable = plan.trainable
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
-    frozen_norms = []
-    for module in model.modules():
+    return frozen_norm_layers(model)
+
+
+def norm_layers_with_statistics(model: nn.Module) -> list[nn.Module]:
+    """Norm layers that keep running statistics (the BatchNorm family, timm's BatchNormAct2d included)."""
+    return [m for m in model.modules() if getattr(m, "running_mean", None) is not None]
+
+
+def frozen_norm_layers(model: nn.Module) -> list[nn.Module]:
+    """Norm layers with running statistics whose own parameters are all frozen."""
+    frozen = []
+    for module in norm_layers_with_statistics(model):
         own = list(module.parameters(recurse=False))
-        if hasattr(module, "running_mean") and own and not any(p.requires_grad for p in own):
-            frozen_norms.append(module)
-    return frozen_norms
+        if own and not any(p.requires_grad for p in own):
+            frozen.append(module)
+    return frozen
+
+
+def train_norm_layers(model: nn.Module) -> None:
+    """Make every norm layer with running statistics trainable, in frozen blocks too (``train_bn=true``)."""
+    for module in norm_layers_with_statistics(model):
+        for parameter in module.parameters(recurse=False):
+            parameter.requires_grad_(True)

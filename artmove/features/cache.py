@@ -1,0 +1,105 @@
+"""Pooled features of a frozen backbone, computed once per split and kept on disk (fp16).
+
+A cache entry is keyed by everything that changes the features: the backbone's name and
+actual weights (a hash of its tensors, head excluded), the data (its config and, for files,
+each path, label, size and modification time) and the eval transform (input size,
+interpolation, mean/std, crop). Anything else changed gives a new key, never a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A hash of the backbone's parameters and buffers (the classifier left out: it is not used)."""
+    head = model.get_classifier()
+    skip = {id(t) for t in list(head.parameters()) + list(head.buffers())}
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in skip:
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def samples_digest(dataset: Dataset) -> Any:
+    """Files (path, label, size, mtime) for file-based data; None for generated data (its config identifies it)."""
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        return None
+    digest = hashlib.sha256()
+    for path, label in samples:
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return [len(samples), digest.hexdigest()]
+
+
+def cache_key(backbone: str, weights: str, data: Mapping[str, Any], split: str, samples: Any, transform: Any) -> str:
+    payload = json.dumps({"backbone": backbone, "weights": weights, "data": data, "split": split, "samples": samples,
+                          "transform": repr(transform)}, sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def pooled_features(network: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """What the classifier sees: timm's pre-logits (pooled, with any final norm)."""
+    return network.forward_head(network.forward_features(images), pre_logits=True)
+
+
+@torch.inference_mode()
+def extract(network: nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device):
+    """(features as fp16 on CPU, labels) of a whole data set, in order."""
+    # Its own generator: extracting leaves the global RNG (the seeded run's shuffling) untouched.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator())
+    was_training = network.training
+    network.eval().to(device)
+    features, labels = [], []
+    for images, targets in loader:
+        features.append(pooled_features(network, images.to(device)).to(torch.float16).cpu())
+        labels.append(torch.as_tensor(targets, dtype=torch.long))
+    network.train(was_training)
+    return torch.cat(features), torch.cat(labels)
+
+
+class FeatureCache:
+    """``root/<backbone>/<key>.pt`` = {"features": fp16 (N, C), "labels": int64 (N,)}."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(os.path.expanduser(str(root)))
+
+    def path(self, backbone: str, key: str) -> Path:
+        return self.root / backbone.replace("/", "_") / f"{key}.pt"
+
+    def load_or_extract(self, backbone: str, key: str, split: str, compute) -> tuple[torch.Tensor, torch.Tensor]:
+        path = self.path(backbone, key)
+        if path.is_file():
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            log.info("features %s: %d cached in %s", split, len(entry["labels"]), path)
+            return entry["features"], entry["labels"]
+        started = time.time()
+        features, labels = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"features": features, "labels": labels}, tmp)
+        os.replace(tmp, path)  # atomic: a crash never leaves half an entry
+        log.info("features %s: %d computed in %.1f s, cached in %s", split, len(labels), time.time() - started, path)
+        return features, labels
+
+
+def feature_device(accelerator: str | None) -> torch.device:
+    """Extract on the GPU when there is one and the trainer may use it."""
+    return torch.device("cuda" if torch.cuda.is_available() and accelerator not in ("cpu",) else "cpu")

@@ -1,0 +1,239 @@
+"""Every policy: which parameters train, and at which learning rate, at each step of a real tiny run."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import timm
+import torch
+from hydra.utils import instantiate
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from timm.models import group_parameters
+
+from artmove.checks import ConfigError
+from artmove.models import ArtClassifier
+from artmove.models.freezing import plan_stages, plan_unfreeze
+
+TINY = ["backbone=test_resnet", "pretrained=false", "model.image_size=32", "data.batch_size=4", "data.num_workers=0",
+        "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
+        "data.source.canvas_size=48", "optimizer.lr=0.01", "optimizer.weight_decay=0.05"]  # fmt: skip
+LR = 0.01
+
+
+class LrRecorder(Callback):
+    """Per optimizer step: {parameter name: lr} of what is in the optimizer, and which names require grad."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        names = {id(p): n for n, p in pl_module.model.named_parameters()}
+        lrs = {names[id(p)]: g["lr"] for g in trainer.optimizers[0].param_groups for p in g["params"]}
+        trainable = {n for n, p in pl_module.model.named_parameters() if p.requires_grad}
+        self.steps.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lrs": lrs, "trainable": trainable})
+
+
+def fit(compose_train, *overrides, epochs=3, batches=2, callbacks=(), ckpt_path=None):
+    cfg = compose_train(*TINY, *overrides)
+    pl.seed_everything(0)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, num_classes=len(datamodule.classes), class_names=datamodule.classes, _convert_="all")
+    datamodule.use_data_config(model.data_config)
+    recorder = LrRecorder()
+    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=1, accelerator="cpu",
+                         logger=False, enable_checkpointing=bool(callbacks), enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[recorder, *callbacks])  # fmt: skip
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return model, recorder.steps
+
+
+def block_names(plan, depth):
+    """Parameter names of the block ``depth`` places below the top (1 = the top block)."""
+    return set(plan.blocks[len(plan.blocks) - depth])
+
+
+def check_gradual_step(plan, step, lr_decay=0.5):
+    """Head, plus one more block per epoch down to the floor; the k-th block at lr_decay**k x the head's LR."""
+    unfrozen = min(step["epoch"], plan.trained_blocks)
+    expected = set(plan.head).union(*(block_names(plan, depth) for depth in range(1, unfrozen + 1)))
+    assert step["trainable"] == expected == set(step["lrs"]), step["epoch"]
+    head_lr = step["lrs"]["fc.weight"]
+    for depth in range(1, unfrozen + 1):
+        for name in block_names(plan, depth):
+            assert step["lrs"][name] == pytest.approx(head_lr * lr_decay**depth), (name, step["epoch"])
+    return head_lr
+
+
+# --- stages -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "backbone, stages, expected",
+    [
+        ("resnet50", 1, ["layer4", "fc"]),
+        ("resnet50", 2, ["layer3", "layer4", "fc"]),
+        ("tf_efficientnet_lite0", 1, ["blocks.6.0+conv_head+bn2", "classifier"]),
+        ("convnext_atto", 1, ["stages.3+head.norm", "head.fc"]),
+        ("vit_tiny_patch16_224", 2, ["blocks.10", "blocks.11+norm", "head"]),
+    ],
+)
+def test_stages_are_timm_coarse_groups(backbone, stages, expected):
+    plan = plan_stages(timm.create_model(backbone, num_classes=4), stages)
+    assert plan.trainable_modules() == expected
+
+
+def test_stages_beyond_the_backbone_are_refused_with_the_count(compose_train):
+    with pytest.raises(ConfigError, match=r"finetune.stages=9: ResNet has 5 stages .*give a whole number from 0"):
+        ArtClassifier("resnet50", 3, pretrained=False, finetune={"policy": "stages", "stages": 9})
+
+
+def test_stages_trains_the_same_parameters_at_one_lr_every_step(compose_train):
+    model, steps = fit(compose_train, "finetune=stages", "finetune.stages=2", "scheduler=none", epochs=1)
+    layer4 = {n for n, _ in model.model.named_parameters() if n.startswith(("layer3.", "layer4.", "fc."))}
+    for step in steps:
+        assert step["trainable"] == layer4 == set(step["lrs"])
+        assert set(step["lrs"].values()) == {LR}
+
+
+def test_fraction_trains_the_same_parameters_at_the_scheduled_lr(compose_train):
+    model, steps = fit(compose_train, "unfreeze=0.2", "scheduler=cosine", "scheduler.warmup_epochs=0", epochs=1, batches=3)
+    expected = set(plan_unfreeze(model.model, 0.2).trainable)
+    lrs = [set(step["lrs"].values()) for step in steps]
+    assert all(step["trainable"] == expected == set(step["lrs"]) for step in steps)
+    assert all(len(values) == 1 for values in lrs)  # one LR for all groups...
+    assert lrs[0] == {LR} and lrs[-1].pop() < LR  # ...that the cosine schedule lowers
+
+
+# --- gradual ------------------------------------------------------------------------
+@pytest.mark.parametrize("scheduler", ["none", "cosine"])
+def test_gradual_unfreezes_one_block_per_epoch_at_lower_lrs(compose_train, scheduler):
+    model, steps = fit(compose_train, "finetune=gradual", "unfreeze=0.5", "finetune.lr_decay=0.5",
+                       f"scheduler={scheduler}", "scheduler.warmup_epochs=0" if scheduler == "cosine" else "scheduler=none",
+                       epochs=4)  # fmt: skip
+    assert model.plan.trained_blocks == 2  # the floor: layer3.0 and layer4.0 of test_resnet
+    assert [s["epoch"] for s in steps] == [0, 0, 1, 1, 2, 2, 3, 3]
+    head_lrs = [check_gradual_step(model.plan, step) for step in steps]
+    if scheduler == "none":
+        assert head_lrs == pytest.approx([LR] * len(steps))
+    else:
+        assert head_lrs[0] == pytest.approx(LR) and head_lrs == sorted(head_lrs, reverse=True) and head_lrs[-1] < LR / 2
+
+
+def test_gradual_resumes_from_a_checkpoint(compose_train, tmp_path):
+    overrides = ("finetune=gradual", "unfreeze=0.5", "scheduler=cosine", "scheduler.warmup_epochs=0")
+    fit(compose_train, *overrides, epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    model, resumed = fit(compose_train, *overrides, epochs=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "b")],
+                         ckpt_path=tmp_path / "last.ckpt")  # fmt: skip
+    assert [s["epoch"] for s in resumed] == [2, 2, 3, 3]
+    head_lrs = [check_gradual_step(model.plan, step) for step in resumed]
+    assert head_lrs == sorted(head_lrs, reverse=True) and head_lrs[0] < LR  # the schedule goes on where it stopped
+
+
+# --- discriminative -----------------------------------------------------------------
+@pytest.mark.parametrize("scheduler", ["none", "cosine", "step"])
+def test_discriminative_lr_decays_per_layer_group_under_every_scheduler(compose_train, scheduler):
+    model, steps = fit(compose_train, "finetune=discriminative", "finetune.layer_decay=0.5", "unfreeze=1",
+                       f"scheduler={scheduler}", epochs=1)  # fmt: skip
+    layer_of = group_parameters(model.model, model.model.group_matcher(coarse=False), reverse=True)
+    top = max(layer_of.values())
+    assert top == 5  # stem, layer1.0 .. layer4.0, head
+    for step in steps:
+        assert step["trainable"] == set(step["lrs"]) == set(layer_of)  # unfreeze=1: everything
+        head_lr = step["lrs"]["fc.weight"]
+        for name, lr in step["lrs"].items():
+            assert lr == pytest.approx(head_lr * 0.5 ** (top - layer_of[name]), rel=1e-6), (name, scheduler)
+    stem = min(layer_of, key=layer_of.get)
+    assert steps[0]["lrs"][stem] == pytest.approx(steps[0]["lrs"]["fc.weight"] * 0.5**5)
+
+
+def test_discriminative_trains_only_the_unfreeze_fraction(compose_train):
+    model, steps = fit(compose_train, "finetune=discriminative", "unfreeze=0.5", "scheduler=none", epochs=1, batches=1)
+    assert steps[0]["trainable"] == set(plan_unfreeze(model.model, 0.5).trainable) == set(steps[0]["lrs"])
+    assert len(set(steps[0]["lrs"].values())) == 3  # head, layer4.0, layer3.0
+
+
+# --- norm layers --------------------------------------------------------------------
+def test_frozen_norm_statistics_stay_fixed_in_a_lightning_run(compose_train):
+    """Lightning never calls train() on the module: the modes must be right from construction on."""
+    cfg = compose_train(*TINY, "unfreeze=0.5")
+    model = instantiate(cfg.model, num_classes=10, _convert_="all")
+    frozen, trained = model.model.layer1[0].bn1, model.model.layer4[0].bn1
+    before = frozen.running_mean.clone(), trained.running_mean.clone()
+    model, _ = fit(compose_train, "unfreeze=0.5", epochs=1)
+    frozen, trained = model.model.layer1[0].bn1, model.model.layer4[0].bn1
+    assert torch.equal(frozen.running_mean, before[0]) and not torch.equal(trained.running_mean, before[1])
+
+
+def one_step(module):
+    module.train()
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    loss = module.criterion(module(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    optimizer.step()
+
+
+def test_train_bn_trains_every_batch_norm_also_in_frozen_blocks():
+    module = ArtClassifier("resnet18", 3, pretrained=False, unfreeze=0.0, finetune={"train_bn": True})
+    frozen_bn = module.model.layer1[0].bn1
+    assert frozen_bn.weight.requires_grad and not module.model.layer1[0].conv1.weight.requires_grad
+    before = frozen_bn.running_mean.clone()
+    one_step(module)
+    assert frozen_bn.training and not torch.equal(frozen_bn.running_mean, before)
+
+
+def test_freeze_norm_stats_all_keeps_statistics_of_trained_norms_fixed():
+    module = ArtClassifier("resnet18", 3, pretrained=False, unfreeze=0.3, finetune={"freeze_norm_stats": "all"})
+    trained_bn = module.model.layer4[1].bn2  # (bn1's gradient passes bn2's zero-initialised weight)
+    before_stats, before_weight = trained_bn.running_mean.clone(), trained_bn.weight.detach().clone()
+    one_step(module)
+    assert not trained_bn.training and torch.equal(trained_bn.running_mean, before_stats)
+    assert not torch.equal(trained_bn.weight, before_weight)  # its parameters still train
+
+
+# --- regularisers -------------------------------------------------------------------
+def test_regularisers_are_off_by_default(compose_train):
+    model = compose_train().model
+    assert (model.mixup, model.cutmix, model.ema_decay, model.drop_path_rate, model.label_smoothing) == (0, 0, None, 0, 0)
+    assert compose_train().finetune.policy == "fraction"
+
+
+def test_mixup_cutmix_use_soft_targets_and_odd_batches():
+    module = ArtClassifier("resnet18", 3, pretrained=False, image_size=32, mixup=0.4, cutmix=1.0)
+    module.log = module.log_dict = lambda *a, **k: None
+    loss = module.training_step((torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1])), 0)
+    assert math.isfinite(loss.item()) and module.train_metrics["top1"].tp + module.train_metrics["top1"].fn == 4
+
+
+def test_ema_weights_are_used_for_validation(compose_train):
+    model, _ = fit(compose_train, "model.ema_decay=0.5", "unfreeze=0", epochs=1)
+    head, ema_head = model.model.fc.weight, model.ema.module.fc.weight
+    assert not torch.equal(head, ema_head)
+    images = torch.randn(2, 3, 32, 32)
+    model.eval()
+    assert torch.allclose(model(images), model.ema.module(images)) and not torch.allclose(model(images), model.model(images))
+
+
+def test_drop_path_reaches_the_backbone_and_is_refused_where_missing():
+    module = ArtClassifier("resnet18", 3, pretrained=False, drop_path_rate=0.1)
+    assert module.model.layer4[1].drop_path.drop_prob == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="no stochastic depth"):
+        ArtClassifier("vgg11", 3, pretrained=False, drop_path_rate=0.1)
+
+
+def test_gradient_clipping_is_one_trainer_line(compose_train):
+    from artmove.train import train
+
+    results = train(compose_train(*TINY, "debug=fast_dev_run", "+trainer.gradient_clip_val=0.5", "finetune=discriminative"))
+    assert results["status"] == "ok"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["finetune=fraction", "finetune.cache_features=true", "unfreeze=0.2"], "needs a frozen backbone"),
+    (["finetune=gradual", "finetune.every_epochs=0"], "every_epochs=0"),
+    (["finetune=discriminative", "finetune.layer_decay=1.5"], r"layer_decay=1.5: give a factor in \(0, 1\]"),
+    (["+finetune.stage=2"], "finetune.stage: no such setting"),
+    (["finetune=stages", "finetune.stages=6"], "ResNet has 5 stages"),
+])  # fmt: skip
+def test_wrong_finetune_settings_fail_before_training(compose_train, overrides, message):
+    from artmove.train import train
+
+    with pytest.raises(ConfigError, match=message):
+        train(compose_train(*TINY, *overrides))
