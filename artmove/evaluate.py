@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from artmove.checks import ConfigError
 from artmove.data.sources.base import SPLITS
@@ -68,9 +69,10 @@ def data_config(cfg: DictConfig) -> DictConfig:
             "data set from: add data=rasta data.root=/path/to/data (or data=folder/synthetic)."
         )
     seed = cfg.seed if cfg.seed is not None else (trained.get("seed", 42) if trained is not None else 42)
-    base = OmegaConf.create({"seed": seed})
-    base.data = cfg.data if cfg.get("data") is not None else trained.data
-    return base.data
+    root = copy.deepcopy(cfg if cfg.get("data") is not None else trained)  # its interpolations resolve there
+    with open_dict(root):
+        root.seed = seed
+    return root.data
 
 
 def evaluate(cfg: DictConfig) -> dict:
