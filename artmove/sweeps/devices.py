@@ -94,7 +94,7 @@ class DeviceSlots(Callback):
             return
         slot = claim_slot(self.lock_dir, self.slots)
         os.environ["CUDA_VISIBLE_DEVICES"] = slot
-        log.info("job %s runs on GPU(s) %s", OmegaConf.select(config, "hydra.job.num"), slot)
+        log.info("job %s runs on GPU(s) %s (worker process %d)", OmegaConf.select(config, "hydra.job.num"), slot, os.getpid())
 
 
 def _slot_count(devices_per_job: int = 1) -> int:
