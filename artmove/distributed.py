@@ -46,7 +46,8 @@ def in_multirun() -> bool:
 
 
 def needs_own_process(trainer_cfg: DictConfig) -> bool:
-    """True for ``strategy=ddp`` inside a Hydra multirun, with the ranks started by Lightning.
+    """True for ``strategy=ddp`` (or ``ddp_find_unused_parameters_true``…) inside a Hydra multirun,
+    with the ranks started by Lightning.
 
     Lightning starts ranks > 0 by re-running the command line: inside a sweep that is the
     whole sweep (``-m a=1,2``), and its DDP settings (environment, process group) would
@@ -54,7 +55,9 @@ def needs_own_process(trainer_cfg: DictConfig) -> bool:
     (:func:`run_in_own_process`). Ranks started by the cluster (SLURM tasks, torchrun)
     need none of this.
     """
-    return trainer_cfg.get("strategy") == "ddp" and in_multirun() and not processes_started_externally()
+    strategy = str(trainer_cfg.get("strategy"))
+    relaunches = strategy.startswith("ddp") and not any(way in strategy for way in ("spawn", "fork", "notebook"))
+    return relaunches and in_multirun() and not processes_started_externally()
 
 
 def run_in_own_process() -> dict[str, Any]:
