@@ -33,10 +33,14 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        report = write_report([sweep_dir], sweep_dir)
-        print(report.read_text(encoding="utf-8"), flush=True)
-        print(f"Sweep report: {report}", flush=True)
         failed = failed_jobs(sweep_dir)
+        try:
+            report = write_report([sweep_dir], sweep_dir)
+        except Exception as error:  # the exit code below must not depend on the report
+            log.warning("no sweep report: %s: %s (python -m artmove.report %s)", type(error).__name__, error, sweep_dir)
+        else:
+            print(report.read_text(encoding="utf-8"), flush=True)
+            print(f"Sweep report: {report}", flush=True)
         if failed:
             log.error("%d job(s) failed: %s (results.json and traceback.txt in each)", len(failed), ", ".join(failed))
             print(f"artmove: {len(failed)} job(s) of the sweep failed: {', '.join(failed)}", flush=True)
