@@ -36,8 +36,14 @@ def spoil(root):
 
 
 def run_tool(module, monkeypatch, *overrides):
-    """Run a data tool's Hydra entry point in this process; return its exit code."""
+    """Run a data tool's Hydra entry point in this process; return its exit code.
+
+    Hydra configures logging for the job: the root logger's handlers are restored afterwards,
+    so no handler bound to this test's captured stdout outlives it.
+    """
     monkeypatch.setattr(sys, "argv", [module.__file__, *overrides])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     GlobalHydra.instance().clear()
     try:
         module.main()
@@ -46,6 +52,10 @@ def run_tool(module, monkeypatch, *overrides):
         return done.code
     finally:
         GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:], root.level = handlers, level
 
 
 # --- bad files ----------------------------------------------------------------------------
