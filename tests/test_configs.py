@@ -20,11 +20,27 @@ def test_conf_has_the_expected_groups():
             "paths", "hydra", "debug"} <= set(GROUPS)  # fmt: skip
 
 
+def data_root(option, rasta, wikiart, tmp_path):
+    """Where each data= option finds a set: the shared ones, or RASTA's train images laid out as Pandora/CSV."""
+    train = sorted((rasta / "wikipaintings_train").glob("*/*.jpg"))
+    if option == "pandora":
+        for number, name in enumerate(sorted({p.parent.name for p in train}), 1):
+            for path in (p for p in train if p.parent.name == name):
+                link = tmp_path / "pandora" / f"{number:02d}_{name}" / path.name.split("_")[0] / path.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
+        return tmp_path / "pandora"
+    if option == "csv":
+        (tmp_path / "manifest.csv").write_text("".join(f"{p},{p.parent.name}\n" for p in train), encoding="utf-8")
+        return tmp_path / "manifest.csv"
+    return {"folder": rasta / "wikipaintings_train", "wikiart": wikiart}.get(option, rasta)
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_config_option_composes(compose_train, group, option, wikipaintings_small):
+def test_every_config_option_composes(compose_train, group, option, wikipaintings_small, wikiart_sample, tmp_path):
     overrides = [f"{group}={option}"] if group != "hydra" else []
     if group == "data" and option != "synthetic":
-        overrides.append(f"data.root={wikipaintings_small / 'wikipaintings_train' if option == 'folder' else wikipaintings_small}")
+        overrides.append(f"data.root={data_root(option, wikipaintings_small, wikiart_sample, tmp_path)}")
     cfg = compose_train(*overrides)
     assert cfg.backbone and 0 <= cfg.unfreeze <= 1
     if group == "data":
