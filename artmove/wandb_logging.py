@@ -136,6 +136,17 @@ class ArtmoveWandbLogger(WandbLogger):
             print(f"W&B run saved offline in {run_dir}; upload it with: wandb sync {run_dir}", flush=True)
 
 
+def _gather(pl_module: pl.LightningModule, rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, rank 0's first (under DDP each rank tests its own, unpadded share)."""
+    if pl_module.trainer.world_size == 1:
+        return rows
+    counts = pl_module.all_gather(torch.tensor(len(rows), device=pl_module.device)).view(-1).tolist()
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[: len(rows)] = rows
+    gathered = pl_module.all_gather(padded.to(pl_module.device)).cpu()
+    return torch.cat([gathered[rank, :count] for rank, count in enumerate(counts)])
+
+
 _OPEN_LOGGERS: weakref.WeakSet[ArtmoveWandbLogger] = weakref.WeakSet()
 
 
@@ -176,11 +187,17 @@ class WandbTestReport(pl.Callback):
             self._hook.remove()
             self._hook = None
         logger = self._logger(trainer)
-        if logger is None or not self._labels or not trainer.is_global_zero:
+        if logger is None:
+            return
+        num_classes = pl_module.hparams.num_classes
+        logits = torch.cat(self._logits) if self._logits else torch.empty(0, num_classes)
+        labels = torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
+        logits, labels = _gather(pl_module, logits), _gather(pl_module, labels)  # every rank takes part
+        if not trainer.is_global_zero or not len(labels):
             return
         import wandb
 
-        probs, labels = torch.cat(self._logits).softmax(-1), torch.cat(self._labels)
+        probs = logits.softmax(-1)
         classes = list(pl_module.hparams.get("class_names") or range(probs.shape[1]))
         classes = [str(name) for name in classes]
         summary = summary_metrics(probs, labels, "test")

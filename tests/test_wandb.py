@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
 from artmove.train import train
@@ -128,6 +130,14 @@ def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsy
     predictions = next(paths for name, paths in run["artifacts"].items() if "testpredictions" in name)
     assert sum(path.endswith(".png") for path in predictions) == 16
     assert run["tags"] == ["resnet18", "unfreeze=0.2"] and run["group"] == ""  # a single run: no group
+    per_class = logged_table(out, "test/per_class")
+    assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == results["test/num_images"]
+
+
+def logged_table(run_dir: Path, key: str) -> dict:
+    """A table as the offline run keeps it in its files (media/table/<key>_<step>_<hash>.table.json)."""
+    (path,) = run_dir.glob(f"wandb/offline-run-*/files/media/table/{key}_*.table.json")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_jobs_of_a_multirun_share_the_sweep_folder_as_group(no_credentials):
@@ -166,3 +176,26 @@ def test_multirun_jobs_log_offline_into_one_group(no_credentials):
         assert done.stdout.count(f"wandb sync {sweep / job / 'wandb'}") == 1  # said once per job
         assert run["history"]["test/top1"] and run["tags"] == ["resnet18", f"unfreeze={job}"]
     assert runs["0"]["group"] == runs["1"]["group"] == str(sweep)
+
+
+@pytest.mark.slow
+def test_under_ddp_the_test_tables_cover_every_rank(no_credentials):
+    """trainer=ddp_cpu: each of 2 processes tests its own share; the W&B tables hold all 5 images."""
+    rng = np.random.default_rng(0)
+    for split, counts in {"train": (4, 4), "val": (1, 1), "test": (3, 2)}.items():
+        for name, count in zip(("Plain", "Striped"), counts):
+            (no_credentials / "data" / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = (rng.random((24, 24, 3)) * 255).astype(np.uint8)
+                pixels[:: 4 if name == "Striped" else 24] = 255
+                Image.fromarray(pixels).save(no_credentials / "data" / split / name / f"{i}.png")
+    out = no_credentials / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "artmove.train", "logger=wandb", "trainer=ddp_cpu", "data=folder", f"data.root={no_credentials / 'data'}",
+         "backbone=test_resnet", "pretrained=false", "debug=limit", "model.image_size=32", "data.batch_size=2",
+         "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0", f"hydra.run.dir={out}"],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    per_class = logged_table(out, "test/per_class")
+    assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == 5
