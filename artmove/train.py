@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import math
 import sys
 import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from artmove.checks import ConfigError, check_train_config
 from artmove.data.sources import DataSetupError
+from artmove.distributed import in_multirun, needs_own_process, run_in_own_process
 from artmove.models.pretrained import PretrainedWeightsError
 from artmove.reporting import format_table, write_json
+from artmove.sweeps.failures import FailOnNonFiniteLoss, record_failure
+from artmove.sweeps.resume import resume_checkpoint
 
 log = logging.getLogger("artmove.train")
 USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError)
@@ -37,12 +45,13 @@ def train(cfg: DictConfig) -> dict:
     log.info("backbone %s, weights: %s", cfg.backbone, model.weights_source)
     log.info(model.describe_trainable())
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [FailOnNonFiniteLoss()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams({**model.parameter_counts, "weights_source": model.weights_source})
-    trainer.fit(model, datamodule=datamodule)
+    checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("resume", True), checkpoint_dir))
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     results = {
@@ -63,15 +72,18 @@ def train(cfg: DictConfig) -> dict:
         "best_val/top1": _best_score(trainer),
         "output_dir": str(output_dir),
     }
+    metric = cfg.get("optimized_metric", "val/top1")
+    results.update(optimized_metric=metric, optimized_value=_optimized_value(trainer, metric))
     if cfg.get("test", True):
         metrics = trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0]
         results.update({k: float(v) for k, v in metrics.items()})
         results["test/num_images"] = int(results["test/num_images"])
     results["wall_time_s"] = round(time.time() - started, 1)
-    write_json(output_dir / "results.json", results)
-    if "test/top1" in results:
-        print(format_table(results), flush=True)
-    print(f"Outputs: {output_dir}", flush=True)
+    if trainer.is_global_zero:  # under DDP every rank gets here with the same (synced) numbers
+        write_json(output_dir / "results.json", results)
+        if "test/top1" in results:
+            print(format_table(results), flush=True)
+        print(f"Outputs: {output_dir}", flush=True)
     return results
 
 
@@ -80,15 +92,50 @@ def _best_score(trainer: pl.Trainer) -> float | None:
     return None if score is None else float(score)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        results = train(cfg)
-    except USER_ERRORS as error:
+def _optimized_value(trainer: pl.Trainer, metric: str) -> float:
+    """The best value when the checkpoint callback tracks ``metric``, else its last value (NaN: never logged)."""
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.monitor == metric and checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    value = trainer.callback_metrics.get(metric)
+    return float("nan") if value is None else float(value)
+
+
+def _report_failure(cfg: DictConfig, error: Exception) -> None:
+    """Leave the error in the job's folder (results.json "status": "failed", traceback.txt) and say it once."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    if rank_zero_only.rank == 0:
+        record_failure(output_dir, error, cfg)
+    if isinstance(error, USER_ERRORS):
         log.error("%s", error)
         print(f"artmove: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return results.get("best_val/top1")
+    else:
+        log.error("job failed: %s: %s (traceback in %s)", type(error).__name__, error, output_dir / "traceback.txt")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Return the optimised metric (``optimized_metric``, default val/top1) for sweepers.
+
+    A failed single run stops (user errors: one line on stderr, exit code 2). A failed job
+    of a sweep is recorded in its folder and returns None (Optuna marks the trial failed),
+    so the other jobs still run; the sweep's summary (artmove.sweeps.summary) then ends
+    with exit code 1.
+    """
+    try:
+        results = run_in_own_process() if needs_own_process(cfg.trainer) else train(cfg)
+        value = results.get("optimized_value") if results.get("status") == "ok" else None
+        return value if value is not None and math.isfinite(value) else None
+    except Exception as error:
+        _report_failure(cfg, error)
+        if not in_multirun():
+            if isinstance(error, USER_ERRORS):
+                raise SystemExit(2) from None
+            raise
+    gc.collect()  # the failed job's model and batches, before the next job starts
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return None
 
 
 if __name__ == "__main__":
