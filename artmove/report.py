@@ -26,9 +26,10 @@ from artmove.evaluation.plots import plt
 from artmove.evaluation.tables import markdown_table, write_csv
 
 METRICS = ("test/top1", "test/top3", "test/top5", "test/top1_macro", "best_val/top1")
-SETTING = ("data", "backbone", "policy", "unfreeze")
+# A setting = everything but the seed: runs that differ only by seed are averaged together.
+SETTING = ("data", "backbone", "policy", "unfreeze", "other")
 RUN_COLUMNS = ("run", "status", *SETTING, "seed", *METRICS, "epochs", "wall_time_s", "error")
-RUN_HEADERS = ("run", "status", "data", "backbone", "policy", "unfreeze", "seed", "top-1", "top-3", "top-5",
+RUN_HEADERS = ("run", "status", "data", "backbone", "policy", "unfreeze", "other overrides", "seed", "top-1", "top-3", "top-5",
                "top-1 macro", "best val top-1", "epochs", "wall time (s)", "error")  # fmt: skip
 
 
@@ -86,6 +87,7 @@ def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
         "policy": _select(config, "finetune.policy") or results.get("policy"),
         "unfreeze": setting("unfreeze"),
         "seed": setting("seed"),
+        "other": " ".join(_other_overrides(folder)),
         "epochs": results.get("epochs"),
         "wall_time_s": results.get("wall_time_s"),
         "error": error[0] if error else "",
@@ -93,6 +95,16 @@ def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
     }  # fmt: skip
     row.update({metric: results.get(metric) for metric in METRICS})
     return row
+
+
+SHOWN_KEYS = {"seed", "backbone", "unfreeze", "data", "data.root", "finetune"}
+
+
+def _other_overrides(folder: Path) -> list[str]:
+    """The job's command-line overrides besides the seed and the columns above (e.g. optimizer.lr=…)."""
+    path = folder / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in SHOWN_KEYS and not o.startswith("hydra"))
 
 
 def _load_config(folder: Path):
@@ -171,23 +183,24 @@ def summary_markdown(summary: list[dict]) -> str:
     rows = [{**{k: _shown(s)[k] for k in SETTING}, "runs": s["runs"], "seeds": s["seeds"],
              **{m: _mean_std(s, m) for m in METRICS}, "wall": _mean_std(s, "wall_time_s")} for s in summary]  # fmt: skip
     return markdown_table(rows, [*SETTING, "runs", "seeds", *METRICS, "wall"],
-                          [*SETTING, "runs", "seeds", "top-1", "top-3", "top-5", "top-1 macro", "best val top-1", "wall time (s)"])  # fmt: skip
+                          [*SETTING[:-1], "other overrides", "runs", "seeds", "top-1", "top-3", "top-5", "top-1 macro", "best val top-1", "wall time (s)"])  # fmt: skip
 
 
 # --- figures ---------------------------------------------------------------------------------
 def plot_metric_vs_unfreeze(summary: list[dict], metric: str, path: Path) -> Path | None:
-    """Mean metric (± std over seeds) against the unfreeze fraction: a line per backbone and data set."""
+    """Mean metric (± std over seeds) against the unfreeze fraction: a line per backbone and data set
+    (and per policy and other overrides, when they vary)."""
     lines: dict[tuple, list[dict]] = defaultdict(list)
     for item in summary:
         if isinstance(item["unfreeze"], (int, float)) and item[f"{metric} mean"] is not None:
-            lines[(item["backbone"], item["data"], item["policy"])].append(item)
+            lines[(item["backbone"], item["data"], item["policy"], item["other"])].append(item)
     if not lines:
         return None
-    several_policies = len({policy for _, _, policy in lines}) > 1
+    several_policies = len({key[2] for key in lines}) > 1
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for (backbone, data, policy), items in sorted(lines.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (backbone, data, policy, other), items in sorted(lines.items(), key=lambda kv: tuple(map(str, kv[0]))):
         items.sort(key=lambda item: item["unfreeze"])
-        label = f"{backbone} · {data}" + (f" · {policy}" if several_policies else "")
+        label = f"{backbone} · {data}" + (f" · {policy}" if several_policies else "") + (f" · {other}" if other else "")
         ax.errorbar([i["unfreeze"] for i in items], [i[f"{metric} mean"] for i in items],
                     yerr=[i[f"{metric} std"] or 0.0 for i in items], marker="o", capsize=3, label=label)  # fmt: skip
     ax.set_xlabel("unfreeze (fraction of the backbone retrained)")

@@ -41,6 +41,8 @@ def sweep(tmp_path) -> Path:
     make_run(root / "3", {"status": "failed", "error": "NonFiniteLossError: the training loss is nan\n..."},
              backbone="resnet50", unfreeze=1.0, seed=1)  # fmt: skip
     make_run(root / "4", None, backbone="resnet50", unfreeze=0.5, seed=1)  # killed: no results.json
+    make_run(root / "5", ok(0.70), backbone="resnet50", unfreeze=0.2, seed=3)  # another learning rate: its own setting
+    (root / "5" / ".hydra" / "overrides.yaml").write_text("- seed=3\n- optimizer.lr=0.01\n- backbone=resnet50\n", encoding="utf-8")
     evaluation = root / "0" / "eval" / "test" / ".hydra"
     evaluation.mkdir(parents=True)
     (evaluation / "config.yaml").write_text("task_name: evaluate\n", encoding="utf-8")  # not a run
@@ -48,28 +50,30 @@ def sweep(tmp_path) -> Path:
 
 
 def test_runs_are_found_in_job_order_without_their_evaluations(sweep):
-    assert [p.name for p in find_runs([sweep])] == ["0", "1", "2", "3", "4", "10"]
+    assert [p.name for p in find_runs([sweep])] == ["0", "1", "2", "3", "4", "5", "10"]
 
 
 def test_report_sorts_by_the_metric_and_keeps_failed_jobs(sweep, tmp_path):
     report = write_report([sweep], tmp_path / "report")
     rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open(encoding="utf-8")))
     assert [(r["run"], r["status"]) for r in rows] == [
-        ("1", "ok"), ("10", "ok"), ("0", "ok"), ("2", "ok"), ("3", "failed"), ("4", "failed")
+        ("5", "ok"), ("1", "ok"), ("10", "ok"), ("0", "ok"), ("2", "ok"), ("3", "failed"), ("4", "failed")
     ]  # fmt: skip
-    assert rows[0]["data"] == "wikipaintings" and rows[0]["backbone"] == "resnet50" and float(rows[0]["unfreeze"]) == 0.2
-    assert rows[4]["error"] == "NonFiniteLossError: the training loss is nan" and rows[4]["test/top1"] == ""
-    assert rows[5]["error"].startswith("no results.json") and rows[5]["unfreeze"] == "0.5"
+    assert rows[1]["data"] == "wikipaintings" and rows[1]["backbone"] == "resnet50" and float(rows[1]["unfreeze"]) == 0.2
+    assert rows[0]["other"] == "optimizer.lr=0.01" and rows[1]["other"] == ""
+    assert rows[5]["error"] == "NonFiniteLossError: the training loss is nan" and rows[5]["test/top1"] == ""
+    assert rows[6]["error"].startswith("no results.json") and rows[6]["unfreeze"] == "0.5"
 
     settings = list(csv.DictReader((tmp_path / "report" / "settings.csv").open(encoding="utf-8")))
-    best = settings[0]
+    assert (settings[0]["other"], settings[0]["runs"]) == ("optimizer.lr=0.01", "1")  # not averaged with the others
+    best = settings[1]
     assert (best["backbone"], best["unfreeze"], best["runs"], best["seeds"]) == ("resnet50", "0.2", "2", "1 2")
     assert float(best["test/top1 mean"]) == pytest.approx(0.55)
     assert float(best["test/top1 std"]) == pytest.approx(0.0707107, abs=1e-6)  # sample std of 0.5, 0.6
-    assert settings[1]["test/top1 std"] == ""  # one seed: no spread
+    assert settings[2]["test/top1 std"] == ""  # one seed: no spread
 
     text = report.read_text(encoding="utf-8")
-    assert "6 run(s), 2 failed" in text and "0.5500 ± 0.0707" in text
+    assert "7 run(s), 2 failed" in text and "0.5500 ± 0.0707" in text
     for figure in ("test_top1_vs_unfreeze.png", "learning_curves.png"):
         assert f"({figure})" in text
         with Image.open(tmp_path / "report" / figure) as png:
