@@ -46,7 +46,7 @@ def jobs(sweep_dir: Path) -> dict[str, dict]:
 # --- sweeps end to end ---------------------------------------------------------------------------
 def test_failed_jobs_are_recorded_the_others_run_and_the_sweep_exits_1(tmp_path):
     # Jobs 0-1: a bad combination (unfreeze=7); job 2: fine, after the failures; job 3: the loss diverges.
-    done = run_cli(tmp_path, "-m", "unfreeze=7,1", "optimizer.lr=0.001,1e+30", "scheduler=none")
+    done = run_cli(tmp_path, "-m", "unfreeze=7,1", "optimizer.lr=0.001,inf", "scheduler=none")
     assert done.returncode == 1, done.stderr[-3000:]
     assert "3 job(s) of the sweep failed" in done.stdout
     results = jobs(tmp_path / "sweep")
@@ -54,10 +54,10 @@ def test_failed_jobs_are_recorded_the_others_run_and_the_sweep_exits_1(tmp_path)
     ok = results["unfreeze=1 optimizer.lr=0.001 scheduler=none"]
     assert ok["status"] == "ok" and 0 <= ok["test/top1"] <= 1
     assert ok["optimized_metric"] == "val/top1" and ok["optimized_value"] == ok["best_val/top1"]
-    diverged = results["unfreeze=1 optimizer.lr=1e+30 scheduler=none"]
+    diverged = results["unfreeze=1 optimizer.lr=inf scheduler=none"]
     assert diverged["status"] == "failed" and diverged["error"].startswith("NonFiniteLossError: the training loss is nan")
     assert "NonFiniteLossError" in (diverged["dir"] / "traceback.txt").read_text()
-    for lr in ("0.001", "1e+30"):
+    for lr in ("0.001", "inf"):
         bad = results[f"unfreeze=7 optimizer.lr={lr} scheduler=none"]
         assert bad["status"] == "failed" and "unfreeze=7 must be a number in [0, 1]" in bad["error"]
         assert bad["unfreeze"] == 7 and bad["backbone"] == "test_resnet"  # which combination failed
