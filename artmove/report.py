@@ -19,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 
-from artmove.evaluation.plots import plt
+from artmove.evaluation.plots import save_png
 from artmove.evaluation.tables import markdown_table, write_csv
 
 METRICS = ("test/top1", "test/top3", "test/top5", "test/top1_macro", "best_val/top1")
@@ -197,7 +198,8 @@ def plot_metric_vs_unfreeze(summary: list[dict], metric: str, path: Path) -> Pat
     if not lines:
         return None
     several_policies = len({key[2] for key in lines}) > 1
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
     for (backbone, data, policy, other), items in sorted(lines.items(), key=lambda kv: tuple(map(str, kv[0]))):
         items.sort(key=lambda item: item["unfreeze"])
         label = f"{backbone} · {data}" + (f" · {policy}" if several_policies else "") + (f" · {other}" if other else "")
@@ -209,7 +211,7 @@ def plot_metric_vs_unfreeze(summary: list[dict], metric: str, path: Path) -> Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"{metric} against unfreeze")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def learning_curves(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -232,7 +234,8 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path | None:
     curves = [(row, c) for row, c in curves if c]
     if not curves:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig = Figure(figsize=(12, 4.6))
+    left, right = fig.subplots(1, 2)
     for row, c in curves:
         label = f"{row['backbone']} u={row['unfreeze']} s={row['seed']} · {row['data']}"
         for ax, name in ((left, "val/top1"), (right, "train/loss_epoch")):
@@ -247,14 +250,7 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path | None:
     if handles:
         fig.legend(handles[:20], labels[:20], loc="upper center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle("Learning curves")
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 # --- the report ------------------------------------------------------------------------------
