@@ -9,8 +9,8 @@ from artmove.features.cache import cache_key
 from artmove.train import train
 
 PROBE = ["backbone=tf_efficientnet_lite0", "unfreeze=0", "model.image_size=64", "data.batch_size=8", "data.num_workers=0",
-         "data.source.train_per_class=4", "data.source.val_per_class=2", "data.source.test_per_class=2",
-         "data.source.canvas_size=96", "trainer.max_epochs=2", "scheduler=none", "optimizer.lr=0.01",
+         "data.source.train_per_class=3", "data.source.val_per_class=1", "data.source.test_per_class=2",
+         "data.source.canvas_size=80", "trainer.max_epochs=2", "scheduler=none", "optimizer.lr=0.01",
          "trainer.accelerator=cpu", "callbacks=none", "logger=csv"]  # fmt: skip
 METRICS = ("test/top1", "test/top3", "test/top5", "test/loss")
 

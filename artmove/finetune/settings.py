@@ -20,7 +20,8 @@ class FinetuneSettings:
     - ``fraction``: retrain the top ``unfreeze`` fraction of the backbone (snapped to blocks).
     - ``stages``: retrain the last ``stages`` of timm's coarse layer groups.
     - ``gradual``: head first, then one more block every ``every_epochs`` epochs down to the
-      ``unfreeze`` floor; the k-th block joins the optimizer at ``lr_decay**k`` x the head's LR.
+      ``unfreeze`` floor; the k-th block joins the optimizer at ``lr_decay**k`` x the head's LR
+      (its config keeps the norm statistics of unfrozen blocks fixed: ``freeze_norm_stats: all``).
     - ``discriminative``: retrain the ``unfreeze`` fraction, each layer group at
       ``layer_decay**depth`` x the head's LR (timm's layer-wise LR decay).
     """
