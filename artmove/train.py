@@ -19,6 +19,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from artmove.checks import ConfigError, check_train_config
 from artmove.data.sources import DataSetupError
+from artmove.features import cached_features
+from artmove.features.cache import feature_device
+from artmove.finetune.settings import check_finetune_config
 from artmove.distributed import in_multirun, needs_own_process, run_in_own_process
 from artmove.models.pretrained import PretrainedWeightsError
 from artmove.reporting import format_table, write_json
@@ -33,17 +36,24 @@ def train(cfg: DictConfig) -> dict:
     """Run one training job; return its results (also written to ``<output_dir>/results.json``)."""
     started = time.time()
     check_train_config(cfg)
+    check_finetune_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     classes = datamodule.classes
-    model = instantiate(cfg.model, num_classes=len(classes), class_names=classes, _convert_="all")
+    model = instantiate(
+        cfg.model, num_classes=len(classes), class_names=classes, class_weights=datamodule.class_weights(), _convert_="all"
+    )
     datamodule.use_data_config(model.data_config)
     sizes = datamodule.split_sizes()
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
     log.info("backbone %s, weights: %s", cfg.backbone, model.weights_source)
     log.info(model.describe_trainable())
+    if model.finetune.cache_features:  # head only: train on the frozen backbone's cached features
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        device = feature_device(cfg.trainer.get("accelerator"))
+        datamodule = cached_features(datamodule, model, model.finetune.cache_dir or "~/.cache/artmove/features", data, device)
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [FailOnNonFiniteLoss()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]

@@ -1,4 +1,4 @@
-"""The LightningModule: a timm backbone, a fresh head, and the unfreeze policy."""
+"""The LightningModule: a timm backbone, a fresh head, the fine-tuning policy and regularisers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.trainer.states import TrainerFn
 import torch
-from timm.data import resolve_model_data_config
-from timm.optim import create_optimizer_v2
+import torch.nn.functional as F
+from timm.data import Mixup, resolve_model_data_config
+from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics import SumMetric
 
-from artmove.models.freezing import apply_unfreeze, plan_unfreeze
+from artmove.checks import ConfigError
+from artmove.finetune.gradual import GradualUnfreezing
+from artmove.finetune.policies import apply_lr_scales, apply_plan, create_optimizer, initial_plan, plan_for
+from artmove.finetune.settings import FinetuneSettings
+from artmove.models.freezing import frozen_norm_layers, norm_layers_with_statistics
 from artmove.models.metrics import classification_metrics
 from artmove.models.pretrained import create_backbone
 
@@ -39,17 +46,40 @@ class ArtClassifier(pl.LightningModule):
         weights: str | None = None,
         label_smoothing: float = 0.0,
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        ema_decay: float | None = None,
+        finetune: Mapping[str, Any] | None = None,
         image_size: int | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         data_config: Mapping[str, Any] | None = None,
+        class_weights: list[float] | None = None,
     ):
         super().__init__()
-        self.model, self.weights_source = create_backbone(
-            backbone, num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate
-        )
-        self.plan = plan_unfreeze(self.model, unfreeze)
-        self.frozen_norms = apply_unfreeze(self.model, self.plan)
+        self.finetune = FinetuneSettings.from_mapping(finetune)
+        self.finetune.check(unfreeze)
+        if self.finetune.cache_features and cutmix:
+            raise ConfigError("model.cutmix needs images, finetune.cache_features=true trains on features: set one of them off.")
+        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}  # stochastic depth, where the backbone has it
+        try:
+            self.model, self.weights_source = create_backbone(
+                backbone, num_classes, pretrained=pretrained, weights=weights, drop_rate=drop_rate, **extra
+            )
+        except TypeError as error:
+            if "drop_path_rate" not in str(error):
+                raise
+            raise ConfigError(f"model.drop_path_rate={drop_path_rate}: backbone {backbone} has no stochastic depth; set it to 0.") from None
+        # The fresh head starts at zero (as in BiT): its first predictions are uniform whatever the scale of
+        # the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave logits
+        # in the tens on 11 classes and a first loss of ~7.5, which 4 epochs of a linear probe did not undo.
+        for parameter in self.model.get_classifier().parameters():
+            nn.init.zeros_(parameter)
+        self.plan = plan_for(self.model, unfreeze, self.finetune)
+        apply_plan(self.model, initial_plan(self.plan, self.finetune), self.finetune)
+        # True while the inputs are cached pooled features (artmove.features): only the head runs.
+        self.features_input = False
         if data_config is None:
             data_config = resolve_model_data_config(self.model)
             if image_size:
@@ -57,11 +87,20 @@ class ArtClassifier(pl.LightningModule):
         data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}
         self.data_config = data_config
         self.save_hyperparameters()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # class_weights: per-class loss weights (data.balance=loss), from the training split's counts.
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.image_counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
+        self.mixup = None
+        if mixup or cutmix:
+            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
+            self.soft_criterion = SoftTargetCrossEntropy()
+        # An exponential moving average of the weights; validation and test use it when enabled.
+        self.ema = ModelEmaV3(self.model, decay=ema_decay).requires_grad_(False) if ema_decay else None
+        self.train()  # a new module is in training mode, its frozen norm layers included: put those in eval
 
     # --- what trains -----------------------------------------------------------------
     @property
@@ -72,27 +111,44 @@ class ArtClassifier(pl.LightningModule):
 
     def describe_trainable(self) -> str:
         counts, plan = self.parameter_counts, self.plan
+        if self.finetune.policy == "gradual":
+            counts = dict(counts, trainable_params=sum(p.numel() for n, p in self.model.named_parameters() if n in plan.trainable))
         return (
-            f"unfreeze={plan.fraction}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
+            f"{plan.name}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
             f"({plan.trained_blocks}/{len(plan.blocks)} blocks) + head; "
             f"trainable params {counts['trainable_params']:,} / {counts['total_params']:,} "
             f"({100 * counts['trainable_params'] / counts['total_params']:.1f}%); "
             f"trainable modules: {', '.join(plan.trainable_modules())}"
+            + (f"; gradual: head first, one more block every {self.finetune.every_epochs} epoch(s)"
+               if self.finetune.policy == "gradual" else "")
         )
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning never calls train() on the module (it restores each submodule's mode after
+        # validation), and gradual unfreezing changes which norm layers are frozen: set modes here.
+        self.train()
+
     def train(self, mode: bool = True):
-        """Frozen norm layers stay in eval mode: their running statistics never change."""
+        """Frozen norm layers stay in eval mode: their running statistics never change
+        (with ``finetune.freeze_norm_stats=all``, no norm layer's statistics change)."""
         super().train(mode)
-        for module in self.frozen_norms:
+        fixed = norm_layers_with_statistics if self.finetune.freeze_norm_stats == "all" else frozen_norm_layers
+        for module in fixed(self.model):
             module.eval()
         return self
 
     # --- steps -----------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        network = self.ema.module if self.ema is not None and not self.training else self.model
+        if self.features_input:
+            features = F.dropout(images, p=self.hparams.drop_rate, training=self.training)
+            return network.get_classifier()(features)
+        return network(images)
 
     def _step(self, batch, metrics, stage: str) -> torch.Tensor:
         images, labels = batch
+        if stage == "train" and self.mixup is not None:
+            return self._mixed_step(images, labels, metrics)
         logits = self(images)
         loss = self.criterion(logits, labels)
         metrics.update(logits, labels)
@@ -103,8 +159,23 @@ class ArtClassifier(pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
+    def _mixed_step(self, images, labels, metrics) -> torch.Tensor:
+        """Mixup/CutMix with soft targets; timm mixes pairs, so an odd batch's last image sits out."""
+        keep = len(labels) - len(labels) % 2
+        mixed, targets = self.mixup(images[:keep].clone(), labels[:keep])
+        logits = self(mixed)
+        loss = self.soft_criterion(logits, targets)
+        metrics.update(logits, labels[:keep])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=keep)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+        return loss
+
     def training_step(self, batch, batch_idx):
         return self._step(batch, self.train_metrics, "train")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, self.val_metrics, "val")
@@ -113,18 +184,44 @@ class ArtClassifier(pl.LightningModule):
         self._step(batch, self.test_metrics, "test")
 
     # --- optimisation ----------------------------------------------------------------
+    @property
+    def optimizer_settings(self) -> dict[str, Any]:
+        return dict(self.hparams.optimizer or {"opt": "adamw", "lr": 1e-3})
+
     def configure_optimizers(self):
-        optimizer = create_optimizer_v2(self.model, **dict(self.hparams.optimizer or {"opt": "adamw", "lr": 1e-3}))
+        optimizer = create_optimizer(self.model, self.optimizer_settings, self.finetune)
+        scheduler = self._create_scheduler(optimizer)
+        if scheduler is None:
+            apply_lr_scales(optimizer, self.optimizer_settings["lr"])
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _create_scheduler(self, optimizer):
         settings = dict(self.hparams.scheduler or {"sched": "none"})
         name = settings.pop("sched", "none")
         if name in (None, "none"):
-            return optimizer
+            return None
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         updates_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
         scheduler, _ = create_scheduler_v2(
             optimizer, sched=name, num_epochs=epochs, updates_per_epoch=updates_per_epoch, step_on_epochs=False, **settings
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return scheduler
+
+    def refresh_lr_schedule(self, optimizer) -> None:
+        """After param groups joined the optimizer: rebuild the timm scheduler over all groups (it keeps
+        per-group state) at the current update, or apply the groups' ``lr_scale`` when there is none."""
+        configs = self.trainer.lr_scheduler_configs
+        if not configs:
+            apply_lr_scales(optimizer, self.optimizer_settings["lr"])
+            return
+        configs[0].scheduler = self._create_scheduler(optimizer)
+        configs[0].scheduler.step_update(num_updates=self.global_step)
+
+    def configure_callbacks(self):
+        if self.finetune.policy != "gradual" or self.trainer.state.fn != TrainerFn.FITTING:
+            return []
+        return [GradualUnfreezing(self.plan, self.finetune, weight_decay=self.optimizer_settings.get("weight_decay", 0.0))]
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         # timm schedulers are stepped by update count (and apply per-group lr_scale).
