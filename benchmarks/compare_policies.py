@@ -63,9 +63,9 @@ plus its overrides below; wall time includes loading, validation and the test.
 ## What was found on the way
 
 **The fresh head's initialisation.** The first run of this comparison gave the head-only probe a
-test top-1 of 0.175 (chance: 0.091) with a first training loss of 7.5 (ln 11 = 2.4): timm
-initialises an EfficientNet classifier uniformly in +-1/sqrt(classes), which is +-0.3 for 11
-classes (+-0.03 for ImageNet's 1000), so the first logits were in the tens and four epochs at
+test top-1 of 0.175 (chance: 0.091) with a mean training loss of 7.5 in the first epoch (ln 11 =
+2.4): timm initialises an EfficientNet classifier uniformly in +-1/sqrt(classes), which is +-0.3
+for 11 classes (+-0.03 for ImageNet's 1000), so the first logits were large and four epochs at
 lr 1e-3 did not recover. The new head now starts at zero (as BiT does): uniform first
 predictions whatever the scale of the features. The table above is measured with it.
 
