@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-slow bench clean
+.PHONY: install train test test-slow bench compare-policies clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ test-slow: $(STAMP)
 ## Benchmarks; numbers are written to benchmarks/results/.
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
+
+## The fine-tuning policies on real paintings (tens of minutes on 2 CPU cores) -> docs/policies.md.
+compare-policies: $(STAMP)
+	$(PY) -m benchmarks.compare_policies $(ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

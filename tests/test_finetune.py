@@ -224,7 +224,7 @@ def test_drop_path_reaches_the_backbone_and_is_refused_where_missing():
 def test_gradient_clipping_is_one_trainer_line(compose_train):
     from artmove.train import train
 
-    results = train(compose_train(*TINY, "debug=fast_dev_run", "+trainer.gradient_clip_val=0.5", "finetune=discriminative"))
+    results = train(compose_train(*TINY, "debug=fast_dev_run", "trainer.gradient_clip_val=0.5", "finetune=discriminative"))
     assert results["status"] == "ok"
 
 

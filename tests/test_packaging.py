@@ -15,6 +15,11 @@ def test_a_regular_install_ships_the_configs(tmp_path):
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "artmove" / "conf" / "train.yaml").is_file()
+    source_modules = {p.relative_to(REPO / "artmove") for p in (REPO / "artmove").rglob("*.py")}
+    installed = {p.relative_to(target / "artmove") for p in (target / "artmove").rglob("*.py")}
+    assert source_modules <= installed, f"not shipped (pyproject packages): {sorted(source_modules - installed)}"
+    config_files = {p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml")}
+    assert config_files <= {p.relative_to(target / "artmove" / "conf") for p in (target / "artmove" / "conf").rglob("*.yaml")}
     assert (target / "artmove" / "conf" / "data" / "rasta.yaml").is_file()
     probe = (
         "import artmove, hydra\n"

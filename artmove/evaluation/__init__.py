@@ -1,0 +1,1 @@
+"""Evaluating checkpoints: loading, test-time augmentation, per-class tables, plots, Grad-CAM."""
