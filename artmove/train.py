@@ -58,8 +58,9 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [FailOnNonFiniteLoss()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    composed = OmegaConf.to_container(cfg, resolve=True)  # the full config, for W&B's run table
     for logger in loggers:
-        logger.log_hyperparams({**model.parameter_counts, "weights_source": model.weights_source})
+        logger.log_hyperparams({**composed, **model.parameter_counts, "weights_source": model.weights_source})
     checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("resume", True), checkpoint_dir))
 
@@ -111,6 +112,14 @@ def _optimized_value(trainer: pl.Trainer, metric: str) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _user_error_behind(error: Exception) -> Exception:
+    """The user error a Hydra InstantiationException wraps (raised in a target's __init__), else ``error``."""
+    cause = error
+    while cause is not None and not isinstance(cause, USER_ERRORS):
+        cause = cause.__cause__
+    return cause or error
+
+
 def _report_failure(cfg: DictConfig, error: Exception) -> None:
     """Leave the error in the job's folder (results.json "status": "failed", traceback.txt) and say it once."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -136,7 +145,8 @@ def main(cfg: DictConfig) -> float | None:
         results = run_in_own_process() if needs_own_process(cfg.trainer) else train(cfg)
         value = results.get("optimized_value") if results.get("status") == "ok" else None
         return value if value is not None and math.isfinite(value) else None
-    except Exception as error:
+    except Exception as raised:
+        error = _user_error_behind(raised)
         _report_failure(cfg, error)
         if not in_multirun():
             if isinstance(error, USER_ERRORS):

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import time
@@ -48,6 +49,18 @@ def test_unknown_backbone_fails_at_once_with_closest_names(tmp_path):
     assert "Traceback" not in done.stderr  # one message, not a stack trace
     assert "data" not in done.stderr.split("unknown backbone")[1].split("Closest")[0]  # the backbone, not the data
     assert time.time() - started < 60
+
+
+def test_no_pretrained_weights_offline_is_one_line_naming_the_options(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    done = subprocess.run(
+        [sys.executable, "-m", "artmove.train", "backbone=resnet18", "pretrained=true", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "no pretrained weights for backbone 'resnet18'" in done.stderr
+    assert "weights=PATH" in done.stderr and "pretrained=false" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.2", "most"])
