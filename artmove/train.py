@@ -26,7 +26,7 @@ from artmove.distributed import in_multirun, needs_own_process, run_in_own_proce
 from artmove.models.pretrained import PretrainedWeightsError
 from artmove.reporting import format_table, write_json
 from artmove.sweeps.failures import FailOnNonFiniteLoss, record_failure
-from artmove.sweeps.resume import resume_checkpoint
+from artmove.sweeps.resume import keep_logged_metrics, resume_checkpoint
 
 log = logging.getLogger("artmove.train")
 USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError)
@@ -58,11 +58,14 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [FailOnNonFiniteLoss()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+    resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)
+    if resume_from:
+        keep_logged_metrics(loggers)
     composed = OmegaConf.to_container(cfg, resolve=True)  # the full config, for W&B's run table
     for logger in loggers:
         logger.log_hyperparams({**composed, **model.parameter_counts, "weights_source": model.weights_source})
-    checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("resume", True), checkpoint_dir))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     results = {

@@ -1,6 +1,7 @@
 """Sweeps: failed jobs recorded while the others run, the report and exit code, Optuna, submitit,
 GPU slots for parallel local sweeps, resuming a requeued job."""
 
+import csv
 import json
 import multiprocessing
 import os
@@ -158,6 +159,9 @@ def test_a_requeued_run_continues_where_it_stopped(compose_train, tmp_path, capl
     assert f"resuming from {tmp_path / 'checkpoints' / 'last.ckpt'}" in caplog.text
     assert "Restored all states from the checkpoint" in caplog.text  # Lightning continued from epoch 1
     assert again["epochs"] == 2
+    with (tmp_path / "csv" / "metrics.csv").open() as file:  # the first attempt's epoch is still logged
+        epochs = {row["epoch"] for row in csv.DictReader(file) if row.get("val/top1")}
+    assert epochs == {"0", "1"}
 
 
 def test_gpu_slots_are_disjoint_groups():
