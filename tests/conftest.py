@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +44,33 @@ def compose_train(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def compose_config(name: str, *overrides: str):
+    """Compose one of the primary configs (train, evaluate, predict, data_tools) with overrides."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
+            return compose(config_name=name, overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, wikipaintings_small) -> Path:
+    """One short tf_efficientnet_lite0 run on wikipaintings_small, trained once per test session.
+
+    Its folder looks like a CLI run's: checkpoints/, csv/, results.json and .hydra/config.yaml.
+    """
+    from artmove.train import train
+
+    out = tmp_path_factory.mktemp("tiny_rasta_run")
+    cfg = compose_config(
+        "train", f"paths.output_dir={out}", "data=rasta", f"data.root={wikipaintings_small}",
+        "backbone=tf_efficientnet_lite0", "unfreeze=0.2", "debug=limit", "model.image_size=64",
+        "data.batch_size=8", "trainer.limit_val_batches=1", "test=false",
+    )  # fmt: skip
+    train(cfg)
+    (out / ".hydra").mkdir()
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what Hydra's CLI writes beside every run
+    return out

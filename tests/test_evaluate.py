@@ -3,13 +3,9 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 from PIL import Image
 
 from artmove.checks import ConfigError
@@ -17,43 +13,7 @@ from artmove.evaluate import eval_dir, evaluate
 from artmove.evaluation.classes import label_map
 from artmove.evaluation.metrics import confusion_matrix, most_confused_pairs, per_class_table, summary_metrics
 from artmove.evaluation.tta import eval_transform, predict_views, tta_transform
-from artmove.train import train
-
-_TINY_RUNS: dict[str, Path] = {}
-
-
-def compose_config(name: str, *overrides: str):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
-            return compose(config_name=name, overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def tiny_rasta_run(tmp_path_factory, data_root: Path) -> Path:
-    """One short tf_efficientnet_lite0 run on wikipaintings_small, trained once per test session.
-
-    Its folder looks like a CLI run's: checkpoints/, csv/, results.json and .hydra/config.yaml.
-    """
-    if "rasta" not in _TINY_RUNS:
-        out = tmp_path_factory.mktemp("tiny_rasta_run")
-        cfg = compose_config(
-            "train", f"paths.output_dir={out}", "data=rasta", f"data.root={data_root}",
-            "backbone=tf_efficientnet_lite0", "unfreeze=0.2", "debug=limit", "model.image_size=64",
-            "data.batch_size=8", "trainer.limit_val_batches=1", "test=false",
-        )  # fmt: skip
-        train(cfg)
-        (out / ".hydra").mkdir()
-        OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what Hydra's CLI writes beside every run
-        _TINY_RUNS["rasta"] = out
-    return _TINY_RUNS["rasta"]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, wikipaintings_small) -> Path:
-    return tiny_rasta_run(tmp_path_factory, wikipaintings_small)
-
+from conftest import compose_config
 
 # --- numbers on a hand-built case ------------------------------------------------------
 CLASSES = ["A", "B", "C", "D"]

@@ -15,12 +15,7 @@ from artmove.data.transforms import decode_size
 from artmove.evaluation.checkpoint import load_classifier
 from artmove.evaluation.gradcam import grad_cam
 from artmove.predict import list_inputs, predict
-from test_evaluate import compose_config, tiny_rasta_run
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, wikipaintings_small):
-    return tiny_rasta_run(tmp_path_factory, wikipaintings_small)
+from conftest import compose_config
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from artmove.report import find_runs, learning_curves, write_report
 from artmove.train import train
-from test_evaluate import compose_config
+from conftest import compose_config
 
 
 def make_run(folder: Path, results: dict | None, **config) -> Path:
