@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from artmove.checks import ConfigError
+from artmove.cli import exit_on_user_error
 from artmove.data.sources.base import SPLITS
 from artmove.data.transforms import decode_size
 from artmove.evaluation.checkpoint import load_classifier, run_config, run_dir
@@ -30,7 +30,6 @@ from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.evaluation.tta import TTA_MODES, check_tta, tta_transform
 from artmove.reporting import format_table, write_json
-from artmove.train import USER_ERRORS
 
 log = logging.getLogger("artmove.evaluate")
 PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")
@@ -149,13 +148,9 @@ def write_outputs(out: Path, results: dict, per_class: list[dict], counts, probs
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="evaluate")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except USER_ERRORS as error:
-        log.error("%s", error)
-        print(f"artmove: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

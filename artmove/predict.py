@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from artmove.checks import ConfigError
+from artmove.cli import exit_on_user_error
 from artmove.data.images import is_image_file
 from artmove.data.sources.base import images_in
 from artmove.data.transforms import decode_size
@@ -22,7 +23,6 @@ from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
 from artmove.evaluation.tables import write_csv
 from artmove.evaluation.tta import check_tta, eval_transform, tta_transform
-from artmove.train import USER_ERRORS
 
 log = logging.getLogger("artmove.predict")
 
@@ -120,13 +120,9 @@ def _unique_names(paths: list[Path]) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="predict")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    try:
-        predict(cfg)
-    except USER_ERRORS as error:
-        log.error("%s", error)
-        print(f"artmove: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    predict(cfg)
 
 
 if __name__ == "__main__":

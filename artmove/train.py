@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -17,19 +16,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from artmove.checks import ConfigError, check_train_config
-from artmove.data.sources import DataSetupError
+from artmove.checks import check_train_config
+from artmove.cli import USER_ERRORS, say_user_error, user_error_behind
+from artmove.distributed import in_multirun, needs_own_process, run_in_own_process
 from artmove.features import cached_features
 from artmove.features.cache import feature_device
 from artmove.finetune.settings import check_finetune_config
-from artmove.distributed import in_multirun, needs_own_process, run_in_own_process
-from artmove.models.pretrained import PretrainedWeightsError
 from artmove.reporting import format_table, write_json
 from artmove.sweeps.failures import FailOnNonFiniteLoss, record_failure
 from artmove.sweeps.resume import keep_logged_metrics, resume_checkpoint
 
 log = logging.getLogger("artmove.train")
-USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -115,22 +112,13 @@ def _optimized_value(trainer: pl.Trainer, metric: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _user_error_behind(error: Exception) -> Exception:
-    """The user error a Hydra InstantiationException wraps (raised in a target's __init__), else ``error``."""
-    cause = error
-    while cause is not None and not isinstance(cause, USER_ERRORS):
-        cause = cause.__cause__
-    return cause or error
-
-
 def _report_failure(cfg: DictConfig, error: Exception) -> None:
     """Leave the error in the job's folder (results.json "status": "failed", traceback.txt) and say it once."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     if rank_zero_only.rank == 0:
         record_failure(output_dir, error, cfg)
     if isinstance(error, USER_ERRORS):
-        log.error("%s", error)
-        print(f"artmove: error: {error}", file=sys.stderr)
+        say_user_error(error)
     else:
         log.error("job failed: %s: %s (traceback in %s)", type(error).__name__, error, output_dir / "traceback.txt")
 
@@ -149,7 +137,7 @@ def main(cfg: DictConfig) -> float | None:
         value = results.get("optimized_value") if results.get("status") == "ok" else None
         return value if value is not None and math.isfinite(value) else None
     except Exception as raised:
-        error = _user_error_behind(raised)
+        error = user_error_behind(raised)
         _report_failure(cfg, error)
         if not in_multirun():
             if isinstance(error, USER_ERRORS):

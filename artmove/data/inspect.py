@@ -16,10 +16,11 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
+from artmove.cli import exit_on_user_error
 from artmove.data.files import check_files
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.sources.base import SPLITS
-from artmove.data.tools import all_files, load_datamodule, say, user_errors_exit, workers
+from artmove.data.tools import all_files, load_datamodule, say, workers
 
 
 def count_table(classes: list[str], files: dict[str, list[tuple[Path, int]]]) -> str:
@@ -67,7 +68,7 @@ def contact_sheet(classes: list[str], train: list[tuple[Path, int]], per_class: 
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="data_tools")
-@user_errors_exit
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     datamodule = load_datamodule(cfg)
     listed = all_files(datamodule)

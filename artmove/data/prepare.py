@@ -17,9 +17,10 @@ import hydra
 from omegaconf import DictConfig
 
 from artmove.checks import ConfigError
+from artmove.cli import exit_on_user_error
 from artmove.data.cache import cache_path, write_resized
 from artmove.data.images import UnreadableImageError
-from artmove.data.tools import all_files, load_datamodule, say, user_errors_exit, workers
+from artmove.data.tools import all_files, load_datamodule, say, workers
 
 
 def prepare_one(path: Path, cache_dir: Path, size: int) -> str:
@@ -40,7 +41,7 @@ def prepare(paths: list[Path], cache_dir: Path, size: int, processes: int) -> li
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="data_tools")
-@user_errors_exit
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     started = time.time()
     datamodule = load_datamodule(cfg)

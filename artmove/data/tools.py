@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -13,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from artmove.checks import ConfigError
 from artmove.data.datamodule import PaintingDataModule, auto_workers
-from artmove.data.sources import DataSetupError
 from artmove.data.sources.base import SPLITS, LabelledFiles
 
 log = logging.getLogger("artmove.data")
@@ -42,18 +38,3 @@ def workers(value) -> int:
 def say(message: str, *args) -> None:
     """Hydra's job logging sends it to the console and to the run's log file."""
     log.info(message, *args)
-
-
-def user_errors_exit(tool: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
-    """A user's mistake ends the tool with one line on stderr and exit code 2 (as training does)."""
-
-    @functools.wraps(tool)
-    def wrapper(cfg: DictConfig) -> None:
-        try:
-            tool(cfg)
-        except (ConfigError, DataSetupError) as error:
-            log.error("%s", error)
-            print(f"artmove: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapper

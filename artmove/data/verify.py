@@ -13,8 +13,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from artmove.cli import exit_on_user_error
 from artmove.data.files import FileCheck, check_file
-from artmove.data.tools import all_files, load_datamodule, say, user_errors_exit, workers
+from artmove.data.tools import all_files, load_datamodule, say, workers
 
 
 def decode_check(path: Path) -> FileCheck:
@@ -27,7 +28,7 @@ def verify(paths: list[Path], processes: int) -> list[FileCheck]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="data_tools")
-@user_errors_exit
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     started = time.time()
     datamodule = load_datamodule(cfg)

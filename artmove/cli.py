@@ -1,0 +1,46 @@
+"""What every command does with a user's mistake: one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from artmove.checks import ConfigError
+from artmove.data.sources import DataSetupError
+from artmove.models.pretrained import PretrainedWeightsError
+
+log = logging.getLogger("artmove")
+USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError)
+
+
+def user_error_behind(error: BaseException) -> BaseException:
+    """The user error a Hydra InstantiationException wraps (raised in a target's __init__), else ``error``."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, USER_ERRORS):
+        cause = cause.__cause__
+    return cause or error
+
+
+def say_user_error(error: BaseException) -> None:
+    log.error("%s", error)
+    print(f"artmove: error: {error}", file=sys.stderr)
+
+
+def exit_on_user_error(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a command's task function: user errors end it with one line and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except Exception as raised:
+            error = user_error_behind(raised)
+            if not isinstance(error, USER_ERRORS):
+                raise
+            say_user_error(error)
+            raise SystemExit(2) from None
+
+    return wrapper
