@@ -6,6 +6,7 @@ import gc
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -27,6 +28,8 @@ from artmove.sweeps.failures import FailOnNonFiniteLoss, record_failure
 from artmove.sweeps.resume import keep_logged_metrics, resume_checkpoint
 
 log = logging.getLogger("artmove.train")
+# The frozen part's norm layers are in eval mode on purpose (fixed statistics, see README).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 def train(cfg: DictConfig) -> dict:
