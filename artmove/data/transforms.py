@@ -28,7 +28,7 @@ def build_transforms(data_config: Mapping[str, Any], augment: Mapping[str, Any] 
         ratio=tuple(augment.get("ratio", (3 / 4, 4 / 3))),
         hflip=augment.get("hflip", 0.5),
         vflip=augment.get("vflip", 0.0),
-        color_jitter=augment.get("color_jitter") or 0.0,
+        color_jitter=augment.get("color_jitter"),  # None: no ColorJitter step at all
     )
     evaluation = create_transform(
         **common, is_training=False, crop_pct=data_config["crop_pct"], crop_mode=data_config.get("crop_mode", "center")
