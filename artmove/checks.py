@@ -37,7 +37,7 @@ def check_train_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if "data.root" in missing:
         raise ConfigError(
-            f"this data set needs its location: add data.root=/path/to/the/data set "
+            f"this data set needs its location: add data.root=/path/to/the/dataset "
             f"(the data config in use: {cfg.data.source._target_.rsplit('.', 1)[-1]})."
         )
     if missing:

@@ -25,7 +25,11 @@ def user_error_behind(error: BaseException) -> BaseException:
 
 
 def say_user_error(error: BaseException) -> None:
-    log.error("%s", error)
+    """One line on stderr; the run's log file (not the console a second time) keeps it too."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (error,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     print(f"artmove: error: {error}", file=sys.stderr)
 
 

@@ -38,7 +38,7 @@ def train(cfg: DictConfig) -> dict:
     check_train_config(cfg)
     check_finetune_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
     classes = datamodule.classes

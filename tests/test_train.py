@@ -63,6 +63,15 @@ def test_no_pretrained_weights_offline_is_one_line_naming_the_options(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_missing_data_folder_is_exactly_one_line_on_stderr(tmp_path):
+    done = run_cli("data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("artmove: error: RASTA data set folder (data.root) not found")
+    assert "not found" not in done.stdout  # said once, on stderr (and in the run's log file)
+    assert "not found" in (tmp_path / "run" / "train.log").read_text()
+
+
 @pytest.mark.parametrize("value", ["1.5", "-0.2", "most"])
 def test_unfreeze_outside_unit_interval_fails_before_data_is_read(compose_train, tmp_path, value):
     cfg = compose_train(f"unfreeze={value}", "data=rasta", f"data.root={tmp_path / 'absent'}")

@@ -53,7 +53,8 @@ def create_backbone(
             model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
         return model, "timm hub" if online else "timm local cache"
     except Exception as error:  # noqa: BLE001 - any failure means: try the next source
-        failures.append(f"timm ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
+        first_line = next(iter(str(error).splitlines()), "")
+        failures.append(f"timm ({type(error).__name__}: {first_line})")
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     packaged = packaged_weights_file(name)
     if packaged is not None:
