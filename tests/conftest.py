@@ -74,3 +74,17 @@ def tiny_run(tmp_path_factory, wikipaintings_small) -> Path:
     (out / ".hydra").mkdir()
     OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what Hydra's CLI writes beside every run
     return out
+
+
+def sgd_steps(module, steps: int = 2, image_size: int = 32) -> None:
+    """A few SGD steps on random images in training mode (the zero-initialised head passes no
+    gradient to the backbone in the first step)."""
+    import torch
+
+    module.train()
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(steps):
+        loss = module.criterion(module(torch.randn(4, 3, image_size, image_size)), torch.tensor([0, 1, 2, 0]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()

@@ -13,6 +13,7 @@ from timm.models import group_parameters
 from artmove.checks import ConfigError
 from artmove.models import ArtClassifier
 from artmove.models.freezing import plan_stages, plan_unfreeze
+from conftest import sgd_steps
 
 TINY = ["backbone=test_resnet", "pretrained=false", "model.image_size=32", "data.batch_size=4", "data.num_workers=0",
         "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
@@ -162,23 +163,12 @@ def test_frozen_norm_statistics_stay_fixed_in_a_lightning_run(compose_train):
     assert torch.equal(frozen.running_mean, before[0]) and not torch.equal(trained.running_mean, before[1])
 
 
-def two_steps(module):
-    """Two SGD steps (the zero-initialised head passes no gradient to the backbone in the first)."""
-    module.train()
-    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
-    for _ in range(2):
-        loss = module.criterion(module(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
 def test_train_bn_trains_every_batch_norm_also_in_frozen_blocks():
     module = ArtClassifier("resnet18", 3, pretrained=False, unfreeze=0.0, finetune={"train_bn": True})
     frozen_bn = module.model.layer1[0].bn1
     assert frozen_bn.weight.requires_grad and not module.model.layer1[0].conv1.weight.requires_grad
     before = frozen_bn.running_mean.clone()
-    two_steps(module)
+    sgd_steps(module)
     assert frozen_bn.training and not torch.equal(frozen_bn.running_mean, before)
 
 
@@ -186,7 +176,7 @@ def test_freeze_norm_stats_all_keeps_statistics_of_trained_norms_fixed():
     module = ArtClassifier("resnet18", 3, pretrained=False, unfreeze=0.3, finetune={"freeze_norm_stats": "all"})
     trained_bn = module.model.layer4[1].bn2  # (bn1's gradient passes bn2's zero-initialised weight)
     before_stats, before_weight = trained_bn.running_mean.clone(), trained_bn.weight.detach().clone()
-    two_steps(module)
+    sgd_steps(module)
     assert not trained_bn.training and torch.equal(trained_bn.running_mean, before_stats)
     assert not torch.equal(trained_bn.weight, before_weight)  # its parameters still train
 

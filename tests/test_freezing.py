@@ -4,6 +4,7 @@ import torch
 
 from artmove.models import ArtClassifier
 from artmove.models.freezing import plan_unfreeze
+from conftest import sgd_steps
 
 
 def trainable_prefixes(model: torch.nn.Module) -> set[str]:
@@ -63,11 +64,6 @@ def test_frozen_norm_statistics_do_not_change_during_training(resnet50_classifie
     before_trained = trained_bn.running_mean.clone()
     module.train()
     assert not frozen_bn.training and trained_bn.training
-    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
-    for _ in range(2):
-        loss = module.criterion(module(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 2, 3]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    sgd_steps(module, image_size=64)
     assert torch.equal(frozen_bn.running_mean, before_frozen)
     assert not torch.equal(trained_bn.running_mean, before_trained)

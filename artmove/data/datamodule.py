@@ -165,10 +165,7 @@ class PaintingDataModule(pl.LightningDataModule):
         pin = torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory)
         sampler = None if split == "train" else eval_sampler(self.datasets[split])  # DDP: each image once
         if shuffle and self.balance == "sampler":
-            counts = Counter(self.train_labels())
-            weights = [1.0 / counts[label] for label in self.train_labels()]
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler, shuffle = WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator), False
+            sampler, shuffle = balanced_sampler(self.train_labels(), self.seed), False
         workers = self.num_workers > 0
         return DataLoader(
             self.datasets[split],
@@ -190,6 +187,14 @@ class PaintingDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def balanced_sampler(labels: list[int], seed: int) -> WeightedRandomSampler:
+    """Draws every class equally often (``data.balance=sampler``): weight 1/count, with replacement."""
+    counts = Counter(labels)
+    weights = [1.0 / counts[label] for label in labels]
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
 
 
 def auto_workers() -> int:

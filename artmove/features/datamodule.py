@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, TensorDataset
 
-from artmove.data.datamodule import Transformed
+from artmove.data.datamodule import Transformed, balanced_sampler
 from artmove.data.sources.base import SPLITS
 from artmove.data.transforms import build_transforms
 from artmove.features.cache import FeatureCache, cache_key, extract, samples_digest, weights_digest
@@ -36,10 +35,7 @@ class FeatureDataModule(pl.LightningDataModule):
         features, labels = self.splits[split]
         sampler = None
         if shuffle and self.balance == "sampler":
-            counts = Counter(labels.tolist())
-            weights = [1.0 / counts[label] for label in labels.tolist()]
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler, shuffle = WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator), False
+            sampler, shuffle = balanced_sampler(labels.tolist(), self.seed), False
         # fp16 on disk, fp32 for training (the head's weights are fp32).
         return DataLoader(TensorDataset(features.float(), labels), batch_size=self.batch_size, shuffle=shuffle, sampler=sampler)
 
