@@ -62,7 +62,8 @@ def _is_run(folder: Path) -> bool:
 
 
 def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part for part in path.parts]
+    """Job folders 2 before 10; numbered and named folders side by side sort without comparing int to str."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
 
 def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:

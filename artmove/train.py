@@ -83,7 +83,7 @@ def train(cfg: DictConfig) -> dict:
         "total_layers": model.plan.total_layers,
         "epochs": trainer.current_epoch,
         "best_checkpoint": checkpoint,
-        "best_val/top1": _best_score(trainer),
+        "best_val/top1": _finite_or_none(_optimized_value(trainer, "val/top1")),
         "output_dir": str(output_dir),
     }
     metric = cfg.get("optimized_metric", "val/top1")
@@ -101,9 +101,8 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
-def _best_score(trainer: pl.Trainer) -> float | None:
-    score = getattr(trainer.checkpoint_callback, "best_model_score", None)
-    return None if score is None else float(score)
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _optimized_value(trainer: pl.Trainer, metric: str) -> float:

@@ -53,6 +53,11 @@ def test_runs_are_found_in_job_order_without_their_evaluations(sweep):
     assert [p.name for p in find_runs([sweep])] == ["0", "1", "2", "3", "4", "5", "10"]
 
 
+def test_numbered_and_named_run_folders_sort_together(sweep):
+    make_run(sweep / "manual", ok(0.3), backbone="resnet50", unfreeze=0.2, seed=9)
+    assert [p.name for p in find_runs([sweep])][-2:] == ["10", "manual"]
+
+
 def test_report_sorts_by_the_metric_and_keeps_failed_jobs(sweep, tmp_path):
     report = write_report([sweep], tmp_path / "report")
     rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open(encoding="utf-8")))

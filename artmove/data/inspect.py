@@ -73,11 +73,12 @@ def main(cfg: DictConfig) -> None:
     datamodule = load_datamodule(cfg)
     listed = all_files(datamodule)
     checks = check_files([p for p in listed if p.exists()], workers=4 * workers(cfg.workers))
-    bad = sum(1 for check in checks if check.error) + sum(1 for p in listed if not p.exists())
+    unreadable = sum(1 for check in checks if check.error)
+    bad = unreadable + len(listed) - len(checks)  # unreadable headers + listed but missing
     files, classes = datamodule.files, datamodule.classes
     say("%s: %d classes", cfg.data.root, len(classes))
     say("images per class and split%s:\n%s", " (grouped by artist)" if datamodule.group_by else "", count_table(classes, files))
-    say("image sizes (px) of %d readable files:\n%s", len(checks) - bad, size_statistics([c.size for c in checks if c.size]))
+    say("image sizes (px) of %d readable files:\n%s", len(checks) - unreadable, size_statistics([c.size for c in checks if c.size]))
     say("bad files (header unreadable or missing): %d; `python -m artmove.data.verify` decodes every file", bad)
     output = Path(cfg.paths.output_dir) / "contact_sheet.png"
     output.parent.mkdir(parents=True, exist_ok=True)

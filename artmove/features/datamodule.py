@@ -11,8 +11,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from artmove.data.datamodule import Transformed, balanced_sampler
 from artmove.data.sources.base import SPLITS
-from artmove.data.transforms import build_transforms
-from artmove.features.cache import FeatureCache, cache_key, extract, samples_digest, weights_digest
+from artmove.distributed import eval_sampler
+from artmove.features.cache import (
+    FeatureCache,
+    cache_key,
+    extract,
+    samples_digest,
+    weights_digest,
+)
 
 # Loader settings that do not change which images (or pixels) a split holds.
 LOADER_KEYS = ("_target_", "batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
@@ -33,11 +39,11 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         features, labels = self.splits[split]
-        sampler = None
+        dataset = TensorDataset(features.float(), labels)  # fp16 on disk, fp32 for training
+        sampler = None if split == "train" else eval_sampler(dataset)  # DDP: each image once
         if shuffle and self.balance == "sampler":
             sampler, shuffle = balanced_sampler(labels.tolist(), self.seed), False
-        # fp16 on disk, fp32 for training (the head's weights are fp32).
-        return DataLoader(TensorDataset(features.float(), labels), batch_size=self.batch_size, shuffle=shuffle, sampler=sampler)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -56,7 +62,7 @@ def cached_features(datamodule, model, cache_dir: str, data: Mapping[str, Any], 
     ``data`` is the data config (``cfg.data``); loader-only keys are left out of the cache key.
     """
     datamodule.setup("fit")
-    _, eval_transform = build_transforms(datamodule.data_config, datamodule.augment)
+    eval_transform = datamodule.datasets["val"].transform  # the transform the image run evaluates with
     identity = {k: v for k, v in data.items() if k not in LOADER_KEYS}
     cache, weights = FeatureCache(cache_dir), weights_digest(model.model)
     backbone = model.hparams.backbone

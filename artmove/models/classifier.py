@@ -162,7 +162,7 @@ class ArtClassifier(pl.LightningModule):
     def _mixed_step(self, images, labels, metrics) -> torch.Tensor:
         """Mixup/CutMix with soft targets; timm mixes pairs, so an odd batch's last image sits out."""
         keep = len(labels) - len(labels) % 2
-        mixed, targets = self.mixup(images[:keep].clone(), labels[:keep])
+        mixed, targets = self.mixup(images[:keep], labels[:keep])  # mixes in place: the batch is not reused
         logits = self(mixed)
         loss = self.soft_criterion(logits, targets)
         metrics.update(logits, labels[:keep])
@@ -206,6 +206,8 @@ class ArtClassifier(pl.LightningModule):
         scheduler, _ = create_scheduler_v2(
             optimizer, sched=name, num_epochs=epochs, updates_per_epoch=updates_per_epoch, step_on_epochs=False, **settings
         )
+        # timm applies the groups' lr_scale only in step_update (or its warm-up): in force from the first step.
+        scheduler.step_update(num_updates=self.global_step)
         return scheduler
 
     def refresh_lr_schedule(self, optimizer) -> None:
@@ -216,7 +218,6 @@ class ArtClassifier(pl.LightningModule):
             apply_lr_scales(optimizer, self.optimizer_settings["lr"])
             return
         configs[0].scheduler = self._create_scheduler(optimizer)
-        configs[0].scheduler.step_update(num_updates=self.global_step)
 
     def configure_callbacks(self):
         if self.finetune.policy != "gradual" or self.trainer.state.fn != TrainerFn.FITTING:

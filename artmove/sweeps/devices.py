@@ -66,13 +66,6 @@ def claim_slot(lock_dir: Path, slots: Sequence[str], timeout_s: float = 600.0, p
         time.sleep(poll_s)
 
 
-def release_slot() -> None:
-    global _claimed
-    if _claimed is not None:
-        _claimed[0].close()
-        _claimed = None
-
-
 class DeviceSlots(Callback):
     """Hydra callback: with the joblib launcher, give each worker process its own GPU slot."""
 

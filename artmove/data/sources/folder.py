@@ -9,6 +9,7 @@ from artmove.data.sources.base import (
     DataSetupError,
     LabelledFiles,
     PaintingSource,
+    check_fractions,
     class_folders,
     images_in,
     require_dir,
@@ -26,14 +27,10 @@ class ImageFolderSplits(PaintingSource):
 
     def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
         self.root = require_dir(Path(root), "image folder (data.root)", LAYOUT_HINT)
+        check_fractions(val_fraction, test_fraction)
         if (self.root / "train").is_dir():
             self._samples = self._presplit()
         else:
-            if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-                raise DataSetupError(
-                    f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
-                    "and leave images for training."
-                )
             self.classes = class_folders(self.root)
             per_class = {label: images_in(self.root / name) for label, name in enumerate(self.classes)}
             self._check(per_class)

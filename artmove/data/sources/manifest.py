@@ -5,7 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from artmove.data.sources.base import SPLITS, DataSetupError, LabelledFiles, PaintingSource
+from artmove.data.sources.base import (
+    SPLITS,
+    DataSetupError,
+    LabelledFiles,
+    PaintingSource,
+    check_fractions,
+)
 from artmove.data.splits import artist_from_filename, by_class, stratified_split
 
 LAYOUT_HINT = (
@@ -26,6 +32,7 @@ class CsvManifest(PaintingSource):
     """
 
     def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
+        check_fractions(val_fraction, test_fraction)
         self.manifest = Path(root)
         if not self.manifest.is_file():
             raise DataSetupError(f"manifest not found: {self.manifest} is not a file. {LAYOUT_HINT}")

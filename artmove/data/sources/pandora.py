@@ -6,7 +6,13 @@ import re
 from pathlib import Path
 
 from artmove.data.images import is_image_file
-from artmove.data.sources.base import DataSetupError, LabelledFiles, PaintingSource, require_dir
+from artmove.data.sources.base import (
+    DataSetupError,
+    LabelledFiles,
+    PaintingSource,
+    check_fractions,
+    require_dir,
+)
 from artmove.data.splits import stratified_split
 
 LAYOUT_HINT = (
@@ -40,6 +46,7 @@ class Pandora18k(PaintingSource):
 
     def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
         self.root = require_dir(Path(root), "Pandora18k folder (data.root)", LAYOUT_HINT)
+        check_fractions(val_fraction, test_fraction)
         folders = sorted(
             (int(match[1]), match[2], path)
             for path in self.root.iterdir()
@@ -52,8 +59,6 @@ class Pandora18k(PaintingSource):
         empty = [self.classes[label] for label, paths in per_class.items() if not paths]
         if empty:
             raise DataSetupError(f"class folders without images in {self.root}: {empty}. {LAYOUT_HINT}")
-        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-            raise DataSetupError(f"val_fraction={val_fraction}, test_fraction={test_fraction} must leave images for training.")
         self._split = stratified_split(per_class, val_fraction, test_fraction, seed)
 
     @staticmethod

@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from artmove.data.sources.base import DataSetupError, LabelledFiles, PaintingSource, require_dir
+from artmove.data.sources.base import (
+    DataSetupError,
+    LabelledFiles,
+    PaintingSource,
+    require_dir,
+)
 from artmove.data.splits import by_class, stratified_split
 
 LAYOUT_HINT = (
