@@ -140,4 +140,7 @@ def test_datamodule_batches_follow_the_backbone_data_config():
     datamodule.setup("fit")
     images, labels = next(iter(datamodule.train_dataloader()))
     assert images.shape == (4, 3, 48, 48) and labels.dtype == torch.int64
+    assert images.dtype == torch.uint8  # training batches: normalised on the device by the model
+    images, _ = next(iter(datamodule.val_dataloader()))
+    assert images.shape == (4, 3, 48, 48) and images.dtype == torch.float32
     assert -1.01 <= images.min() and images.max() <= 1.01

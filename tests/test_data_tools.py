@@ -5,7 +5,9 @@ import logging
 import os
 import sys
 
+import numpy as np
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
@@ -104,7 +106,10 @@ def test_prepare_writes_once_and_training_reads_the_copies(tmp_path, monkeypatch
     first, second = [line for line in capsys.readouterr().out.splitlines() if "] - prepared" in line]
     assert "12 written, 0 already there" in first and "0 written, 12 already there" in second
     copy = cache_path(cache, root / "baroque" / "painter0_baroque0.jpg", 64)
-    assert Image.open(copy).size == (96, 64)  # short side 64, aspect kept
+    assert np.load(copy).shape == (64, 96, 3)  # short side 64, aspect kept, decoded pixels
+    assert run_tool(prepare, monkeypatch, *args, "format=jpeg", f"hydra.run.dir={tmp_path / 'jpeg'}") == 0
+    assert Image.open(cache_path(cache, root / "baroque" / "painter0_baroque0.jpg", 64, "jpeg")).size == (96, 64)
+    assert run_tool(prepare, monkeypatch, *args, "format=png", f"hydra.run.dir={tmp_path / 'png'}") == 2
 
     touched = root / "cubism" / "painter1_cubism1.jpg"
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # a changed original
@@ -113,8 +118,11 @@ def test_prepare_writes_once_and_training_reads_the_copies(tmp_path, monkeypatch
     datamodule.setup("fit")
     read = [path for split in ("train", "val", "test") for path, _ in datamodule.datasets[split].dataset.samples]
     assert sum(cache in path.parents for path in read) == 11 and touched in read
+    assert {path.suffix for path in read if cache in path.parents} == {".npy"}  # the faster copy when both exist
     image, _ = datamodule.datasets["train"][0]
-    assert tuple(image.shape) == (3, 32, 32)
+    assert tuple(image.shape) == (3, 32, 32) and image.dtype == torch.uint8
+    image, _ = datamodule.datasets["val"][0]
+    assert tuple(image.shape) == (3, 32, 32) and image.dtype == torch.float32
 
     too_small = PaintingDataModule(lambda: ImageFolderSplits(root), num_workers=0, cache_dir=str(cache))
     too_small.use_data_config({**EVAL, "input_size": [3, 128, 128]})  # needs more than 64 px: originals

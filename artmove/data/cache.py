@@ -1,8 +1,12 @@
 """A resized copy of a data set, keyed by source path, size and modification time.
 
-``cache_dir/s<size>/<ab>/<sha1>.jpg`` holds the painting with its short side shrunk to
-``size`` (never enlarged). A changed or moved original gets a new key, so a stale copy
-is never used; an original without a copy is read as it is.
+``cache_dir/s<size>/<ab>/<sha1>.npy`` (or ``.jpg``) holds the painting with its short side
+shrunk to ``size`` (never enlarged). A changed or moved original gets a new key, so a stale
+copy is never used; an original without a copy is read as it is.
+
+Two formats: ``npy`` keeps the decoded uint8 pixels (nothing to decode when training: the
+fastest, ~200 KB per 256 px painting); ``jpeg`` (quality 90) is ~10x smaller on disk but
+is decoded at every read.
 """
 
 from __future__ import annotations
@@ -12,21 +16,24 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from artmove.data.images import load_rgb
 
 Sample = tuple[Path, int]
+FORMATS = {"npy": ".npy", "jpeg": ".jpg"}  # looked up in this order
 
 
-def cache_path(cache_dir: Path, source: Path, size: int) -> Path:
+def cache_path(cache_dir: Path, source: Path, size: int, fmt: str = "npy") -> Path:
     stat = source.stat()
     key = hashlib.sha1(f"{source.resolve()}|{size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    return Path(cache_dir) / f"s{size}" / key[:2] / f"{key}.jpg"
+    return Path(cache_dir) / f"s{size}" / key[:2] / f"{key}{FORMATS[fmt]}"
 
 
 def write_resized(source: Path, target: Path, size: int, quality: int = 90) -> None:
-    """Decode (JPEG draft mode first), shrink the short side to ``size`` with Lanczos, save atomically."""
+    """Decode (JPEG draft mode first), shrink the short side to ``size`` with Lanczos, save atomically
+    as a uint8 array (``.npy`` target) or a JPEG."""
     image = load_rgb(source, min_size=size)
     scale = size / min(image.size)
     if scale < 1:
@@ -34,7 +41,11 @@ def write_resized(source: Path, target: Path, size: int, quality: int = 90) -> N
         image = image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    image.save(partial, "JPEG", quality=quality)
+    if target.suffix == ".npy":
+        with open(partial, "wb") as file:
+            np.save(file, np.asarray(image))
+    else:
+        image.save(partial, "JPEG", quality=quality)
     os.replace(partial, target)
 
 
@@ -56,10 +67,8 @@ def use_cache(samples: Sequence[Sample], cache_dir: Path, min_size: int) -> tupl
         return list(samples), None, 0
     swapped, hits = [], 0
     for path, label in samples:
-        copy = cache_path(cache_dir, path, size)
-        if copy.is_file():
-            swapped.append((copy, label))
-            hits += 1
-        else:
-            swapped.append((path, label))
+        copies = [cache_path(cache_dir, path, size, fmt) for fmt in FORMATS]
+        copy = next((c for c in copies if c.is_file()), None)
+        swapped.append((copy or path, label))
+        hits += copy is not None
     return swapped, size, hits

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from artmove.data.images import UnreadableImageError, load_rgb
+from artmove.data.images import UnreadableImageError, load_image, load_rgb
 from artmove.data.sources.base import DataSetupError, LabelledFiles
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class ReadableFiles(LabelledFiles):
         for offset in range(len(self.samples)):
             path, label = self.samples[(index + offset) % len(self.samples)]
             try:
-                return load_rgb(path, self.min_image_size), label
+                return load_image(path, self.min_image_size), label
             except UnreadableImageError as error:
                 log.warning("skipped unreadable image (replaced by the next one): %s", error)
         raise DataSetupError(f"no image of this split can be read (first: {self.samples[0][0]}).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,47 @@ def to_rgb(image: Image.Image) -> Image.Image:
         top = float(array.max()) or 1.0
         return Image.fromarray((array / top * 255.0).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(path: Path, min_size: int | None = None) -> Image.Image | np.ndarray:
+    """A painting file as an RGB PIL image, or a prepared cache copy (``.npy``) as its H x W x 3 uint8 array."""
+    return load_array(path) if path.suffix == ".npy" else load_rgb(path, min_size)
+
+
+def load_array(path: Path) -> np.ndarray:
+    """The pixels of a prepared cache copy (artmove/data/cache.py): nothing to decode."""
+    try:
+        with open(path, "rb") as file:
+            array = _read_rgb_npy(file)
+            if array is None:  # not the layout prepare writes: numpy reads (or rejects) it
+                file.seek(0)
+                array = np.load(file)
+    except (OSError, ValueError, EOFError) as error:
+        raise UnreadableImageError(f"cannot read cached image {path}: {error}. Delete it and run prepare again.") from error
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise UnreadableImageError(
+            f"cached image {path} holds a {array.dtype} array of shape {array.shape}, not H x W x 3 uint8. "
+            "Delete it and run prepare again."
+        )
+    return array
+
+
+# The .npy header np.save writes for an H x W x 3 uint8 array (format 1.0, padded to 64 bytes).
+# Parsing it here is 3x faster than np.load's general header parser: a third of a cached read.
+_RGB_NPY = re.compile(rb"\A\x93NUMPY\x01\x00..\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+), (\d+), 3\), \}", re.DOTALL)
+
+
+def _read_rgb_npy(file) -> np.ndarray | None:
+    head = file.read(128)
+    match = _RGB_NPY.match(head)
+    if match is None:
+        return None
+    height, width = int(match[1]), int(match[2])
+    file.seek(10 + int.from_bytes(head[8:10], "little"))
+    array = np.fromfile(file, np.uint8, height * width * 3)
+    if array.size != height * width * 3:
+        raise EOFError(f"truncated: {array.size} of {height * width * 3} bytes")
+    return array.reshape(height, width, 3)
 
 
 def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:

@@ -1,39 +1,149 @@
-"""Train and eval transforms from a backbone's timm data config."""
+"""Train and eval transforms from a backbone's timm data config.
+
+Training crops, flips and resizes uint8 tensors and yields uint8 batches, which the model
+normalises on its device (:func:`normalize_uint8`), as timm's prefetcher does: a quarter of
+the bytes through the loader's shared memory and the host-to-GPU copy, and no float work in
+the workers. Evaluation uses timm's transform (resize, centre crop, normalise) unchanged.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 from timm.data import create_transform
+from torchvision.transforms import v2
+
+# Interpolations torch runs on uint8 tensors; timm configs name these (others fall back to bicubic).
+TENSOR_INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
-def build_transforms(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None):
-    """(train, eval) transforms: random-resized-crop + flips for training, resize + centre crop for eval.
+class Conversion:
+    """A transform step with a stable repr: transforms' reprs key the feature cache."""
 
-    ``data_config`` is timm's (input_size, interpolation, mean, std, crop_pct, crop_mode).
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ToUint8Tensor(Conversion):
+    """An RGB PIL image or H x W x 3 uint8 array as a 3 x H x W uint8 tensor.
+
+    The tensor is a channels-last view of the pixels: torch's antialiased uint8 resize runs
+    about twice as fast on that layout as on a contiguous C x H x W copy.
     """
+
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        array = image if isinstance(image, np.ndarray) and image.flags.writeable else np.array(image)
+        return torch.from_numpy(array).permute(2, 0, 1)
+
+
+class ToPIL(Conversion):
+    """A PIL image from a prepared cache array (H x W x 3 uint8); PIL images pass through."""
+
+    def __call__(self, image: Image.Image | np.ndarray) -> Image.Image:
+        return Image.fromarray(image) if isinstance(image, np.ndarray) else image
+
+
+class RandomResizedCrop(Conversion):
+    """torchvision's random-resized crop (same sampling, same fallback) for 3 x H x W uint8 tensors.
+
+    A crop of ``scale`` of the area and a log-uniform aspect ratio in ``ratio``, resized to
+    ``size`` with torch's antialiased uint8 kernel. Drawn with Python's ``random`` (seeded per
+    loader worker like torch's) and without v2's per-call dispatch: a quarter less time per
+    cached image than ``v2.RandomResizedCrop``, measured in the loader benchmark.
+    """
+
+    def __init__(self, size: Sequence[int], scale: Sequence[float], ratio: Sequence[float], interpolation: str):
+        self.size, self.scale, self.ratio = tuple(size), tuple(scale), tuple(ratio)
+        self.mode = interpolation if interpolation in TENSOR_INTERPOLATIONS else "bicubic"
+
+    def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width): torchvision's ten tries, then a centre crop of the nearest allowed ratio."""
+        area, log_ratio = height * width, (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target_area = area * random.uniform(*self.scale)
+            aspect = math.exp(random.uniform(*log_ratio))
+            w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return random.randint(0, height - h), random.randint(0, width - w), h, w
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):
+            w, h = width, round(width / min(self.ratio))
+        elif in_ratio > max(self.ratio):
+            w, h = round(height * max(self.ratio)), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        top, left, h, w = self.crop_box(*image.shape[-2:])
+        crop = image[None, :, top : top + h, left : left + w]
+        return F.interpolate(crop, size=self.size, mode=self.mode, antialias=self.mode != "nearest")[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, scale={self.scale}, ratio={self.ratio}, interpolation={self.mode})"
+
+
+def jitter_strengths(color_jitter: float | Sequence[float]) -> tuple[float, ...]:
+    """timm's ``color_jitter``: one strength for brightness, contrast and saturation, or 3-4 values (+ hue)."""
+    if isinstance(color_jitter, (int, float)):
+        return (float(color_jitter),) * 3
+    return tuple(float(v) for v in color_jitter)
+
+
+def build_train_transform(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None) -> v2.Compose:
+    """Random-resized crop (antialiased, the backbone's interpolation), flips and optional colour jitter
+    on uint8 tensors; PIL images and prepared cache arrays both go in, a 3 x H x W uint8 tensor comes out."""
     augment = dict(augment or {})
-    common = dict(
+    steps: list[Any] = [
+        ToUint8Tensor(),
+        RandomResizedCrop(
+            data_config["input_size"][1:],
+            scale=augment.get("scale", (0.08, 1.0)),
+            ratio=augment.get("ratio", (3 / 4, 4 / 3)),
+            interpolation=data_config["interpolation"],
+        ),
+    ]
+    if augment.get("hflip", 0.5) > 0:
+        steps.append(v2.RandomHorizontalFlip(augment.get("hflip", 0.5)))
+    if augment.get("vflip", 0.0) > 0:
+        steps.append(v2.RandomVerticalFlip(augment["vflip"]))
+    if augment.get("color_jitter"):  # None or 0: no ColorJitter step at all
+        steps.append(v2.ColorJitter(*jitter_strengths(augment["color_jitter"])))
+    return v2.Compose(steps)
+
+
+def build_eval_transform(data_config: Mapping[str, Any]):
+    """timm's eval transform (resize to input / crop_pct, centre crop, normalise) -> float tensor."""
+    evaluation = create_transform(
         input_size=tuple(data_config["input_size"]),
         interpolation=data_config["interpolation"],
         mean=tuple(data_config["mean"]),
         std=tuple(data_config["std"]),
+        is_training=False,
+        crop_pct=data_config["crop_pct"],
+        crop_mode=data_config.get("crop_mode", "center"),
     )
-    train = create_transform(
-        **common,
-        is_training=True,
-        scale=tuple(augment.get("scale", (0.08, 1.0))),
-        ratio=tuple(augment.get("ratio", (3 / 4, 4 / 3))),
-        hflip=augment.get("hflip", 0.5),
-        vflip=augment.get("vflip", 0.0),
-        color_jitter=augment.get("color_jitter"),  # None: no ColorJitter step at all
-    )
-    evaluation = create_transform(
-        **common, is_training=False, crop_pct=data_config["crop_pct"], crop_mode=data_config.get("crop_mode", "center")
-    )
-    return train, evaluation
+    evaluation.transforms.insert(0, ToPIL())
+    return evaluation
+
+
+def build_transforms(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None):
+    """(train, eval) transforms: train yields uint8 tensors, eval normalised float tensors."""
+    return build_train_transform(data_config, augment), build_eval_transform(data_config)
+
+
+def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """A uint8 batch (N x 3 x H x W, 0-255) as the float input the backbone expects: (x / 255 - mean) / std."""
+    scale = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255.0
+    shift = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
+    return images.float().sub_(shift).div_(scale)
 
 
 def decode_size(data_config: Mapping[str, Any]) -> int:
