@@ -34,7 +34,7 @@ from artmove.models.classifier import ArtClassifier
 
 DATA = Path(os.environ.get("ARTMOVE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BATCH = 32
-EPOCHS = 12  # per loader; the first starts the workers and is left out
+EPOCHS = 20  # per loader; the first starts the workers and is left out
 SIZE = 256
 
 
