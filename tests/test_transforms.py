@@ -10,10 +10,11 @@ from pytorch_lightning import seed_everything
 from PIL import Image
 from timm.data import create_transform
 
+from artmove.data import PaintingDataModule
 from artmove.data.cache import write_resized
 from artmove.data.images import UnreadableImageError, load_array, load_image
+from artmove.data.sources import SyntheticPaintings
 from artmove.data.transforms import RandomResizedCrop, build_eval_transform, build_train_transform, normalize_uint8
-from artmove.models.classifier import ArtClassifier
 
 CONFIG = {"input_size": [3, 64, 64], "interpolation": "bicubic", "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "crop_pct": 0.875}
 
@@ -76,14 +77,15 @@ def test_flips_and_colour_jitter_follow_the_augment_settings():
     assert steps == ["ToUint8Tensor", "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter"]
 
 
-def test_the_model_normalises_uint8_batches_on_its_device_and_leaves_float_ones():
-    model = ArtClassifier("resnet18", num_classes=3, pretrained=False, data_config={**CONFIG, "input_size": [3, 64, 64]})
-    batch = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    images, labels = model.on_after_batch_transfer((batch, torch.tensor([0, 1])), 0)
+def test_the_datamodule_normalises_uint8_batches_on_the_device_and_leaves_float_ones():
+    datamodule = PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 32), num_workers=0)
+    datamodule.use_data_config(CONFIG)
+    batch, labels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1])
+    images, _ = datamodule.on_after_batch_transfer((batch, labels), 0)
     expected = (batch.float() / 255 - torch.tensor(CONFIG["mean"]).view(1, 3, 1, 1)) / torch.tensor(CONFIG["std"]).view(1, 3, 1, 1)
     assert images.dtype == torch.float32 and torch.allclose(images, expected, atol=1e-5)
-    features = torch.randn(2, 512)
-    assert model.on_after_batch_transfer((features, labels), 0)[0] is features
+    evaluated = torch.randn(2, 3, 8, 8)
+    assert datamodule.on_after_batch_transfer((evaluated, labels), 0)[0] is evaluated
 
 
 def test_eval_transform_reads_cache_arrays_and_has_a_stable_repr(tmp_path):

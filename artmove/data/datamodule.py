@@ -20,7 +20,7 @@ from artmove.data.files import ReadableFiles, screen
 from artmove.data.sources import DataSetupError, PaintingSource
 from artmove.data.sources.base import SPLITS, LabelledFiles
 from artmove.data.splits import artist_from_filename, group_split, split_summary
-from artmove.data.transforms import build_transforms, decode_size
+from artmove.data.transforms import build_transforms, decode_size, normalize_uint8
 from artmove.distributed import eval_sampler
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,13 @@ class PaintingDataModule(pl.LightningDataModule):
         if size is not None:
             log.info("split %s: %d/%d images from the prepared cache %s", split, hits, len(samples), self.cache_dir / f"s{size}")
         return swapped
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches travel as uint8 (artmove/data/transforms.py): normalised here, on the device."""
+        images, labels = batch
+        if images.dtype == torch.uint8:
+            images = normalize_uint8(images, self.data_config["mean"], self.data_config["std"])
+        return images, labels
 
     def split_sizes(self) -> dict[str, int]:
         files = self.files

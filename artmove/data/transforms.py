@@ -1,7 +1,7 @@
 """Train and eval transforms from a backbone's timm data config.
 
-Training crops, flips and resizes uint8 tensors and yields uint8 batches, which the model
-normalises on its device (:func:`normalize_uint8`), as timm's prefetcher does: a quarter of
+Training crops, flips and resizes uint8 tensors and yields uint8 batches, which the data module
+normalises on the training device (:func:`normalize_uint8`), as timm's prefetcher does: a quarter of
 the bytes through the loader's shared memory and the host-to-GPU copy, and no float work in
 the workers. Evaluation uses timm's transform (resize, centre crop, normalise) unchanged.
 """

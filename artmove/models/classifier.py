@@ -18,7 +18,6 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from artmove.checks import ConfigError
-from artmove.data.transforms import normalize_uint8
 from artmove.finetune.gradual import GradualUnfreezing
 from artmove.finetune.policies import apply_lr_scales, apply_plan, create_optimizer, initial_plan, plan_for
 from artmove.finetune.settings import FinetuneSettings
@@ -139,13 +138,6 @@ class ArtClassifier(pl.LightningModule):
         return self
 
     # --- steps -----------------------------------------------------------------------
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Training batches arrive as uint8 (artmove.data.transforms): normalise them here, on the device."""
-        images, labels = batch
-        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
-            images = normalize_uint8(images, self.data_config["mean"], self.data_config["std"])
-        return images, labels
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         network = self.ema.module if self.ema is not None and not self.training else self.model
         if self.features_input:
