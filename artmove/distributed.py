@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sized
+from collections.abc import Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,22 @@ def needs_own_process(trainer_cfg: DictConfig) -> bool:
     (:func:`run_in_own_process`). Ranks started by the cluster (SLURM tasks, torchrun)
     need none of this.
     """
-    strategy = str(trainer_cfg.get("strategy"))
-    relaunches = strategy.startswith("ddp") and not any(way in strategy for way in ("spawn", "fork", "notebook"))
-    return relaunches and in_multirun() and not processes_started_externally()
+    return relaunches_command(trainer_cfg.get("strategy")) and in_multirun() and not processes_started_externally()
+
+
+RELAUNCHING_STRATEGIES = ("DDPStrategy", "FSDPStrategy", "DeepSpeedStrategy")
+
+
+def relaunches_command(strategy: Any) -> bool:
+    """Whether Lightning starts ranks > 0 by re-running the command line: the default launch of DDP,
+    FSDP and DeepSpeed, named (``ddp``, ``ddp_find_unused_parameters_true``, ``fsdp``) or configured
+    (``{_target_: pytorch_lightning.strategies.DDPStrategy}``, unless its ``start_method`` is not popen)."""
+    if isinstance(strategy, Mapping):
+        target = str(strategy.get("_target_", "")).rsplit(".", 1)[-1]
+        return target in RELAUNCHING_STRATEGIES and strategy.get("start_method", "popen") == "popen"
+    name = str(strategy)
+    return name.startswith(("ddp", "fsdp", "deepspeed")) and not any(way in name for way in ("spawn", "fork", "notebook"))
+
 
 
 def run_in_own_process() -> dict[str, Any]:

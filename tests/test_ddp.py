@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 
-from artmove.distributed import TimmSyncBatchNorm
+from artmove.distributed import TimmSyncBatchNorm, relaunches_command
 from artmove.train import train
 
 # test: 5 images (odd), so a padded DistributedSampler would evaluate 6 on 2 processes.
@@ -101,3 +101,18 @@ def test_sync_batchnorm_keeps_timm_norm_activations():
     assert sum(isinstance(m, BatchNormAct2d) for m in reverted.modules()) == 13
     assert torch.allclose(synced(images), expected) and torch.allclose(reverted(images), expected)
     assert TimmSyncBatchNorm(enabled=False).apply(model) is model
+
+
+@pytest.mark.parametrize(
+    ("strategy", "relaunches"),
+    [
+        ("ddp", True), ("ddp_find_unused_parameters_true", True), ("fsdp", True), ("ddp_spawn", False),
+        ("ddp_notebook", False), ("auto", False), (None, False),
+        ({"_target_": "pytorch_lightning.strategies.DDPStrategy"}, True),
+        ({"_target_": "pytorch_lightning.strategies.DDPStrategy", "start_method": "spawn"}, False),
+        ({"_target_": "pytorch_lightning.strategies.SingleDeviceStrategy", "device": "cpu"}, False),
+    ],
+)  # fmt: skip
+def test_which_strategies_restart_the_command_line(strategy, relaunches):
+    """Those need a process of their own inside a sweep (named or configured with _target_)."""
+    assert relaunches_command(OmegaConf.create({"s": strategy}).s) is relaunches

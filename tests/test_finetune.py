@@ -9,9 +9,11 @@ import torch
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from timm.models import group_parameters
+from timm.optim import param_groups_weight_decay
 
 from artmove.checks import ConfigError
 from artmove.models import ArtClassifier
+from artmove.finetune.policies import weight_decay_groups
 from artmove.models.freezing import plan_stages, plan_unfreeze
 from conftest import sgd_steps
 
@@ -230,3 +232,12 @@ def test_wrong_finetune_settings_fail_before_training(compose_train, overrides, 
 
     with pytest.raises(ConfigError, match=message):
         train(compose_train(*TINY, *overrides))
+
+
+def test_groups_added_later_follow_timms_weight_decay_rule_with_no_weight_decay_names():
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=32, patch_size=8)
+    ours = weight_decay_groups(vit.named_parameters(), 0.05, vit.no_weight_decay())
+    reference = param_groups_weight_decay(vit, 0.05, no_weight_decay_list=vit.no_weight_decay())
+    by_decay = lambda groups: {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}  # noqa: E731
+    assert by_decay(ours) == by_decay(reference)
+    assert id(vit.pos_embed) in by_decay(ours)[0.0] and id(vit.cls_token) in by_decay(ours)[0.0]

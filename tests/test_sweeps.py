@@ -133,11 +133,13 @@ def test_failed_jobs_counts_missing_results_as_failed(tmp_path):
     assert failed_jobs(tmp_path) == ["1", "2"]
 
 
-def test_non_finite_loss_stops_the_job():
-    guard, trainer = FailOnNonFiniteLoss(), SimpleNamespace(world_size=1, current_epoch=0, global_step=7)
-    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.3)}, None, 0)
-    with pytest.raises(NonFiniteLossError, match="loss is inf at epoch 0, step 7: lower optimizer.lr"):
-        guard.on_train_batch_end(trainer, None, torch.tensor(float("inf")), None, 0)
+def test_non_finite_loss_stops_the_job_at_the_next_check_without_a_sync_every_step():
+    trainer = SimpleNamespace(world_size=1, current_epoch=0, global_step=7, log_every_n_steps=3, is_last_batch=False)
+    guard = FailOnNonFiniteLoss()
+    for batch_idx, loss in enumerate([2.3, 2.2, 2.1, float("inf"), float("nan")]):  # checked after steps 3 and 6
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, batch_idx)
+    with pytest.raises(NonFiniteLossError, match="loss is inf by epoch 0, step 7: lower optimizer.lr"):
+        guard.on_train_batch_end(trainer, None, torch.tensor(1.0), None, 5)  # the first bad loss is named
 
 
 def test_resume_continues_from_last_checkpoint_when_there_is_one(tmp_path):

@@ -36,6 +36,7 @@ class GradualUnfreezing(BaseFinetuning):
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         parameters = dict(pl_module.model.named_parameters())
+        no_weight_decay = getattr(pl_module.model, "no_weight_decay", set)()
         top = len(self.plan.blocks) - 1
         added = []
         for depth in range(1, self.blocks_unfrozen_at(epoch) + 1):
@@ -43,7 +44,7 @@ class GradualUnfreezing(BaseFinetuning):
             for name in names:
                 parameters[name].requires_grad_(True)
             new = [(n, parameters[n]) for n in names if id(parameters[n]) not in in_optimizer]
-            for group in weight_decay_groups(new, self.weight_decay):
+            for group in weight_decay_groups(new, self.weight_decay, no_weight_decay):
                 group.update(lr_scale=self.settings.lr_decay**depth)
                 optimizer.add_param_group(group)
                 added.append(depth)

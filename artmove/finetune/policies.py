@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from fnmatch import fnmatch
 from typing import Any
 
 import torch
@@ -54,10 +55,14 @@ def apply_lr_scales(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
         group["lr"] = base_lr * group.get("lr_scale", 1.0)
 
 
-def weight_decay_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
-    """timm's rule for new parameters: no weight decay on biases and 1-d (norm) parameters."""
+def weight_decay_groups(
+    named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, no_weight_decay: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """timm's rule (``param_groups_weight_decay``) for parameters added later: no weight decay on biases,
+    1-d (norm) parameters and names matching the model's ``no_weight_decay()`` (ViT's pos_embed, cls_token)."""
     decay, no_decay = [], []
     for name, parameter in named:
-        (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
+        skip = parameter.ndim <= 1 or name.endswith(".bias") or any(fnmatch(name, p) for p in no_weight_decay)
+        (no_decay if skip else decay).append(parameter)
     groups = [{"params": no_decay, "weight_decay": 0.0}] if no_decay else []
     return groups + ([{"params": decay, "weight_decay": weight_decay}] if decay else [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,20 +52,34 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class FailOnNonFiniteLoss(pl.Callback):
-    """Stop at the first NaN/inf training loss with an error (all ranks together under DDP).
+    """Stop with an error once the training loss has been NaN/inf (all ranks together under DDP).
 
     Training on would only produce a meaningless checkpoint that a sweep ranks like any other.
+    The loss stays on the device between checks: reading it (a GPU sync, and an all-reduce under
+    DDP) happens every ``trainer.log_every_n_steps`` steps and at each epoch's last batch.
     """
+
+    def __init__(self) -> None:
+        self.first_bad: torch.Tensor | None = None  # the latest loss, or the first non-finite one since the last check
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        diverged = not bool(torch.isfinite(loss.detach()).all())
+        loss = loss.detach()
+        seen = self.first_bad
+        self.first_bad = loss if seen is None else torch.where(torch.isfinite(seen), loss, seen)
+        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.is_last_batch:
+            self.check(trainer)
+
+    def check(self, trainer: pl.Trainer) -> None:
+        value, self.first_bad = float(self.first_bad), None
+        diverged = not math.isfinite(value)
         if trainer.world_size > 1:
             diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
+            what = f"is {value}" if not math.isfinite(value) else "is not finite on another process"
             raise NonFiniteLossError(
-                f"the training loss is {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+                f"the training loss {what} by epoch {trainer.current_epoch}, step {trainer.global_step}: "
                 "lower optimizer.lr (or check the data); this job stops here."
             )
