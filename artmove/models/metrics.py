@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import torch
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 TOP_K = (1, 3, 5)
 
 
-class MeanPerClassAccuracy(MulticlassAccuracy):
+class MeanPerClassAccuracy(MulticlassConfusionMatrix):
     """Top-1 recall averaged over the classes present in the targets (sklearn's balanced accuracy).
 
     torchmetrics' ``average="macro"`` also averages in, as 0, classes that are predicted
-    but absent from the targets, which understates a partial or imbalanced test set.
+    but absent from the targets, which understates a partial or imbalanced test set. The
+    state is the confusion matrix (synchronised across processes like any torchmetrics state).
     """
 
     def __init__(self, num_classes: int, **kwargs):
-        super().__init__(num_classes=num_classes, top_k=1, average="none", **kwargs)
+        super().__init__(num_classes=num_classes, **kwargs)
 
     def compute(self) -> torch.Tensor:
-        tp, _, _, fn = self._final_state()
-        support = tp + fn
+        counts = super().compute()
+        support = counts.sum(1)
         present = support > 0
-        return (tp[present].float() / support[present]).mean()
+        return (counts.diagonal()[present].float() / support[present]).mean()
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
