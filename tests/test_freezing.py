@@ -3,7 +3,8 @@ import timm
 import torch
 
 from artmove.models import ArtClassifier
-from artmove.models.freezing import plan_unfreeze
+from artmove.checks import ConfigError
+from artmove.models.freezing import classifier_heads, plan_unfreeze
 from conftest import sgd_steps
 
 
@@ -67,3 +68,15 @@ def test_frozen_norm_statistics_do_not_change_during_training(resnet50_classifie
     sgd_steps(module, image_size=64)
     assert torch.equal(frozen_bn.running_mean, before_frozen)
     assert not torch.equal(trained_bn.running_mean, before_trained)
+
+
+def test_a_distilled_model_has_two_heads_both_fresh_and_trained():
+    model = ArtClassifier("deit_tiny_distilled_patch16_224", num_classes=4, pretrained=False, unfreeze=0.0)
+    assert list(classifier_heads(model.model)) == ["head", "head_dist"]
+    trainable = {name for name, p in model.model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.weight", "head.bias", "head_dist.weight", "head_dist.bias"}
+    assert all(not p.any() for name, p in model.model.named_parameters() if name.startswith("head"))  # zero-init
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 4)
+    with pytest.raises(ConfigError, match="needs one classifier head.*head, head_dist"):
+        ArtClassifier("deit_tiny_distilled_patch16_224", num_classes=4, pretrained=False, unfreeze=0.0,
+                      finetune={"cache_features": True})  # fmt: skip

@@ -21,13 +21,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from artmove.models.freezing import classifier_heads
+
 log = logging.getLogger(__name__)
 
 
 def weights_digest(model: nn.Module) -> str:
     """A hash of the backbone's parameters and buffers (the classifier left out: it is not used)."""
-    head = model.get_classifier()
-    skip = {id(t) for t in list(head.parameters()) + list(head.buffers())}
+    heads = classifier_heads(model).values()
+    skip = {id(t) for head in heads for t in list(head.parameters()) + list(head.buffers())}
     digest = hashlib.sha256()
     for name, tensor in model.state_dict(keep_vars=True).items():
         if id(tensor) in skip:

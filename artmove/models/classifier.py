@@ -21,7 +21,7 @@ from artmove.checks import ConfigError
 from artmove.finetune.gradual import GradualUnfreezing
 from artmove.finetune.policies import apply_lr_scales, apply_plan, create_optimizer, initial_plan, plan_for
 from artmove.finetune.settings import FinetuneSettings
-from artmove.models.freezing import frozen_norm_layers, norm_layers_with_statistics
+from artmove.models.freezing import classifier_heads, frozen_norm_layers, norm_layers_with_statistics
 from artmove.models.metrics import classification_metrics
 from artmove.models.pretrained import create_backbone
 
@@ -74,8 +74,13 @@ class ArtClassifier(pl.LightningModule):
         # The fresh head starts at zero (as in BiT): its first predictions are uniform whatever the scale of
         # the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave large
         # logits on 11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo.
-        for parameter in self.model.get_classifier().parameters():
-            nn.init.zeros_(parameter)
+        heads = classifier_heads(self.model)
+        if self.finetune.cache_features and len(heads) > 1:
+            raise ConfigError(f"finetune.cache_features=true needs one classifier head; {backbone} has {len(heads)} "
+                              f"({', '.join(heads)}): train it on images.")  # fmt: skip
+        for head in heads.values():
+            for parameter in head.parameters():
+                nn.init.zeros_(parameter)
         self.plan = plan_for(self.model, unfreeze, self.finetune)
         apply_plan(self.model, initial_plan(self.plan, self.finetune), self.finetune)
         # True while the inputs are cached pooled features (artmove.features): only the head runs.

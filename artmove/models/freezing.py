@@ -71,18 +71,24 @@ def _common_prefix(names: list[str]) -> str:
     return ".".join(common)
 
 
-def classifier_name(model: nn.Module) -> str:
-    classifier = model.get_classifier()
-    for name, module in model.named_modules():
-        if module is classifier:
-            return name
-    raise ValueError(f"{type(model).__name__}: classifier module not found")
+def classifier_heads(model: nn.Module) -> dict[str, nn.Module]:
+    """The classifier head(s) by module name: timm's ``get_classifier()``, which is a pair for
+    distilled models (DeiT's ``head`` and ``head_dist``)."""
+    heads = model.get_classifier()
+    heads = heads if isinstance(heads, tuple) else (heads,)
+    names = {id(module): name for name, module in model.named_modules()}
+    return {names[id(head)]: head for head in heads}
+
+
+def head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes of the classifier head(s): ``("fc.",)``, ``("head.", "head_dist.")``."""
+    return tuple(f"{name}." for name in classifier_heads(model))
 
 
 def _grouped(model: nn.Module, coarse: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]], bool]:
     """(classifier parameter names, the other parameters per timm layer group in forward order,
     whether the last of those groups is a neck that timm groups with the classifier)."""
-    head_prefix = classifier_name(model) + "."
+    head_prefix = head_prefixes(model)
     groups = group_parameters(model, model.group_matcher(coarse=coarse))
     blocks, head, neck = [], [], False
     for _, names in sorted(groups.items()):

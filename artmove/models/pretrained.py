@@ -19,6 +19,8 @@ import timm
 import torch
 from torch import nn
 
+from artmove.models.freezing import head_prefixes
+
 log = logging.getLogger(__name__)
 
 HUB_HOST = "huggingface.co"
@@ -108,18 +110,12 @@ def packaged_weights_file(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
-    classifier = model.pretrained_cfg.get("classifier", "")
-    names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    return tuple(f"{n}." for n in names if n)
-
-
 def load_in_order(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Load a state dict whose key names differ but whose tensors come in the model's order.
 
     Both classifiers are left out: the model keeps its fresh head.
     """
-    head = _classifier_prefixes(model)
+    head = head_prefixes(model)
     target = [(k, v) for k, v in model.state_dict().items() if not k.startswith(head)]
     source = list(state_dict.values())[: len(target)]
     if len(state_dict) - len(target) not in (0, 1, 2) or any(
@@ -154,7 +150,7 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
     # Lightning checkpoints prefix the keys with the attribute holding the network.
     prefix = max(("", "model.", "backbone.", "module."), key=lambda p: sum(k[len(p):] in own for k in state_dict if k.startswith(p)))
     state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    head = _classifier_prefixes(model)
+    head = head_prefixes(model)
     usable = {k: v for k, v in state_dict.items() if k in own and not k.startswith(head) and v.shape == own[k].shape}
     missing = [k for k in own if k not in usable and not k.startswith(head) and not k.endswith("num_batches_tracked")]
     if not usable or missing:
