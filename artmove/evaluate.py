@@ -19,13 +19,7 @@ from artmove.data.transforms import decode_size
 from artmove.evaluation.checkpoint import load_classifier, run_config, run_dir
 from artmove.evaluation.classes import label_map, load_class_map
 from artmove.evaluation.inference import MappedViews, predict_split
-from artmove.evaluation.metrics import (
-    PER_CLASS_COLUMNS,
-    confusion_matrix,
-    most_confused_pairs,
-    per_class_table,
-    summary_metrics,
-)
+from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.evaluation.tta import TTA_MODES, check_tta, tta_transform
@@ -92,9 +86,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"the {cfg.split} split has no images to evaluate ({len(split)} before class_map): choose another split=.")
     probs, labels = predict_split(model, dataset, cfg.batch_size, cfg.num_workers)
 
-    counts = confusion_matrix(probs, labels)
-    per_class = per_class_table(probs, labels, classes)
-    pairs = most_confused_pairs(counts, classes, cfg.top_confused)
+    scores = score(probs, labels, classes, cfg.split, cfg.top_confused)
+    pairs = scores.most_confused
     results = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "backbone": model.hparams.backbone,
@@ -107,12 +100,12 @@ def evaluate(cfg: DictConfig) -> dict:
         "num_classes": len(classes),
         "classes": classes,
         "class_map": {name: None if target is None else classes[target] for name, target in zip(datamodule.classes, mapping)},
-        **summary_metrics(probs, labels, cfg.split),
+        **scores.summary,
         "dropped_images": len(split) - len(dataset),
         "most_confused": pairs,
         "wall_time_s": round(time.time() - started, 1),
     }
-    write_outputs(Path(cfg.output_dir), results, per_class, counts, probs, labels, dataset)
+    write_outputs(Path(cfg.output_dir), results, scores, probs, labels, dataset)
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
     if pairs:
@@ -122,8 +115,8 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def write_outputs(out: Path, results: dict, per_class: list[dict], counts, probs, labels, dataset: MappedViews) -> None:
-    classes, split = results["classes"], results["split"]
+def write_outputs(out: Path, results: dict, scores: Scores, probs, labels, dataset: MappedViews) -> None:
+    classes, split, counts, per_class = results["classes"], results["split"], scores.counts, scores.per_class
     write_json(out / "metrics.json", results)
     write_csv(out / "per_class.csv", per_class, PER_CLASS_COLUMNS)
     write_csv(out / "confused_pairs.csv", results["most_confused"], PAIR_COLUMNS)

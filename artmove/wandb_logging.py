@@ -22,13 +22,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from artmove.evaluation.gradcam import to_pil
-from artmove.evaluation.metrics import (
-    PER_CLASS_COLUMNS,
-    confusion_matrix,
-    most_confused_pairs,
-    per_class_table,
-    summary_metrics,
-)
+from artmove.evaluation.metrics import PER_CLASS_COLUMNS, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.reporting import ROWS
 
@@ -200,13 +194,11 @@ class WandbTestReport(pl.Callback):
         probs = logits.softmax(-1)
         classes = list(pl_module.hparams.get("class_names") or range(probs.shape[1]))
         classes = [str(name) for name in classes]
-        summary = summary_metrics(probs, labels, "test")
+        scores = score(probs, labels, classes, "test", self.top_confused)
+        summary, per_class, pairs = scores.summary, scores.per_class, scores.most_confused
         images = summary["test/num_images"]
-        counts = confusion_matrix(probs, labels)
         run = logger.experiment
-        png = plot_confusion_matrix(counts.numpy(), classes, Path(run.dir) / "confusion_matrix.png", f"test ({images} images): % of each true class")
-        pairs = most_confused_pairs(counts, classes, self.top_confused)
-        per_class = per_class_table(probs, labels, classes)
+        png = plot_confusion_matrix(scores.counts.numpy(), classes, Path(run.dir) / "confusion_matrix.png", f"test ({images} images): % of each true class")
         payload = {
             "test/table": wandb.Table(columns=["metric", "accuracy", "images"], data=[[label, summary[f"test/{key}"], images] for label, key in ROWS]),
             "test/per_class": wandb.Table(columns=list(PER_CLASS_COLUMNS), data=[[row[c] for c in PER_CLASS_COLUMNS] for row in per_class]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torchmetrics.classification import (
@@ -25,6 +26,26 @@ def summary_metrics(probs: torch.Tensor, labels: torch.Tensor, prefix: str) -> d
     values = {key: float(value) for key, value in metrics(probs, labels).items()}
     values[f"{prefix}/num_images"] = len(labels)
     return values
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Everything the evaluate command and the W&B test logger report about one prediction matrix."""
+
+    summary: dict[str, float]  # {prefix}/top1 ... /num_images
+    counts: torch.Tensor  # confusion matrix: row = true class, column = top-1 prediction
+    per_class: list[dict]
+    most_confused: list[dict]
+
+
+def score(probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], prefix: str, top_confused: int) -> Scores:
+    counts = confusion_matrix(probs, labels)
+    return Scores(
+        summary_metrics(probs, labels, prefix),
+        counts,
+        per_class_table(probs, labels, class_names),
+        most_confused_pairs(counts, class_names, top_confused),
+    )
 
 
 def confusion_matrix(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
