@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,13 @@ def use_cache(samples: Sequence[Sample], cache_dir: Path, min_size: int) -> tupl
     size = next((s for s in prepared_sizes(cache_dir) if s >= min_size), None)
     if size is None:
         return list(samples), None, 0
-    swapped, hits = [], 0
-    for path, label in samples:
-        copies = [cache_path(cache_dir, path, size, fmt) for fmt in FORMATS]
-        copy = next((c for c in copies if c.is_file()), None)
-        swapped.append((copy or path, label))
-        hits += copy is not None
-    return swapped, size, hits
+
+    def current_copy(path: Path) -> Path | None:
+        copies = (cache_path(cache_dir, path, size, fmt) for fmt in FORMATS)
+        return next((c for c in copies if c.is_file()), None)
+
+    # A few stat calls per file: threads overlap them, which counts on network file systems.
+    with ThreadPoolExecutor(16) as pool:
+        copies = list(pool.map(current_copy, [path for path, _ in samples], chunksize=256))
+    swapped = [(copy or path, label) for copy, (path, label) in zip(copies, samples)]
+    return swapped, size, sum(copy is not None for copy in copies)
