@@ -23,7 +23,7 @@ from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.evaluation.tta import TTA_MODES, check_tta, tta_transform
-from artmove.reporting import format_table, write_json
+from artmove.results import format_table, write_json
 
 log = logging.getLogger("artmove.evaluate")
 PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")

@@ -23,7 +23,7 @@ from artmove.distributed import in_multirun, needs_own_process, run_in_own_proce
 from artmove.features import cached_features
 from artmove.features.cache import feature_device
 from artmove.finetune.settings import check_finetune_config
-from artmove.reporting import format_table, write_json
+from artmove.results import format_table, write_json
 from artmove.sweeps.failures import FailOnNonFiniteLoss, record_failure
 from artmove.sweeps.resume import keep_logged_metrics, resume_checkpoint
 

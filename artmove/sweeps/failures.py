@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from artmove.reporting import write_json
+from artmove.results import write_json
 
 TRACEBACK_FILE = "traceback.txt"
 
