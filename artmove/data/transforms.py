@@ -8,6 +8,7 @@ the workers. Evaluation uses timm's transform (resize, centre crop, normalise) u
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -142,9 +143,17 @@ def build_transforms(data_config: Mapping[str, Any], augment: Mapping[str, Any] 
 
 def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """A uint8 batch (N x 3 x H x W, 0-255) as the float input the backbone expects: (x / 255 - mean) / std."""
-    scale = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255.0
-    shift = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255.0
+    shift, scale = _pixel_constants(tuple(mean), tuple(std), images.device)
     return images.float().sub_(shift).div_(scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std in 0-255 units, made once per device (no host-to-GPU copy per batch)."""
+    def in_pixels(values: tuple[float, ...]) -> torch.Tensor:
+        return torch.tensor(values, device=device).view(1, -1, 1, 1) * 255.0
+
+    return in_pixels(mean), in_pixels(std)
 
 
 def decode_size(data_config: Mapping[str, Any]) -> int:
