@@ -30,6 +30,16 @@ class PaintingSource(ABC):
     def split(self, name: str, min_image_size: int | None = None) -> Dataset: ...
 
 
+class FileSource(PaintingSource):
+    """A format whose splits are lists of image files: the constructor fills ``split_samples``,
+    ``{split: [(path, label), ...]}``."""
+
+    split_samples: dict[str, list[tuple[Path, int]]]
+
+    def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
+        return LabelledFiles(self.split_samples[name], min_image_size)
+
+
 class LabelledFiles(Dataset):
     """Image files with integer labels, decoded to RGB on access."""
 

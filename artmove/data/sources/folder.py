@@ -7,8 +7,7 @@ from pathlib import Path
 from artmove.data.sources.base import (
     SPLITS,
     DataSetupError,
-    LabelledFiles,
-    PaintingSource,
+    FileSource,
     check_fractions,
     class_folders,
     images_in,
@@ -22,19 +21,19 @@ LAYOUT_HINT = (
 )
 
 
-class ImageFolderSplits(PaintingSource):
+class ImageFolderSplits(FileSource):
     """``root/<Class>/<image>`` split per class, or ``root/{train,val,test}/<Class>/``."""
 
     def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
         self.root = require_dir(Path(root), "image folder (data.root)", LAYOUT_HINT)
         check_fractions(val_fraction, test_fraction)
         if (self.root / "train").is_dir():
-            self._samples = self._presplit()
+            self.split_samples = self._presplit()
         else:
             self.classes = class_folders(self.root)
             per_class = {label: images_in(self.root / name) for label, name in enumerate(self.classes)}
             self._check(per_class)
-            self._samples = stratified_split(per_class, val_fraction, test_fraction, seed)
+            self.split_samples = stratified_split(per_class, val_fraction, test_fraction, seed)
 
     def _presplit(self) -> dict[str, list[tuple[Path, int]]]:
         folders = {split: require_dir(self.root / split, f"{split} split", LAYOUT_HINT) for split in SPLITS}
@@ -56,5 +55,3 @@ class ImageFolderSplits(PaintingSource):
         if empty:
             raise DataSetupError(f"class folders without images in {self.root}: {empty}.")
 
-    def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
-        return LabelledFiles(self._samples[name], min_image_size)

@@ -8,8 +8,7 @@ from pathlib import Path
 from artmove.data.sources.base import (
     SPLITS,
     DataSetupError,
-    LabelledFiles,
-    PaintingSource,
+    FileSource,
     check_fractions,
 )
 from artmove.data.splits import artist_from_filename, by_class, stratified_split
@@ -22,7 +21,7 @@ LAYOUT_HINT = (
 COLUMNS = ("path", "label", "split", "artist")
 
 
-class CsvManifest(PaintingSource):
+class CsvManifest(FileSource):
     """Images listed in a CSV manifest.
 
     Classes are the sorted label names. Without a split column the rows are split here,
@@ -53,9 +52,9 @@ class CsvManifest(PaintingSource):
         if not samples["train"]:
             raise DataSetupError(f"no existing training images listed in {self.manifest}. {LAYOUT_HINT}")
         if any(row.get("split") for row in rows):
-            self._split = samples
+            self.split_samples = samples
         else:
-            self._split = stratified_split(by_class(samples["train"]), val_fraction, test_fraction, seed)
+            self.split_samples = stratified_split(by_class(samples["train"]), val_fraction, test_fraction, seed)
 
     def _read(self) -> list[dict[str, str]]:
         with self.manifest.open(newline="", encoding="utf-8-sig") as handle:
@@ -85,5 +84,3 @@ class CsvManifest(PaintingSource):
     def artist(self, path: Path) -> str:
         return self._artists.get(Path(path)) or artist_from_filename(path)
 
-    def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
-        return LabelledFiles(self._split[name], min_image_size)

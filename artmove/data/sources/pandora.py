@@ -8,8 +8,7 @@ from pathlib import Path
 from artmove.data.images import is_image_file
 from artmove.data.sources.base import (
     DataSetupError,
-    LabelledFiles,
-    PaintingSource,
+    FileSource,
     check_fractions,
     require_dir,
 )
@@ -36,7 +35,7 @@ def images_below(folder: Path) -> list[Path]:
     return found
 
 
-class Pandora18k(PaintingSource):
+class Pandora18k(FileSource):
     """18 classes from the numbered folders (``01_Byzantin_Iconography`` … ``18_PopArt``).
 
     Class names drop the number; labels follow it. The artist is the image's folder, so
@@ -59,11 +58,9 @@ class Pandora18k(PaintingSource):
         empty = [self.classes[label] for label, paths in per_class.items() if not paths]
         if empty:
             raise DataSetupError(f"class folders without images in {self.root}: {empty}. {LAYOUT_HINT}")
-        self._split = stratified_split(per_class, val_fraction, test_fraction, seed)
+        self.split_samples = stratified_split(per_class, val_fraction, test_fraction, seed)
 
     @staticmethod
     def artist(path: Path) -> str:
         return Path(path).parent.name
 
-    def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
-        return LabelledFiles(self._split[name], min_image_size)

@@ -7,8 +7,7 @@ from pathlib import Path
 from artmove.data.sources.base import (
     SPLITS,
     DataSetupError,
-    LabelledFiles,
-    PaintingSource,
+    FileSource,
     class_folders,
     images_in,
     require_dir,
@@ -20,7 +19,7 @@ LAYOUT_HINT = (
 )
 
 
-class RastaWikiPaintings(PaintingSource):
+class RastaWikiPaintings(FileSource):
     """``root/wikipaintings_{train,val,test}/<Class>/<artist>_<title>.jpg``.
 
     Class names are kept exactly as the folders spell them (``Naïve_Art_(Primitivism)``);
@@ -36,7 +35,7 @@ class RastaWikiPaintings(PaintingSource):
         self.classes = class_folders(self.split_dirs["train"])
         if not self.classes:
             raise DataSetupError(f"no class folders in {self.split_dirs['train']}. {LAYOUT_HINT}")
-        self._samples = {split: self._scan(split) for split in SPLITS}
+        self.split_samples = {split: self._scan(split) for split in SPLITS}
 
     def _scan(self, split: str) -> list[tuple[Path, int]]:
         folder = self.split_dirs[split]
@@ -56,5 +55,3 @@ class RastaWikiPaintings(PaintingSource):
             raise DataSetupError(f"no images found under {folder}. {LAYOUT_HINT}")
         return samples
 
-    def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
-        return LabelledFiles(self._samples[name], min_image_size)

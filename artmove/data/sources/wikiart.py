@@ -7,8 +7,7 @@ from pathlib import Path
 
 from artmove.data.sources.base import (
     DataSetupError,
-    LabelledFiles,
-    PaintingSource,
+    FileSource,
     require_dir,
 )
 from artmove.data.splits import by_class, stratified_split
@@ -53,7 +52,7 @@ def read_rows(path: Path, num_classes: int) -> list[tuple[str, int]]:
     return rows
 
 
-class WikiArtCSV(PaintingSource):
+class WikiArtCSV(FileSource):
     """``root/<Style>/<file>.jpg`` listed by ``style_train.csv`` / ``style_val.csv``.
 
     Labels come from the CSV index into ``style_class.txt`` (folder names may differ from
@@ -97,7 +96,7 @@ class WikiArtCSV(PaintingSource):
         carved = stratified_split(by_class(published["train"]), holdout_fraction, 0.0, seed)
         held_out = "test" if test_from == "train" else "val"
         kept_split = "val" if test_from == "train" else "test"
-        self._split = {"train": carved["train"], held_out: carved["val"], kept_split: published["val"]}
+        self.split_samples = {"train": carved["train"], held_out: carved["val"], kept_split: published["val"]}
 
     def _samples(self, rows: list[tuple[str, int]], label_of: dict[int, int]) -> list[tuple[Path, int]]:
         samples = []
@@ -109,6 +108,4 @@ class WikiArtCSV(PaintingSource):
                 self.missing.append(path)
         return samples
 
-    def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
-        return LabelledFiles(self._split[name], min_image_size)
 
