@@ -88,12 +88,12 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
 def _grouped(model: nn.Module, coarse: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]], bool]:
     """(classifier parameter names, the other parameters per timm layer group in forward order,
     whether the last of those groups is a neck that timm groups with the classifier)."""
-    head_prefix = head_prefixes(model)
+    in_head = head_prefixes(model)
     groups = group_parameters(model, model.group_matcher(coarse=coarse))
     blocks, head, neck = [], [], False
     for _, names in sorted(groups.items()):
-        own_head = [n for n in names if n.startswith(head_prefix)]
-        body = tuple(n for n in names if not n.startswith(head_prefix))
+        own_head = [n for n in names if n.startswith(in_head)]
+        body = tuple(n for n in names if not n.startswith(in_head))
         head += own_head
         if body:
             blocks.append(body)

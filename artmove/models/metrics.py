@@ -17,9 +17,6 @@ class MeanPerClassAccuracy(MulticlassConfusionMatrix):
     state is the confusion matrix (synchronised across processes like any torchmetrics state).
     """
 
-    def __init__(self, num_classes: int, **kwargs):
-        super().__init__(num_classes=num_classes, **kwargs)
-
     def compute(self) -> torch.Tensor:
         counts = super().compute()
         support = counts.sum(1)
