@@ -80,3 +80,14 @@ def test_a_distilled_model_has_two_heads_both_fresh_and_trained():
     with pytest.raises(ConfigError, match="needs one classifier head.*head, head_dist"):
         ArtClassifier("deit_tiny_distilled_patch16_224", num_classes=4, pretrained=False, unfreeze=0.0,
                       finetune={"cache_features": True})  # fmt: skip
+
+
+def test_only_the_output_layer_of_a_head_starts_at_zero_so_every_head_learns():
+    """LeViT's heads are BatchNorm + Linear: zeroing the norm too would let no gradient reach the linear weight."""
+    model = ArtClassifier("levit_128s", num_classes=4, pretrained=False, unfreeze=0.0)
+    assert list(classifier_heads(model.model)) == ["head", "head_dist"]
+    head = model.model.head
+    assert not head.linear.weight.any() and bool((head.bn.weight == 1).all())
+    model.train()
+    model.criterion(model(torch.randn(2, 3, 224, 224)), torch.tensor([0, 1])).backward()
+    assert head.linear.weight.grad.abs().sum() > 0 and model.model.head_dist.linear.weight.grad.abs().sum() > 0

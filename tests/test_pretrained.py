@@ -59,6 +59,17 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path):
         load_weights_file(timm.create_model("resnet18", num_classes=3), path)
 
 
+def test_weights_file_of_a_model_with_an_auxiliary_head(tmp_path):
+    """VOLO's aux_head is a classifier like its head: both stay fresh when ImageNet weights load."""
+    path = tmp_path / "volo.pth"
+    imagenet = timm.create_model("volo_d1_224", num_classes=1000)
+    torch.save(imagenet.state_dict(), path)
+    model = timm.create_model("volo_d1_224", num_classes=7)
+    load_weights_file(model, path)
+    assert torch.equal(model.patch_embed.conv[0].weight, imagenet.patch_embed.conv[0].weight)
+    assert model.head.out_features == model.aux_head.out_features == 7
+
+
 def test_missing_weights_file_names_the_path(tmp_path):
     with pytest.raises(PretrainedWeightsError, match="weights file not found"):
         create_backbone("resnet18", num_classes=3, weights=str(tmp_path / "nope.pth"))

@@ -142,6 +142,16 @@ def test_non_finite_loss_stops_the_job_at_the_next_check_without_a_sync_every_st
         guard.on_train_batch_end(trainer, None, torch.tensor(1.0), None, 5)  # the first bad loss is named
 
 
+def test_a_bad_loss_after_the_last_check_stops_the_job_when_training_ends():
+    trainer = SimpleNamespace(world_size=1, current_epoch=0, global_step=3, log_every_n_steps=50, is_last_batch=False)
+    guard = FailOnNonFiniteLoss()
+    for batch_idx, loss in enumerate([2.3, float("nan"), 2.1]):  # max_steps=3 ends the epoch early
+        guard.on_train_batch_end(trainer, None, torch.tensor(loss), None, batch_idx)
+    with pytest.raises(NonFiniteLossError, match="loss is nan by epoch 0, step 3"):
+        guard.on_train_end(trainer, None)
+    guard.on_train_end(trainer, None)  # nothing pending: nothing to read
+
+
 def test_resume_continues_from_last_checkpoint_when_there_is_one(tmp_path):
     assert resume_checkpoint(True, tmp_path) is None  # first attempt: nothing to resume
     (tmp_path / "last.ckpt").write_bytes(b"")

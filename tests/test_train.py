@@ -96,3 +96,10 @@ def test_short_real_run_on_rasta_writes_results(compose_train, tmp_path, wikipai
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert saved["classes"][14] == "Naïve_Art_(Primitivism)"
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_true_precisions_get_the_normalised_uint8_batches_in_their_dtype(compose_train, precision):
+    """Lightning casts float batches before the device transfer; uint8 training batches are cast after normalising."""
+    results = train(compose_train("backbone=test_resnet", "pretrained=false", "unfreeze=1", f"trainer.precision={precision}", *FAST))
+    assert results["status"] == "ok" and 0 <= results["test/top1"] <= 1

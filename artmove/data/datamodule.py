@@ -158,10 +158,14 @@ class PaintingDataModule(pl.LightningDataModule):
         return swapped
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Training batches travel as uint8 (artmove/data/transforms.py): normalised here, on the device."""
+        """Training batches travel as uint8 (artmove/data/transforms.py): normalised here, on the device,
+        then given the trainer's input precision (``bf16-true``…), which Lightning applies to float
+        batches only, before this hook."""
         images, labels = batch
         if images.dtype == torch.uint8:
             images = normalize_uint8(images, self.data_config["mean"], self.data_config["std"])
+            if self.trainer is not None:
+                images = self.trainer.precision_plugin.convert_input(images)
         return images, labels
 
     def split_sizes(self) -> dict[str, int]:

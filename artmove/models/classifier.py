@@ -21,7 +21,7 @@ from artmove.checks import ConfigError
 from artmove.finetune.gradual import GradualUnfreezing
 from artmove.finetune.policies import apply_lr_scales, apply_plan, create_optimizer, initial_plan, plan_for
 from artmove.finetune.settings import FinetuneSettings
-from artmove.models.freezing import classifier_heads, frozen_norm_layers, norm_layers_with_statistics
+from artmove.models.freezing import classifier_heads, frozen_norm_layers, norm_layers_with_statistics, output_layer
 from artmove.models.metrics import classification_metrics
 from artmove.models.pretrained import create_backbone
 
@@ -71,15 +71,16 @@ class ArtClassifier(pl.LightningModule):
             if "drop_path_rate" not in str(error):
                 raise
             raise ConfigError(f"model.drop_path_rate={drop_path_rate}: backbone {backbone} has no stochastic depth; set it to 0.") from None
-        # The fresh head starts at zero (as in BiT): its first predictions are uniform whatever the scale of
-        # the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave large
-        # logits on 11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo.
+        # The fresh head's output layer starts at zero (as in BiT): its first predictions are uniform whatever
+        # the scale of the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave
+        # large logits on 11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo.
+        # Only the output layer: a norm or hidden layer before it at zero would let no gradient through.
         heads = classifier_heads(self.model)
         if self.finetune.cache_features and len(heads) > 1:
             raise ConfigError(f"finetune.cache_features=true needs one classifier head; {backbone} has {len(heads)} "
                               f"({', '.join(heads)}): train it on images.")  # fmt: skip
-        for head in heads.values():
-            for parameter in head.parameters():
+        for layer in filter(None, map(output_layer, heads.values())):
+            for parameter in layer.parameters():
                 nn.init.zeros_(parameter)
         self.plan = plan_for(self.model, unfreeze, self.finetune)
         apply_plan(self.model, initial_plan(self.plan, self.finetune), self.finetune)

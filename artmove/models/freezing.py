@@ -72,12 +72,24 @@ def _common_prefix(names: list[str]) -> str:
 
 
 def classifier_heads(model: nn.Module) -> dict[str, nn.Module]:
-    """The classifier head(s) by module name: timm's ``get_classifier()``, which is a pair for
-    distilled models (DeiT's ``head`` and ``head_dist``)."""
-    heads = model.get_classifier()
-    heads = heads if isinstance(heads, tuple) else (heads,)
-    names = {id(module): name for name, module in model.named_modules()}
-    return {names[id(head)]: head for head in heads}
+    """The classifier head(s) by module name: what timm's ``get_classifier()`` returns (a pair for
+    distilled DeiT and LeViT) and what the model's pretrained config names (VOLO's ``aux_head`` too);
+    a head inside another one counts as part of it."""
+    returned = model.get_classifier()
+    returned = returned if isinstance(returned, tuple) else (returned,)
+    modules = dict(model.named_modules())
+    by_id = {id(module): name for name, module in modules.items()}
+    configured = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    names = [by_id[id(head)] for head in returned] + ([configured] if isinstance(configured, str) else list(configured))
+    names = [name for name in dict.fromkeys(names) if name in modules]
+    outer = [name for name in names if not any(name.startswith(f"{other}.") for other in names)]
+    return {name: modules[name] for name in outer}
+
+
+def output_layer(head: nn.Module) -> nn.Module | None:
+    """The last linear (or convolution) layer of a head: LeViT's is BatchNorm + Linear, some are MLPs."""
+    layers = [module for module in head.modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
+    return layers[-1] if layers else None
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:

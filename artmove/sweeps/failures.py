@@ -56,7 +56,8 @@ class FailOnNonFiniteLoss(pl.Callback):
 
     Training on would only produce a meaningless checkpoint that a sweep ranks like any other.
     The loss stays on the device between checks: reading it (a GPU sync, and an all-reduce under
-    DDP) happens every ``trainer.log_every_n_steps`` steps and at each epoch's last batch.
+    DDP) happens every ``trainer.log_every_n_steps`` steps, at each epoch's last batch and when
+    training ends.
     """
 
     def __init__(self) -> None:
@@ -70,6 +71,10 @@ class FailOnNonFiniteLoss(pl.Callback):
         seen = self.first_bad
         self.first_bad = loss if seen is None else torch.where(torch.isfinite(seen), loss, seen)
         if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.is_last_batch:
+            self.check(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.first_bad is not None:  # training stopped between checks (max_steps, max_time, early stop)
             self.check(trainer)
 
     def check(self, trainer: pl.Trainer) -> None:
