@@ -98,7 +98,10 @@ def run_in_own_process() -> dict[str, Any]:
     log.info("DDP inside a sweep: job %s runs in its own process (%s)", hydra_cfg.job.num, " ".join(command[1:5]))
     returncode = subprocess.run(command, cwd=get_original_cwd()).returncode
     if not results_path.is_file():
-        raise ChildProcessError(f"the job's DDP processes exited with code {returncode} before writing {results_path}")
+        raise ChildProcessError(
+            f"the job's DDP processes exited with code {returncode} before writing {results_path}: "
+            f"see {job_dir}/train.log and the output above."
+        )
     return json.loads(results_path.read_text(encoding="utf-8"))
 
 

@@ -79,7 +79,8 @@ def evaluate(cfg: DictConfig) -> dict:
     classes = list(model.hparams.class_names)
     datamodule = instantiate(data_config(cfg))
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
-    split = datamodule.source.split(cfg.split, decode_size(model.data_config))
+    # The split as training saw it (screened, grouped by artist); originals, so predictions.csv names them.
+    split = datamodule.images(cfg.split, decode_size(model.data_config), use_cache=False)
     dataset = MappedViews(split, tta_transform(model.data_config, cfg.tta), mapping)
     log.info("%s split: %d images (%d dropped by class_map), tta=%s", cfg.split, len(dataset), len(split) - len(dataset), cfg.tta)
     if not len(dataset):

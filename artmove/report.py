@@ -86,7 +86,7 @@ def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
         "status": results.get("status", "ok"),
         "data": _data_name(data.get("root") or _select(config, "data.root"), data.get("source") or _select(config, "data.source._target_"), folder),
         "backbone": setting("backbone"),
-        "policy": _select(config, "finetune.policy") or results.get("policy"),
+        "policy": _select(config, "finetune.policy"),
         "unfreeze": setting("unfreeze"),
         "seed": setting("seed"),
         "other": " ".join(_other_overrides(folder)),
@@ -216,14 +216,14 @@ def plot_metric_vs_unfreeze(summary: list[dict], metric: str, path: Path) -> Pat
 
 
 def learning_curves(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch ``val/top1``, ``val/loss``, ``train/loss_epoch`` from the run's csv/metrics.csv."""
+    """Per-epoch ``val/top1`` and ``train/loss_epoch`` (what the figure plots) from the run's csv/metrics.csv."""
     path = folder / "csv" / "metrics.csv"
     curves: dict[str, dict[int, float]] = defaultdict(dict)
     if path.is_file():
         with path.open(encoding="utf-8") as handle:
             for record in csv.DictReader(handle):
                 epoch = record.get("epoch")
-                for name in ("val/top1", "val/loss", "train/loss_epoch"):
+                for name in ("val/top1", "train/loss_epoch"):
                     if epoch not in (None, "") and record.get(name) not in (None, ""):
                         curves[name][int(float(epoch))] = float(record[name])
     return {name: sorted(points.items()) for name, points in curves.items()}

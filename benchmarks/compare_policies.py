@@ -72,8 +72,8 @@ predictions whatever the scale of the features. The table above is measured with
 
 **Gradual unfreezing and norm statistics.** With the norm statistics of each newly unfrozen
 block switching to batch statistics (`freeze_norm_stats=frozen`, the other policies' default),
-gradual unfreezing did not beat the head-only probe, with `lr_decay=0.5` or 1 alike (rows
-"norm statistics updated"): the learning rate was not the cause. Its training accuracy in the
+gradual unfreezing stayed near the head-only probe, with `lr_decay=0.5` or 1 alike (rows
+"norm statistics updated"), well below gradual with fixed statistics: the learning rate was not the cause. Its training accuracy in the
 epoch the first block was unfrozen fell below the head-only run's: the block's BatchNorm layers then normalise with each batch's
 statistics and update ImageNet's running ones, which shifts the features the head has just been
 fitted to, a shift that the short run at falling learning rates does not undo. Keeping those

@@ -220,7 +220,8 @@ def test_balance_sampler_draws_classes_evenly(tmp_path):
     datamodule = PaintingDataModule(imbalanced(tmp_path), batch_size=44, num_workers=0, balance="sampler", seed=0)
     datamodule.use_data_config(EVAL)
     datamodule.setup("fit")
-    labels = torch.cat([next(iter(datamodule.train_dataloader()))[1] for _ in range(5)])
+    loader = datamodule.train_dataloader()
+    labels = torch.cat([next(iter(loader))[1] for _ in range(5)])  # five draws of one sampler, as five epochs
     assert Counter(datamodule.train_labels()) == {0: 40, 1: 4}
     assert 0.35 < labels.float().mean() < 0.65  # about half "small" instead of 4/44
 

@@ -12,12 +12,23 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from artmove.data import PaintingDataModule, inspect, prepare, verify
+from artmove.data import datamodule as datamodule_module
 from artmove.data.cache import cache_path
 from artmove.data.sources import DataSetupError, ImageFolderSplits
 from artmove.train import train
 
 EVAL = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0}
 FAST_TRAIN = ["backbone=tf_efficientnet_lite0", "unfreeze=0", "debug=fast_dev_run", "model.image_size=64", "data.batch_size=4"]
+
+
+def spy(function, calls: list):
+    """``function``, recording what each call returns in ``calls``."""
+
+    def recorded(*args, **kwargs):
+        calls.append(function(*args, **kwargs))
+        return calls[-1]
+
+    return recorded
 
 
 def painting_folder(root, classes=("baroque", "cubism"), per_class=6, size=(300, 200)):
@@ -143,20 +154,26 @@ def test_inspect_prints_counts_sizes_and_writes_a_contact_sheet(wikiart_sample, 
 
 
 # --- each format trains end to end ----------------------------------------------------------
-def test_wikiart_trains_grouped_by_artist_with_class_weighted_loss(compose_train, wikiart_sample, caplog):
+def test_wikiart_trains_grouped_by_artist_with_class_weighted_loss(compose_train, wikiart_sample, caplog, monkeypatch):
+    weights = []
+    monkeypatch.setattr(PaintingDataModule, "class_weights", spy(PaintingDataModule.class_weights, weights))
     with caplog.at_level(logging.INFO, logger="artmove.data"):
         results = train(compose_train("data=wikiart", f"data.root={wikiart_sample}", "data.group_by=artist",
                                       "data.balance=loss", *FAST_TRAIN))  # fmt: skip
+    assert len(weights[0]) == 11 and len(set(weights[0])) > 1  # the loss got unequal class weights
     assert results["num_classes"] == 11 and sum(results["data"]["split_sizes"].values()) == 1540
     assert "test/top1_macro" in results
     assert "split test:" in caplog.text and "artists" in caplog.text
 
 
-def test_pandora_trains_end_to_end_with_balanced_sampling(compose_train, tmp_path):
+def test_pandora_trains_end_to_end_with_balanced_sampling(compose_train, tmp_path, monkeypatch):
     for folder in ("01_Byzantin_Iconography/a", "02_Early_Renaissance/b", "02_Early_Renaissance/c"):
         painting_folder(tmp_path / "pandora" / folder, classes=("",), per_class=4, size=(80, 60))
+    samplers = []
+    monkeypatch.setattr(datamodule_module, "balanced_sampler", spy(datamodule_module.balanced_sampler, samplers))
     results = train(compose_train("data=pandora", f"data.root={tmp_path / 'pandora'}", "data.balance=sampler", *FAST_TRAIN))
     assert results["classes"] == ["Byzantin_Iconography", "Early_Renaissance"]
+    assert samplers  # the train loader drew through the class-balanced sampler
 
 
 def test_manifest_trains_end_to_end(compose_train, tmp_path):

@@ -154,3 +154,16 @@ def test_evaluations_are_written_beside_their_run(tmp_path):
     assert eval_dir(str(ckpt), "test", "none", None) == str(tmp_path / "run" / "eval" / "test")
     assert eval_dir(str(ckpt), "val", "flip", "wikiart") == str(tmp_path / "run" / "eval" / "val-wikiart-flip")
     assert eval_dir(str(tmp_path / "absent.ckpt"), "test", "none").startswith("outputs/evaluate/")  # never beside nothing
+
+
+def test_evaluate_scores_the_split_training_tested_on_when_grouped_by_artist(tiny_run, wikipaintings_small, tmp_path):
+    """data.group_by=artist re-splits the set: evaluate must score that test split, not the published one."""
+    from hydra.utils import instantiate
+
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
+    cfg = compose_config("evaluate", f"ckpt_path={ckpt}", f"output_dir={tmp_path}", "num_workers=0",
+                         "data=rasta", f"data.root={wikipaintings_small}", "data.group_by=artist", "seed=42")  # fmt: skip
+    results = evaluate(cfg)
+    grouped = instantiate(cfg.data).files["test"]
+    predicted = [row["path"] for row in csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8"))]
+    assert predicted == [str(path) for path, _ in grouped] and results["test/num_images"] == len(grouped) != 249

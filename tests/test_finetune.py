@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import timm
@@ -193,8 +194,12 @@ def test_regularisers_are_off_by_default(compose_train):
 def test_mixup_cutmix_use_soft_targets_and_odd_batches():
     module = ArtClassifier("resnet18", 3, pretrained=False, image_size=32, mixup=0.4, cutmix=1.0)
     module.log = module.log_dict = lambda *a, **k: None
+    targets = []
+    module.soft_criterion.register_forward_pre_hook(lambda _, inputs: targets.append(inputs[1]))
+    np.random.seed(0)  # timm's Mixup draws lambda with numpy
     loss = module.training_step((torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1])), 0)
     assert math.isfinite(loss.item()) and module.train_metrics["top1"].tp + module.train_metrics["top1"].fn == 4
+    assert targets[0].shape == (4, 3) and bool(((targets[0] > 0) & (targets[0] < 1)).any())  # soft, even batch
 
 
 def test_ema_weights_are_used_for_validation(compose_train):
@@ -216,8 +221,9 @@ def test_drop_path_reaches_the_backbone_and_is_refused_where_missing():
 def test_gradient_clipping_is_one_trainer_line(compose_train):
     from artmove.train import train
 
-    results = train(compose_train(*TINY, "debug=fast_dev_run", "trainer.gradient_clip_val=0.5", "finetune=discriminative"))
-    assert results["status"] == "ok"
+    cfg = compose_train(*TINY, "debug=fast_dev_run", "trainer.gradient_clip_val=0.5", "finetune=discriminative")
+    assert instantiate(cfg.trainer).gradient_clip_val == 0.5
+    assert train(cfg)["status"] == "ok"
 
 
 @pytest.mark.parametrize("overrides, message", [

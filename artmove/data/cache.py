@@ -68,7 +68,8 @@ def use_cache(samples: Sequence[Sample], cache_dir: Path, min_size: int) -> tupl
         return list(samples), None, 0
 
     def current_copy(path: Path) -> Path | None:
-        copies = (cache_path(cache_dir, path, size, fmt) for fmt in FORMATS)
+        key = cache_path(cache_dir, path, size)  # one stat and hash per file, whatever the format
+        copies = (key.with_suffix(suffix) for suffix in FORMATS.values())
         return next((c for c in copies if c.is_file()), None)
 
     # A few stat calls per file: threads overlap them, which counts on network file systems.

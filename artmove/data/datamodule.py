@@ -39,7 +39,45 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
-class PaintingDataModule(pl.LightningDataModule):
+class SplitLoaders(pl.LightningDataModule):
+    """The train/val/test loaders of a data module with a dataset per split: train shuffled (or
+    drawn class-balanced with ``balance="sampler"``), val/test each image once under DDP."""
+
+    batch_size: int
+    balance: str
+    seed: int
+
+    def split_dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def train_labels(self) -> list[int]:
+        raise NotImplementedError
+
+    def loader_options(self) -> dict[str, Any]:
+        """DataLoader settings beyond batch size and order (workers, pinned memory…)."""
+        return {}
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.split_dataset(split)
+        if split != "train":
+            sampler, shuffle = eval_sampler(dataset), False
+        elif self.balance == "sampler":
+            sampler, shuffle = balanced_sampler(self.train_labels(), self.seed), False
+        else:
+            sampler, shuffle = None, True
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, **self.loader_options())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class PaintingDataModule(SplitLoaders):
     """Loads a painting data set through a :class:`PaintingSource` and timm transforms.
 
     ``source`` builds the data set's format; it is called with ``root`` unless root is
@@ -98,7 +136,7 @@ class PaintingDataModule(pl.LightningDataModule):
         splits = {split: self.source.split(split) for split in SPLITS}
         if not all(isinstance(d, LabelledFiles) for d in splits.values()):
             if self.group_by:
-                raise ConfigError(f"data.group_by={self.group_by}: this data set is generated, it has no artists.")
+                raise ConfigError(f"data.group_by={self.group_by}: this data set is generated, it has no artists; set data.group_by=null.")
             return None
         where = str(self.root) if self.root else "the data set"
         samples, bad = screen(
@@ -140,14 +178,18 @@ class PaintingDataModule(pl.LightningDataModule):
             raise DataSetupError("PaintingDataModule.use_data_config(model.data_config) must be called before setup().")
         train_transform, eval_transform = build_transforms(self.data_config, self.augment)
         min_size = decode_size(self.data_config)
-        files = self.files
         for split in SPLITS:
             transform = train_transform if split == "train" else eval_transform
-            if files is None:
-                dataset = self.source.split(split, min_size)
-            else:
-                dataset = ReadableFiles(self._cached(split, files[split], min_size), min_size)
-            self.datasets[split] = Transformed(dataset, transform)
+            self.datasets[split] = Transformed(self.images(split, min_size), transform)
+
+    def images(self, split: str, min_size: int, use_cache: bool = True) -> Dataset:
+        """The split's (image, label) pairs as training sees them: bad files screened out, artists
+        grouped, unreadable files skipped, read from the prepared cache where it has a copy."""
+        files = self.files
+        if files is None:
+            return self.source.split(split, min_size)
+        samples = self._cached(split, files[split], min_size) if use_cache else files[split]
+        return ReadableFiles(samples, min_size)
 
     def _cached(self, split: str, samples: list[tuple[Path, int]], min_size: int) -> list[tuple[Path, int]]:
         if self.cache_dir is None:
@@ -172,32 +214,17 @@ class PaintingDataModule(pl.LightningDataModule):
         files = self.files
         return {split: len(files[split]) if files is not None else len(self.source.split(split)) for split in SPLITS}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        pin = torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory)
-        sampler = None if split == "train" else eval_sampler(self.datasets[split])  # DDP: each image once
-        if shuffle and self.balance == "sampler":
-            sampler, shuffle = balanced_sampler(self.train_labels(), self.seed), False
+    def split_dataset(self, split: str) -> Dataset:
+        return self.datasets[split]
+
+    def loader_options(self) -> dict[str, Any]:
         workers = self.num_workers > 0
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
+        return dict(
             num_workers=self.num_workers,
-            pin_memory=pin,
+            pin_memory=torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory),
             persistent_workers=self.persistent_workers and workers,
             prefetch_factor=self.prefetch_factor if workers else None,
-            drop_last=False,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 def balanced_sampler(labels: list[int], seed: int) -> WeightedRandomSampler:

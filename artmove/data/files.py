@@ -42,10 +42,10 @@ def check_file(path: Path, decode: bool = False) -> FileCheck:
         return FileCheck(path, None, f"{type(error).__name__}: {error}")
 
 
-def check_files(paths: Sequence[Path], decode: bool = False, workers: int = 8) -> list[FileCheck]:
-    """``check_file`` for every path, in order (threads: PIL releases the GIL while decoding)."""
+def check_files(paths: Sequence[Path], workers: int = 8) -> list[FileCheck]:
+    """Each file's header, in order (threads overlap the reads)."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        return list(pool.map(lambda p: check_file(p, decode), paths, chunksize=64))
+        return list(pool.map(check_file, paths, chunksize=64))
 
 
 def screen(
@@ -83,4 +83,7 @@ class ReadableFiles(LabelledFiles):
                 return load_image(path, self.min_image_size), label
             except UnreadableImageError as error:
                 log.warning("skipped unreadable image (replaced by the next one): %s", error)
-        raise DataSetupError(f"no image of this split can be read (first: {self.samples[0][0]}).")
+        raise DataSetupError(
+            f"no image of this split can be read (first: {self.samples[0][0]}): "
+            "check the files with `python -m artmove.data.verify`."
+        )

@@ -50,7 +50,7 @@ def label_map(
         raise ConfigError(
             f"the data set's classes differ from the checkpoint's: {len(unmatched)} of its {len(data_classes)} classes "
             f"are not among the checkpoint's {len(model_classes)} ({unmatched}). Map them explicitly, e.g. "
-            f"class_map='{{{unmatched[0]}: <checkpoint class>}}' (null drops a class's images), or a YAML file "
+            f"class_map=\"{{'{unmatched[0]}': '<checkpoint class>'}}\" (null drops a class's images), or a YAML file "
             f"class_map=map.yaml. Checkpoint classes: {list(model_classes)}."
         )
     return mapping

@@ -43,7 +43,7 @@ def score(probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
     return Scores(
         summary_metrics(probs, labels, prefix),
         counts,
-        per_class_table(probs, labels, class_names),
+        per_class_table(probs, labels, class_names, counts),
         most_confused_pairs(counts, class_names, top_confused),
     )
 
@@ -53,7 +53,9 @@ def confusion_matrix(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return MulticlassConfusionMatrix(num_classes=probs.shape[1])(probs, labels).long()
 
 
-def per_class_table(probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> list[dict]:
+def per_class_table(
+    probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], counts: torch.Tensor | None = None
+) -> list[dict]:
     """One row per class that has images or predictions.
 
     ``accuracy`` is the class's top-1 accuracy (the share of its images predicted as it, which is
@@ -69,7 +71,7 @@ def per_class_table(probs: torch.Tensor, labels: torch.Tensor, class_names: Sequ
         "f1": MulticlassF1Score(num_classes, average="none"),
     }
     values = {name: metric(probs, labels).tolist() for name, metric in columns.items()}
-    counts = confusion_matrix(probs, labels)
+    counts = confusion_matrix(probs, labels) if counts is None else counts
     support, predicted = counts.sum(1).tolist(), counts.sum(0).tolist()
     rows = []
     for index, name in enumerate(class_names):

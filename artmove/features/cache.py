@@ -21,18 +21,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from artmove.models.freezing import classifier_heads
+from artmove.models.freezing import head_prefixes
 
 log = logging.getLogger(__name__)
 
 
 def weights_digest(model: nn.Module) -> str:
     """A hash of the backbone's parameters and buffers (the classifier left out: it is not used)."""
-    heads = classifier_heads(model).values()
-    skip = {id(t) for head in heads for t in list(head.parameters()) + list(head.buffers())}
+    head = head_prefixes(model)
     digest = hashlib.sha256()
     for name, tensor in model.state_dict(keep_vars=True).items():
-        if id(tensor) in skip:
+        if name.startswith(head):
             continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())

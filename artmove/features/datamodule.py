@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from artmove.data.datamodule import Transformed, balanced_sampler
+from artmove.data.datamodule import SplitLoaders, Transformed
 from artmove.data.sources.base import SPLITS
-from artmove.distributed import eval_sampler
 from artmove.features.cache import (
     FeatureCache,
     cache_key,
@@ -25,34 +23,21 @@ LOADER_KEYS = ("_target_", "batch_size", "num_workers", "pin_memory", "persisten
                "augment", "balance", "cache_dir")  # fmt: skip
 
 
-class FeatureDataModule(pl.LightningDataModule):
+class FeatureDataModule(SplitLoaders):
     """Per split (features, label) tensors, batched like the image data module (same batch size, shuffling)."""
 
-    def __init__(self, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], classes: list[str], batch_size: int,
+    def __init__(self, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], batch_size: int,
                  balance: str = "none", seed: int = 42):  # fmt: skip
         super().__init__()
-        self.splits, self.classes, self.batch_size = dict(splits), classes, batch_size
+        self.splits, self.batch_size = dict(splits), batch_size
         self.balance, self.seed = balance, seed
 
-    def split_sizes(self) -> dict[str, int]:
-        return {split: len(labels) for split, (_, labels) in self.splits.items()}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def split_dataset(self, split: str) -> TensorDataset:
         features, labels = self.splits[split]
-        dataset = TensorDataset(features.float(), labels)  # fp16 on disk, fp32 for training
-        sampler = None if split == "train" else eval_sampler(dataset)  # DDP: each image once
-        if shuffle and self.balance == "sampler":
-            sampler, shuffle = balanced_sampler(labels.tolist(), self.seed), False
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler)
+        return TensorDataset(features.float(), labels)  # fp16 on disk, fp32 for training
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def train_labels(self) -> list[int]:
+        return self.splits["train"][1].tolist()
 
 
 def cached_features(datamodule, model, cache_dir: str, data: Mapping[str, Any], device: str | torch.device = "cpu"):
@@ -75,5 +60,4 @@ def cached_features(datamodule, model, cache_dir: str, data: Mapping[str, Any], 
             lambda: extract(model.model, images, datamodule.batch_size, datamodule.num_workers, torch.device(device)),
         )  # fmt: skip
     model.features_input = True
-    return FeatureDataModule(splits, datamodule.classes, datamodule.batch_size,
-                             getattr(datamodule, "balance", "none"), getattr(datamodule, "seed", 42))  # fmt: skip
+    return FeatureDataModule(splits, datamodule.batch_size, datamodule.balance, datamodule.seed)

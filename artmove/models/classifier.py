@@ -118,7 +118,8 @@ class ArtClassifier(pl.LightningModule):
     def describe_trainable(self) -> str:
         counts, plan = self.parameter_counts, self.plan
         if self.finetune.policy == "gradual":
-            counts = dict(counts, trainable_params=sum(p.numel() for n, p in self.model.named_parameters() if n in plan.trainable))
+            trainable = plan.trainable
+            counts = dict(counts, trainable_params=sum(p.numel() for n, p in self.model.named_parameters() if n in trainable))
         return (
             f"{plan.name}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
             f"({plan.trained_blocks}/{len(plan.blocks)} blocks) + head; "

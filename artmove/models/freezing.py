@@ -151,12 +151,11 @@ def plan_stages(model: nn.Module, stages: int) -> UnfreezePlan:
 
 
 
-def apply_unfreeze(model: nn.Module, plan: UnfreezePlan) -> list[nn.Module]:
-    """Set ``requires_grad`` by the plan; return the frozen norm layers (to keep in eval mode)."""
+def apply_unfreeze(model: nn.Module, plan: UnfreezePlan) -> None:
+    """Set ``requires_grad`` by the plan (the module's ``train()`` keeps frozen norm layers in eval mode)."""
     trainable = plan.trainable
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name in trainable)
-    return frozen_norm_layers(model)
 
 
 def norm_layers_with_statistics(model: nn.Module) -> list[nn.Module]:

@@ -145,7 +145,10 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
     try:
         state_dict = _read_state_dict(path)
     except Exception as error:  # noqa: BLE001
-        raise PretrainedWeightsError(f"cannot read weights file {path}: {error}") from error
+        raise PretrainedWeightsError(
+            f"cannot read weights file {path}: {error}. Give a state dict, a Lightning checkpoint or a .safetensors "
+            "file (weights=PATH), or use pretrained=true or pretrained=false instead."
+        ) from error
     own = model.state_dict()
     # Lightning checkpoints prefix the keys with the attribute holding the network.
     prefix = max(("", "model.", "backbone.", "module."), key=lambda p: sum(k[len(p):] in own for k in state_dict if k.startswith(p)))
@@ -156,7 +159,8 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
     if not usable or missing:
         raise PretrainedWeightsError(
             f"weights file {path} does not fit backbone {type(model).__name__}: "
-            f"{len(missing)} of its tensors have no match (e.g. {missing[:3]}). Is it the same architecture?"
+            f"{len(missing)} of the backbone's tensors are missing from it (e.g. {missing[:3]}). "
+            "Set backbone= to the architecture the file was saved from."
         )
     model.load_state_dict(usable, strict=False)
     log.info("loaded %d tensors from %s", len(usable), path)

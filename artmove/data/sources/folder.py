@@ -42,7 +42,7 @@ class ImageFolderSplits(FileSource):
         for split, folder in folders.items():
             unknown = sorted(set(class_folders(folder)) - set(self.classes))
             if unknown:
-                raise DataSetupError(f"{folder} has classes that train/ lacks: {unknown}.")
+                raise DataSetupError(f"{folder} has classes that train/ lacks: {unknown}. Rename or remove them: every split uses train/'s class names.")
             samples[split] = [
                 (path, label) for label, name in enumerate(self.classes) for path in images_in(folder / name)
             ]
