@@ -34,11 +34,21 @@ def check_unfreeze(value) -> None:
 def check_train_config(cfg: DictConfig) -> None:
     check_backbone(cfg.backbone)
     check_unfreeze(cfg.unfreeze)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if "data.root" in missing:
+    if "data.root" in OmegaConf.missing_keys(cfg):
         raise ConfigError(
             f"this data set needs its location: add data.root=/path/to/the/dataset "
             f"(the data config in use: {cfg.data.source._target_.rsplit('.', 1)[-1]})."
         )
+    require_settings(cfg)
+
+
+# How each command's required settings look on a command line.
+EXAMPLES = {"ckpt_path": "ckpt_path=<run>/checkpoints/last.ckpt", "input": "input=painting.jpg"}
+
+
+def require_settings(cfg: DictConfig) -> None:
+    """One message naming every ``???`` setting left unset, with an example for each."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"missing settings: {', '.join(missing)}: set them on the command line (key=value).")
+        examples = " ".join(EXAMPLES.get(key, f"{key}=…") for key in missing)
+        raise ConfigError(f"missing settings: {', '.join(missing)}: set them on the command line, e.g. {examples}.")

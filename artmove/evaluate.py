@@ -12,7 +12,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from artmove.checks import ConfigError
+from artmove.checks import ConfigError, require_settings
 from artmove.cli import exit_on_user_error
 from artmove.data.sources.base import SPLITS
 from artmove.data.transforms import decode_size
@@ -41,16 +41,6 @@ def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = Non
 
 
 OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
-
-
-EXAMPLES = {"ckpt_path": "ckpt_path=<run>/checkpoints/last.ckpt", "input": "input=painting.jpg"}
-
-
-def require_settings(cfg: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        examples = " ".join(EXAMPLES.get(key, f"{key}=…") for key in missing)
-        raise ConfigError(f"missing settings: {', '.join(missing)}: set them on the command line, e.g. {examples}.")
 
 
 def data_config(cfg: DictConfig) -> DictConfig:

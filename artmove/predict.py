@@ -12,12 +12,11 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from artmove.checks import ConfigError
+from artmove.checks import ConfigError, require_settings
 from artmove.cli import exit_on_user_error
 from artmove.data.images import is_image_file
 from artmove.data.sources.base import images_in
 from artmove.data.transforms import decode_size
-from artmove.evaluate import require_settings
 from artmove.evaluation.checkpoint import load_classifier
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files

@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> dict:
         keep_logged_metrics(loggers)
     composed = OmegaConf.to_container(cfg, resolve=True)  # the full config, for W&B's run table
     for logger in loggers:
-        logger.log_hyperparams({**composed, **model.parameter_counts, "weights_source": model.weights_source})
+        logger.log_hyperparams({**composed, "weights_source": model.weights_source})  # parameter counts: W&B summary
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -87,7 +87,8 @@ def train(cfg: DictConfig) -> dict:
         "output_dir": str(output_dir),
     }
     metric = cfg.get("optimized_metric", "val/top1")
-    results.update(optimized_metric=metric, optimized_value=_optimized_value(trainer, metric))
+    optimized = results["best_val/top1"] if metric == "val/top1" else _finite_or_none(_optimized_value(trainer, metric))
+    results.update(optimized_metric=metric, optimized_value=optimized)
     if cfg.get("test", True):
         metrics = trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0]
         results.update({k: float(v) for k, v in metrics.items()})
@@ -136,8 +137,7 @@ def main(cfg: DictConfig) -> float | None:
     """
     try:
         results = run_in_own_process() if needs_own_process(cfg.trainer) else train(cfg)
-        value = results.get("optimized_value") if results.get("status") == "ok" else None
-        return value if value is not None and math.isfinite(value) else None
+        return results.get("optimized_value") if results.get("status") == "ok" else None  # None: never logged
     except Exception as raised:
         error = user_error_behind(raised)
         _report_failure(cfg, error)

@@ -9,7 +9,6 @@ plus validation of one epoch, from Lightning's epoch hooks.
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -22,8 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from artmove.features import cached_features
+from benchmarks import DATA
 
-DATA = Path(os.environ.get("ARTMOVE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 IMAGE_EPOCHS, CACHED_EPOCHS = 2, 5
 
 

@@ -13,7 +13,6 @@ default unfreeze=0.2 and at unfreeze=1.
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -31,8 +30,8 @@ from artmove.data.sources import RastaWikiPaintings
 from artmove.data.tools import all_files
 from artmove.data.transforms import build_train_transform, decode_size, normalize_uint8
 from artmove.models.classifier import ArtClassifier
+from benchmarks import DATA
 
-DATA = Path(os.environ.get("ARTMOVE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BATCH = 32
 EPOCHS = 20  # per loader; the first starts the workers and is left out
 SIZE = 256

@@ -9,9 +9,7 @@ the weights, and no checkpoint has to be trained first.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -20,8 +18,7 @@ from artmove.data.transforms import decode_size
 from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.tta import TTA_MODES, tta_transform
 from artmove.models.classifier import ArtClassifier
-
-DATA = Path(os.environ.get("ARTMOVE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from benchmarks import DATA
 
 
 def run() -> dict:

@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import DATA
 from benchmarks.run import machine
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ARTMOVE_DATA", REPO.parent / "shared" / "data")) / "wikiart_sample"
+WIKIART = DATA / "wikiart_sample"
 RUNS = (
     ("head only", ["unfreeze=0"]),
     ("head only, cached features", ["unfreeze=0", "finetune.cache_features=true"]),
@@ -94,7 +95,7 @@ statistics stay put.
 
 def common(epochs: int, image_size: int) -> list[str]:
     return [
-        "data=wikiart", f"data.root={DATA}", "data.source.test_from=val", "backbone=tf_efficientnet_lite0",
+        "data=wikiart", f"data.root={WIKIART}", "data.source.test_from=val", "backbone=tf_efficientnet_lite0",
         "pretrained=true", f"model.image_size={image_size}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
         "seed=42",
     ]  # fmt: skip
@@ -168,8 +169,8 @@ def main() -> None:
     if args.render:
         record = json.loads(results.read_text())
     else:
-        if not DATA.is_dir():
-            raise SystemExit(f"wikiart_sample not found at {DATA}: set ARTMOVE_DATA to the folder holding it.")
+        if not WIKIART.is_dir():
+            raise SystemExit(f"wikiart_sample not found at {WIKIART}: set ARTMOVE_DATA to the folder holding it.")
         kept = {r["name"]: r for r in json.loads(results.read_text())["runs"]} if args.runs else {}
         rows = []
         for name, overrides in RUNS:

@@ -1,7 +1,10 @@
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 import artmove.conf
 
@@ -36,9 +39,26 @@ def data_root(option, rasta, wikiart, tmp_path):
     return {"folder": rasta / "wikipaintings_train", "wikiart": wikiart}.get(option, rasta)
 
 
+def compose_with_hydra(*overrides: str):
+    import artmove.sweeps  # noqa: F401  (registers the gpu_slots resolver local_gpus uses)
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_option_composes(compose_train, group, option, wikipaintings_small, wikiart_sample, tmp_path):
-    overrides = [f"{group}={option}"] if group != "hydra" else []
+    if group == "hydra":  # hydra=default is always in force: compose it with each launcher
+        for launcher in sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml")):
+            hydra_cfg = compose_with_hydra(f"hydra/launcher={launcher}").hydra
+            launcher_settings = OmegaConf.to_container(hydra_cfg.launcher, resolve=True)  # interpolations resolve
+            assert launcher_settings["_target_"].startswith("hydra_plugins.") and (launcher == "local_gpus") == ("n_jobs" in launcher_settings)
+        return
+    overrides = [f"{group}={option}"]
     if group == "data" and option != "synthetic":
         overrides.append(f"data.root={data_root(option, wikipaintings_small, wikiart_sample, tmp_path)}")
     cfg = compose_train(*overrides)

@@ -1,6 +1,7 @@
 """Feature caching: a linear probe on cached features matches the image run, and the cache is reused."""
 
 import pytest
+import torch
 
 import artmove.data.datamodule as image_datamodule
 import artmove.features.datamodule as feature_datamodule
@@ -56,5 +57,23 @@ def test_cache_key_follows_what_changes_the_features():
                 cache_key("resnet50", "w1", data, "train", [10, "abc"], {"input_size": [3, 160, 160]})}) == 7  # fmt: skip
 
 
-def test_loader_settings_do_not_change_the_key():
-    assert {"batch_size", "num_workers", "augment"} <= set(feature_datamodule.LOADER_KEYS)
+def test_loader_settings_do_not_change_the_key(compose_train, monkeypatch):
+    """Batch size, workers and augmentation leave the features as they are: the same cache entry."""
+    from hydra.utils import instantiate
+
+    from artmove.models import ArtClassifier
+
+    keys = []
+
+    def record(cache, backbone, key, split, compute):
+        keys.append(key)
+        return torch.zeros(1, 8), torch.zeros(1, dtype=torch.long)
+
+    monkeypatch.setattr(feature_datamodule.FeatureCache, "load_or_extract", record)
+    model = ArtClassifier("test_resnet", 10, pretrained=False, unfreeze=0.0, image_size=32)
+    for loader in (["data.batch_size=8"], ["data.batch_size=4", "data.num_workers=0", "data.augment.hflip=0"]):
+        data = compose_train(*loader).data
+        datamodule = instantiate(data)
+        datamodule.use_data_config(model.data_config)
+        feature_datamodule.cached_features(datamodule, model, "unused", data)
+    assert len(keys) == 6 and keys[:3] == keys[3:] and len(set(keys[:3])) == 3  # per split, loader-independent

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from artmove.checks import ConfigError
 from artmove.data.cache import use_cache
-from artmove.data.files import ReadableFiles, screen
+from artmove.data.files import FileCheck, ReadableFiles, screen
 from artmove.data.sources import DataSetupError, PaintingSource
 from artmove.data.sources.base import SPLITS, LabelledFiles
 from artmove.data.splits import artist_from_filename, group_split, split_summary
@@ -120,6 +120,7 @@ class PaintingDataModule(SplitLoaders):
         self.max_bad_fraction = max_bad_fraction
         self.cache_dir = Path(os.path.expanduser(cache_dir)) if cache_dir else None
         self.data_config: dict[str, Any] | None = None
+        self.file_checks: list[FileCheck] = []  # every listed file's header check, filled with ``files``
         self.datasets: dict[str, Dataset] = {}
 
     @cached_property
@@ -139,9 +140,10 @@ class PaintingDataModule(SplitLoaders):
                 raise ConfigError(f"data.group_by={self.group_by}: this data set is generated, it has no artists; set data.group_by=null.")
             return None
         where = str(self.root) if self.root else "the data set"
-        samples, bad = screen(
+        samples, self.file_checks = screen(
             {s: d.samples for s, d in splits.items()}, self.max_bad_fraction, where, getattr(self.source, "missing", [])
         )
+        bad = [check for check in self.file_checks if check.error]
         if bad:
             log.warning("%d unreadable or missing image files skipped in %s:", len(bad), where)
             for check in bad:

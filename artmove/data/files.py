@@ -53,12 +53,13 @@ def screen(
 ) -> tuple[dict[str, list[Sample]], list[FileCheck]]:
     """Drop the files whose header cannot be read; stop when more than ``max_bad_fraction`` are bad.
 
-    ``extra_bad`` are files the source listed but could not find (counted as bad too).
+    ``extra_bad`` are files the source listed but could not find (counted as bad too). Returns the
+    kept samples and every file's check (size when readable, error when not).
     """
     paths = [path for split in samples.values() for path, _ in split]
-    bad = [check for check in check_files(paths) if check.error]
-    bad += [FileCheck(Path(p), None, "listed but missing") for p in extra_bad]
-    total = len(paths) + len(extra_bad)
+    checks = check_files(paths) + [FileCheck(Path(p), None, "listed but missing") for p in extra_bad]
+    bad = [check for check in checks if check.error]
+    total = len(checks)
     if bad and len(bad) > max_bad_fraction * total:
         shown = "; ".join(f"{c.path} ({c.error})" for c in bad[:5])
         raise DataSetupError(
@@ -69,7 +70,7 @@ def screen(
         )
     names = {check.path for check in bad}
     kept = {split: [s for s in items if s[0] not in names] for split, items in samples.items()}
-    return kept, bad
+    return kept, checks
 
 
 class ReadableFiles(LabelledFiles):

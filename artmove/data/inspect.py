@@ -17,10 +17,9 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
 from artmove.cli import exit_on_user_error
-from artmove.data.files import check_files
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.sources.base import SPLITS
-from artmove.data.tools import all_files, load_datamodule, say, workers
+from artmove.data.tools import load_datamodule, say
 
 
 def count_table(classes: list[str], files: dict[str, list[tuple[Path, int]]]) -> str:
@@ -71,14 +70,12 @@ def contact_sheet(classes: list[str], train: list[tuple[Path, int]], per_class: 
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     datamodule = load_datamodule(cfg)
-    listed = all_files(datamodule)
-    checks = check_files([p for p in listed if p.exists()], workers=4 * workers(cfg.workers))
-    unreadable = sum(1 for check in checks if check.error)
-    bad = unreadable + len(listed) - len(checks)  # unreadable headers + listed but missing
-    files, classes = datamodule.files, datamodule.classes
+    files, classes = datamodule.files, datamodule.classes  # reads every header once (the screening)
+    sizes = [check.size for check in datamodule.file_checks if check.size]
+    bad = sum(1 for check in datamodule.file_checks if check.error)  # unreadable headers + listed but missing
     say("%s: %d classes", cfg.data.root, len(classes))
     say("images per class and split%s:\n%s", " (grouped by artist)" if datamodule.group_by else "", count_table(classes, files))
-    say("image sizes (px) of %d readable files:\n%s", len(checks) - unreadable, size_statistics([c.size for c in checks if c.size]))
+    say("image sizes (px) of %d readable files:\n%s", len(sizes), size_statistics(sizes))
     say("bad files (header unreadable or missing): %d; `python -m artmove.data.verify` decodes every file", bad)
     output = Path(cfg.paths.output_dir) / "contact_sheet.png"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -155,26 +155,20 @@ class ArtClassifier(pl.LightningModule):
     def _step(self, batch, metrics, stage: str) -> torch.Tensor:
         images, labels = batch
         if stage == "train" and self.mixup is not None:
-            return self._mixed_step(images, labels, metrics)
-        logits = self(images)
-        loss = self.criterion(logits, labels)
+            # Mixup/CutMix with soft targets; timm mixes pairs, so an odd batch's last image sits out.
+            images, labels = images[: len(labels) // 2 * 2], labels[: len(labels) // 2 * 2]
+            images, targets = self.mixup(images, labels)  # mixes in place: the batch is not reused
+            logits = self(images)
+            loss = self.soft_criterion(logits, targets)
+        else:
+            logits = self(images)
+            loss = self.criterion(logits, labels)
         metrics.update(logits, labels)
         if stage in self.image_counts:
             self.image_counts[stage].update(len(labels))
             self.log(f"{stage}/num_images", self.image_counts[stage], on_step=False, on_epoch=True)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        return loss
-
-    def _mixed_step(self, images, labels, metrics) -> torch.Tensor:
-        """Mixup/CutMix with soft targets; timm mixes pairs, so an odd batch's last image sits out."""
-        keep = len(labels) - len(labels) % 2
-        mixed, targets = self.mixup(images[:keep], labels[:keep])  # mixes in place: the batch is not reused
-        logits = self(mixed)
-        loss = self.soft_criterion(logits, targets)
-        metrics.update(logits, labels[:keep])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=keep)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
         return loss
 
     def training_step(self, batch, batch_idx):
