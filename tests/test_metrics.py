@@ -1,3 +1,8 @@
+import json
+import subprocess
+import sys
+
+import pytest
 import torch
 
 from artmove.models.metrics import classification_metrics
@@ -30,3 +35,49 @@ def test_macro_differs_from_micro_under_imbalance():
     values = {k: float(v) for k, v in metrics(logits, labels).items()}
     assert abs(values["top1"] - 3 / 5) < 1e-6
     assert abs(values["top1_macro"] - (0.75 + 0.0) / 2) < 1e-6  # class 1 is only predicted: not averaged in
+
+
+def test_top5_is_not_merged_with_top3_after_a_first_all_top1_batch():
+    # torchmetrics' compute groups merged top3/top5 (equal states after batch 1): top5 then copied top3.
+    torch.manual_seed(0)
+    metrics = classification_metrics(7, "test/")
+    first = torch.randn(8, 7)
+    metrics.update(first, first.argmax(1))  # every image ranked 1st
+    second = torch.randn(8, 7)
+    metrics.update(second, second.argsort(1, descending=True)[:, 3])  # every image ranked 4th
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert values["test/top1"] == 0.5
+    assert values["test/top3"] == 0.5
+    assert values["test/top5"] == 1.0
+    assert values["test/top1_macro"] == pytest.approx(sum_recall(first, second))
+
+
+def sum_recall(first, second):
+    """Mean per-class top-1 recall of the two batches above, counted by hand."""
+    labels = torch.cat([first.argmax(1), second.argsort(1, descending=True)[:, 3]])
+    right = torch.cat([torch.ones(8, dtype=torch.bool), torch.zeros(8, dtype=torch.bool)])
+    recalls = [right[labels == c].float().mean() for c in labels.unique()]
+    return float(torch.stack(recalls).mean())
+
+
+def test_a_runs_test_table_equals_evaluate_on_its_best_checkpoint(tmp_path, wikipaintings_small):
+    """Through the real command line: RASTA's test split comes in class order, so the first test batch
+    is one class (all ranked within the top 3 here); train's test metrics must still be evaluate's."""
+    run = tmp_path / "run"
+    common = [sys.executable, "-m"]
+    subprocess.run(
+        [*common, "artmove.train", "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0",
+         "unfreeze=0", "model.image_size=96", "data.batch_size=10", "trainer.max_epochs=2", "data.num_workers=0",
+         f"hydra.run.dir={run}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    trained = json.loads((run / "results.json").read_text())
+    subprocess.run(
+        [*common, "artmove.evaluate", f"ckpt_path={trained['best_checkpoint']}", "num_workers=0",
+         f"hydra.run.dir={tmp_path / 'eval'}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("test/top1", "test/top3", "test/top5", "test/top1_macro", "test/num_images"):
+        assert trained[key] == pytest.approx(evaluated[key], abs=1e-6), key
+    assert evaluated["test/top5"] > evaluated["test/top3"]  # the case the merged groups got wrong

@@ -28,10 +28,12 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """``{prefix}top1/top3/top5`` (micro) and ``{prefix}top1_macro`` (mean per-class accuracy).
 
     With fewer classes than k, top-k is computed with k = num_classes (always 1.0).
+    No compute groups: torchmetrics merges metrics whose states are equal after the first
+    update and then updates one of them only, which made top-5 a copy of top-3.
     """
     metrics = {
         f"top{k}": MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro")
         for k in TOP_K
     }
     metrics["top1_macro"] = MeanPerClassAccuracy(num_classes)
-    return MetricCollection(metrics, prefix=prefix)
+    return MetricCollection(metrics, prefix=prefix, compute_groups=False)
