@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,25 @@ def user_error_behind(error: BaseException) -> BaseException:
     while cause is not None and not isinstance(cause, USER_ERRORS):
         cause = cause.__cause__
     return cause or error
+
+
+def instantiate_checked(config: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of the config node at ``key``: a user error its constructor raised comes
+    out as itself (not Hydra's wrapper), and a setting the constructor does not take as a ConfigError."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(config, **kwargs)
+    except Exception as raised:
+        error = user_error_behind(raised)
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(raised.__cause__ or raised))
+        if error is raised and unknown:
+            target = str(config.get("_target_", "")).rsplit(".", 1)[-1]
+            known = ", ".join(sorted(set(config) - {"_target_", "_partial_", "_convert_", unknown[1]}))
+            raise ConfigError(f"{key}.{unknown[1]}: {target} has no such setting; its settings: {known}.") from None
+        if error is raised:
+            raise
+        raise error from None
 
 
 def say_user_error(error: BaseException) -> None:

@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from artmove.checks import ConfigError, require_settings
 from artmove.cli import exit_on_user_error
 from artmove.data.sources.base import SPLITS
-from artmove.data.transforms import decode_size
 from artmove.evaluation.checkpoint import load_classifier, run_config, run_dir
 from artmove.evaluation.classes import label_map, load_class_map
 from artmove.evaluation.inference import MappedViews, predict_split
@@ -43,7 +42,7 @@ def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = Non
 OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
 
 
-def data_config(cfg: DictConfig) -> DictConfig:
+def evaluation_data(cfg: DictConfig) -> DictConfig:
     """The data set to evaluate on (``data=…``, else the run's own) with the seed its splits need."""
     trained = run_config(cfg.ckpt_path)
     if cfg.get("data") is None and trained is None:
@@ -67,11 +66,11 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")
     model = load_classifier(cfg.ckpt_path, cfg.device)
     classes = list(model.hparams.class_names)
-    datamodule = instantiate(data_config(cfg))
+    datamodule = instantiate(evaluation_data(cfg), preprocessing=model.preprocessing, _convert_="all")
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
     # The split as training saw it (screened, grouped by artist); originals, so predictions.csv names them.
-    split = datamodule.images(cfg.split, decode_size(model.data_config), use_cache=False)
-    dataset = MappedViews(split, tta_transform(model.data_config, cfg.tta), mapping)
+    split = datamodule.images(cfg.split, use_cache=False)
+    dataset = MappedViews(split, tta_transform(model.preprocessing, cfg.tta), mapping)
     log.info("%s split: %d images (%d dropped by class_map), tta=%s", cfg.split, len(dataset), len(split) - len(dataset), cfg.tta)
     if not len(dataset):
         raise ConfigError(f"the {cfg.split} split has no images to evaluate ({len(split)} before class_map): choose another split=.")
@@ -82,7 +81,7 @@ def evaluate(cfg: DictConfig) -> dict:
     results = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "backbone": model.hparams.backbone,
-        "unfreeze": model.hparams.unfreeze,
+        "unfreeze": getattr(model.policy, "unfreeze", None),
         "weights_source": f"checkpoint {Path(cfg.ckpt_path).name}",
         "split": cfg.split,
         "tta": cfg.tta,

@@ -55,7 +55,7 @@ def predict(cfg: DictConfig) -> dict:
     model = load_classifier(cfg.ckpt_path, cfg.device)
     classes = list(model.hparams.class_names)
     top_k = max(1, min(int(cfg.top_k), len(classes)))
-    dataset = ImageFiles(paths, tta_transform(model.data_config, cfg.tta), decode_size(model.data_config))
+    dataset = ImageFiles(paths, tta_transform(model.preprocessing, cfg.tta), decode_size(model.preprocessing))
     probs, readable, errors = predict_files(model, dataset, cfg.batch_size, cfg.num_workers)
 
     best = probs.topk(top_k, dim=1)
@@ -97,8 +97,8 @@ def print_predictions(predictions: list[dict], skipped: list[dict]) -> None:
 def explain(model, paths: list[Path], targets: torch.Tensor, folder: Path, batch_size: int) -> None:
     """A Grad-CAM overlay PNG per image, for its top-1 class, on the eval crop the model saw."""
     folder.mkdir(parents=True, exist_ok=True)
-    data_config = model.data_config
-    dataset = ImageFiles(paths, eval_transform(data_config), decode_size(data_config))
+    preprocessing = model.preprocessing
+    dataset = ImageFiles(paths, eval_transform(preprocessing), decode_size(preprocessing))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=lambda batch: torch.stack([image for image, _ in batch]))
     names, device = iter(_unique_names(paths)), next(model.parameters()).device
     ema = getattr(model, "ema", None)  # the averaged weights are what the model predicts with, when kept
@@ -106,7 +106,7 @@ def explain(model, paths: list[Path], targets: torch.Tensor, folder: Path, batch
     for start, images in zip(range(0, len(paths), batch_size), loader):
         cams = grad_cam(network, images.to(device), targets[start : start + len(images)].to(device))
         for image, cam in zip(images, cams):
-            overlay(to_pil(image, data_config["mean"], data_config["std"]), cam).save(folder / f"{next(names)}.gradcam.png")
+            overlay(to_pil(image, preprocessing["mean"], preprocessing["std"]), cam).save(folder / f"{next(names)}.gradcam.png")
 
 
 def _unique_names(paths: list[Path]) -> list[str]:

@@ -66,6 +66,11 @@ def _natural_key(path: Path) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
 
 
+def _policy_name(target: str | None) -> str | None:
+    """``artmove.finetune.Gradual`` -> ``gradual`` (a user's own policy keeps its class name)."""
+    return target.rsplit(".", 1)[-1].lower() if target else None
+
+
 def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
     """One row: the run's settings (config, else results) and its results, or its failure."""
     config = _load_config(folder)
@@ -86,7 +91,7 @@ def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
         "status": results.get("status", "ok"),
         "data": _data_name(data.get("root") or _select(config, "data.root"), data.get("source") or _select(config, "data.source._target_"), folder),
         "backbone": setting("backbone"),
-        "policy": _select(config, "finetune.policy"),
+        "policy": _policy_name(_select(config, "finetune._target_")),
         "unfreeze": setting("unfreeze"),
         "seed": setting("seed"),
         "other": " ".join(_other_overrides(folder)),

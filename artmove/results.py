@@ -1,17 +1,20 @@
-"""The end of a run: the seed's table on the console and results.json on disk."""
+"""The end of a run: the test table on the console and results.json on disk, also for a failed run."""
 
 from __future__ import annotations
 
 import json
 import os
+import traceback
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 ROWS = (("Top-1", "top1"), ("Top-3", "top3"), ("Top-5", "top5"), ("Top-1 macro (mean per-class)", "top1_macro"))
 
 
 def format_table(results: dict[str, Any], split: str = "test") -> str:
-    """The seed's table from ``{split}/top1`` … keys (train's results.json, evaluate's metrics.json)."""
+    """The test table from ``{split}/top1`` … keys (train's results.json, evaluate's metrics.json)."""
     images = results[f"{split}/num_images"]
     lines = [
         f"{split.capitalize()} split: {images} images, {results['num_classes']} classes; backbone {results['backbone']}, "
@@ -28,3 +31,36 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+TRACEBACK_FILE = "traceback.txt"
+
+
+def job_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that tell jobs of a sweep apart (read defensively: the config may be the error)."""
+    settings = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+                for key in ("backbone", "unfreeze", "pretrained", "seed", "data.root")}  # fmt: skip
+    source = OmegaConf.select(cfg, "data.source._target_", default=None, throw_on_resolution_failure=False)
+    return {**settings, "data": {"source": source, "root": settings.pop("data.root")}, "overrides": job_overrides()}
+
+
+def job_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def record_failure(output_dir: Path, error: BaseException, cfg: DictConfig) -> Path:
+    """Write ``results.json`` with ``"status": "failed"`` and the error, and the traceback beside it."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / TRACEBACK_FILE).write_text("".join(traceback.format_exception(error)), encoding="utf-8")
+    results = {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": TRACEBACK_FILE,
+        **job_settings(cfg),
+        "output_dir": str(output_dir),
+    }
+    write_json(output_dir / "results.json", results)
+    return output_dir / "results.json"

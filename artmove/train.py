@@ -18,60 +18,66 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from artmove.checks import check_train_config
-from artmove.cli import USER_ERRORS, say_user_error, user_error_behind
-from artmove.distributed import in_multirun, needs_own_process, run_in_own_process
-from artmove.features import cached_features
-from artmove.features.cache import feature_device
-from artmove.finetune.settings import check_finetune_config
-from artmove.results import format_table, write_json
-from artmove.sweeps.failures import FailOnNonFiniteLoss, record_failure
-from artmove.sweeps.resume import keep_logged_metrics, resume_checkpoint
+from artmove.cli import USER_ERRORS, instantiate_checked, say_user_error, user_error_behind
+from artmove.data.datamodule import PaintingDataModule
+from artmove.models import ArtClassifier
+from artmove.results import format_table, record_failure, write_json
+from artmove.resume import resume_checkpoint
+from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
 
 log = logging.getLogger("artmove.train")
-# The frozen part's norm layers are in eval mode on purpose (fixed statistics, see README).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+def build(cfg: DictConfig) -> tuple[PaintingDataModule, pl.LightningDataModule, ArtClassifier]:
+    """The run's objects, each built by Hydra from its config node and checked there, in the order that
+    fails soonest: the preprocessing (which checks the backbone) and the fine-tuning policy (no weights,
+    no data), the image data
+    module, the classifier (weights load), and with ``features=cached`` the feature data module.
+    Returns (image data module, the data module training reads, classifier)."""
+    check_train_config(cfg)
+    preprocessing = instantiate_checked(cfg.preprocessing, "preprocessing")
+    policy = instantiate_checked(cfg.finetune, "finetune")
+    images = instantiate_checked(cfg.data, "data", preprocessing=preprocessing, _convert_="all")
+    classes = images.classes
+    model = instantiate_checked(cfg.model, "model", num_classes=len(classes), class_names=classes, preprocessing=preprocessing,
+                                finetune=policy, class_weights=images.class_weights(), _convert_="all")  # fmt: skip
+    features = cfg.get("features")
+    datamodule = instantiate_checked(features, "features", images=images, classifier=model) if features else images
+    return images, datamodule, model
 
 
 def train(cfg: DictConfig) -> dict:
     """Run one training job; return its results (also written to ``<output_dir>/results.json``)."""
     started = time.time()
-    check_train_config(cfg)
-    check_finetune_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    datamodule = instantiate(cfg.data)
-    classes = datamodule.classes
-    model = instantiate(
-        cfg.model, num_classes=len(classes), class_names=classes, class_weights=datamodule.class_weights(), _convert_="all"
-    )
-    datamodule.use_data_config(model.data_config)
-    sizes = datamodule.split_sizes()
+    images, datamodule, model = build(cfg)
+    classes, sizes = images.classes, images.split_sizes()
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
     log.info("backbone %s, weights: %s", cfg.backbone, model.weights_source)
     log.info(model.describe_trainable())
-    if model.finetune.cache_features:  # head only: train on the frozen backbone's cached features
-        data = OmegaConf.to_container(cfg.data, resolve=True)
-        device = feature_device(cfg.trainer.get("accelerator"))
-        datamodule = cached_features(datamodule, model, model.finetune.cache_dir or "~/.cache/artmove/features", data, device)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [FailOnNonFiniteLoss()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
     resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)
-    if resume_from:
-        keep_logged_metrics(loggers)
-    composed = OmegaConf.to_container(cfg, resolve=True)  # the full config, for W&B's run table
+    # The full config for W&B's run table, with the policy's settings as built (defaults filled in).
+    composed = {**OmegaConf.to_container(cfg, resolve=True), "finetune": model.policy.config,
+                "unfreeze": getattr(model.policy, "unfreeze", None), "weights_source": model.weights_source}  # fmt: skip
     for logger in loggers:
-        logger.log_hyperparams({**composed, "weights_source": model.weights_source})  # parameter counts: W&B summary
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        logger.log_hyperparams(composed)  # parameter counts: W&B summary
+    with warnings.catch_warnings():
+        # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see README).
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     results = {
         "status": "ok",
         "backbone": cfg.backbone,
-        "unfreeze": cfg.unfreeze,
+        "unfreeze": getattr(model.policy, "unfreeze", None),
+        "finetune": model.policy.config,
         "pretrained": cfg.pretrained,
         "weights_source": model.weights_source,
         "seed": cfg.seed,

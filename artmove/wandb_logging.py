@@ -213,12 +213,12 @@ class WandbTestReport(pl.Callback):
     def _predictions_table(self, images, probs, labels, classes, pl_module):
         import wandb
 
-        data_config = getattr(pl_module, "data_config", None) or {"mean": [0.5] * 3, "std": [0.5] * 3}
+        preprocessing = getattr(pl_module, "preprocessing", None) or {"mean": [0.5] * 3, "std": [0.5] * 3}
         table = wandb.Table(columns=["image", "true", "predicted", "p_predicted", "p_true", "correct"])
         for index, image in enumerate(images):
             label, predicted = int(labels[index]), int(probs[index].argmax())
             table.add_data(
-                wandb.Image(to_pil(image, data_config["mean"], data_config["std"])), classes[label], classes[predicted],
+                wandb.Image(to_pil(image, preprocessing["mean"], preprocessing["std"])), classes[label], classes[predicted],
                 float(probs[index, predicted]), float(probs[index, label]), label == predicted,
             )  # fmt: skip
         return table

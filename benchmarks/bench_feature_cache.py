@@ -2,7 +2,7 @@
 
 The same head-only job (packaged ImageNet weights, 224 px, batch 32) is run side by side:
 on images (every epoch runs the frozen backbone; train augmentation on) and from cached
-pooled features (``finetune.cache_features=true``: the first run extracts every split once
+pooled features (``features=cached``: the first run extracts every split once
 with the eval transform, the epochs after that only run the head). Epoch time = training
 plus validation of one epoch, from Lightning's epoch hooks.
 """
@@ -17,10 +17,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from artmove.features import cached_features
+from artmove.train import build
 from benchmarks import DATA
 
 IMAGE_EPOCHS, CACHED_EPOCHS = 2, 5
@@ -46,16 +44,13 @@ def compose_probe(output_dir: str, *overrides: str):
         ])  # fmt: skip
 
 
-def timed_fit(cfg, cache_dir: str | None) -> tuple[list[float], float]:
+def timed_fit(cfg, cached: bool) -> tuple[list[float], float]:
     """Epoch times of one fit, and the seconds spent getting the features (0 on images)."""
     pl.seed_everything(cfg.seed)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, num_classes=len(datamodule.classes), class_names=datamodule.classes, _convert_="all")
-    datamodule.use_data_config(model.data_config)
+    _, datamodule, model = build(cfg)
     started = time.perf_counter()
-    if cache_dir:
-        datamodule = cached_features(datamodule, model, cache_dir, OmegaConf.to_container(cfg.data, resolve=True))
-    features_s = time.perf_counter() - started
+    datamodule.setup("fit")  # extracts the features, or reads them from the cache
+    features_s = time.perf_counter() - started if cached else 0.0
     timer = EpochTimer()
     trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])  # fmt: skip
@@ -65,11 +60,11 @@ def timed_fit(cfg, cache_dir: str | None) -> tuple[list[float], float]:
 
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        images, _ = timed_fit(compose_probe(tmp, f"trainer.max_epochs={IMAGE_EPOCHS}"), None)
-        cache = str(Path(tmp) / "features")
-        cached_cfg = compose_probe(tmp, f"trainer.max_epochs={CACHED_EPOCHS}", "finetune.cache_features=true")
-        first_epochs, extract_s = timed_fit(cached_cfg, cache)
-        reuse_epochs, reuse_s = timed_fit(cached_cfg, cache)
+        images, _ = timed_fit(compose_probe(tmp, f"trainer.max_epochs={IMAGE_EPOCHS}"), cached=False)
+        cached_cfg = compose_probe(tmp, f"trainer.max_epochs={CACHED_EPOCHS}", "features=cached",
+                                   f"features.cache_dir={Path(tmp) / 'features'}")  # fmt: skip
+        first_epochs, extract_s = timed_fit(cached_cfg, cached=True)
+        reuse_epochs, reuse_s = timed_fit(cached_cfg, cached=True)
     image_epoch = statistics.median(images)
     cached_epoch = statistics.median(first_epochs[1:] + reuse_epochs)
     speedup = image_epoch / cached_epoch

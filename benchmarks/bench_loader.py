@@ -22,14 +22,15 @@ import torch
 from timm.optim import create_optimizer_v2
 
 from artmove.data import PaintingDataModule
-from artmove.data.cache import cache_path
+from artmove.data.prepared import cache_path
 from artmove.data.datamodule import auto_workers
 from artmove.data.images import load_image
 from artmove.data.prepare import prepare
 from artmove.data.sources import RastaWikiPaintings
 from artmove.data.tools import all_files
 from artmove.data.transforms import build_train_transform, decode_size, normalize_uint8
-from artmove.models.classifier import ArtClassifier
+from artmove.finetune import Fraction
+from artmove.models import ArtClassifier, backbone_preprocessing
 from benchmarks import DATA
 
 BATCH = 32
@@ -37,12 +38,11 @@ EPOCHS = 20  # per loader; the first starts the workers and is left out
 SIZE = 256
 
 
-def train_loader(root: Path, data_config: dict, cache_dir: Path | None):
+def train_loader(root: Path, preprocessing: dict, prepared_dir: Path | None):
     datamodule = PaintingDataModule(
-        RastaWikiPaintings, root=str(root), batch_size=BATCH, num_workers="auto", prefetch_factor=4,
-        cache_dir=str(cache_dir) if cache_dir else None,
+        RastaWikiPaintings, preprocessing, root=str(root), batch_size=BATCH, num_workers="auto", prefetch_factor=4,
+        prepared_dir=str(prepared_dir) if prepared_dir else None,
     )  # fmt: skip
-    datamodule.use_data_config(data_config)
     datamodule.setup("fit")
     return datamodule.train_dataloader()
 
@@ -73,13 +73,13 @@ def loader_rates(loaders: dict) -> dict:
     }
 
 
-def per_image_ms(paths: list[Path], data_config: dict, count: int = 60, draft: bool = True) -> dict:
+def per_image_ms(paths: list[Path], preprocessing: dict, count: int = 60, draft: bool = True) -> dict:
     """Single-threaded cost of one image: reading (decoding) it vs the train transform.
 
     ``draft=False`` decodes at full resolution, as a loader without JPEG draft mode would.
     """
-    transform = build_train_transform(data_config)
-    min_size = decode_size(data_config) if draft else None
+    transform = build_train_transform(preprocessing)
+    min_size = decode_size(preprocessing) if draft else None
     started = time.perf_counter()
     images = [load_image(path, min_size) for path in paths[:: max(1, len(paths) // count)][:count]]  # every class
     decoded = time.perf_counter()
@@ -91,12 +91,13 @@ def per_image_ms(paths: list[Path], data_config: dict, count: int = 60, draft: b
 
 
 def step_rate(unfreeze: float, steps: int = 4) -> float:
-    model = ArtClassifier("tf_efficientnet_lite0", num_classes=25, unfreeze=unfreeze, pretrained=False)
+    model = ArtClassifier("tf_efficientnet_lite0", num_classes=25, preprocessing=backbone_preprocessing("tf_efficientnet_lite0"),
+                          finetune=Fraction(unfreeze), pretrained=False)  # fmt: skip
     model.train()
     optimizer = create_optimizer_v2(model.model, opt="adamw", lr=1e-4)
     images = torch.randint(0, 256, (BATCH, 3, 224, 224), dtype=torch.uint8)
     labels = torch.randint(0, 25, (BATCH,))
-    mean, std = model.data_config["mean"], model.data_config["std"]
+    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
     timings = []
     for _ in range(steps + 1):  # the first step warms up
         started = time.perf_counter()
@@ -110,7 +111,7 @@ def step_rate(unfreeze: float, steps: int = 4) -> float:
 
 def run() -> dict:
     root = DATA / "wikipaintings_small"
-    data_config = ArtClassifier("tf_efficientnet_lite0", num_classes=25, pretrained=False).data_config
+    preprocessing = backbone_preprocessing("tf_efficientnet_lite0")
     with tempfile.TemporaryDirectory() as npy_cache, tempfile.TemporaryDirectory() as jpeg_cache:
         files = all_files(PaintingDataModule(RastaWikiPaintings, root=str(root)))
         prepare_s = {}
@@ -123,9 +124,9 @@ def run() -> dict:
             for fmt, cache in (("npy", npy_cache), ("jpeg", jpeg_cache))
         }
         loaders = {
-            "originals": train_loader(root, data_config, None),
-            "cache_jpeg": train_loader(root, data_config, Path(jpeg_cache)),
-            "cache_npy": train_loader(root, data_config, Path(npy_cache)),
+            "originals": train_loader(root, preprocessing, None),
+            "cache_jpeg": train_loader(root, preprocessing, Path(jpeg_cache)),
+            "cache_npy": train_loader(root, preprocessing, Path(npy_cache)),
         }
         rates = loader_rates(loaders)
         del loaders
@@ -133,10 +134,10 @@ def run() -> dict:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in a loader worker
         per_image = {
-            "originals": per_image_ms(train_files, data_config),
-            "originals_full_resolution_decode": per_image_ms(train_files, data_config, draft=False),
-            "cache_jpeg": per_image_ms([cache_path(Path(jpeg_cache), p, SIZE, "jpeg") for p in train_files], data_config),
-            "cache_npy": per_image_ms([cache_path(Path(npy_cache), p, SIZE, "npy") for p in train_files], data_config),
+            "originals": per_image_ms(train_files, preprocessing),
+            "originals_full_resolution_decode": per_image_ms(train_files, preprocessing, draft=False),
+            "cache_jpeg": per_image_ms([cache_path(Path(jpeg_cache), p, SIZE, "jpeg") for p in train_files], preprocessing),
+            "cache_npy": per_image_ms([cache_path(Path(npy_cache), p, SIZE, "npy") for p in train_files], preprocessing),
         }
         torch.set_num_threads(threads)
     steps = {f"unfreeze={u}": step_rate(u) for u in (0.2, 1.0)}

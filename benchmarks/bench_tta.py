@@ -17,18 +17,19 @@ from artmove.data.sources import RastaWikiPaintings
 from artmove.data.transforms import decode_size
 from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.tta import TTA_MODES, tta_transform
-from artmove.models.classifier import ArtClassifier
+from artmove.models import ArtClassifier, backbone_preprocessing
 from benchmarks import DATA
 
 
 def run() -> dict:
     source = RastaWikiPaintings(DATA / "wikipaintings_small")
-    model = ArtClassifier("tf_efficientnet_lite0", num_classes=len(source.classes), class_names=source.classes).eval()
-    split = source.split("test", decode_size(model.data_config))
+    model = ArtClassifier("tf_efficientnet_lite0", num_classes=len(source.classes), class_names=source.classes,
+                          preprocessing=backbone_preprocessing("tf_efficientnet_lite0")).eval()  # fmt: skip
+    split = source.split("test", decode_size(model.preprocessing))
     identity = list(range(len(source.classes)))
     seconds = {}
     for mode in TTA_MODES:
-        dataset = MappedViews(split, tta_transform(model.data_config, mode), identity)
+        dataset = MappedViews(split, tta_transform(model.preprocessing, mode), identity)
         started = time.perf_counter()
         with torch.inference_mode():
             predict_split(model, dataset, batch_size=32, num_workers=2)

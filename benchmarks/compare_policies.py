@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 WIKIART = DATA / "wikiart_sample"
 RUNS = (
     ("head only", ["unfreeze=0"]),
-    ("head only, cached features", ["unfreeze=0", "finetune.cache_features=true"]),
+    ("head only, cached features", ["unfreeze=0", "features=cached"]),
     ("fraction unfreeze=0.2", ["unfreeze=0.2"]),
     ("gradual to unfreeze=0.2", ["finetune=gradual", "unfreeze=0.2"]),
     ("gradual, norm statistics updated", ["finetune=gradual", "unfreeze=0.2", "finetune.freeze_norm_stats=frozen"]),
@@ -96,18 +96,17 @@ statistics stay put.
 def common(epochs: int, image_size: int) -> list[str]:
     return [
         "data=wikiart", f"data.root={WIKIART}", "data.source.test_from=val", "backbone=tf_efficientnet_lite0",
-        "pretrained=true", f"model.image_size={image_size}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
+        "pretrained=true", f"image_size={image_size}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
         "seed=42",
     ]  # fmt: skip
 
 
 def train(name: str, overrides: list[str], out: Path, threads: int) -> dict:
     run_dir = out / name.replace(" ", "_").replace(",", "").replace("=", "")
-    command = [sys.executable, "-m", "artmove.train", *overrides, f"hydra.run.dir={run_dir}",
-               f"finetune.cache_dir={out / 'feature_cache'}"]  # fmt: skip
+    command = [sys.executable, "-m", "artmove.train", *overrides, f"hydra.run.dir={run_dir}"]
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: never resume an earlier one's checkpoints
     started = time.time()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads), "ARTMOVE_CACHE": str(out / "cache")})
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
     results = json.loads((run_dir / "results.json").read_text())

@@ -33,27 +33,29 @@ def wikiart_sample() -> Path:
     return _real_set("wikiart_sample")
 
 
-@pytest.fixture
-def compose_train(tmp_path):
-    """Compose conf/train.yaml with overrides, its outputs going to tmp_path."""
-
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
-            return compose(config_name="train", overrides=[f"paths.output_dir={tmp_path}", *overrides])
-
-    yield _compose
-    GlobalHydra.instance().clear()
-
-
-def compose_config(name: str, *overrides: str):
+def compose_config(name: str, *overrides: str, return_hydra_config: bool = False):
     """Compose one of the primary configs (train, evaluate, predict, data_tools) with overrides."""
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
-            return compose(config_name=name, overrides=list(overrides))
+            return compose(config_name=name, overrides=list(overrides), return_hydra_config=return_hydra_config)
     finally:
         GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose_train(tmp_path):
+    """Compose conf/train.yaml with overrides, its outputs going to tmp_path."""
+    return lambda *overrides: compose_config("train", f"paths.output_dir={tmp_path}", *overrides)
+
+
+def classifier(backbone: str, num_classes: int, policy=None, image_size: int | None = None, **settings):
+    """An ArtClassifier without pretrained weights, built as a run builds it (preprocessing, policy)."""
+    from artmove.finetune import Fraction
+    from artmove.models import ArtClassifier, backbone_preprocessing
+
+    return ArtClassifier(backbone, num_classes, preprocessing=backbone_preprocessing(backbone, image_size),
+                         finetune=policy or Fraction(), pretrained=settings.pop("pretrained", False), **settings)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +69,7 @@ def tiny_run(tmp_path_factory, wikipaintings_small) -> Path:
     out = tmp_path_factory.mktemp("tiny_rasta_run")
     cfg = compose_config(
         "train", f"paths.output_dir={out}", "data=rasta", f"data.root={wikipaintings_small}",
-        "backbone=tf_efficientnet_lite0", "unfreeze=0.2", "debug=limit", "model.image_size=64",
+        "backbone=tf_efficientnet_lite0", "unfreeze=0.2", "debug=limit", "image_size=64",
         "data.batch_size=8", "trainer.limit_val_batches=1", "test=false",
     )  # fmt: skip
     train(cfg)

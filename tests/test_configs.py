@@ -1,12 +1,12 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import artmove.conf
+from artmove.train import build, train
+from conftest import compose_config
 
 CONF = Path(artmove.conf.__file__).parent
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))
@@ -39,42 +39,43 @@ def data_root(option, rasta, wikiart, tmp_path):
     return {"folder": rasta / "wikipaintings_train", "wikiart": wikiart}.get(option, rasta)
 
 
-def compose_with_hydra(*overrides: str):
-    import artmove.sweeps  # noqa: F401  (registers the gpu_slots resolver local_gpus uses)
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_config_option_composes(compose_train, group, option, wikipaintings_small, wikiart_sample, tmp_path):
+def test_every_config_option_is_built(compose_train, group, option, wikipaintings_small, wikiart_sample, tmp_path):
     if group == "hydra":  # hydra=default is always in force: compose it with each launcher
         for launcher in sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml")):
-            hydra_cfg = compose_with_hydra(f"hydra/launcher={launcher}").hydra
+            import artmove.sweeps  # noqa: F401  (registers the gpu_slots resolver local_gpus uses)
+
+            hydra_cfg = compose_config("train", f"hydra/launcher={launcher}", return_hydra_config=True).hydra
             launcher_settings = OmegaConf.to_container(hydra_cfg.launcher, resolve=True)  # interpolations resolve
             assert launcher_settings["_target_"].startswith("hydra_plugins.") and (launcher == "local_gpus") == ("n_jobs" in launcher_settings)
         return
     overrides = [f"{group}={option}"]
     if group == "data" and option != "synthetic":
         overrides.append(f"data.root={data_root(option, wikipaintings_small, wikiart_sample, tmp_path)}")
-    cfg = compose_train(*overrides)
-    assert cfg.backbone and 0 <= cfg.unfreeze <= 1
-    if group == "data":
-        datamodule = instantiate(cfg.data)
-        assert len(datamodule.classes) >= 10
-    if group == "trainer" and option not in ("gpu", "ddp"):  # GPU-only options
-        instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
-    if group in ("callbacks", "logger"):
-        assert all(instantiate(c) for c in (cfg.get(group) or {}).values())
+    if group == "data":  # the data module on a set of its own layout, screened, with a classifier for it
+        images, _, model = build(compose_train(*overrides, "backbone=test_resnet", "pretrained=false"))
+        assert len(images.classes) >= 10 and model.hparams.num_classes == len(images.classes)
+        assert images.split_sizes()["train"] > 0
+    elif group in ("finetune", "features", "optimizer", "scheduler", "model") or option == "demo":
+        # Every object of a run built and used for one batch: policy, optimizer, scheduler, feature cache.
+        tiny = [] if option == "demo" else ["backbone=test_resnet", "pretrained=false", "image_size=32"]
+        tiny += ["unfreeze=0"] if option == "cached" else []
+        cfg = compose_train(*overrides, *tiny, "debug=fast_dev_run", "data.source.train_per_class=1",
+                            "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=48",
+                            f"++features.cache_dir={tmp_path / 'features'}" if option == "cached" else "seed=42")  # fmt: skip
+        assert train(cfg)["status"] == "ok"
+    elif group == "trainer" and option not in ("gpu", "ddp"):  # GPU-only options
+        instantiate(compose_train(*overrides).trainer, logger=False, enable_progress_bar=False)
+    elif group in ("callbacks", "logger"):
+        assert all(instantiate(c) for c in (compose_train(*overrides).get(group) or {}).values())
+    else:
+        assert compose_train(*overrides)
 
 
-def test_top_level_keys_feed_the_model(compose_train):
-    cfg = compose_train("backbone=convnext_tiny", "unfreeze=0.5", "pretrained=false", "weights=/w.pth", "seed=7")
-    assert (cfg.model.backbone, cfg.model.unfreeze, cfg.model.pretrained, cfg.model.weights) == (
-        "convnext_tiny", 0.5, False, "/w.pth"
-    )
-    assert cfg.data.source.seed == 7
+def test_top_level_keys_feed_the_objects_built_from_them(compose_train):
+    cfg = compose_train("backbone=convnext_atto", "unfreeze=0.5", "pretrained=false", "image_size=64", "seed=7")
+    images, _, model = build(cfg)
+    assert model.hparams.backbone == "convnext_atto" and model.policy.unfreeze == 0.5
+    assert model.hparams.pretrained is False and model.weights_source == "random init"
+    assert images.preprocessing["input_size"] == model.preprocessing["input_size"] == [3, 64, 64]
+    assert images.source.seed == 7

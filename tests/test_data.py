@@ -128,15 +128,11 @@ def test_synthetic_paintings_are_deterministic_and_balanced():
     assert not np.array_equal(np.asarray(source.split("val")[0][0]), np.asarray(train[0][0]))
 
 
-def test_datamodule_batches_follow_the_backbone_data_config():
-    datamodule = PaintingDataModule(
-        source=lambda: SyntheticPaintings(2, 1, 1, 64), batch_size=4, num_workers=0
-    )
-    with pytest.raises(DataSetupError, match="use_data_config"):
-        datamodule.setup("fit")
-    datamodule.use_data_config(
-        {"input_size": [3, 48, 48], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.9}
-    )
+def test_datamodule_batches_follow_the_backbone_preprocessing():
+    with pytest.raises(DataSetupError, match="needs the backbone's preprocessing"):
+        PaintingDataModule(source=lambda: SyntheticPaintings(2, 1, 1, 64), num_workers=0).setup("fit")
+    preprocessing = {"input_size": [3, 48, 48], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.9}
+    datamodule = PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 64), preprocessing, batch_size=4, num_workers=0)
     datamodule.setup("fit")
     images, labels = next(iter(datamodule.train_dataloader()))
     assert images.shape == (4, 3, 48, 48) and labels.dtype == torch.int64

@@ -23,7 +23,7 @@ from artmove.data.sources import (
     WikiArtCSV,
 )
 from artmove.data.splits import artist_from_filename, group_split, shared_groups
-from artmove.models.classifier import ArtClassifier
+from conftest import classifier
 
 SAMPLE_CLASSES = [
     "Abstract_Expressionism", "Baroque", "Cubism", "Fauvism", "Impressionism", "Minimalism",
@@ -217,8 +217,7 @@ def imbalanced(root):
 
 
 def test_balance_sampler_draws_classes_evenly(tmp_path):
-    datamodule = PaintingDataModule(imbalanced(tmp_path), batch_size=44, num_workers=0, balance="sampler", seed=0)
-    datamodule.use_data_config(EVAL)
+    datamodule = PaintingDataModule(imbalanced(tmp_path), EVAL, batch_size=44, num_workers=0, balance="sampler", seed=0)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     labels = torch.cat([next(iter(loader))[1] for _ in range(5)])  # five draws of one sampler, as five epochs
@@ -231,7 +230,7 @@ def test_balance_loss_weights_the_cross_entropy(tmp_path):
     weights = datamodule.class_weights()
     assert weights == pytest.approx([44 / 80, 44 / 8])
     assert PaintingDataModule(imbalanced(tmp_path)).class_weights() is None
-    model = ArtClassifier("resnet18", num_classes=2, pretrained=False, unfreeze=0.0, class_weights=weights)
+    model = classifier("resnet18", 2, class_weights=weights)
     assert torch.allclose(model.criterion.weight, torch.tensor(weights))
 
 

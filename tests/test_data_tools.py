@@ -13,12 +13,12 @@ from PIL import Image
 
 from artmove.data import PaintingDataModule, inspect, prepare, verify
 from artmove.data import datamodule as datamodule_module
-from artmove.data.cache import cache_path
+from artmove.data.prepared import cache_path
 from artmove.data.sources import DataSetupError, ImageFolderSplits
 from artmove.train import train
 
 EVAL = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0}
-FAST_TRAIN = ["backbone=tf_efficientnet_lite0", "unfreeze=0", "debug=fast_dev_run", "model.image_size=64", "data.batch_size=4"]
+FAST_TRAIN = ["backbone=tf_efficientnet_lite0", "unfreeze=0", "debug=fast_dev_run", "image_size=64", "data.batch_size=4"]
 
 
 def spy(function, calls: list):
@@ -75,10 +75,9 @@ def run_tool(module, monkeypatch, *overrides):
 def test_bad_files_are_skipped_counted_named_and_never_stop_an_epoch(tmp_path, caplog):
     spoil(painting_folder(tmp_path))
     source = lambda: ImageFolderSplits(tmp_path, val_fraction=0.0, test_fraction=0.0)  # noqa: E731
-    datamodule = PaintingDataModule(source, batch_size=5, num_workers=0, max_bad_fraction=0.25)
+    datamodule = PaintingDataModule(source, EVAL, batch_size=5, num_workers=0, max_bad_fraction=0.25)
     with caplog.at_level(logging.INFO, logger="artmove.data"):
         assert datamodule.split_sizes()["train"] == 13  # 12 good + the truncated one (its header reads)
-        datamodule.use_data_config(EVAL)
         datamodule.setup("fit")
         batches = list(datamodule.train_dataloader())
     assert sum(len(labels) for _, labels in batches) == 13  # the truncated file was replaced, not dropped mid-epoch
@@ -111,7 +110,7 @@ def test_verify_decodes_everything_and_writes_the_bad_list(tmp_path, monkeypatch
 # --- the resized cache ----------------------------------------------------------------------
 def test_prepare_writes_once_and_training_reads_the_copies(tmp_path, monkeypatch, capsys):
     root, cache = painting_folder(tmp_path / "set", size=(900, 600)), tmp_path / "cache"
-    args = ["data=folder", f"data.root={root}", f"data.cache_dir={cache}", "size=64", "workers=1"]
+    args = ["data=folder", f"data.root={root}", f"data.prepared_dir={cache}", "size=64", "workers=1"]
     assert run_tool(prepare, monkeypatch, *args, f"hydra.run.dir={tmp_path / 'one'}") == 0
     assert run_tool(prepare, monkeypatch, *args, f"hydra.run.dir={tmp_path / 'two'}") == 0
     first, second = [line for line in capsys.readouterr().out.splitlines() if "] - prepared" in line]
@@ -124,8 +123,8 @@ def test_prepare_writes_once_and_training_reads_the_copies(tmp_path, monkeypatch
 
     touched = root / "cubism" / "painter1_cubism1.jpg"
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # a changed original
-    datamodule = PaintingDataModule(lambda: ImageFolderSplits(root), num_workers=0, cache_dir=str(cache))
-    datamodule.use_data_config(EVAL)  # decodes >= 32 px: the 64 px copies serve
+    # The preprocessing decodes >= 32 px: the 64 px copies serve.
+    datamodule = PaintingDataModule(lambda: ImageFolderSplits(root), EVAL, num_workers=0, prepared_dir=str(cache))
     datamodule.setup("fit")
     read = [path for split in ("train", "val", "test") for path, _ in datamodule.datasets[split].dataset.samples]
     assert sum(cache in path.parents for path in read) == 11 and touched in read
@@ -135,8 +134,9 @@ def test_prepare_writes_once_and_training_reads_the_copies(tmp_path, monkeypatch
     image, _ = datamodule.datasets["val"][0]
     assert tuple(image.shape) == (3, 32, 32) and image.dtype == torch.float32
 
-    too_small = PaintingDataModule(lambda: ImageFolderSplits(root), num_workers=0, cache_dir=str(cache))
-    too_small.use_data_config({**EVAL, "input_size": [3, 128, 128]})  # needs more than 64 px: originals
+    # Needs more than 64 px: the originals.
+    too_small = PaintingDataModule(lambda: ImageFolderSplits(root), {**EVAL, "input_size": [3, 128, 128]}, num_workers=0,
+                                   prepared_dir=str(cache))  # fmt: skip
     too_small.setup("fit")
     assert not any(cache in path.parents for path, _ in too_small.datasets["train"].dataset.samples)
 

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 
-from artmove.distributed import TimmSyncBatchNorm, relaunches_command
+from artmove.sweeps.ddp_jobs import relaunches_command
+from artmove.sync_batchnorm import TimmSyncBatchNorm
 from artmove.train import train
 
 # test: 5 images (odd), so a padded DistributedSampler would evaluate 6 on 2 processes.
@@ -44,7 +45,7 @@ def ddp_sweep(tmp_path_factory, odd_folder):
     that resume from it: training is done, so they test that checkpoint on 2 processes."""
     base = tmp_path_factory.mktemp("ddp")
     settings = [f"data.root={odd_folder}", "data=folder", "backbone=test_resnet", "pretrained=false", "debug=limit",
-                "model.image_size=32", "trainer.limit_val_batches=1.0",
+                "image_size=32", "trainer.limit_val_batches=1.0",
                 "trainer.limit_test_batches=1.0"]  # fmt: skip
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="artmove.conf", version_base="1.3"):

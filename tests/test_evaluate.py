@@ -60,10 +60,10 @@ def test_per_class_table_on_a_hand_built_case():
 
 
 def test_tta_views_start_from_the_eval_transform():
-    data_config = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.8}
+    preprocessing = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 0.8}
     image = Image.effect_mandelbrot((60, 48), (-2, -1.2, 1, 1.2), 50).convert("RGB")
-    plain = eval_transform(data_config)(image)
-    views = {mode: tta_transform(data_config, mode)(image) for mode in ("none", "flip", "five_crop", "ten_crop")}
+    plain = eval_transform(preprocessing)(image)
+    views = {mode: tta_transform(preprocessing, mode)(image) for mode in ("none", "flip", "five_crop", "ten_crop")}
     assert {mode: v.shape[0] for mode, v in views.items()} == {"none": 1, "flip": 2, "five_crop": 5, "ten_crop": 10}
     assert torch.equal(views["none"][0], plain) and torch.equal(views["flip"][1], plain.flip(-1))
     assert torch.equal(views["five_crop"][4], plain)  # the fifth crop is the centre crop

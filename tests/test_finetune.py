@@ -13,12 +13,12 @@ from timm.models import group_parameters
 from timm.optim import param_groups_weight_decay
 
 from artmove.checks import ConfigError
-from artmove.models import ArtClassifier
-from artmove.finetune.policies import weight_decay_groups
-from artmove.models.freezing import plan_stages, plan_unfreeze
-from conftest import sgd_steps
+from artmove.finetune import Discriminative, Fraction, Gradual, Stages
+from artmove.finetune.layers import plan_stages, plan_unfreeze
+from artmove.train import build
+from conftest import classifier, sgd_steps
 
-TINY = ["backbone=test_resnet", "pretrained=false", "model.image_size=32", "data.batch_size=4", "data.num_workers=0",
+TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0",
         "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
         "data.source.canvas_size=48", "optimizer.lr=0.01", "optimizer.weight_decay=0.05"]  # fmt: skip
 LR = 0.01
@@ -40,9 +40,7 @@ class LrRecorder(Callback):
 def fit(compose_train, *overrides, epochs=3, batches=2, callbacks=(), ckpt_path=None):
     cfg = compose_train(*TINY, *overrides)
     pl.seed_everything(0)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, num_classes=len(datamodule.classes), class_names=datamodule.classes, _convert_="all")
-    datamodule.use_data_config(model.data_config)
+    _, datamodule, model = build(cfg)
     recorder = LrRecorder()
     trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=1, accelerator="cpu",
                          logger=False, enable_checkpointing=bool(callbacks), enable_progress_bar=False,
@@ -57,12 +55,14 @@ def block_names(plan, depth):
 
 
 def check_gradual_step(plan, step, lr_decay=0.5):
-    """Head, plus one more block per epoch down to the floor; the k-th block at lr_decay**k x the head's LR."""
+    """Head, plus one more block per epoch down to the floor; the k-th block at lr_decay**k x the head's LR
+    (every block of the plan is in the optimizer from the start, frozen until its epoch)."""
     unfrozen = min(step["epoch"], plan.trained_blocks)
     expected = set(plan.head).union(*(block_names(plan, depth) for depth in range(1, unfrozen + 1)))
-    assert step["trainable"] == expected == set(step["lrs"]), step["epoch"]
+    assert step["trainable"] == expected, step["epoch"]
+    assert set(step["lrs"]) == set(plan.trainable)
     head_lr = step["lrs"]["fc.weight"]
-    for depth in range(1, unfrozen + 1):
+    for depth in range(1, plan.trained_blocks + 1):
         for name in block_names(plan, depth):
             assert step["lrs"][name] == pytest.approx(head_lr * lr_decay**depth), (name, step["epoch"])
     return head_lr
@@ -84,9 +84,9 @@ def test_stages_are_timm_coarse_groups(backbone, stages, expected):
     assert plan.trainable_modules() == expected
 
 
-def test_stages_beyond_the_backbone_are_refused_with_the_count(compose_train):
+def test_stages_beyond_the_backbone_are_refused_with_the_count_when_the_policy_is_built():
     with pytest.raises(ConfigError, match=r"finetune.stages=9: ResNet has 5 stages .*give a whole number from 0"):
-        ArtClassifier("resnet50", 3, pretrained=False, finetune={"policy": "stages", "stages": 9})
+        Stages("resnet50", stages=9)
 
 
 def test_stages_trains_the_same_parameters_at_one_lr_every_step(compose_train):
@@ -157,8 +157,7 @@ def test_discriminative_trains_only_the_unfreeze_fraction(compose_train):
 # --- norm layers --------------------------------------------------------------------
 def test_frozen_norm_statistics_stay_fixed_in_a_lightning_run(compose_train):
     """Lightning never calls train() on the module: the modes must be right from construction on."""
-    cfg = compose_train(*TINY, "unfreeze=0.5")
-    model = instantiate(cfg.model, num_classes=10, _convert_="all")
+    _, _, model = build(compose_train(*TINY, "unfreeze=0.5"))
     frozen, trained = model.model.layer1[0].bn1, model.model.layer4[0].bn1
     before = frozen.running_mean.clone(), trained.running_mean.clone()
     model, _ = fit(compose_train, "unfreeze=0.5", epochs=1)
@@ -167,7 +166,7 @@ def test_frozen_norm_statistics_stay_fixed_in_a_lightning_run(compose_train):
 
 
 def test_train_bn_trains_every_batch_norm_also_in_frozen_blocks():
-    module = ArtClassifier("resnet18", 3, pretrained=False, unfreeze=0.0, finetune={"train_bn": True})
+    module = classifier("resnet18", 3, Fraction(0.0, train_bn=True))
     frozen_bn = module.model.layer1[0].bn1
     assert frozen_bn.weight.requires_grad and not module.model.layer1[0].conv1.weight.requires_grad
     before = frozen_bn.running_mean.clone()
@@ -176,7 +175,7 @@ def test_train_bn_trains_every_batch_norm_also_in_frozen_blocks():
 
 
 def test_freeze_norm_stats_all_keeps_statistics_of_trained_norms_fixed():
-    module = ArtClassifier("resnet18", 3, pretrained=False, unfreeze=0.3, finetune={"freeze_norm_stats": "all"})
+    module = classifier("resnet18", 3, Fraction(0.3, freeze_norm_stats="all"))
     trained_bn = module.model.layer4[1].bn2  # (bn1's gradient passes bn2's zero-initialised weight)
     before_stats, before_weight = trained_bn.running_mean.clone(), trained_bn.weight.detach().clone()
     sgd_steps(module)
@@ -188,11 +187,11 @@ def test_freeze_norm_stats_all_keeps_statistics_of_trained_norms_fixed():
 def test_regularisers_are_off_by_default(compose_train):
     model = compose_train().model
     assert (model.mixup, model.cutmix, model.ema_decay, model.drop_path_rate, model.label_smoothing) == (0, 0, None, 0, 0)
-    assert compose_train().finetune.policy == "fraction"
+    assert type(build(compose_train("pretrained=false"))[2].policy) is Fraction
 
 
 def test_mixup_cutmix_use_soft_targets_and_odd_batches():
-    module = ArtClassifier("resnet18", 3, pretrained=False, image_size=32, mixup=0.4, cutmix=1.0)
+    module = classifier("resnet18", 3, image_size=32, mixup=0.4, cutmix=1.0)
     module.log = module.log_dict = lambda *a, **k: None
     targets = []
     module.soft_criterion.register_forward_pre_hook(lambda _, inputs: targets.append(inputs[1]))
@@ -212,10 +211,10 @@ def test_ema_weights_are_used_for_validation(compose_train):
 
 
 def test_drop_path_reaches_the_backbone_and_is_refused_where_missing():
-    module = ArtClassifier("resnet18", 3, pretrained=False, drop_path_rate=0.1)
+    module = classifier("resnet18", 3, drop_path_rate=0.1)
     assert module.model.layer4[1].drop_path.drop_prob == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="no stochastic depth"):
-        ArtClassifier("vgg11", 3, pretrained=False, drop_path_rate=0.1)
+        classifier("vgg11", 3, drop_path_rate=0.1)
 
 
 def test_gradient_clipping_is_one_trainer_line(compose_train):
@@ -226,24 +225,70 @@ def test_gradient_clipping_is_one_trainer_line(compose_train):
     assert train(cfg)["status"] == "ok"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["finetune=fraction", "finetune.cache_features=true", "unfreeze=0.2"], "needs a frozen backbone"),
-    (["finetune=gradual", "finetune.every_epochs=0"], "every_epochs=0"),
-    (["finetune=discriminative", "finetune.layer_decay=1.5"], r"layer_decay=1.5: give a factor in \(0, 1\]"),
-    (["+finetune.stage=2"], "finetune.stage: no such setting"),
-    (["finetune=stages", "finetune.stages=6"], "ResNet has 5 stages"),
-])  # fmt: skip
-def test_wrong_finetune_settings_fail_before_training(compose_train, overrides, message):
+@pytest.mark.parametrize("overrides", [["features=cached", "unfreeze=0.2"], ["features=cached", "unfreeze=0", "finetune.train_bn=true"]])
+def test_cached_features_refuse_a_backbone_that_trains(compose_train, overrides):
     from artmove.train import train
 
+    with pytest.raises(ConfigError, match="features=cached needs a frozen backbone"):
+        train(compose_train(*TINY, *overrides))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["finetune=gradual", "finetune.every_epochs=0"], "every_epochs=0"),
+    (["finetune=discriminative", "finetune.layer_decay=1.5"], r"layer_decay=1.5: give a factor in \(0, 1\]"),
+    (["finetune=fraction", "finetune.freeze_norm_stats=some"], "freeze_norm_stats='some': use frozen or all"),
+    (["unfreeze=1.5"], r"unfreeze=1.5 must be a number in \[0, 1\]"),
+    (["finetune=stages", "finetune.stages=6"], "ResNet has 5 stages"),
+])  # fmt: skip
+def test_wrong_finetune_settings_fail_before_any_data_or_weights(compose_train, overrides, message, monkeypatch):
+    import artmove.data
+    from artmove.train import train
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data module was built before the settings were checked")
+
+    monkeypatch.setattr(artmove.data, "PaintingDataModule", no_data)  # what conf/data's _target_ names
     with pytest.raises(ConfigError, match=message):
         train(compose_train(*TINY, *overrides))
 
 
-def test_groups_added_later_follow_timms_weight_decay_rule_with_no_weight_decay_names():
+@pytest.mark.parametrize("overrides, message", [
+    (["finetune=stages", "unfreeze=0.5"], "finetune=stages counts stages, it does not use unfreeze=0.5"),
+    (["+finetune.stage=2"], "finetune.stage: Fraction has no such setting; its settings: freeze_norm_stats, train_bn, unfreeze"),
+    (["finetune=fraction", "+finetune.layer_decay=0.5"], "finetune.layer_decay: Fraction has no such setting"),
+    (["finetune=gradual", "+finetune.stages=2"], "finetune.stages: Gradual has no such setting"),
+    (["finetune=discriminative", "+finetune.every_epochs=2"], "finetune.every_epochs: Discriminative has no such setting"),
+])  # fmt: skip
+def test_each_policy_refuses_a_setting_it_does_not_use(compose_train, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build(compose_train(*TINY, *overrides))
+
+
+def test_a_policy_from_the_users_own_module_plugs_in_by_target(compose_train, tmp_path, monkeypatch):
+    """A new policy is one class and one config node, outside artmove: here, retrain only the stem."""
+    (tmp_path / "my_policies.py").write_text(
+        "from artmove.finetune import FinetunePolicy\n"
+        "from artmove.finetune.layers import plan_unfreeze\n"
+        "import dataclasses\n"
+        "class StemOnly(FinetunePolicy):\n"
+        "    def plan(self, model):\n"
+        "        plan = plan_unfreeze(model, 0.0, setting='stem only')\n"
+        "        return dataclasses.replace(plan, blocks=plan.blocks[1:] + plan.blocks[:1],\n"
+        "                                   block_layers=plan.block_layers[1:] + plan.block_layers[:1], trained_blocks=1)\n"
+    )  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model, steps = fit(compose_train, "~finetune", "+finetune._target_=my_policies.StemOnly", "scheduler=none", epochs=1)
+    stem = {n for n, _ in model.model.named_parameters() if n.startswith(("conv1.", "bn1."))}
+    assert stem and all(step["trainable"] == stem | {"fc.weight", "fc.bias"} == set(step["lrs"]) for step in steps)
+    assert model.describe_trainable().startswith("stem only: retraining")
+
+
+def test_gradual_groups_follow_timms_weight_decay_rule_with_no_weight_decay_names():
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=32, patch_size=8)
-    ours = weight_decay_groups(vit.named_parameters(), 0.05, vit.no_weight_decay())
-    reference = param_groups_weight_decay(vit, 0.05, no_weight_decay_list=vit.no_weight_decay())
-    by_decay = lambda groups: {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}  # noqa: E731
+    policy = Gradual(unfreeze=1.0)
+    plan = policy.prepare(vit)
+    ours = policy.param_groups(vit, plan, 0.05)
+    reference = param_groups_weight_decay(vit.requires_grad_(True), 0.05, no_weight_decay_list=vit.no_weight_decay())
+    by_decay = lambda groups: {wd: {id(p) for g in groups if g["weight_decay"] == wd for p in g["params"]} for wd in (0.0, 0.05)}  # noqa: E731
     assert by_decay(ours) == by_decay(reference)
     assert id(vit.pos_embed) in by_decay(ours)[0.0] and id(vit.cls_token) in by_decay(ours)[0.0]

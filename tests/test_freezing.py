@@ -2,10 +2,11 @@ import pytest
 import timm
 import torch
 
-from artmove.models import ArtClassifier
 from artmove.checks import ConfigError
-from artmove.models.freezing import classifier_heads, plan_unfreeze
-from conftest import sgd_steps
+from artmove.features import FeatureDataModule
+from artmove.finetune import Fraction
+from artmove.finetune.layers import classifier_heads, plan_unfreeze
+from conftest import classifier, sgd_steps
 
 
 def trainable_prefixes(model: torch.nn.Module) -> set[str]:
@@ -15,7 +16,7 @@ def trainable_prefixes(model: torch.nn.Module) -> set[str]:
 @pytest.fixture(scope="module")
 def resnet50_classifiers():
     return {
-        fraction: ArtClassifier("resnet50", num_classes=7, unfreeze=fraction, pretrained=False, image_size=64)
+        fraction: classifier("resnet50", 7, Fraction(fraction), image_size=64)
         for fraction in (0.0, 0.2, 1.0)
     }
 
@@ -41,10 +42,10 @@ def test_fraction_snaps_to_nearest_block_boundary(fraction, layers):
     assert plan.trained_layers == layers
 
 
-@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, True, "0.2"])
 def test_fraction_outside_unit_interval_is_refused(fraction):
-    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        plan_unfreeze(timm.create_model("resnet18", num_classes=3), fraction)
+    with pytest.raises(ConfigError, match=r"must be a number in \[0, 1\]"):
+        Fraction(fraction)
 
 
 def test_optimizer_holds_exactly_the_trainable_parameters(resnet50_classifiers):
@@ -71,20 +72,19 @@ def test_frozen_norm_statistics_do_not_change_during_training(resnet50_classifie
 
 
 def test_a_distilled_model_has_two_heads_both_fresh_and_trained():
-    model = ArtClassifier("deit_tiny_distilled_patch16_224", num_classes=4, pretrained=False, unfreeze=0.0)
+    model = classifier("deit_tiny_distilled_patch16_224", 4, Fraction(0.0))
     assert list(classifier_heads(model.model)) == ["head", "head_dist"]
     trainable = {name for name, p in model.model.named_parameters() if p.requires_grad}
     assert trainable == {"head.weight", "head.bias", "head_dist.weight", "head_dist.bias"}
     assert all(not p.any() for name, p in model.model.named_parameters() if name.startswith("head"))  # zero-init
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 4)
     with pytest.raises(ConfigError, match="needs one classifier head.*head, head_dist"):
-        ArtClassifier("deit_tiny_distilled_patch16_224", num_classes=4, pretrained=False, unfreeze=0.0,
-                      finetune={"cache_features": True})  # fmt: skip
+        FeatureDataModule(images=None, classifier=model, cache_dir="unused")
 
 
 def test_only_the_output_layer_of_a_head_starts_at_zero_so_every_head_learns():
     """LeViT's heads are BatchNorm + Linear: zeroing the norm too would let no gradient reach the linear weight."""
-    model = ArtClassifier("levit_128s", num_classes=4, pretrained=False, unfreeze=0.0)
+    model = classifier("levit_128s", 4, Fraction(0.0))
     assert list(classifier_heads(model.model)) == ["head", "head_dist"]
     head = model.model.head
     assert not head.linear.weight.any() and bool((head.bn.weight == 1).all())

@@ -67,7 +67,7 @@ def test_a_runs_test_table_equals_evaluate_on_its_best_checkpoint(tmp_path, wiki
     common = [sys.executable, "-m"]
     subprocess.run(
         [*common, "artmove.train", "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0",
-         "unfreeze=0", "model.image_size=96", "data.batch_size=10", "trainer.max_epochs=2", "data.num_workers=0",
+         "unfreeze=0", "image_size=96", "data.batch_size=10", "trainer.max_epochs=2", "data.num_workers=0",
          f"hydra.run.dir={run}"],
         check=True, capture_output=True,
     )  # fmt: skip

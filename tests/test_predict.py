@@ -88,7 +88,7 @@ def test_predictions_match_the_model_on_its_eval_transform(tiny_run, paintings, 
                          f"output_dir={tmp_path}", "num_workers=0", "batch_size=2")  # fmt: skip
     result = predict(cfg)
     model = load_classifier(ckpt)
-    config = model.data_config
+    config = model.preprocessing
     transform = create_transform(input_size=tuple(config["input_size"]), interpolation=config["interpolation"], mean=tuple(config["mean"]),
                                  std=tuple(config["std"]), crop_pct=config["crop_pct"], is_training=False)  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))

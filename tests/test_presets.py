@@ -14,7 +14,7 @@ def test_presets_hold_rastas_settings(compose_train, experiment, unfreeze, _):
     cfg = compose_train(f"experiment={experiment}", "data.root=/data/wikipaintings")
     assert (cfg.backbone, cfg.pretrained, cfg.unfreeze) == ("resnet50", True, unfreeze)
     assert cfg.data.source._target_.endswith("RastaWikiPaintings")
-    assert (cfg.model.image_size, cfg.data.batch_size, cfg.trainer.max_epochs) == (224, 32, 10)
+    assert (cfg.image_size, cfg.data.batch_size, cfg.trainer.max_epochs) == (224, 32, 10)
     assert (cfg.optimizer.opt, cfg.optimizer.lr, cfg.scheduler.sched) == ("rmsprop", 1e-3, "none")
     assert cfg.data.augment.hflip == 0.0 and list(cfg.data.augment.scale) == [1.0, 1.0]
 
@@ -27,7 +27,7 @@ def test_presets_require_the_data_set_path(compose_train):
 @pytest.mark.parametrize("experiment, _, trained_layers", PRESETS)
 def test_presets_run_on_the_rasta_sample(compose_train, wikipaintings_small, experiment, _, trained_layers):
     cfg = compose_train(f"experiment={experiment}", f"data.root={wikipaintings_small}", "pretrained=false",
-                        "debug=limit", "model.image_size=32", "data.batch_size=2")  # fmt: skip
+                        "debug=limit", "image_size=32", "data.batch_size=2")  # fmt: skip
     results = train(cfg)
     assert results["num_classes"] == 25 and results["status"] == "ok"
     assert (results["trained_layers"], results["total_layers"]) == (trained_layers, 106)

@@ -95,7 +95,7 @@ def test_a_sweep_of_tiny_rasta_jobs_gives_the_table_and_plots(tmp_path, wikipain
         train(compose_config(
             "train", f"paths.output_dir={sweep / str(job)}", "data=rasta", f"data.root={wikipaintings_small}",
             "backbone=resnet18", "pretrained=false", f"unfreeze={unfreeze}", f"seed={seed}", "debug=limit",
-            "model.image_size=32", "data.batch_size=4", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
+            "image_size=32", "data.batch_size=4", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         ))  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "artmove.report", str(sweep)], capture_output=True, text=True, timeout=300)

@@ -16,13 +16,14 @@ from omegaconf import OmegaConf
 
 from artmove.checks import ConfigError
 from artmove.sweeps.devices import DeviceSlots, claim_slot, gpu_slots
-from artmove.sweeps.failures import FailOnNonFiniteLoss, NonFiniteLossError, record_failure
-from artmove.sweeps.resume import resume_checkpoint
+from artmove.callbacks import FailOnNonFiniteLoss, NonFiniteLossError
+from artmove.results import record_failure
+from artmove.resume import resume_checkpoint
 from artmove.sweeps.summary import failed_jobs
 from artmove.train import train
 
 # Tiny real runs: 10 synthetic styles x 1 image per split, 32 px, a 30-layer test ResNet.
-TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "model.image_size=32", "data.batch_size=4",
+TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4",
         "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
         "data.source.canvas_size=32"]  # fmt: skip
 FIXED = {override.split("=")[0] for override in TINY}

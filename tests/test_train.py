@@ -9,7 +9,7 @@ import pytest
 from artmove.checks import ConfigError
 from artmove.train import train
 
-FAST = ["debug=fast_dev_run", "model.image_size=64", "data.batch_size=8",
+FAST = ["debug=fast_dev_run", "image_size=64", "data.batch_size=8",
         "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1"]  # fmt: skip
 
 
@@ -87,7 +87,7 @@ def test_missing_data_root_says_how_to_set_it(compose_train):
 def test_short_real_run_on_rasta_writes_results(compose_train, tmp_path, wikipaintings_small):
     cfg = compose_train(
         "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0", "unfreeze=0.2",
-        "debug=limit", "model.image_size=96", "data.batch_size=8", "trainer.limit_test_batches=4",
+        "debug=limit", "image_size=96", "data.batch_size=8", "trainer.limit_test_batches=4",
     )  # fmt: skip
     results = train(cfg)
     assert results["num_classes"] == 25 and results["data"]["split_sizes"] == {"train": 249, "val": 250, "test": 249}

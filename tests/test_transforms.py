@@ -11,7 +11,7 @@ from PIL import Image
 from timm.data import create_transform
 
 from artmove.data import PaintingDataModule
-from artmove.data.cache import write_resized
+from artmove.data.prepared import write_resized
 from artmove.data.images import UnreadableImageError, load_array, load_image
 from artmove.data.sources import SyntheticPaintings
 from artmove.data.transforms import RandomResizedCrop, build_eval_transform, build_train_transform, normalize_uint8
@@ -78,8 +78,7 @@ def test_flips_and_colour_jitter_follow_the_augment_settings():
 
 
 def test_the_datamodule_normalises_uint8_batches_on_the_device_and_leaves_float_ones():
-    datamodule = PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 32), num_workers=0)
-    datamodule.use_data_config(CONFIG)
+    datamodule = PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 32), CONFIG, num_workers=0)
     batch, labels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8), torch.tensor([0, 1])
     images, _ = datamodule.on_after_batch_transfer((batch, labels), 0)
     expected = (batch.float() / 255 - torch.tensor(CONFIG["mean"]).view(1, 3, 1, 1)) / torch.tensor(CONFIG["std"]).view(1, 3, 1, 1)

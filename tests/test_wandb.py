@@ -20,7 +20,7 @@ from artmove.train import train
 from artmove.wandb_logging import ArtmoveWandbLogger, choose_mode, sweep_group_and_name
 from conftest import compose_config
 
-TINY = ["backbone=resnet18", "pretrained=false", "debug=limit", "model.image_size=32", "data.batch_size=8",
+TINY = ["backbone=resnet18", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=8",
         "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=2"]  # fmt: skip
 
 
@@ -129,7 +129,7 @@ def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsy
     assert "test/confusion_matrix_table/nrows" in run["history"] and "test/confusion_matrix_image/path" in run["history"]
     predictions = next(paths for name, paths in run["artifacts"].items() if "testpredictions" in name)
     assert sum(path.endswith(".png") for path in predictions) == 16
-    assert run["tags"] == ["resnet18", "unfreeze=0.2"] and run["group"] == ""  # a single run: no group
+    assert run["tags"] == ["resnet18"] and run["config"]["finetune"]["unfreeze"] == 0.2 and run["group"] == ""  # a single run: no group
     per_class = logged_table(out, "test/per_class")
     assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == results["test/num_images"]
 
@@ -192,7 +192,7 @@ def test_under_ddp_the_test_tables_cover_every_rank(no_credentials):
     out = no_credentials / "run"
     done = subprocess.run(
         [sys.executable, "-m", "artmove.train", "logger=wandb", "trainer=ddp_cpu", "data=folder", f"data.root={no_credentials / 'data'}",
-         "backbone=test_resnet", "pretrained=false", "debug=limit", "model.image_size=32", "data.batch_size=2",
+         "backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=2",
          "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0", f"hydra.run.dir={out}"],
         capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL,
     )  # fmt: skip

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from artmove.checks import ConfigError
-from artmove.data.cache import use_cache
+from artmove.data.prepared import use_cache
 from artmove.data.files import FileCheck, ReadableFiles, screen
 from artmove.data.sources import DataSetupError, PaintingSource
 from artmove.data.sources.base import SPLITS, LabelledFiles
 from artmove.data.splits import artist_from_filename, group_split, split_summary
-from artmove.data.transforms import build_transforms, decode_size, normalize_uint8
-from artmove.distributed import eval_sampler
+from artmove.data.transforms import build_eval_transform, build_transforms, decode_size, normalize_uint8
+from artmove.data.samplers import balanced_sampler, eval_sampler
 
 log = logging.getLogger(__name__)
 BALANCE = ("none", "sampler", "loss")
@@ -81,18 +81,20 @@ class PaintingDataModule(SplitLoaders):
     """Loads a painting data set through a :class:`PaintingSource` and timm transforms.
 
     ``source`` builds the data set's format; it is called with ``root`` unless root is
-    None. The transforms follow the backbone: call :meth:`use_data_config` with the
-    model's timm data config before ``setup``.
+    None. ``preprocessing`` is the backbone's timm data config (input size, interpolation,
+    mean/std, crop), which the transforms follow; without it the module lists and reads
+    the splits' images but cannot transform them.
 
     For file-based sources: unreadable files are dropped and named (stop when more than
     ``max_bad_fraction`` are bad), ``group_by="artist"`` keeps each artist in one split,
-    copies prepared in ``cache_dir`` (``python -m artmove.data.prepare``) replace the
+    copies prepared in ``prepared_dir`` (``python -m artmove.data.prepare``) replace the
     originals, and ``balance`` ("sampler" or "loss") counters class imbalance.
     """
 
     def __init__(
         self,
         source: Callable[..., PaintingSource],
+        preprocessing: Mapping[str, Any] | None = None,
         root: str | None = None,
         batch_size: int = 32,
         num_workers: int | str = 2,
@@ -104,7 +106,7 @@ class PaintingDataModule(SplitLoaders):
         group_by: str | None = None,
         balance: str = "none",
         max_bad_fraction: float = 0.01,
-        cache_dir: str | None = None,
+        prepared_dir: str | None = None,
     ):
         super().__init__()
         if group_by not in (None, "artist"):
@@ -118,8 +120,8 @@ class PaintingDataModule(SplitLoaders):
         self.augment = dict(augment or {})
         self.seed, self.group_by, self.balance = seed, group_by, balance
         self.max_bad_fraction = max_bad_fraction
-        self.cache_dir = Path(os.path.expanduser(cache_dir)) if cache_dir else None
-        self.data_config: dict[str, Any] | None = None
+        self.prepared_dir = Path(os.path.expanduser(prepared_dir)) if prepared_dir else None
+        self.preprocessing = dict(preprocessing) if preprocessing is not None else None
         self.file_checks: list[FileCheck] = []  # every listed file's header check, filled with ``files``
         self.datasets: dict[str, Dataset] = {}
 
@@ -170,35 +172,39 @@ class PaintingDataModule(SplitLoaders):
         files = self.files
         return [label for _, label in files["train"]] if files is not None else list(self.source.split("train").labels)
 
-    def use_data_config(self, data_config: Mapping[str, Any]) -> None:
-        self.data_config = dict(data_config)
-
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        if self.data_config is None:
-            raise DataSetupError("PaintingDataModule.use_data_config(model.data_config) must be called before setup().")
-        train_transform, eval_transform = build_transforms(self.data_config, self.augment)
-        min_size = decode_size(self.data_config)
+        train_transform, eval_transform = build_transforms(self._preprocessing(), self.augment)
         for split in SPLITS:
-            transform = train_transform if split == "train" else eval_transform
-            self.datasets[split] = Transformed(self.images(split, min_size), transform)
+            self.datasets[split] = Transformed(self.images(split), train_transform if split == "train" else eval_transform)
 
-    def images(self, split: str, min_size: int, use_cache: bool = True) -> Dataset:
+    def evaluation_dataset(self, split: str) -> Transformed:
+        """A split's images as training reads them, through the eval transform (train split included)."""
+        return Transformed(self.images(split), build_eval_transform(self._preprocessing()))
+
+    def _preprocessing(self) -> dict[str, Any]:
+        if self.preprocessing is None:
+            raise DataSetupError("PaintingDataModule needs the backbone's preprocessing to transform images: pass preprocessing=.")
+        return self.preprocessing
+
+    def images(self, split: str, use_cache: bool = True) -> Dataset:
         """The split's (image, label) pairs as training sees them: bad files screened out, artists
-        grouped, unreadable files skipped, read from the prepared cache where it has a copy."""
+        grouped, unreadable files skipped, read from the prepared cache where it has a copy; decoded
+        no smaller than the preprocessing needs (JPEG draft mode)."""
+        min_size = decode_size(self.preprocessing) if self.preprocessing is not None else None
         files = self.files
         if files is None:
             return self.source.split(split, min_size)
-        samples = self._cached(split, files[split], min_size) if use_cache else files[split]
+        samples = self._cached(split, files[split], min_size) if use_cache and min_size else files[split]
         return ReadableFiles(samples, min_size)
 
     def _cached(self, split: str, samples: list[tuple[Path, int]], min_size: int) -> list[tuple[Path, int]]:
-        if self.cache_dir is None:
+        if self.prepared_dir is None:
             return samples
-        swapped, size, hits = use_cache(samples, self.cache_dir, min_size)
+        swapped, size, hits = use_cache(samples, self.prepared_dir, min_size)
         if size is not None:
-            log.info("split %s: %d/%d images from the prepared cache %s", split, hits, len(samples), self.cache_dir / f"s{size}")
+            log.info("split %s: %d/%d images from the prepared cache %s", split, hits, len(samples), self.prepared_dir / f"s{size}")
         return swapped
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -207,7 +213,7 @@ class PaintingDataModule(SplitLoaders):
         batches only, before this hook."""
         images, labels = batch
         if images.dtype == torch.uint8:
-            images = normalize_uint8(images, self.data_config["mean"], self.data_config["std"])
+            images = normalize_uint8(images, self.preprocessing["mean"], self.preprocessing["std"])
             if self.trainer is not None:
                 images = self.trainer.precision_plugin.convert_input(images)
         return images, labels
@@ -227,14 +233,6 @@ class PaintingDataModule(SplitLoaders):
             persistent_workers=self.persistent_workers and workers,
             prefetch_factor=self.prefetch_factor if workers else None,
         )
-
-
-def balanced_sampler(labels: list[int], seed: int) -> WeightedRandomSampler:
-    """Draws every class equally often (``data.balance=sampler``): weight 1/count, with replacement."""
-    counts = Counter(labels)
-    weights = [1.0 / counts[label] for label in labels]
-    generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
 
 
 def auto_workers() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from artmove.data.images import UnreadableImageError, load_image, load_rgb
+from artmove.data.images import UnreadableImageError, load_image, load_rgb, open_image
 from artmove.data.sources.base import DataSetupError, LabelledFiles
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,11 @@ def check_file(path: Path, decode: bool = False) -> FileCheck:
         if path.stat().st_size == 0:
             return FileCheck(path, None, "empty file (0 bytes)")
         if decode:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 size = image.size
             load_rgb(path, min_size=64)
             return FileCheck(path, size)
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return FileCheck(path, image.size)
     except UnreadableImageError as error:
         return FileCheck(path, None, str(error.__cause__ or error))

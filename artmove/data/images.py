@@ -10,8 +10,9 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # PIL refuses images over 2 x 89 Mpx as decompression bombs; museum scans of paintings can be
-# larger. Up to 250 Mpx is allowed (JPEG decodes in draft mode at the size training needs).
-Image.MAX_IMAGE_PIXELS = 250_000_000
+# larger. Up to 250 Mpx is read (JPEG decodes in draft mode at the size training needs); larger
+# files are refused as unreadable, before their pixels are decoded.
+MAX_PIXELS = 250_000_000
 
 
 class UnreadableImageError(RuntimeError):
@@ -45,7 +46,7 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image | np.ndar
 
 
 def load_array(path: Path) -> np.ndarray:
-    """The pixels of a prepared cache copy (artmove/data/cache.py): nothing to decode."""
+    """The pixels of a prepared cache copy (artmove/data/prepared.py): nothing to decode."""
     try:
         with open(path, "rb") as file:
             array = _read_rgb_npy(file)
@@ -63,7 +64,8 @@ def load_array(path: Path) -> np.ndarray:
 
 
 # The .npy header np.save writes for an H x W x 3 uint8 array (format 1.0, padded to 64 bytes).
-# Parsing it here is 3x faster than np.load's general header parser: a third of a cached read.
+# Kept for a measured gain: a 256 px copy reads in 43 us this way against 209 us with np.load
+# (2026-12-01, this machine), a quarter of a cached image's whole cost with the crop.
 _RGB_NPY = re.compile(rb"\A\x93NUMPY\x01\x00..\{'descr': '\|u1', 'fortran_order': False, 'shape': \((\d+), (\d+), 3\), \}", re.DOTALL)
 
 
@@ -80,6 +82,17 @@ def _read_rgb_npy(file) -> np.ndarray | None:
     return array.reshape(height, width, 3)
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open`` (the header only) under artmove's pixel limit: ValueError past ``MAX_PIXELS``."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < 2 * MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS  # PIL's own check only past twice the limit: ours comes first
+    image = Image.open(path)
+    if image.width * image.height > MAX_PIXELS:
+        image.close()
+        raise ValueError(f"{image.width} x {image.height} pixels is over the {MAX_PIXELS // 1_000_000} Mpx limit")
+    return image
+
+
 def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     """Decode ``path`` as an upright RGB image.
 
@@ -87,7 +100,7 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     short side at least that long: a 4000 px painting decodes ~8x faster for 224 px input.
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if min_size and image.format == "JPEG":
                 width, height = image.size
                 scale = min(width, height) / min_size

@@ -1,7 +1,7 @@
 """`python -m artmove.data.prepare data=rasta data.root=... size=256 [format=npy|jpeg]`: write the resized cache once.
 
-Each file gets a copy with its short side at ``size`` under ``data.cache_dir``, keyed by
-path, size and modification time (artmove/data/cache.py); training then reads the copies.
+Each file gets a copy with its short side at ``size`` under ``data.prepared_dir``, keyed by
+path, size and modification time (artmove/data/prepared.py); training then reads the copies.
 Files that already have a current copy are skipped, so a second run does no work.
 """
 
@@ -18,15 +18,15 @@ from omegaconf import DictConfig
 
 from artmove.checks import ConfigError
 from artmove.cli import exit_on_user_error
-from artmove.data.cache import FORMATS, cache_path, write_resized
+from artmove.data.prepared import FORMATS, cache_path, write_resized
 from artmove.data.images import UnreadableImageError
 from artmove.data.tools import all_files, load_datamodule, say, workers
 
 
-def prepare_one(path: Path, cache_dir: Path, size: int, fmt: str) -> str:
+def prepare_one(path: Path, prepared_dir: Path, size: int, fmt: str) -> str:
     """'written', 'present' or the reason the file was skipped."""
     try:
-        target = cache_path(cache_dir, path, size, fmt)
+        target = cache_path(prepared_dir, path, size, fmt)
         if target.is_file():
             return "present"
         write_resized(path, target, size)
@@ -35,9 +35,9 @@ def prepare_one(path: Path, cache_dir: Path, size: int, fmt: str) -> str:
         return f"bad: {error}"
 
 
-def prepare(paths: list[Path], cache_dir: Path, size: int, processes: int, fmt: str = "npy") -> list[str]:
+def prepare(paths: list[Path], prepared_dir: Path, size: int, processes: int, fmt: str = "npy") -> list[str]:
     with ProcessPoolExecutor(processes) as pool:
-        return list(pool.map(partial(prepare_one, cache_dir=cache_dir, size=size, fmt=fmt), paths, chunksize=8))
+        return list(pool.map(partial(prepare_one, prepared_dir=prepared_dir, size=size, fmt=fmt), paths, chunksize=8))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="data_tools")
@@ -47,15 +47,15 @@ def main(cfg: DictConfig) -> None:
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format}: use one of {', '.join(FORMATS)}.")
     datamodule = load_datamodule(cfg)
-    if datamodule.cache_dir is None:
-        raise ConfigError("data.cache_dir is null: set data.cache_dir=/path/for/the/cache.")
+    if datamodule.prepared_dir is None:
+        raise ConfigError("data.prepared_dir is null: set data.prepared_dir=/path/for/the/cache.")
     paths = [p for p in all_files(datamodule) if p.exists()]
-    outcomes = prepare(paths, datamodule.cache_dir, int(cfg.size), workers(cfg.workers), cfg.format)
+    outcomes = prepare(paths, datamodule.prepared_dir, int(cfg.size), workers(cfg.workers), cfg.format)
     counts = Counter(o if not o.startswith("bad") else "bad" for o in outcomes)
     say(
         "prepared %d files at short side %d px (%s) in %.1f s: %d written, %d already there, %d unreadable; cache %s",
         len(paths), cfg.size, cfg.format, time.time() - started, counts["written"], counts["present"], counts["bad"],
-        datamodule.cache_dir / f"s{cfg.size}",
+        datamodule.prepared_dir / f"s{cfg.size}",
     )  # fmt: skip
     for path, outcome in zip(paths, outcomes):
         if outcome.startswith("bad"):

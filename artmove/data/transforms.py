@@ -99,17 +99,17 @@ def jitter_strengths(color_jitter: float | Sequence[float]) -> tuple[float, ...]
     return tuple(float(v) for v in color_jitter)
 
 
-def build_train_transform(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None) -> v2.Compose:
+def build_train_transform(preprocessing: Mapping[str, Any], augment: Mapping[str, Any] | None = None) -> v2.Compose:
     """Random-resized crop (antialiased, the backbone's interpolation), flips and optional colour jitter
     on uint8 tensors; PIL images and prepared cache arrays both go in, a 3 x H x W uint8 tensor comes out."""
     augment = dict(augment or {})
     steps: list[Any] = [
         ToUint8Tensor(),
         RandomResizedCrop(
-            data_config["input_size"][1:],
+            preprocessing["input_size"][1:],
             scale=augment.get("scale", (0.08, 1.0)),
             ratio=augment.get("ratio", (3 / 4, 4 / 3)),
-            interpolation=data_config["interpolation"],
+            interpolation=preprocessing["interpolation"],
         ),
     ]
     if augment.get("hflip", 0.5) > 0:
@@ -121,24 +121,24 @@ def build_train_transform(data_config: Mapping[str, Any], augment: Mapping[str, 
     return v2.Compose(steps)
 
 
-def build_eval_transform(data_config: Mapping[str, Any]):
+def build_eval_transform(preprocessing: Mapping[str, Any]):
     """timm's eval transform (resize to input / crop_pct, centre crop, normalise) -> float tensor."""
     evaluation = create_transform(
-        input_size=tuple(data_config["input_size"]),
-        interpolation=data_config["interpolation"],
-        mean=tuple(data_config["mean"]),
-        std=tuple(data_config["std"]),
+        input_size=tuple(preprocessing["input_size"]),
+        interpolation=preprocessing["interpolation"],
+        mean=tuple(preprocessing["mean"]),
+        std=tuple(preprocessing["std"]),
         is_training=False,
-        crop_pct=data_config["crop_pct"],
-        crop_mode=data_config.get("crop_mode", "center"),
+        crop_pct=preprocessing["crop_pct"],
+        crop_mode=preprocessing.get("crop_mode", "center"),
     )
     evaluation.transforms.insert(0, ToPIL())
     return evaluation
 
 
-def build_transforms(data_config: Mapping[str, Any], augment: Mapping[str, Any] | None = None):
+def build_transforms(preprocessing: Mapping[str, Any], augment: Mapping[str, Any] | None = None):
     """(train, eval) transforms: train yields uint8 tensors, eval normalised float tensors."""
-    return build_train_transform(data_config, augment), build_eval_transform(data_config)
+    return build_train_transform(preprocessing, augment), build_eval_transform(preprocessing)
 
 
 def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -156,6 +156,6 @@ def _pixel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: to
     return in_pixels(mean), in_pixels(std)
 
 
-def decode_size(data_config: Mapping[str, Any]) -> int:
+def decode_size(preprocessing: Mapping[str, Any]) -> int:
     """Shortest side worth decoding: the eval resize before the centre crop."""
-    return math.ceil(max(data_config["input_size"][1:]) / data_config["crop_pct"])
+    return math.ceil(max(preprocessing["input_size"][1:]) / preprocessing["crop_pct"])

@@ -24,14 +24,14 @@ def check_tta(mode: str) -> None:
         raise ConfigError(f"tta={mode!r} is not a test-time augmentation: use one of {', '.join(TTA_MODES)}.")
 
 
-def eval_transform(data_config: Mapping[str, Any]) -> Callable:
-    return build_transforms(data_config)[1]
+def eval_transform(preprocessing: Mapping[str, Any]) -> Callable:
+    return build_transforms(preprocessing)[1]
 
 
-def tta_transform(data_config: Mapping[str, Any], mode: str) -> Callable[[Any], torch.Tensor]:
+def tta_transform(preprocessing: Mapping[str, Any], mode: str) -> Callable[[Any], torch.Tensor]:
     """PIL image -> ``[views, C, H, W]`` tensor."""
     check_tta(mode)
-    evaluation = eval_transform(data_config)
+    evaluation = eval_transform(preprocessing)
     if mode == "none":
         return lambda image: evaluation(image).unsqueeze(0)
     if mode == "flip":
@@ -39,7 +39,7 @@ def tta_transform(data_config: Mapping[str, Any], mode: str) -> Callable[[Any], 
     steps = list(evaluation.transforms)
     crop_at = next(i for i, step in enumerate(steps) if "Crop" in type(step).__name__)
     resize, finish = T.Compose(steps[:crop_at]), T.Compose(steps[crop_at + 1 :])
-    size = tuple(data_config["input_size"][1:])
+    size = tuple(preprocessing["input_size"][1:])
     crops = T.FiveCrop(size) if mode == "five_crop" else T.TenCrop(size)
     return lambda image: torch.stack([finish(crop) for crop in crops(resize(image))])
 

@@ -1,9 +1,10 @@
 """Pooled features of a frozen backbone, computed once per split and kept on disk (fp16).
 
 A cache entry is keyed by everything that changes the features: the backbone's name and
-actual weights (a hash of its tensors, head excluded), the data (its config and, for files,
-each path, label, size and modification time) and the eval transform (input size,
-interpolation, mean/std, crop). Anything else changed gives a new key, never a stale entry.
+actual weights (a hash of its tensors, head excluded), the split's content (for files, each
+path, label, size and modification time; for generated data, its parameters) and the eval
+transform (input size, interpolation, mean/std, crop). Anything else changed gives a new key,
+never a stale entry; loader settings (batch size, workers) change nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from artmove.models.freezing import head_prefixes
+from artmove.finetune.layers import head_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +37,22 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def samples_digest(dataset: Dataset) -> Any:
-    """Files (path, label, size, mtime) for file-based data; None for generated data (its config identifies it)."""
+def content_digest(dataset: Dataset) -> str:
+    """What a split holds: its files (path, label, size, mtime), or a generated split's parameters (its repr)."""
     samples = getattr(dataset, "samples", None)
     if samples is None:
-        return None
+        if type(dataset).__repr__ is object.__repr__:
+            raise TypeError(f"{type(dataset).__name__} has neither files nor a repr that identifies its content")
+        return repr(dataset)
     digest = hashlib.sha256()
     for path, label in samples:
         stat = os.stat(path)
         digest.update(f"{os.path.abspath(path)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return [len(samples), digest.hexdigest()]
+    return f"{len(samples)} files {digest.hexdigest()}"
 
 
-def cache_key(backbone: str, weights: str, data: Mapping[str, Any], split: str, samples: Any, transform: Any) -> str:
-    payload = json.dumps({"backbone": backbone, "weights": weights, "data": data, "split": split, "samples": samples,
-                          "transform": repr(transform)}, sort_keys=True, default=str)  # fmt: skip
+def cache_key(backbone: str, weights: str, split: str, content: str, transform: str) -> str:
+    payload = json.dumps({"backbone": backbone, "weights": weights, "split": split, "content": content, "transform": transform})
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -101,6 +101,8 @@ class FeatureCache:
         return features, labels
 
 
-def feature_device(accelerator: str | None) -> torch.device:
-    """Extract on the GPU when there is one and the trainer may use it."""
-    return torch.device("cuda" if torch.cuda.is_available() and accelerator not in ("cpu",) else "cpu")
+def feature_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one; else the device named (``cpu``, ``cuda:1``)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -1,63 +1,65 @@
-"""Training the head of a frozen backbone from cached features instead of images."""
+"""Training the head of a frozen backbone from cached features instead of images (``features=cached``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import os
 
 import torch
 from torch.utils.data import TensorDataset
 
-from artmove.data.datamodule import SplitLoaders, Transformed
+from artmove.checks import ConfigError
+from artmove.data.datamodule import PaintingDataModule, SplitLoaders
 from artmove.data.sources.base import SPLITS
-from artmove.features.cache import (
-    FeatureCache,
-    cache_key,
-    extract,
-    samples_digest,
-    weights_digest,
-)
-
-# Loader settings that do not change which images (or pixels) a split holds.
-LOADER_KEYS = ("_target_", "batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor",
-               "augment", "balance", "cache_dir")  # fmt: skip
+from artmove.features.cache import FeatureCache, cache_key, content_digest, extract, feature_device, weights_digest
+from artmove.finetune.layers import classifier_heads
 
 
 class FeatureDataModule(SplitLoaders):
-    """Per split (features, label) tensors, batched like the image data module (same batch size, shuffling)."""
+    """Per split (pooled features, label) tensors of the classifier's frozen backbone, from the cache
+    or computed once (eval transform, train split included); batched like the image data module.
 
-    def __init__(self, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]], batch_size: int,
-                 balance: str = "none", seed: int = 42):  # fmt: skip
+    Built from ``conf/features/cached.yaml`` around the run's image data module and classifier, it
+    refuses what cannot work (a backbone that trains, two heads, CutMix) before any image is read.
+    The cache key is everything that changes the features: the backbone and its actual weights,
+    each split's content (files with size and mtime, or a generated split's parameters) and the
+    eval transform. The classifier takes 2-D batches as features and runs only its head.
+    """
+
+    def __init__(self, images: PaintingDataModule, classifier, cache_dir: str, device: str = "auto"):
         super().__init__()
-        self.splits, self.batch_size = dict(splits), batch_size
-        self.balance, self.seed = balance, seed
+        backbone = classifier.hparams.backbone
+        if not classifier.policy.keeps_backbone_frozen:
+            raise ConfigError(
+                "features=cached needs a frozen backbone (features computed once): use finetune=fraction unfreeze=0 "
+                f"and finetune.train_bn=false (now {classifier.policy.config})."
+            )
+        heads = classifier_heads(classifier.model)
+        if len(heads) > 1:
+            raise ConfigError(f"features=cached needs one classifier head; {backbone} has {len(heads)} "
+                              f"({', '.join(heads)}): train it on images.")  # fmt: skip
+        if classifier.hparams.cutmix:
+            raise ConfigError("model.cutmix needs images and features=cached trains on features: set one of them off.")
+        self.images, self.classifier = images, classifier
+        self.cache = FeatureCache(os.path.expanduser(cache_dir))
+        self.device = feature_device(device)
+        self.batch_size, self.balance, self.seed = images.batch_size, images.balance, images.seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        network, backbone = self.classifier.model, self.classifier.hparams.backbone
+        weights = weights_digest(network)
+        for split in SPLITS:
+            dataset = self.images.evaluation_dataset(split)
+            key = cache_key(backbone, weights, split, content_digest(dataset.dataset), repr(dataset.transform))
+            self.splits[split] = self.cache.load_or_extract(
+                backbone, key, split, lambda: extract(network, dataset, self.batch_size, self.images.num_workers, self.device)
+            )
 
     def split_dataset(self, split: str) -> TensorDataset:
         features, labels = self.splits[split]
         return TensorDataset(features.float(), labels)  # fp16 on disk, fp32 for training
 
     def train_labels(self) -> list[int]:
-        return self.splits["train"][1].tolist()
-
-
-def cached_features(datamodule, model, cache_dir: str, data: Mapping[str, Any], device: str | torch.device = "cpu"):
-    """A :class:`FeatureDataModule` with the frozen backbone's features of every split (eval transform,
-    train split included), from the cache or computed once; ``model`` is switched to take features.
-
-    ``data`` is the data config (``cfg.data``); loader-only keys are left out of the cache key.
-    """
-    datamodule.setup("fit")
-    eval_transform = datamodule.datasets["val"].transform  # the transform the image run evaluates with
-    identity = {k: v for k, v in data.items() if k not in LOADER_KEYS}
-    cache, weights = FeatureCache(cache_dir), weights_digest(model.model)
-    backbone = model.hparams.backbone
-    splits = {}
-    for split in SPLITS:
-        images = Transformed(datamodule.datasets[split].dataset, eval_transform)
-        key = cache_key(backbone, weights, identity, split, samples_digest(images.dataset), {"config": datamodule.data_config, "transform": eval_transform})
-        splits[split] = cache.load_or_extract(
-            backbone, key, split,
-            lambda: extract(model.model, images, datamodule.batch_size, datamodule.num_workers, torch.device(device)),
-        )  # fmt: skip
-    model.features_input = True
-    return FeatureDataModule(splits, datamodule.batch_size, datamodule.balance, datamodule.seed)
+        return self.images.train_labels()

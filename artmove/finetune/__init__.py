@@ -1,5 +1,9 @@
-"""Fine-tuning policies (``finetune=`` config group): fraction, stages, gradual, discriminative."""
+"""Fine-tuning policies (``finetune=`` config group) and the layer mechanics they share.
 
-from artmove.finetune.settings import POLICIES, FinetuneSettings
+``layers``: weighted layers, timm blocks, heads and norm layers of a backbone (no policy in it);
+``policies``: one class per policy; ``gradual``: the callback of gradual unfreezing.
+"""
 
-__all__ = ["POLICIES", "FinetuneSettings"]
+from artmove.finetune.policies import Discriminative, FinetunePolicy, Fraction, Gradual, Stages
+
+__all__ = ["Discriminative", "FinetunePolicy", "Fraction", "Gradual", "Stages"]

@@ -1,16 +1,19 @@
-"""The LightningModule: a timm backbone, a fresh head, the fine-tuning policy and regularisers."""
+"""The LightningModule: a timm backbone with a fresh head, its loss, metrics and steps.
+
+What trains and at which learning rates is the fine-tuning policy's (``artmove.finetune``);
+the input preprocessing comes resolved from the config (``artmove.models.preprocessing``).
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.trainer.states import TrainerFn
-from timm.data import Mixup, resolve_model_data_config
+from hydra.utils import instantiate
+from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
@@ -18,30 +21,27 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from artmove.checks import ConfigError
-from artmove.finetune.gradual import GradualUnfreezing
-from artmove.finetune.policies import apply_lr_scales, apply_plan, create_optimizer, initial_plan, plan_for
-from artmove.finetune.settings import FinetuneSettings
-from artmove.models.freezing import classifier_heads, frozen_norm_layers, norm_layers_with_statistics, output_layer
+from artmove.finetune import FinetunePolicy, Fraction
+from artmove.finetune.layers import classifier_heads, output_layer
 from artmove.models.metrics import classification_metrics
 from artmove.models.pretrained import create_backbone
-
-log = logging.getLogger(__name__)
 
 
 class ArtClassifier(pl.LightningModule):
     """Classify paintings by movement with any timm backbone.
 
     Everything needed to rebuild the model for evaluation travels in the checkpoint's
-    hyper-parameters: backbone, class names and the timm data config (input size,
-    interpolation, mean/std, crop).
+    hyper-parameters: backbone, class names, the preprocessing (input size, interpolation,
+    mean/std, crop) and the fine-tuning policy's settings.
     """
 
     def __init__(
         self,
         backbone: str,
         num_classes: int,
+        preprocessing: Mapping[str, Any],
+        finetune: FinetunePolicy | Mapping[str, Any] | None = None,
         class_names: list[str] | None = None,
-        unfreeze: float = 0.2,
         pretrained: bool = True,
         weights: str | None = None,
         label_smoothing: float = 0.0,
@@ -50,18 +50,16 @@ class ArtClassifier(pl.LightningModule):
         mixup: float = 0.0,
         cutmix: float = 0.0,
         ema_decay: float | None = None,
-        finetune: Mapping[str, Any] | None = None,
-        image_size: int | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
-        data_config: Mapping[str, Any] | None = None,
         class_weights: list[float] | None = None,
     ):
         super().__init__()
-        self.finetune = FinetuneSettings.from_mapping(finetune)
-        self.finetune.check(unfreeze)
-        if self.finetune.cache_features and cutmix:
-            raise ConfigError("model.cutmix needs images, finetune.cache_features=true trains on features: set one of them off.")
+        # A checkpoint keeps the policy as its settings (``finetune``); a run passes the policy Hydra built.
+        self.policy = finetune if isinstance(finetune, FinetunePolicy) else instantiate(finetune) if finetune else Fraction()
+        self.save_hyperparameters(ignore=["finetune"])
+        self.hparams["finetune"] = self.policy.config
+        self.preprocessing = dict(preprocessing)
         extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}  # stochastic depth, where the backbone has it
         try:
             self.model, self.weights_source = create_backbone(
@@ -75,24 +73,10 @@ class ArtClassifier(pl.LightningModule):
         # the scale of the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave
         # large logits on 11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo.
         # Only the output layer: a norm or hidden layer before it at zero would let no gradient through.
-        heads = classifier_heads(self.model)
-        if self.finetune.cache_features and len(heads) > 1:
-            raise ConfigError(f"finetune.cache_features=true needs one classifier head; {backbone} has {len(heads)} "
-                              f"({', '.join(heads)}): train it on images.")  # fmt: skip
-        for layer in filter(None, map(output_layer, heads.values())):
+        for layer in filter(None, map(output_layer, classifier_heads(self.model).values())):
             for parameter in layer.parameters():
                 nn.init.zeros_(parameter)
-        self.plan = plan_for(self.model, unfreeze, self.finetune)
-        apply_plan(self.model, initial_plan(self.plan, self.finetune), self.finetune)
-        # True while the inputs are cached pooled features (artmove.features): only the head runs.
-        self.features_input = False
-        if data_config is None:
-            data_config = resolve_model_data_config(self.model)
-            if image_size:
-                data_config["input_size"] = (3, image_size, image_size)
-        data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}
-        self.data_config = data_config
-        self.save_hyperparameters()
+        self.plan = self.policy.prepare(self.model)
         # class_weights: per-class loss weights (data.balance=loss), from the training split's counts.
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
@@ -111,24 +95,13 @@ class ArtClassifier(pl.LightningModule):
     # --- what trains -----------------------------------------------------------------
     @property
     def parameter_counts(self) -> dict[str, int]:
-        total = sum(p.numel() for p in self.model.parameters())
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        return {"trainable_params": trainable, "total_params": total}
+        """Parameters of the network, and those that train by the end of the run."""
+        trainable = self.policy.trainable(self.model, self.plan)
+        return {"trainable_params": sum(p.numel() for n, p in self.model.named_parameters() if n in trainable),
+                "total_params": sum(p.numel() for p in self.model.parameters())}  # fmt: skip
 
     def describe_trainable(self) -> str:
-        counts, plan = self.parameter_counts, self.plan
-        if self.finetune.policy == "gradual":
-            trainable = plan.trainable
-            counts = dict(counts, trainable_params=sum(p.numel() for n, p in self.model.named_parameters() if n in trainable))
-        return (
-            f"{plan.name}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
-            f"({plan.trained_blocks}/{len(plan.blocks)} blocks) + head; "
-            f"trainable params {counts['trainable_params']:,} / {counts['total_params']:,} "
-            f"({100 * counts['trainable_params'] / counts['total_params']:.1f}%); "
-            f"trainable modules: {', '.join(plan.trainable_modules())}"
-            + (f"; gradual: head first, one more block every {self.finetune.every_epochs} epoch(s)"
-               if self.finetune.policy == "gradual" else "")
-        )
+        return self.policy.describe(self.model, self.plan)
 
     def on_train_epoch_start(self) -> None:
         # Lightning never calls train() on the module (it restores each submodule's mode after
@@ -136,18 +109,17 @@ class ArtClassifier(pl.LightningModule):
         self.train()
 
     def train(self, mode: bool = True):
-        """Frozen norm layers stay in eval mode: their running statistics never change
-        (with ``finetune.freeze_norm_stats=all``, no norm layer's statistics change)."""
+        """The policy's fixed norm layers stay in eval mode: their running statistics never change."""
         super().train(mode)
-        fixed = norm_layers_with_statistics if self.finetune.freeze_norm_stats == "all" else frozen_norm_layers
-        for module in fixed(self.model):
+        for module in self.policy.fixed_norm_layers(self.model):
             module.eval()
         return self
 
     # --- steps -----------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of images, or of pooled features (2-D, from the feature cache: only the head runs)."""
         network = self.ema.module if self.ema is not None and not self.training else self.model
-        if self.features_input:
+        if images.ndim == 2:
             features = F.dropout(images, p=self.hparams.drop_rate, training=self.training)
             return network.get_classifier()(features)
         return network(images)
@@ -190,18 +162,13 @@ class ArtClassifier(pl.LightningModule):
         return dict(self.hparams.optimizer or {"opt": "adamw", "lr": 1e-3})
 
     def configure_optimizers(self):
-        optimizer = create_optimizer(self.model, self.optimizer_settings, self.finetune)
-        scheduler = self._create_scheduler(optimizer)
-        if scheduler is None:
-            apply_lr_scales(optimizer, self.optimizer_settings["lr"])
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _create_scheduler(self, optimizer):
+        optimizer = self.policy.create_optimizer(self.model, self.plan, self.optimizer_settings)
         settings = dict(self.hparams.scheduler or {"sched": "none"})
         name = settings.pop("sched", "none")
-        if name in (None, "none"):
-            return None
+        if name in (None, "none"):  # only timm's schedulers apply the groups' lr_scale: here, once
+            for group in optimizer.param_groups:
+                group["lr"] = self.optimizer_settings["lr"] * group.get("lr_scale", 1.0)
+            return optimizer
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         updates_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
         scheduler, _ = create_scheduler_v2(
@@ -209,21 +176,10 @@ class ArtClassifier(pl.LightningModule):
         )
         # timm applies the groups' lr_scale only in step_update (or its warm-up): in force from the first step.
         scheduler.step_update(num_updates=self.global_step)
-        return scheduler
-
-    def refresh_lr_schedule(self, optimizer) -> None:
-        """After param groups joined the optimizer: rebuild the timm scheduler over all groups (it keeps
-        per-group state) at the current update, or apply the groups' ``lr_scale`` when there is none."""
-        configs = self.trainer.lr_scheduler_configs
-        if not configs:
-            apply_lr_scales(optimizer, self.optimizer_settings["lr"])
-            return
-        configs[0].scheduler = self._create_scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self):
-        if self.finetune.policy != "gradual" or self.trainer.state.fn != TrainerFn.FITTING:
-            return []
-        return [GradualUnfreezing(self.plan, self.finetune, weight_decay=self.optimizer_settings.get("weight_decay", 0.0))]
+        return self.policy.callbacks()
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         # timm schedulers are stepped by update count (and apply per-group lr_scale).

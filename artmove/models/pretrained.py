@@ -13,13 +13,12 @@ import os
 import pickle
 import socket
 from pathlib import Path
-from unittest import mock
 
 import timm
 import torch
 from torch import nn
 
-from artmove.models.freezing import head_prefixes
+from artmove.finetune.layers import head_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,8 @@ def create_backbone(
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), "random init"
     failures = []
     try:
-        with _hub_offline_unless_reachable() as online:
-            model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
-        return model, "timm hub" if online else "timm local cache"
+        model, source = _from_timm(name, num_classes, **kwargs)
+        return model, source
     except Exception as error:  # noqa: BLE001 - any failure means: try the next source
         first_line = next(iter(str(error).splitlines()), "")
         failures.append(f"timm ({type(error).__name__}: {first_line})")
@@ -71,19 +69,21 @@ def create_backbone(
     )
 
 
-class _hub_offline_unless_reachable:
-    """Context manager: puts huggingface_hub in offline mode (cache only) when the hub is unreachable."""
+def _from_timm(name: str, num_classes: int, **kwargs) -> tuple[nn.Module, str]:
+    """timm's pretrained weights: from the hub when it answers (or ``HF_HUB_OFFLINE`` is not set and
+    it is reachable), else the file huggingface_hub already cached, given to timm as a file source."""
+    import huggingface_hub
+    from huggingface_hub import constants
 
-    def __enter__(self) -> bool:
-        import huggingface_hub.constants as hub_constants
-
-        online = not hub_constants.HF_HUB_OFFLINE and _reachable(HUB_HOST, 443, HUB_PROBE_TIMEOUT_S)
-        self._patch = mock.patch.object(hub_constants, "HF_HUB_OFFLINE", not online)
-        self._patch.start()
-        return online
-
-    def __exit__(self, *exc) -> None:
-        self._patch.stop()
+    if not constants.HF_HUB_OFFLINE and _reachable(HUB_HOST, 443, HUB_PROBE_TIMEOUT_S):
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs), "timm hub"
+    hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+    cached = [huggingface_hub.try_to_load_from_cache(hub_id, file) for file in ("model.safetensors", "pytorch_model.bin")] if hub_id else []
+    cached = next((path for path in cached if isinstance(path, str)), None)
+    if cached is None:
+        raise FileNotFoundError(f"{HUB_HOST} unreachable and {hub_id or name} not in the local hub cache")
+    overlay = {"file": cached, "source": "file"}
+    return timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs), "timm local cache"
 
 
 def _reachable(host: str, port: int, timeout: float) -> bool:

@@ -251,6 +251,9 @@ class SyntheticPaintingSplit(Dataset):
     def __len__(self) -> int:
         return self.count
 
+    def __repr__(self) -> str:  # identifies the content: the feature cache keys on it
+        return f"{type(self).__name__}(seed={self.seed}, split={self.split!r}, count={self.count}, size={self.size})"
+
     def __getitem__(self, index: int):
         if not 0 <= index < self.count:
             raise IndexError(index)

@@ -1,6 +1,6 @@
 """A resized copy of a data set, keyed by source path, size and modification time.
 
-``cache_dir/s<size>/<ab>/<sha1>.npy`` (or ``.jpg``) holds the painting with its short side
+``prepared_dir/s<size>/<ab>/<sha1>.npy`` (or ``.jpg``) holds the painting with its short side
 shrunk to ``size`` (never enlarged). A changed or moved original gets a new key, so a stale
 copy is never used; an original without a copy is read as it is.
 
@@ -26,10 +26,10 @@ Sample = tuple[Path, int]
 FORMATS = {"npy": ".npy", "jpeg": ".jpg"}  # looked up in this order
 
 
-def cache_path(cache_dir: Path, source: Path, size: int, fmt: str = "npy") -> Path:
+def cache_path(prepared_dir: Path, source: Path, size: int, fmt: str = "npy") -> Path:
     stat = source.stat()
     key = hashlib.sha1(f"{source.resolve()}|{size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    return Path(cache_dir) / f"s{size}" / key[:2] / f"{key}{FORMATS[fmt]}"
+    return Path(prepared_dir) / f"s{size}" / key[:2] / f"{key}{FORMATS[fmt]}"
 
 
 def write_resized(source: Path, target: Path, size: int, quality: int = 90) -> None:
@@ -50,25 +50,25 @@ def write_resized(source: Path, target: Path, size: int, quality: int = 90) -> N
     os.replace(partial, target)
 
 
-def prepared_sizes(cache_dir: Path) -> list[int]:
-    root = Path(cache_dir)
+def prepared_sizes(prepared_dir: Path) -> list[int]:
+    root = Path(prepared_dir)
     if not root.is_dir():
         return []
     return sorted(int(p.name[1:]) for p in root.iterdir() if p.is_dir() and p.name[:1] == "s" and p.name[1:].isdigit())
 
 
-def use_cache(samples: Sequence[Sample], cache_dir: Path, min_size: int) -> tuple[list[Sample], int | None, int]:
+def use_cache(samples: Sequence[Sample], prepared_dir: Path, min_size: int) -> tuple[list[Sample], int | None, int]:
     """Swap each original for its cached copy where one exists.
 
     Uses the smallest prepared size that is at least ``min_size`` (what the transforms
     decode). Returns (samples, size used or None, number of copies used).
     """
-    size = next((s for s in prepared_sizes(cache_dir) if s >= min_size), None)
+    size = next((s for s in prepared_sizes(prepared_dir) if s >= min_size), None)
     if size is None:
         return list(samples), None, 0
 
     def current_copy(path: Path) -> Path | None:
-        key = cache_path(cache_dir, path, size)  # one stat and hash per file, whatever the format
+        key = cache_path(prepared_dir, path, size)  # one stat and hash per file, whatever the format
         copies = (key.with_suffix(suffix) for suffix in FORMATS.values())
         return next((c for c in copies if c.is_file()), None)
 

@@ -1,5 +1,5 @@
-"""Many processes, one result: evaluation samplers, synchronised batch norm for timm models,
-and DDP jobs inside Hydra sweeps."""
+"""DDP jobs inside Hydra sweeps: a job whose ranks Lightning starts by re-running the command line
+runs as a single run in a process of its own."""
 
 from __future__ import annotations
 
@@ -8,34 +8,15 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sized
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
 from omegaconf import DictConfig
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
-from timm.layers import BatchNormAct2d, SyncBatchNormAct, convert_sync_batchnorm
-from torch import nn
-from torch.utils.data import Sampler
 
 from artmove.checks import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def eval_sampler(dataset: Sized) -> Sampler | None:
-    """Each rank gets every world-size-th image, without the padding of ``DistributedSampler``.
-
-    Lightning's default sampler repeats images so that every rank has as many as the
-    others, which counts them twice in the validation/test metrics. Here the ranks differ
-    by at most one image and the torchmetrics states, summed across ranks, cover the split
-    exactly once. None outside a multi-process run (Lightning keeps a sequential loader).
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return None
-    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 def in_multirun() -> bool:
@@ -113,31 +94,3 @@ def processes_started_externally() -> bool:
         return True
     slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1"))
     return SLURMEnvironment.detect() and SLURMEnvironment.job_name() not in ("bash", "interactive") and slurm_tasks > 1
-
-
-class TimmSyncBatchNorm(TorchSyncBatchNorm):
-    """``trainer.sync_batchnorm=true`` for timm backbones: batch-norm statistics over all ranks.
-
-    timm's conversion keeps ``BatchNormAct2d``'s activation (EfficientNet, RegNet, …); torch's
-    conversion, and Lightning's revert after ``fit``, would turn it into a plain BatchNorm and
-    silently drop the activation. Disabled, it leaves the model alone.
-    """
-
-    def __init__(self, enabled: bool = False):
-        self.enabled = enabled
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        return convert_sync_batchnorm(model) if self.enabled else model
-
-    def revert(self, model: nn.Module) -> nn.Module:
-        if not self.enabled:
-            return model
-        if not isinstance(model, SyncBatchNormAct):
-            return super().revert(model)  # recurses into the children through this method
-        reverted = BatchNormAct2d(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
-        reverted.act, reverted.drop = model.act, model.drop
-        if model.affine:
-            reverted.weight, reverted.bias = model.weight, model.bias
-        reverted.running_mean, reverted.running_var = model.running_mean, model.running_var
-        reverted.num_batches_tracked = model.num_batches_tracked
-        return reverted

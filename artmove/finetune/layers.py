@@ -1,4 +1,4 @@
-"""Which part of a backbone is retrained: the ``unfreeze`` fraction, snapped to blocks.
+"""A backbone's layers as the fine-tuning policies see them: weighted layers, blocks, heads, norms.
 
 The backbone's weighted layers (modules that own parameters: convolutions, norms,
 linear layers, embeddings) are counted in forward order, grouped into timm's blocks
@@ -117,9 +117,8 @@ def _layer_count(block: tuple[str, ...]) -> int:
     return len({_owner(n) for n in block})
 
 
-def plan_unfreeze(model: nn.Module, fraction: float) -> UnfreezePlan:
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"unfreeze={fraction} is outside [0, 1]: give the fraction of the backbone to retrain.")
+def plan_unfreeze(model: nn.Module, fraction: float, setting: str = "") -> UnfreezePlan:
+    """The top blocks whose weighted-layer count is nearest to ``fraction`` x all layers (ties: fewer)."""
     head, blocks, _ = _grouped(model, coarse=False)
     layers = [_layer_count(block) for block in blocks]
     target = fraction * sum(layers)
@@ -127,7 +126,7 @@ def plan_unfreeze(model: nn.Module, fraction: float) -> UnfreezePlan:
     for count in reversed(layers):
         from_top.append(from_top[-1] + count)
     trained = min(range(len(from_top)), key=lambda k: (abs(from_top[k] - target), k))
-    return UnfreezePlan(fraction, head, tuple(blocks), tuple(layers), trained)
+    return UnfreezePlan(fraction, head, tuple(blocks), tuple(layers), trained, setting)
 
 
 def plan_stages(model: nn.Module, stages: int) -> UnfreezePlan:
@@ -150,14 +149,6 @@ def plan_stages(model: nn.Module, stages: int) -> UnfreezePlan:
     return UnfreezePlan(fraction, head, tuple(blocks), layers, stages, setting=f"stages={stages}")
 
 
-
-def apply_unfreeze(model: nn.Module, plan: UnfreezePlan) -> None:
-    """Set ``requires_grad`` by the plan (the module's ``train()`` keeps frozen norm layers in eval mode)."""
-    trainable = plan.trainable
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(name in trainable)
-
-
 def norm_layers_with_statistics(model: nn.Module) -> list[nn.Module]:
     """Norm layers that keep running statistics (the BatchNorm family, timm's BatchNormAct2d included)."""
     return [m for m in model.modules() if getattr(m, "running_mean", None) is not None]
@@ -171,10 +162,3 @@ def frozen_norm_layers(model: nn.Module) -> list[nn.Module]:
         if own and not any(p.requires_grad for p in own):
             frozen.append(module)
     return frozen
-
-
-def train_norm_layers(model: nn.Module) -> None:
-    """Make every norm layer with running statistics trainable, in frozen blocks too (``train_bn=true``)."""
-    for module in norm_layers_with_statistics(model):
-        for parameter in module.parameters(recurse=False):
-            parameter.requires_grad_(True)

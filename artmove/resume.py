@@ -1,13 +1,11 @@
 """Which checkpoint a (re)started job continues from: a SLURM requeue re-runs the same job
-in the same folder, so it picks up ``<run>/checkpoints/last.ckpt`` instead of starting over."""
+in the same folder, so it picks up ``<run>/checkpoints/last.ckpt`` instead of starting over
+(``artmove.callbacks.KeepLoggedMetrics`` keeps the earlier attempt's metric rows)."""
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
-
-from pytorch_lightning.loggers import CSVLogger
 
 from artmove.checks import ConfigError
 
@@ -29,23 +27,3 @@ def resume_checkpoint(resume: bool | str | None, checkpoint_dir: str | Path | No
         raise ConfigError(f"resume={resume}: no such checkpoint file. Give a .ckpt path, true (this run's last.ckpt) or false.")
     log.info("resuming from %s", path)
     return str(path)
-
-
-def keep_logged_metrics(loggers) -> None:
-    """A resumed run keeps the per-epoch rows its earlier attempt wrote.
-
-    Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts; its rows are
-    read first and handed back to the new writer, which saves them with the new epochs.
-    """
-    for logger in loggers:
-        if not isinstance(logger, CSVLogger):
-            continue
-        path = Path(logger.log_dir) / "metrics.csv"
-        if not path.is_file():
-            continue
-        with path.open(newline="") as file:
-            rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
-        writer = logger.experiment  # removes the old file
-        writer.metrics.extend(rows)
-        writer.save()
-        log.info("kept %d metric rows of the earlier attempt in %s", len(rows), path)

@@ -1,50 +1,19 @@
-"""A job that fails leaves its error in its folder; a diverged loss is a failure, not a result."""
+"""Run-wide Lightning callbacks, wired from ``conf/callbacks``: a diverged loss stops the job, and a
+resumed run keeps the metric rows its earlier attempt logged."""
 
 from __future__ import annotations
 
+import csv
+import logging
 import math
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
-from artmove.results import write_json
-
-TRACEBACK_FILE = "traceback.txt"
-
-
-def job_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that tell jobs of a sweep apart (read defensively: the config may be the error)."""
-    settings = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-                for key in ("backbone", "unfreeze", "pretrained", "seed", "data.root")}  # fmt: skip
-    source = OmegaConf.select(cfg, "data.source._target_", default=None, throw_on_resolution_failure=False)
-    return {**settings, "data": {"source": source, "root": settings.pop("data.root")}, "overrides": job_overrides()}
-
-
-def job_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def record_failure(output_dir: Path, error: BaseException, cfg: DictConfig) -> Path:
-    """Write ``results.json`` with ``"status": "failed"`` and the error, and the traceback beside it."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / TRACEBACK_FILE).write_text("".join(traceback.format_exception(error)), encoding="utf-8")
-    results = {
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        "traceback": TRACEBACK_FILE,
-        **job_settings(cfg),
-        "output_dir": str(output_dir),
-    }
-    write_json(output_dir / "results.json", results)
-    return output_dir / "results.json"
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -88,3 +57,32 @@ class FailOnNonFiniteLoss(pl.Callback):
                 f"the training loss {what} by epoch {trainer.current_epoch}, step {trainer.global_step}: "
                 "lower optimizer.lr (or check the data); this job stops here."
             )
+
+
+class KeepLoggedMetrics(pl.Callback):
+    """A resumed run keeps the per-epoch rows its earlier attempt wrote to ``metrics_file``.
+
+    Lightning's CSVLogger deletes an existing ``metrics.csv`` when it starts writing, so the rows
+    are read when this callback is built (before any logger) and, if the fit resumes from a
+    checkpoint, the rows logged before the checkpoint's step are handed to the CSV logger, which
+    saves them with the new ones: no row twice, however late in an epoch the earlier attempt died.
+    """
+
+    def __init__(self, metrics_file: str):
+        self.metrics_file = Path(metrics_file)
+        self.rows: list[dict[str, str]] = []
+        if self.metrics_file.is_file():
+            with self.metrics_file.open(newline="", encoding="utf-8") as file:
+                self.rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Called once the checkpoint's loops are restored: ``global_step`` is where the run resumes."""
+        rows, self.rows = [row for row in self.rows if float(row.get("step", "inf")) < trainer.global_step], []
+        if not trainer.ckpt_path or not rows:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger) and Path(logger.log_dir) / "metrics.csv" == self.metrics_file:
+                writer = logger.experiment  # removes the old file
+                writer.metrics[:0] = rows
+                writer.save()
+                log.info("kept %d metric rows of the earlier attempt in %s", len(rows), self.metrics_file)
