@@ -55,9 +55,9 @@ plus its overrides below; wall time includes loading, validation and the test.
   timm's blocks, all at one learning rate.
 - `stages`: the last `finetune.stages` of timm's coarse layer groups.
 - `gradual`: head only in epoch 0, then one more block per epoch (`finetune.every_epochs`)
-  down to the `unfreeze` floor; the k-th block joins the optimizer at `lr_decay**k` x the
-  head's learning rate; the norm statistics of unfrozen blocks stay fixed by default
-  (`finetune.freeze_norm_stats=all`).
+  down to the `unfreeze` floor; the k-th block trains at `lr_decay**k` x the head's learning
+  rate (in the optimizer from the start, frozen until its epoch); the norm statistics of
+  unfrozen blocks stay fixed by default (`finetune.freeze_norm_stats=all`).
 - `discriminative`: the `unfreeze` share (here everything) with timm's layer-wise LR decay
   (`finetune.layer_decay`=0.75 per block from the head down).
 
