@@ -17,7 +17,7 @@ from artmove.cli import exit_on_user_error
 from artmove.data.images import is_image_file
 from artmove.data.sources.base import images_in
 from artmove.data.transforms import decode_size
-from artmove.evaluation.checkpoint import load_classifier, resolve_checkpoint
+from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
 from artmove.evaluation.tables import write_csv
@@ -102,8 +102,7 @@ def explain(model, paths: list[Path], targets: torch.Tensor, folder: Path, batch
     dataset = ImageFiles(paths, eval_transform(preprocessing), decode_size(preprocessing))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=lambda batch: torch.stack([image for image, _ in batch]))
     names, device = iter(_unique_names(paths)), next(model.parameters()).device
-    ema = getattr(model, "ema", None)  # the averaged weights are what the model predicts with, when kept
-    network = ema.module if ema is not None else model.model
+    network = inference_network(model)
     for start, images in zip(range(0, len(paths), batch_size), loader):
         cams = grad_cam(network, images.to(device), targets[start : start + len(images)].to(device))
         for image, cam in zip(images, cams):

@@ -96,6 +96,11 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
     return model.to(resolve_device(device)).eval()
 
 
+def inference_network(model: ArtClassifier) -> torch.nn.Module:
+    """The timm network the classifier predicts with: the EMA average when the run kept one."""
+    return (model.ema.module if model.ema is not None else model.model).eval()
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
