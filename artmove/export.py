@@ -22,9 +22,9 @@ from artmove.cli import exit_on_user_error, instantiate_checked
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.splits import artist_from_filename, shared_groups
 from artmove.data.transforms import decode_size
-from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint, run_config, run_dir
+from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint, run_dir
 from artmove.evaluation.tta import eval_transform
-from artmove.release.card import RunFacts, find_evaluation, write_card
+from artmove.release.card import RunFacts, write_card
 from artmove.release.check import ExportCheckError, compare, failures
 from artmove.release.formats import TimmFolder
 from artmove.release.hub import check_hub_target, push
@@ -47,7 +47,7 @@ def export(cfg: DictConfig) -> dict:
     model = load_classifier(checkpoint, "cpu")
     network = inference_network(model)
     classes = list(model.hparams.class_names)
-    facts = run_facts(checkpoint, model)
+    facts = RunFacts.of(checkpoint, model)
     images = check_images(cfg, checkpoint, model, facts)
 
     staging = out.with_name(out.name + ".partial")
@@ -81,17 +81,6 @@ def check_out_folder(out: Path) -> None:
     """``out`` is replaced as a whole: only an earlier export (or nothing) may be there."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_RECORD).is_file())):
         raise ConfigError(f"out={out} exists and is not an artmove export: choose another folder (it is replaced as a whole).")
-
-
-def run_facts(checkpoint: Path, model) -> RunFacts:
-    import json
-
-    run = run_dir(checkpoint)
-    results_file = run / "results.json"
-    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
-    return RunFacts(checkpoint=checkpoint, backbone=model.hparams.backbone, class_names=list(model.hparams.class_names),
-                    preprocessing=model.preprocessing, hparams=dict(model.hparams), results=results, config=run_config(checkpoint),
-                    evaluation=find_evaluation(run, (results.get("data") or {}).get("root")))  # fmt: skip
 
 
 def check_images(cfg: DictConfig, checkpoint: Path, model, facts: RunFacts) -> torch.Tensor:

@@ -1,13 +1,13 @@
 """``ckpt_path`` as evaluate, predict, export and the demo read it: a file, a run folder or a sweep folder."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from artmove.checks import ConfigError
 from artmove.evaluation.checkpoint import resolve_checkpoint
+from artmove.predict import predict
+from conftest import compose_config
 
 
 def make_run(folder, *checkpoints, results=None, direction=None):
@@ -78,20 +78,12 @@ def test_what_is_not_a_checkpoint_gets_one_clear_error(tmp_path):
         resolve_checkpoint(tmp_path / "nothing")
 
 
-def test_predict_takes_a_sweep_folder_on_the_command_line(tiny_run, wikipaintings_small, tmp_path):
+def test_predict_takes_a_sweep_folder(tiny_run, wikipaintings_small, tmp_path):
     sweep = tmp_path / "multirun"
     sweep.mkdir()
     (sweep / "0").symlink_to(tiny_run)
     painting = sorted((wikipaintings_small / "wikipaintings_test" / "Cubism").iterdir())[0]
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.predict", f"ckpt_path={sweep}", f"input={painting}", "save=json",
-         "num_workers=0", f"hydra.run.dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    saved = json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
+    predict(compose_config("predict", f"ckpt_path={sweep}", f"input={painting}", "save=json", "num_workers=0", f"output_dir={tmp_path}"))
+    saved = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))
     best = json.loads((tiny_run / "results.json").read_text(encoding="utf-8"))["best_checkpoint"]
-    assert saved["checkpoint"].endswith("0/checkpoints/" + best.rsplit("/", 1)[1])
-    bad = subprocess.run([sys.executable, "-m", "artmove.predict", f"ckpt_path={tmp_path / 'none'}", f"input={painting}"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("artmove: error: checkpoint not found")
+    assert saved["checkpoint"] == str(sweep / "0" / "checkpoints" / best.rsplit("/", 1)[1])

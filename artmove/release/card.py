@@ -36,6 +36,18 @@ class RunFacts:
     evaluation: Path | None = None  # an evaluate output folder of the test split on the training data
     split_artists: dict | None = None  # {"test_artists": n, "shared_with_train": m}, when the data has files
 
+    @classmethod
+    def of(cls, checkpoint: Path, model) -> RunFacts:
+        """The facts about ``checkpoint`` (a file) and its loaded ``model`` (an ArtClassifier)."""
+        from artmove.evaluation.checkpoint import run_config, run_dir
+
+        run = run_dir(checkpoint)
+        results_file = run / "results.json"
+        results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+        return cls(checkpoint=checkpoint, backbone=model.hparams.backbone, class_names=list(model.hparams.class_names),
+                   preprocessing=model.preprocessing, hparams=dict(model.hparams), results=results, config=run_config(checkpoint),
+                   evaluation=find_evaluation(run, (results.get("data") or {}).get("root")))  # fmt: skip
+
     @property
     def test_metrics(self) -> tuple[dict, str]:
         """Test scores and where they come from: evaluate's metrics.json beside the run, else results.json."""
