@@ -91,14 +91,13 @@ def check_images(cfg: DictConfig, checkpoint: Path, model, facts: RunFacts) -> t
     if cfg.check_input:
         from artmove.predict import list_inputs
 
-        paths = list_inputs(cfg.check_input)
         pictures = []
-        for path in paths[: count or None] if count else []:
+        for path in list_inputs(cfg.check_input)[:count]:
             try:
-                pictures.append(load_rgb(path, decode_size(model.preprocessing)))
+                pictures.append(transform(load_rgb(path, decode_size(model.preprocessing))))
             except UnreadableImageError as error:
                 log.warning("check_input: %s skipped (%s)", path, error)
-        return torch.stack([transform(p) for p in pictures]) if pictures else torch.empty(0)
+        return torch.stack(pictures) if pictures else torch.empty(0)
     if facts.config is None:
         if not count:
             return torch.empty(0)

@@ -20,19 +20,6 @@ from artmove.release.check import compare, failures
 from conftest import compose_config
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_run, tmp_path_factory):
-    """tiny_run exported to all three formats through the command line, checked on 12 test paintings."""
-    out = tmp_path_factory.mktemp("export") / "tiny"
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.export", f"ckpt_path={tiny_run}", "format=[onnx,torchscript]", f"out={out}",
-         "check_images=12", f"hydra.run.dir={out.parent / 'log'}"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, done.stdout
-
-
 def test_every_format_reproduces_the_checkpoint_on_real_paintings(exported):
     out, stdout = exported
     record = json.loads((out / "export.json").read_text(encoding="utf-8"))
@@ -183,3 +170,18 @@ def test_export_refuses_a_folder_it_did_not_write(tiny_run, tmp_path):
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
     with pytest.raises(ConfigError, match="checkpoint not found"):
         export(compose_config("export", f"ckpt_path={tmp_path / 'absent'}"))
+
+
+def test_check_paintings_can_come_from_check_input(tiny_run, wikipaintings_small, tmp_path):
+    from artmove.evaluation.checkpoint import resolve_checkpoint
+    from artmove.export import check_images
+
+    for name in ("Baroque", "Rococo"):
+        source = sorted((wikipaintings_small / "wikipaintings_test" / name).iterdir())[0]
+        (tmp_path / f"{name}.jpg").write_bytes(source.read_bytes())
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    cfg = compose_config("export", f"ckpt_path={tiny_run}", f"check_input={tmp_path}", "check_images=5")
+    checkpoint = resolve_checkpoint(tiny_run)
+    model = load_classifier(checkpoint)
+    images = check_images(cfg, checkpoint, model, RunFacts.of(checkpoint, model))
+    assert images.shape == (2, 3, 64, 64)  # the unreadable file skipped
