@@ -185,3 +185,21 @@ def test_check_paintings_can_come_from_check_input(tiny_run, wikipaintings_small
     model = load_classifier(checkpoint)
     images = check_images(cfg, checkpoint, model, RunFacts.of(checkpoint, model))
     assert images.shape == (2, 3, 64, 64)  # the unreadable file skipped
+
+
+def test_a_run_with_ema_exports_the_averaged_weights(tmp_path):
+    from artmove.evaluation.checkpoint import inference_network
+    from artmove.release.formats import TimmFolder
+    from conftest import classifier, sgd_steps
+
+    model = classifier("test_resnet", 3, image_size=32, ema_decay=0.5)
+    sgd_steps(model)
+    model.ema.update(model.model)
+    network = inference_network(model)
+    assert network is model.ema.module and not network.training
+    TimmFolder().write(network, tmp_path, torch.zeros(2, 3, 32, 32), {"label_names": ["a", "b", "c"], "preprocessing": model.preprocessing})
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        averaged, raw = network(images).numpy(), model.model.eval()(images).numpy()
+    rebuilt = TimmFolder().runner(tmp_path)(images)
+    assert np.abs(rebuilt - averaged).max() < 1e-5 and np.abs(rebuilt - raw).max() > 1e-3
