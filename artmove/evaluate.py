@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from artmove.checks import ConfigError, require_settings
 from artmove.cli import exit_on_user_error
 from artmove.data.sources.base import SPLITS
-from artmove.evaluation.checkpoint import load_classifier, run_config, run_dir
+from artmove.evaluation.checkpoint import load_classifier, resolve_checkpoint, run_config, run_dir
 from artmove.evaluation.classes import label_map, load_class_map
 from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
@@ -29,14 +29,19 @@ PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share
 
 
 def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = None) -> str:
-    """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``: evaluations live beside their run.
+    """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``: evaluations live beside their run
+    (``ckpt_path`` as :func:`resolve_checkpoint` reads it: a file, a run or a sweep folder).
 
     Without an existing checkpoint (the run then stops with an error): ``outputs/evaluate/<time>``.
     """
-    if not ckpt_path or not Path(ckpt_path).is_file():
+    try:
+        run = run_dir(ckpt_path) if ckpt_path else None
+    except ConfigError:
+        run = None
+    if run is None:
         return f"outputs/evaluate/{datetime.now():%Y-%m-%d/%H-%M-%S}"
     parts = [split] + ([data] if data not in (None, "None", "null") else []) + ([tta] if tta != "none" else [])
-    return str(run_dir(ckpt_path) / "eval" / "-".join(parts))
+    return str(run / "eval" / "-".join(parts))
 
 
 OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
@@ -64,7 +69,8 @@ def evaluate(cfg: DictConfig) -> dict:
     check_tta(cfg.tta)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")
-    model = load_classifier(cfg.ckpt_path, cfg.device)
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
+    model = load_classifier(checkpoint, cfg.device)
     classes = list(model.hparams.class_names)
     datamodule = instantiate(evaluation_data(cfg), preprocessing=model.preprocessing, _convert_="all")
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
@@ -79,10 +85,10 @@ def evaluate(cfg: DictConfig) -> dict:
     scores = score(probs, labels, classes, cfg.split, cfg.top_confused)
     pairs = scores.most_confused
     results = {
-        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "checkpoint": str(checkpoint.resolve()),
         "backbone": model.hparams.backbone,
         "unfreeze": getattr(model.policy, "unfreeze", None),
-        "weights_source": f"checkpoint {Path(cfg.ckpt_path).name}",
+        "weights_source": f"checkpoint {checkpoint.name}",
         "split": cfg.split,
         "tta": cfg.tta,
         "views_per_image": TTA_MODES[cfg.tta],

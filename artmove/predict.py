@@ -17,7 +17,7 @@ from artmove.cli import exit_on_user_error
 from artmove.data.images import is_image_file
 from artmove.data.sources.base import images_in
 from artmove.data.transforms import decode_size
-from artmove.evaluation.checkpoint import load_classifier
+from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
 from artmove.evaluation.tables import write_csv
@@ -52,7 +52,8 @@ def predict(cfg: DictConfig) -> dict:
     if cfg.save not in (None, "csv", "json"):
         raise ConfigError(f"save={cfg.save!r}: use csv, json or null.")
     paths = list_inputs(cfg.input)
-    model = load_classifier(cfg.ckpt_path, cfg.device)
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
+    model = load_classifier(checkpoint, cfg.device)
     classes = list(model.hparams.class_names)
     top_k = max(1, min(int(cfg.top_k), len(classes)))
     dataset = ImageFiles(paths, tta_transform(model.preprocessing, cfg.tta), decode_size(model.preprocessing))
@@ -78,7 +79,7 @@ def predict(cfg: DictConfig) -> dict:
         print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability'])}")
     elif cfg.save == "json":
         out.mkdir(parents=True, exist_ok=True)
-        payload = {"checkpoint": str(cfg.ckpt_path), "tta": cfg.tta, "predictions": predictions, "skipped": skipped}
+        payload = {"checkpoint": str(checkpoint), "tta": cfg.tta, "predictions": predictions, "skipped": skipped}
         (out / "predictions.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"Predictions: {out / 'predictions.json'}")
     return {"predictions": predictions, "skipped": skipped}
@@ -101,8 +102,7 @@ def explain(model, paths: list[Path], targets: torch.Tensor, folder: Path, batch
     dataset = ImageFiles(paths, eval_transform(preprocessing), decode_size(preprocessing))
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=lambda batch: torch.stack([image for image, _ in batch]))
     names, device = iter(_unique_names(paths)), next(model.parameters()).device
-    ema = getattr(model, "ema", None)  # the averaged weights are what the model predicts with, when kept
-    network = ema.module if ema is not None else model.model
+    network = inference_network(model)
     for start, images in zip(range(0, len(paths), batch_size), loader):
         cams = grad_cam(network, images.to(device), targets[start : start + len(images)].to(device))
         for image, cam in zip(images, cams):

@@ -78,6 +78,23 @@ def tiny_run(tmp_path_factory, wikipaintings_small) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def exported(tiny_run, tmp_path_factory):
+    """``tiny_run`` exported to all three formats through the command line, checked on 12 test paintings:
+    (export folder, console output)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    done = subprocess.run(
+        [sys.executable, "-m", "artmove.export", f"ckpt_path={tiny_run}", "format=[onnx,torchscript]", f"out={out}",
+         "check_images=12", f"hydra.run.dir={out.parent / 'log'}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
 def sgd_steps(module, steps: int = 2, image_size: int = 32) -> None:
     """A few SGD steps on random images in training mode (the zero-initialised head passes no
     gradient to the backbone in the first step)."""

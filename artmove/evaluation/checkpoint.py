@@ -1,7 +1,9 @@
-"""A trained classifier back from its checkpoint, with no weight download."""
+"""A trained classifier back from its checkpoint, with no weight download; which checkpoint a
+``ckpt_path`` means (a file, a run folder, a sweep folder)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -11,13 +13,80 @@ from artmove.checks import ConfigError
 from artmove.models import ArtClassifier
 
 
-def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier:
-    """The checkpoint's model in eval mode; its backbone, classes and transforms come from its hparams."""
-    path = Path(ckpt_path)
-    if not path.is_file():
+def resolve_checkpoint(ckpt_path: str | Path) -> Path:
+    """The checkpoint file ``ckpt_path`` means: the file itself; a training run folder's best checkpoint
+    (the one its results.json names, else its only ``checkpoints/best*.ckpt``, else ``last.ckpt``);
+    a sweep folder's best job by ``optimized_value`` (jobs with ``"status": "ok"`` only), then that
+    job's best checkpoint."""
+    path = Path(ckpt_path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"checkpoint not found: ckpt_path={ckpt_path} is no file or folder. {CKPT_PATH_FORMS}")
+    if path.name == "checkpoints":
+        return run_checkpoint(path.parent)
+    if (path / "checkpoints").is_dir():
+        return run_checkpoint(path)
+    return run_checkpoint(best_job(path))
+
+
+CKPT_PATH_FORMS = "Give a .ckpt file, a training run folder (with checkpoints/) or a sweep folder (multirun)."
+
+
+def run_checkpoint(run: Path) -> Path:
+    folder = run / "checkpoints"
+    named = _results(run).get("best_checkpoint")
+    if named and (folder / Path(named).name).is_file():  # by name: the run folder may have moved
+        return folder / Path(named).name
+    best = sorted(folder.glob("best*.ckpt"))
+    if len(best) > 1:
         raise ConfigError(
-            f"checkpoint not found: {path}. Give ckpt_path=<run folder>/checkpoints/<best-….ckpt or last.ckpt>."
+            f"ckpt_path={run}: {len(best)} best*.ckpt checkpoints and no results.json naming one "
+            f"({', '.join(p.name for p in best)}): give the file, e.g. ckpt_path={best[0]}."
         )
+    if best:
+        return best[0]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise ConfigError(f"ckpt_path={run}: no checkpoint in {folder} (neither best*.ckpt nor last.ckpt).")
+
+
+def best_job(sweep: Path) -> Path:
+    """The sweep's job with the best ``optimized_value``: maximised, or minimised where the sweeper says
+    so (``hydra.sweeper.direction``) or, without one, where the metric is a loss."""
+    from artmove.report import find_runs  # matplotlib: only when a sweep folder is given
+
+    jobs = [(job, _results(job)) for job in find_runs([sweep]) if job != sweep]
+    scored = [(job, r) for job, r in jobs if r.get("status") == "ok" and r.get("optimized_value") is not None and (job / "checkpoints").is_dir()]
+    if not scored:
+        found = f"{len(jobs)} job folder(s), none finished with a score and checkpoints" if jobs else "no training run or job folders below it"
+        raise ConfigError(f"ckpt_path={sweep}: {found}. {CKPT_PATH_FORMS}")
+    metric = scored[0][1].get("optimized_metric", "")
+    sign = -1 if _direction(scored[0][0], metric) == "minimize" else 1
+    return max(scored, key=lambda item: sign * item[1]["optimized_value"])[0]
+
+
+def _direction(job: Path, metric: str) -> str:
+    hydra_file = job / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():
+        direction = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.sweeper.direction", default=None)
+        if direction in ("minimize", "maximize"):
+            return direction
+    return "minimize" if str(metric).endswith("loss") else "maximize"
+
+
+def _results(run: Path) -> dict:
+    path = run / "results.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier:
+    """The model of the checkpoint ``ckpt_path`` means (:func:`resolve_checkpoint`) in eval mode; its
+    backbone, classes and transforms come from its hparams."""
+    path = resolve_checkpoint(ckpt_path)
     try:
         model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", pretrained=False, weights=None)
     except (KeyError, RuntimeError, TypeError) as error:
@@ -25,6 +94,11 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
     if not model.hparams.get("class_names"):
         model.hparams.class_names = [str(label) for label in range(model.hparams.num_classes)]
     return model.to(resolve_device(device)).eval()
+
+
+def inference_network(model: ArtClassifier) -> torch.nn.Module:
+    """The timm network the classifier predicts with: the EMA average when the run kept one."""
+    return (model.ema.module if model.ema is not None else model.model).eval()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -35,7 +109,7 @@ def resolve_device(device: str) -> torch.device:
 
 def run_dir(ckpt_path: str | Path) -> Path:
     """The training run a checkpoint belongs to: ``<run>/checkpoints/x.ckpt`` -> ``<run>``."""
-    parent = Path(ckpt_path).resolve().parent
+    parent = resolve_checkpoint(ckpt_path).resolve().parent
     return parent.parent if parent.name == "checkpoints" else parent
 
 

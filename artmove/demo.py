@@ -1,0 +1,50 @@
+"""`python -m artmove.demo ckpt_path=… [port=7860]`: a local web page to try a trained model on paintings."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from artmove.checks import ConfigError, require_settings
+from artmove.cli import exit_on_user_error
+from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
+
+log = logging.getLogger("artmove.demo")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_app(cfg: DictConfig):
+    """The page's app for ``cfg.ckpt_path``: the model loads once, here."""
+    require_settings(cfg)
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"the demo page needs {error.name}: pip install 'artmove[demo]' (fastapi, uvicorn, python-multipart).") from None
+    from artmove.demo_app import create_app, headline_numbers
+    from artmove.predictor import Predictor
+    from artmove.release.card import RunFacts
+
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
+    model = load_classifier(checkpoint, cfg.device)
+    predictor = Predictor(inference_network(model), model.hparams.class_names, model.preprocessing)
+    headline = headline_numbers(RunFacts.of(checkpoint, model))
+    return create_app(predictor, headline, cfg.top_k, int(cfg.max_upload_mb * 1e6), int(cfg.max_megapixels * 1e6))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="demo")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    app = build_app(cfg)
+    import uvicorn
+
+    if cfg.host not in LOOPBACK:
+        log.warning("host=%s: the page is reachable from other machines, with no login.", cfg.host)
+    print(f"Demo page: http://{cfg.host}:{cfg.port}/ (Ctrl+C stops it)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

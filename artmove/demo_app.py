@@ -1,0 +1,174 @@
+"""The demo page: upload a painting, see the top-5 movements, the Grad-CAM overlay and the model's test scores.
+
+One page and one endpoint (``POST predict``); the page's script draws the answer. Uploads are
+checked before any pixel is decoded: size in bytes, then image dimensions from the header.
+Needs the ``demo`` extra (fastapi, uvicorn, python-multipart).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image, UnidentifiedImageError
+
+from artmove.data.images import UnreadableImageError, load_rgb
+from artmove.data.transforms import decode_size
+from artmove.evaluation.tta import check_tta
+from artmove.predictor import Predictor
+
+
+class UploadError(ValueError):
+    """An upload the page answers with a message: not an image, too large."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def read_upload(data: bytes, max_bytes: int, max_pixels: int, min_size: int | None = None) -> Image.Image:
+    """The uploaded bytes as an upright RGB image, decoded as ``artmove.predict`` decodes a file (JPEG
+    draft mode down to ``min_size``), or an UploadError saying what is wrong with them."""
+    if len(data) > max_bytes:
+        raise UploadError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.", 413)
+    if not data:
+        raise UploadError("The file is empty: choose a painting (JPEG, PNG, WebP…).")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except (UnidentifiedImageError, OSError):
+        raise UploadError("That file is not an image this page can read: upload a JPEG, PNG, WebP, GIF, BMP or TIFF.") from None
+    if width * height > max_pixels:
+        raise UploadError(f"The image is {width} x {height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.", 413)
+    try:
+        return load_rgb(io.BytesIO(data), min_size)
+    except UnreadableImageError as error:
+        raise UploadError(f"The image could not be decoded ({error.__cause__}): it may be truncated or damaged.") from None
+
+
+def predict_upload(predictor: Predictor, data: bytes, tta: str = "none", top_k: int = 5,
+                   max_bytes: int = 20_000_000, max_pixels: int = 50_000_000) -> dict:  # fmt: skip
+    """What the page shows for one upload: ``{"top": [{"label", "prob"}], "gradcam": data URL}``."""
+    check_tta(tta)
+    image = read_upload(data, max_bytes, max_pixels, decode_size(predictor.preprocessing))
+    prediction = predictor(image, top_k=top_k, tta=tta, gradcam=True)
+    buffer = io.BytesIO()
+    prediction.gradcam.save(buffer, format="PNG")
+    return {
+        "top": [{"label": label, "prob": prob} for label, prob in prediction.top],
+        "gradcam": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+        "tta": tta,
+    }
+
+
+def create_app(predictor: Predictor, headline: Mapping[str, str], top_k: int = 5,
+               max_bytes: int = 20_000_000, max_pixels: int = 50_000_000):  # fmt: skip
+    """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``, form ``tta``) the answer."""
+    app = FastAPI(title="artmove demo", docs_url=None, redoc_url=None, openapi_url=None)
+    page = render_page(headline, max_bytes, max_pixels)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.post("/predict")
+    async def predict(request: Request, file: UploadFile = File(...), tta: str = Form("none")):
+        try:
+            if int(request.headers.get("content-length") or 0) > max_bytes + 65536:
+                raise UploadError(f"The file is over the {max_bytes / 1e6:.0f} MB limit.", 413)
+            if tta not in ("none", "flip"):
+                raise UploadError(f"tta={tta!r}: the page offers none or flip.")
+            data = await file.read(max_bytes + 1)
+            return predict_upload(predictor, data, tta, top_k, max_bytes, max_pixels)
+        except UploadError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+
+    return app
+
+
+def render_page(headline: Mapping[str, str], max_bytes: int, max_pixels: int) -> str:
+    facts = "".join(f"<div><span>{html.escape(k)}</span><b>{html.escape(str(v))}</b></div>" for k, v in headline.items())
+    limits = f"up to {max_bytes / 1e6:.0f} MB and {max_pixels / 1e6:.0f} megapixels"
+    return PAGE.replace("{facts}", facts).replace("{limits}", limits).replace("{title}", html.escape(headline.get("Model", "artmove")))
+
+
+def headline_numbers(facts) -> dict[str, str]:
+    """The model card's headline: model, data, test top-1/top-5/macro and where they come from."""
+    metrics, source = facts.test_metrics
+    from artmove.release.card import data_name
+
+    numbers = {"Model": facts.backbone, "Movements": f"{len(facts.class_names)} ({data_name(facts)})"}
+    if "test/top1" in metrics:
+        numbers.update({"Test top-1": f"{metrics['test/top1']:.1%}", "Test top-5": f"{metrics['test/top5']:.1%}",
+                        "Top-1 macro": f"{metrics['test/top1_macro']:.1%}",
+                        "Test images": str(metrics.get("test/num_images", "?")), "Scores from": source.replace("`", "")})  # fmt: skip
+    else:
+        numbers["Test scores"] = "not tested"
+    return numbers
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}: art movement demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:60rem;padding:0 1rem;color:#222}
+ h1{font-size:1.4rem;margin:0 0 .8rem}
+ #facts{display:flex;flex-wrap:wrap;gap:.5rem;margin-bottom:1rem}
+ #facts div{background:#f3f4f6;border-radius:6px;padding:.35rem .6rem;font-size:.85rem}
+ #facts span{color:#555;margin-right:.4rem}
+ form{display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap;margin-bottom:1rem}
+ #result{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem}
+ .bar{display:grid;grid-template-columns:13rem 1fr 4rem;align-items:center;gap:.5rem;margin:.3rem 0;font-size:.9rem}
+ .bar b{display:block;height:1rem;background:#e5e7eb;border-radius:3px}
+ .bar i{display:block;height:100%;background:#4f7cc1;border-radius:3px}
+ #message{color:#b00020;font-weight:600;min-height:1.2rem}
+ img{max-width:100%;border-radius:6px}
+ figure{margin:0} figcaption{font-size:.8rem;color:#555}
+</style></head>
+<body>
+<h1>Which art movement? <small>({title})</small></h1>
+<div id="facts">{facts}</div>
+<form id="form">
+ <input type="file" id="image" name="file" accept="image/*">
+ <label><input type="checkbox" id="tta"> test-time augmentation (image + mirror)</label>
+ <small>JPEG, PNG, WebP…, {limits}</small>
+</form>
+<p id="message" role="alert"></p>
+<p>Prediction: <strong id="label" data-state="idle">none yet</strong></p>
+<div id="result">
+ <div><h2>Top 5</h2><div id="topk"></div></div>
+ <figure><h2>Grad-CAM</h2><img id="gradcam" alt=""><figcaption>Regions that raised the top movement's score (red: most).</figcaption></figure>
+</div>
+<script>
+const input = document.getElementById("image"), tta = document.getElementById("tta");
+const label = document.getElementById("label"), message = document.getElementById("message");
+const pretty = s => s.replaceAll("_", " ");
+async function send() {
+  if (!input.files.length) return;
+  const body = new FormData();
+  body.append("file", input.files[0]);
+  body.append("tta", tta.checked ? "flip" : "none");
+  label.dataset.state = "busy"; label.textContent = "…"; message.textContent = "";
+  try {
+    const answer = await fetch("predict", {method: "POST", body});
+    const data = await answer.json();
+    if (!answer.ok) throw new Error(data.error || data.detail || answer.statusText);
+    document.getElementById("topk").innerHTML = data.top.map(t =>
+      `<div class="bar"><span>${pretty(t.label)}</span><b><i style="width:${(100 * t.prob).toFixed(1)}%"></i></b><span>${(100 * t.prob).toFixed(1)}%</span></div>`).join("");
+    document.getElementById("gradcam").src = data.gradcam;
+    label.textContent = pretty(data.top[0].label); label.dataset.label = data.top[0].label;
+    label.dataset.state = "done";
+  } catch (error) {
+    message.textContent = error.message; label.textContent = "none"; label.dataset.state = "error";
+    document.getElementById("topk").innerHTML = ""; document.getElementById("gradcam").removeAttribute("src");
+  }
+}
+input.addEventListener("change", send);
+tta.addEventListener("change", send);
+</script>
+</body></html>
+"""

@@ -1,0 +1,138 @@
+"""`python -m artmove.export ckpt_path=… [format=onnx] [hub=user/repo]`: a checkpoint as a model others can use.
+
+Writes timm's folder (config.json + model.safetensors), the chosen extra formats, a model card
+(README.md) and export.json (the numeric check of every file against the checkpoint), then
+optionally pushes the folder to the Hugging Face Hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from artmove.checks import ConfigError, require_settings
+from artmove.cli import exit_on_user_error, instantiate_checked
+from artmove.data.images import UnreadableImageError, load_rgb
+from artmove.data.splits import artist_from_filename, shared_groups
+from artmove.data.transforms import decode_size
+from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint, run_dir
+from artmove.evaluation.tta import eval_transform
+from artmove.release.card import RunFacts, write_card
+from artmove.release.check import ExportCheckError, compare, failures
+from artmove.release.formats import TimmFolder
+from artmove.release.hub import check_hub_target, push
+from artmove.results import write_json
+
+log = logging.getLogger("artmove.export")
+EXPORT_RECORD = "export.json"
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export ``cfg.ckpt_path``; return what export.json records."""
+    started = time.time()
+    require_settings(cfg)
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
+    formats = [TimmFolder(), *(instantiate_checked(node, f"format.{name}") for name, node in (cfg.format or {}).items())]
+    if cfg.hub:
+        check_hub_target(cfg.hub)
+    out = Path(cfg.out) if cfg.out else run_dir(checkpoint) / "export"
+    check_out_folder(out)
+    model = load_classifier(checkpoint, "cpu")
+    network = inference_network(model)
+    classes = list(model.hparams.class_names)
+    facts = RunFacts.of(checkpoint, model)
+    images = check_images(cfg, checkpoint, model, facts)
+
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    config = {"label_names": classes, "preprocessing": model.preprocessing}
+    example = images[:2] if len(images) >= 2 else torch.zeros(2, *model.preprocessing["input_size"])
+    files = {}
+    for fmt in formats:
+        files[fmt.name] = fmt.write(network, staging, example, config).name
+        log.info("wrote %s (%s)", staging / files[fmt.name], fmt.name)
+    checks = compare(network, {fmt.name: fmt.runner(staging) for fmt in formats}, images) if len(images) else {}
+    write_card(facts, staging, checks, files, cfg.hub)
+    record = {"checkpoint": str(checkpoint.resolve()), "backbone": model.hparams.backbone, "classes": classes,
+              "preprocessing": model.preprocessing, "files": files, "checks": checks, "check_atol": cfg.check_atol,
+              "wall_time_s": round(time.time() - started, 1)}  # fmt: skip
+    write_json(staging / EXPORT_RECORD, record)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    print_checks(out, checks)
+    bad = failures(checks, cfg.check_atol)
+    if bad:
+        raise ExportCheckError(f"the export does not reproduce the checkpoint: {'; '.join(bad)}. Files kept in {out} (see {EXPORT_RECORD}).")
+    if cfg.hub:
+        record["hub"] = push(out, cfg.hub, private=cfg.private)
+        print(f"Pushed to the Hub: {record['hub']}", flush=True)
+    return record
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` is replaced as a whole: only an earlier export (or nothing) may be there."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / EXPORT_RECORD).is_file())):
+        raise ConfigError(f"out={out} exists and is not an artmove export: choose another folder (it is replaced as a whole).")
+
+
+def check_images(cfg: DictConfig, checkpoint: Path, model, facts: RunFacts) -> torch.Tensor:
+    """``check_images`` paintings, evenly spread over the run's test split (or ``check_input``), as the
+    model's eval transform makes them. Also fills in the card's artist overlap from the split."""
+    count = int(cfg.check_images)
+    transform = eval_transform(model.preprocessing)
+    if cfg.check_input:
+        from artmove.predict import list_inputs
+
+        pictures = []
+        for path in list_inputs(cfg.check_input)[:count]:
+            try:
+                pictures.append(transform(load_rgb(path, decode_size(model.preprocessing))))
+            except UnreadableImageError as error:
+                log.warning("check_input: %s skipped (%s)", path, error)
+        return torch.stack(pictures) if pictures else torch.empty(0)
+    if facts.config is None:
+        if not count:
+            return torch.empty(0)
+        raise ConfigError(f"the numeric check needs paintings and {run_dir(checkpoint)} has no .hydra/config.yaml to find the "
+                          "run's test split: give check_input=FOLDER (or check_images=0 to skip the check).")  # fmt: skip
+    from artmove.evaluate import evaluation_data
+
+    data = evaluation_data(OmegaConf.create({"ckpt_path": str(checkpoint), "seed": None, "data": None}))
+    datamodule = instantiate(data, preprocessing=model.preprocessing, _convert_="all")
+    files = datamodule.files
+    if files is not None:
+        artist = getattr(datamodule.source, "artist", artist_from_filename)
+        shared = shared_groups({"train": files["train"], "test": files["test"]}, artist)
+        facts.split_artists = {"test_artists": len({artist(path) for path, _ in files["test"]}), "shared_with_train": len(shared)}
+    if not count:
+        return torch.empty(0)
+    split = datamodule.images("test", use_cache=False)
+    if not len(split):
+        raise ConfigError("the run's test split has no images for the numeric check: give check_input=FOLDER or check_images=0.")
+    step = max(1, len(split) // count)
+    return torch.stack([transform(split[index][0]) for index in range(0, len(split), step)[:count]])
+
+
+def print_checks(out: Path, checks: dict) -> None:
+    for name, row in checks.items():
+        print(f"  {name:<12} max abs logit diff {row['max_abs_logit_diff']:.2e}, top-1 agreement "
+              f"{row['top1_agreement']:.0%} on {row['images']} images", flush=True)  # fmt: skip
+    print(f"Export: {out}", flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="export")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    export(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The Python API: top-k movements of paintings from a checkpoint, a run folder or an export.
+
+    from artmove import Predictor
+    predictor = Predictor.from_checkpoint("outputs/2026-12-01/12-00-00")   # or .from_export(folder)
+    predictor("painting.jpg").top   # [("Impressionism", 0.71), ("Post-Impressionism", 0.12), ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms.functional import to_pil_image
+
+from artmove.checks import ConfigError
+from artmove.data.images import load_rgb, to_rgb
+from artmove.data.transforms import decode_size
+from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_device
+from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
+from artmove.evaluation.tta import eval_transform, predict_views, tta_transform
+
+ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k movements with their probabilities, best first; the Grad-CAM overlay when asked for."""
+
+    top: list[tuple[str, float]]
+    gradcam: Image.Image | None = None
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def probability(self) -> float:
+        return self.top[0][1]
+
+
+class Predictor:
+    """A classifier ready for new paintings: its network, class names and eval preprocessing."""
+
+    def __init__(self, network: nn.Module, class_names: Sequence[str], preprocessing: Mapping[str, Any], batch_size: int = 32):
+        self.network, self.class_names = network.eval(), list(class_names)
+        self.preprocessing, self.batch_size = dict(preprocessing), batch_size
+        self.device = next(network.parameters()).device
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | Path, device: str = "cpu") -> Predictor:
+        """A training checkpoint, a run folder (its best checkpoint) or a sweep folder (its best job)."""
+        model = load_classifier(ckpt_path, device)
+        return cls(inference_network(model), model.hparams.class_names, model.preprocessing)
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device: str = "cpu") -> Predictor:
+        """An export folder (``python -m artmove.export``): timm's config.json + model.safetensors."""
+        import timm
+        from timm.data import resolve_model_data_config
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"{folder} is not an export folder (no config.json): give the out= folder of python -m artmove.export.")
+        network = timm.create_model(f"local-dir:{folder}", pretrained=True).to(resolve_device(device))
+        names = network.pretrained_cfg.get("label_names") or [str(i) for i in range(network.num_classes)]
+        config = resolve_model_data_config(network)
+        preprocessing = {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
+        return cls(network, names, preprocessing)
+
+    def __call__(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, tta: str | None = None,
+                 gradcam: bool = False) -> Prediction | list[Prediction]:  # fmt: skip
+        """Predict one image (a path, a PIL image, a 3 x H x W tensor) or a list of them (or an N x 3 x H x W
+        tensor). Tensors are pixels (uint8, or floats in [0, 1]) and get the same resize, crop and
+        normalisation as files. ``tta``: none | flip | five_crop | ten_crop. One image in, one Prediction out."""
+        single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.ndim == 4)
+        pictures = [self.picture(image) for image in ([images] if single else images)]
+        if not pictures:
+            return []
+        k = max(1, min(int(top_k), len(self.class_names)))
+        views = tta_transform(self.preprocessing, tta or "none")
+        probs = torch.cat([
+            predict_views(self.network, torch.stack([views(p) for p in pictures[start : start + self.batch_size]]).to(self.device)).cpu()
+            for start in range(0, len(pictures), self.batch_size)
+        ])  # fmt: skip
+        best = probs.topk(k, dim=1)
+        overlays = self.explain(pictures, best.indices[:, 0]) if gradcam else [None] * len(pictures)
+        predictions = [
+            Prediction([(self.class_names[c], float(p)) for c, p in zip(indices.tolist(), values.tolist())], overlays[row])
+            for row, (indices, values) in enumerate(zip(best.indices, best.values))
+        ]
+        return predictions[0] if single else predictions
+
+    def picture(self, image: ImageInput) -> Image.Image:
+        """Any accepted input as an RGB PIL image (files decode no larger than the preprocessing needs)."""
+        if isinstance(image, (str, Path)):
+            return load_rgb(image, decode_size(self.preprocessing))
+        if isinstance(image, Image.Image):
+            return to_rgb(image)
+        if isinstance(image, torch.Tensor) and image.ndim == 3:
+            return to_rgb(to_pil_image(image if image.dtype == torch.uint8 else image.clamp(0, 1)))
+        raise TypeError(f"cannot predict a {type(image).__name__}: give a path, a PIL image or a 3 x H x W tensor.")
+
+    def explain(self, pictures: list[Image.Image], targets: torch.Tensor) -> list[Image.Image]:
+        """Grad-CAM overlays for ``targets`` on the eval crop the network saw."""
+        transform, pre = eval_transform(self.preprocessing), self.preprocessing
+        batch = torch.stack([transform(p) for p in pictures]).to(self.device)
+        cams = grad_cam(self.network, batch, targets.to(self.device))
+        return [overlay(to_pil(image, pre["mean"], pre["std"]), cam) for image, cam in zip(batch, cams)]

@@ -1,0 +1,302 @@
+"""The model card (``README.md``) of an export, from the run's results.json, config and evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from artmove.evaluation.plots import display_name
+from artmove.evaluation.tables import cell, markdown_table
+from artmove.results import ROWS
+
+CHECK_COLUMNS = ("format", "file", "images", "max_abs_logit_diff", "top1_agreement")
+CHECK_HEADERS = ("format", "file", "images", "max abs logit diff", "top-1 identical")
+PER_CLASS_COLUMNS = ("class", "support", "accuracy", "top3_accuracy", "precision", "recall", "f1")
+PER_CLASS_HEADERS = ("movement", "test images", "accuracy", "top-3 accuracy", "precision", "recall", "F1")
+
+
+@dataclass
+class RunFacts:
+    """What the card says, gathered from the run folder and the checkpoint."""
+
+    checkpoint: Path
+    backbone: str
+    class_names: list[str]
+    preprocessing: Mapping[str, Any]
+    hparams: Mapping[str, Any]
+    results: dict = field(default_factory=dict)  # the run's results.json ({} if it has none)
+    config: Any = None  # the run's .hydra/config.yaml, if kept
+    evaluation: Path | None = None  # an evaluate output folder of the test split on the training data
+    split_artists: dict | None = None  # {"test_artists": n, "shared_with_train": m}, when the data has files
+
+    @classmethod
+    def of(cls, checkpoint: Path, model) -> RunFacts:
+        """The facts about ``checkpoint`` (a file) and its loaded ``model`` (an ArtClassifier)."""
+        from artmove.evaluation.checkpoint import run_config, run_dir
+
+        run = run_dir(checkpoint)
+        results_file = run / "results.json"
+        results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+        return cls(checkpoint=checkpoint, backbone=model.hparams.backbone, class_names=list(model.hparams.class_names),
+                   preprocessing=model.preprocessing, hparams=dict(model.hparams), results=results, config=run_config(checkpoint),
+                   evaluation=find_evaluation(run, (results.get("data") or {}).get("root")))  # fmt: skip
+
+    @property
+    def test_metrics(self) -> tuple[dict, str]:
+        """Test scores and where they come from: evaluate's metrics.json beside the run, else results.json."""
+        if self.evaluation is not None:
+            metrics = json.loads((self.evaluation / "metrics.json").read_text(encoding="utf-8"))
+            return metrics, f"`python -m artmove.evaluate` (tta={metrics.get('tta', 'none')}), {self.evaluation.name}/metrics.json"
+        return self.results, "the training run's test (results.json)"
+
+
+def find_evaluation(run: Path, data_root: str | None) -> Path | None:
+    """``<run>/eval/test*`` scored on the training data (evaluate's default), plain before TTA variants."""
+    candidates = []
+    for folder in sorted((run / "eval").glob("test*")):
+        metrics_file = folder / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        if metrics.get("split") == "test" and (metrics.get("data") or {}).get("root") == data_root:
+            candidates.append((metrics.get("tta") != "none", folder))
+    return min(candidates)[1] if candidates else None
+
+
+def write_card(facts: RunFacts, out: Path, checks: Mapping[str, dict], files: Mapping[str, str], hub_repo: str | None) -> Path:
+    """``out/README.md``, with the evaluation's confusion-matrix figure copied beside it."""
+    figure = None
+    if facts.evaluation is not None and (facts.evaluation / "confusion_matrix.png").is_file():
+        figure = shutil.copy(facts.evaluation / "confusion_matrix.png", out / "confusion_matrix.png")
+    sections = [front_matter(facts), title(facts), usage(hub_repo), model_section(facts), data_section(facts),
+                settings_section(facts), results_section(facts, figure is not None), checks_section(checks, files),
+                limitations(facts)]  # fmt: skip
+    path = out / "README.md"
+    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    return path
+
+
+def _setting(facts: RunFacts, key: str, default: Any = None) -> Any:
+    if facts.config is None:
+        return default
+    value = OmegaConf.select(facts.config, key, default=default, throw_on_resolution_failure=False)
+    return default if isinstance(value, str) and value.startswith("${") else value
+
+
+def data_name(facts: RunFacts) -> str:
+    root = (facts.results.get("data") or {}).get("root") or _setting(facts, "data.root")
+    source = (facts.results.get("data") or {}).get("source") or _setting(facts, "data.source._target_") or "?"
+    return Path(str(root)).name if root else str(source).rsplit(".", 1)[-1]
+
+
+def timm_tag(backbone: str) -> str:
+    """The exact timm weights a backbone name means: ``resnet50`` -> ``resnet50.a1_in1k``."""
+    import timm
+
+    try:
+        config = timm.models.get_pretrained_cfg(backbone)
+    except RuntimeError:
+        config = None
+    if config is None or not getattr(config, "tag", None):
+        return backbone
+    architecture = backbone.split(".", 1)[0]
+    return f"{architecture}.{config.tag}"
+
+
+def front_matter(facts: RunFacts) -> str:
+    lines = ["---", "library_name: timm", "pipeline_tag: image-classification", "tags:",
+             "- image-classification", "- timm", "- art", "- artmove"]  # fmt: skip
+    if pretrained_weights(facts) == "timm":
+        lines.append(f"base_model: timm/{timm_tag(facts.backbone)}")
+    lines.append("---")
+    return "\n".join(lines)
+
+
+def title(facts: RunFacts) -> str:
+    count = len(facts.class_names)
+    return (
+        f"# {facts.backbone}: art movement of a painting ({count} movements, {data_name(facts)})\n\n"
+        f"A {facts.backbone} fine-tuned with artmove to name the art movement of a painting "
+        f"among the {count} movements of the {data_name(facts)} data set, trained from checkpoint `{facts.checkpoint.name}`."
+    )
+
+
+def usage(hub_repo: str | None) -> str:
+    where = f"hf-hub:{hub_repo}" if hub_repo else "local-dir:PATH/TO/THIS/FOLDER"
+    return f"""## How to use
+
+With timm alone (the class names and the preprocessing are in `config.json`):
+
+```python
+import timm, torch
+from PIL import Image
+
+model = timm.create_model("{where}", pretrained=True).eval()
+transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+with torch.no_grad():
+    probs = model(transform(Image.open("painting.jpg").convert("RGB"))[None]).softmax(-1)[0]
+print(model.pretrained_cfg["label_names"][int(probs.argmax())], float(probs.max()))
+```
+
+With artmove (top-k, test-time augmentation, Grad-CAM): `Predictor.from_export("{where.split(':', 1)[1]}")`."""
+
+
+def pretrained_weights(facts: RunFacts) -> str:
+    """``timm`` (ImageNet weights as timm names them), ``file``, ``none`` or ``unknown``: the run's settings
+    (a loaded checkpoint's hparams say pretrained=false, as loading it needs no weights)."""
+    weights = facts.results.get("weights_source") or ""
+    pretrained = facts.results.get("pretrained", _setting(facts, "pretrained"))
+    if weights.startswith("file") or _setting(facts, "weights"):
+        return "file"
+    if weights == "random init" or pretrained is False:
+        return "none"
+    return "timm" if pretrained or weights else "unknown"
+
+
+def model_section(facts: RunFacts) -> str:
+    hp, results, pre = facts.hparams, facts.results, facts.preprocessing
+    weights = {
+        "file": f"from a file ({results.get('weights_source') or _setting(facts, 'weights')})",
+        "none": "none (random initialisation)",
+        "timm": f"ImageNet, timm `{timm_tag(facts.backbone)}`" + (f" (loaded from: {results['weights_source']})" if results.get("weights_source") else ""),
+        "unknown": "unknown (the run folder has neither results.json nor .hydra/config.yaml)",
+    }[pretrained_weights(facts)]
+    policy = (hp.get("finetune") or {}).get("_target_", "?").rsplit(".", 1)[-1]
+    unfreeze = (hp.get("finetune") or {}).get("unfreeze")
+    rows = [
+        ("Backbone", f"`{facts.backbone}` (timm)"),
+        ("Pretrained weights", weights),
+        ("Fine-tuning", f"{policy}" + (f", unfreeze={unfreeze}" if unfreeze is not None else "")
+         + (f": {results['trained_layers']} of {results['total_layers']} weighted layers trained" if "trained_layers" in results else "")),
+        ("Parameters", f"{results['total_params']:,} ({results['trainable_params']:,} trained)" if "total_params" in results else "–"),
+        ("Input", f"{pre['input_size'][1]}x{pre['input_size'][2]} RGB, resize ({pre['interpolation']}) to input / crop_pct "
+                  f"{pre['crop_pct']} then centre crop, mean {list(pre['mean'])}, std {list(pre['std'])}"),
+        ("Output", f"{len(facts.class_names)} logits, one per movement (`label_names` in config.json)"),
+    ]  # fmt: skip
+    return "## Model\n\n" + _pairs(rows)
+
+
+def generated(facts: RunFacts) -> bool:
+    """Trained on images the data source draws (synthetic), not on files: no artists, no paintings."""
+    data = facts.results.get("data") or {}
+    return not (data.get("root") or _setting(facts, "data.root")) and (bool(data) or facts.config is not None)
+
+
+def data_section(facts: RunFacts) -> str:
+    data = facts.results.get("data") or {}
+    sizes = data.get("split_sizes") or {}
+    source = str(data.get("source") or _setting(facts, "data.source._target_")).rsplit(".", 1)[-1]
+    name = data_name(facts)
+    if generated(facts):
+        by_artist = "not applicable: generated images, no artists"
+    elif _setting(facts, "data.group_by") == "artist":
+        by_artist = "yes: each artist in one split (data.group_by=artist)"
+    else:
+        by_artist = "no: the data set's own split, an artist can be in training and test"
+    rows = [("Data set", name if name == source else f"{name} (`{source}`)") if not generated(facts) else ("Data set", f"{name} (generated by artmove, no files)"),
+            ("Split sizes", ", ".join(f"{split} {count}" for split, count in sizes.items()) or "–"),
+            ("Split by artist", by_artist)]  # fmt: skip
+    if facts.split_artists:
+        shared, total = facts.split_artists["shared_with_train"], facts.split_artists["test_artists"]
+        rows.append(("Test artists also in training", f"{shared} of {total}"))
+    movements = ", ".join(display_name(name) for name in facts.class_names)
+    return "## Training data\n\n" + _pairs(rows) + f"\n\nMovements (as the data set spells them): {movements}."
+
+
+def settings_section(facts: RunFacts) -> str:
+    hp, results = facts.hparams, facts.results
+    optimizer = hp.get("optimizer") or {}
+    scheduler = hp.get("scheduler") or {}
+    rows = [("Optimizer", ", ".join(f"{k}={v}" for k, v in optimizer.items()) or "–"),
+            ("Scheduler", ", ".join(f"{k}={v}" for k, v in scheduler.items()) or "–"),
+            ("Epochs", results.get("epochs", _setting(facts, "trainer.max_epochs", "–"))),
+            ("Batch size", _setting(facts, "data.batch_size", "–")),
+            ("Seed", results.get("seed", _setting(facts, "seed", "–")))]  # fmt: skip
+    for key in ("label_smoothing", "mixup", "cutmix", "ema_decay", "drop_rate", "drop_path_rate"):
+        if hp.get(key):
+            rows.append((key, hp[key]))
+    if results.get("best_val/top1") is not None:
+        rows.append(("Best validation top-1", f"{results['best_val/top1']:.4f}"))
+    return "## Training settings\n\n" + _pairs(rows)
+
+
+def results_section(facts: RunFacts, with_figure: bool) -> str:
+    metrics, source = facts.test_metrics
+    if "test/top1" not in metrics:
+        return "## Results\n\nNot tested: the run has no test scores (`test=false`) and no `python -m artmove.evaluate` output beside it."
+    images = metrics.get("test/num_images")
+    rows = [{"metric": label, "value": metrics[f"test/{key}"]} for label, key in ROWS]
+    text = [f"## Results on the test split\n\n{images} test images; scores from {source}.\n", markdown_table(rows, ("metric", "value"))]
+    per_class = facts.evaluation / "per_class.csv" if facts.evaluation is not None else None
+    if per_class is not None and per_class.is_file():
+        with per_class.open(encoding="utf-8") as handle:
+            table = [{**{k: _number(v) for k, v in row.items()}, "class": display_name(row["class"])} for row in csv.DictReader(handle)]
+        text += ["\n### Per movement\n\n`accuracy` is the movement's top-1 accuracy (its recall); their mean is top-1 macro.\n",
+                 markdown_table(table, PER_CLASS_COLUMNS, PER_CLASS_HEADERS)]  # fmt: skip
+    if with_figure:
+        text.append("\n![Confusion matrix on the test split](confusion_matrix.png)")
+    return "\n".join(text)
+
+
+def checks_section(checks: Mapping[str, dict], files: Mapping[str, str]) -> str:
+    if not checks:
+        return "## Export checks\n\nNot run (check_images=0)."
+    rows = [{"format": name, "file": f"`{files[name]}`", "images": row["images"], "max_abs_logit_diff": f"{row['max_abs_logit_diff']:.1e}",
+             "top1_agreement": f"{row['top1_agreement']:.0%}"} for name, row in checks.items()]  # fmt: skip
+    first = next(iter(checks.values()))
+    return (f"## Export checks\n\nEach file run on {first['images']} test paintings against the PyTorch checkpoint "
+            "(max abs logit difference, share of images with the same top-1):\n\n" + markdown_table(rows, CHECK_COLUMNS, CHECK_HEADERS))  # fmt: skip
+
+
+def limitations(facts: RunFacts) -> str:
+    name, count = data_name(facts), len(facts.class_names)
+    if generated(facts):
+        return f"""## Intended use and limitations
+
+- A demonstration: trained on artmove's generated images ({name}), not on paintings. Its answers on real
+  paintings mean little; train on a painting data set (e.g. data=rasta) for a model to use.
+- It always answers one of its {count} classes, however unlike them the image is."""
+    return f"""## Intended use and limitations
+
+- For exploring and cataloguing collections: a first suggestion of a painting's movement, to be checked by a person.
+- The labels are movements as {name} spells and assigns them (one per painting); movements overlap,
+  an artist's work spans several, and the boundaries are the data set's, not a consensus of art history.
+- {artist_overlap(facts)}
+- It has seen only the {name} images (for WikiArt-based sets: reproductions of mostly Western
+  paintings); photographs, drawings and other traditions are outside them, and it always answers one of its
+  {count} movements, however unlike them the image is.
+- Check the licences of the training images before any commercial use."""
+
+
+def artist_overlap(facts: RunFacts) -> str:
+    """What the split's artists mean for the scores: measured from the file names where possible."""
+    inflated = "so the scores above partly measure recognising an artist's hand and overstate accuracy on unseen artists."
+    if _setting(facts, "data.group_by") == "artist":
+        return "The test split keeps each artist apart from training (data.group_by=artist): the scores are for unseen artists."
+    if facts.split_artists is None:
+        return f"The split does not keep artists apart: the same artist may appear in training and test, {inflated}"
+    shared, total = facts.split_artists["shared_with_train"], facts.split_artists["test_artists"]
+    if not shared:
+        return f"None of the {total} test artists appears in training: the scores are for unseen artists."
+    return f"{shared} of the {total} test artists also appear in training, {inflated}"
+
+
+def _pairs(rows) -> str:
+    return markdown_table([{"k": k, "v": cell(v)} for k, v in rows], ("k", "v"), headers=("", ""))
+
+
+def _number(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value) if value else None
+        except ValueError:
+            return value

@@ -1,0 +1,173 @@
+"""`python -m artmove.demo`: the prediction function and bad uploads without a browser, then the page in
+headless Chromium (Debian's chromium + chromium-driver) against `artmove.predict`."""
+
+import contextlib
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from artmove.demo_app import UploadError, create_app, headline_numbers, predict_upload, read_upload
+from artmove.predict import predict
+from artmove.predictor import Predictor
+from conftest import compose_config
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def painting(wikipaintings_small):
+    return sorted((wikipaintings_small / "wikipaintings_test" / "Cubism").iterdir())[0]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run):
+    return Predictor.from_checkpoint(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    headline = {"Model": "tf_efficientnet_lite0", "Test top-1": "12.3%"}
+    return TestClient(create_app(predictor, headline, top_k=5, max_bytes=2_000_000, max_pixels=8_000_000))
+
+
+def png(width, height):
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "gray").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_prediction_function_answers_as_the_predictor(predictor, painting):
+    answer = predict_upload(predictor, painting.read_bytes(), tta="flip")
+    expected = predictor(painting, tta="flip")
+    assert [row["label"] for row in answer["top"]] == [m for m, _ in expected.top]
+    assert [row["prob"] for row in answer["top"]] == pytest.approx([p for _, p in expected.top], abs=1e-4)
+    overlay = Image.open(io.BytesIO(__import__("base64").b64decode(answer["gradcam"].split(",", 1)[1])))
+    assert answer["gradcam"].startswith("data:image/png;base64,") and min(overlay.size) >= 224
+
+
+def test_bad_uploads_get_a_message_not_a_trace():
+    with pytest.raises(UploadError, match="not an image this page can read") as raised:
+        read_upload(b"%PDF-1.4 not a painting", max_bytes=1000, max_pixels=10**6)
+    assert raised.value.status == 400
+    with pytest.raises(UploadError, match="the limit is 0 MB") as raised:  # 1000 bytes: 0 MB when rounded
+        read_upload(b"x" * 1001, max_bytes=1000, max_pixels=10**6)
+    assert raised.value.status == 413
+    with pytest.raises(UploadError, match="2000 x 1000 pixels; the limit is 1 megapixels"):
+        read_upload(png(2000, 1000), max_bytes=10**7, max_pixels=10**6)
+    with pytest.raises(UploadError, match="could not be decoded"):
+        read_upload(png(50, 50)[:-40], max_bytes=10**7, max_pixels=10**6)  # truncated
+    assert read_upload(png(50, 40), max_bytes=10**7, max_pixels=10**6).size == (50, 40)
+
+
+def test_the_page_and_its_endpoint(client, predictor, painting):
+    page = client.get("/")
+    assert page.status_code == 200 and '<input type="file" id="image"' in page.text
+    assert "<span>Test top-1</span><b>12.3%</b>" in page.text and "up to 2 MB and 8 megapixels" in page.text
+    answer = client.post("/predict", files={"file": ("a.jpg", painting.read_bytes(), "image/jpeg")}, data={"tta": "none"})
+    assert answer.status_code == 200 and answer.json()["top"][0]["label"] == predictor(painting).label
+    assert len(answer.json()["top"]) == 5
+    not_image = client.post("/predict", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert not_image.status_code == 400 and not_image.json() == {
+        "error": "That file is not an image this page can read: upload a JPEG, PNG, WebP, GIF, BMP or TIFF."}
+    huge = client.post("/predict", files={"file": ("big.png", png(4000, 2500), "image/png")})
+    assert huge.status_code == 413 and "4000 x 2500 pixels" in huge.json()["error"]
+    too_long = client.post("/predict", files={"file": ("big.bin", b"x" * 3_000_000, "image/png")})
+    assert too_long.status_code == 413 and "over the 2 MB limit" in too_long.json()["error"]
+    assert client.post("/predict", files={"file": ("a.jpg", painting.read_bytes())}, data={"tta": "ten_crop"}).status_code == 400
+
+
+def test_the_headline_is_the_card_s_test_scores(tmp_path):
+    from artmove.release.card import RunFacts
+
+    results = {"test/top1": 0.61234, "test/top3": 0.8, "test/top5": 0.9012, "test/top1_macro": 0.55, "test/num_images": 440,
+               "data": {"root": "/data/wikiart_sample"}}  # fmt: skip
+    facts = RunFacts(checkpoint=tmp_path / "best.ckpt", backbone="resnet50", class_names=["a", "b"], preprocessing={}, hparams={}, results=results)
+    assert headline_numbers(facts) == {"Model": "resnet50", "Movements": "2 (wikiart_sample)", "Test top-1": "61.2%", "Test top-5": "90.1%",
+                                       "Top-1 macro": "55.0%", "Test images": "440", "Scores from": "the training run's test (results.json)"}  # fmt: skip
+    assert headline_numbers(RunFacts(tmp_path / "x.ckpt", "resnet50", ["a"], {}, {}))["Test scores"] == "not tested"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_url(tiny_run, tmp_path_factory):
+    """The demo command serving tiny_run on a free loopback port."""
+    port, log = free_port(), tmp_path_factory.mktemp("demo")
+    server = subprocess.Popen([sys.executable, "-m", "artmove.demo", f"ckpt_path={tiny_run}", f"port={port}", f"hydra.run.dir={log}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 240
+        while True:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            if server.poll() is not None:
+                pytest.fail(f"the demo exited with {server.returncode}: {server.stdout.read()[-3000:]}")
+            if time.time() > deadline:
+                pytest.fail("the demo page did not answer within 240 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_the_demo_command_serves_the_card_headline_on_loopback(demo_url, tiny_run):
+    page = urllib.request.urlopen(demo_url, timeout=10).read().decode("utf-8")
+    assert "<span>Model</span><b>tf_efficientnet_lite0</b>" in page
+    assert "<span>Movements</span><b>25 (wikipaintings_small)</b>" in page
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no chromium/chromedriver installed (.ci/install-browser installs them)")
+def test_the_page_in_headless_chromium_shows_predicts_label(demo_url, tiny_run, painting, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    expected = predict(compose_config("predict", f"ckpt_path={tiny_run}", f"input={painting}", f"output_dir={tmp_path}",
+                                      "num_workers=0"))["predictions"][0]["top"]  # fmt: skip
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,900"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)  # an explicit driver: no Selenium Manager download
+    try:
+        browser.get(demo_url)
+        label = browser.find_element(By.ID, "label")
+
+        def settled(_):
+            return label.get_attribute("data-state") in ("done", "error")
+
+        browser.find_element(By.ID, "image").send_keys(str(painting.resolve()))
+        WebDriverWait(browser, 120).until(settled)
+        browser.save_screenshot(str(tmp_path / "demo.png"))
+        assert label.get_attribute("data-state") == "done", browser.find_element(By.ID, "message").text
+        assert label.get_attribute("data-label") == expected[0]["movement"]
+        assert label.text == expected[0]["movement"].replace("_", " ")
+        bars = browser.find_elements(By.CSS_SELECTOR, "#topk .bar")
+        assert [bar.find_element(By.TAG_NAME, "span").text for bar in bars] == [t["movement"].replace("_", " ") for t in expected]
+        assert browser.find_element(By.ID, "gradcam").get_attribute("src").startswith("data:image/png;base64,")
+
+        text_file = tmp_path / "notes.txt"
+        text_file.write_text("not a painting", encoding="utf-8")
+        browser.find_element(By.ID, "image").send_keys(str(text_file))
+        WebDriverWait(browser, 60).until(lambda _: label.get_attribute("data-state") == "error")
+        browser.save_screenshot(str(tmp_path / "demo-error.png"))
+        assert browser.find_element(By.ID, "message").text.startswith("That file is not an image this page can read")
+    finally:
+        browser.quit()
+    print(f"screenshots: {tmp_path / 'demo.png'}, {tmp_path / 'demo-error.png'}")
