@@ -13,7 +13,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +88,8 @@ def why_unreadable(path: Path, error: Exception) -> str:
         return "the file is empty (a write that never finished)"
     if isinstance(error, pickle.UnpicklingError) and re.search(r"GLOBAL|global", str(error)):
         return "it holds Python objects besides tensors, refused because unpickling them could run code"
-    if zipfile.is_zipfile(path) or "zip archive" in str(error) or isinstance(error, EOFError):
+    with path.open("rb") as file:
+        zip_archive = file.read(4) == b"PK\x03\x04"  # how every torch.save file (since torch 1.6) starts
+    if zip_archive or isinstance(error, EOFError):
         return f"the file ({size} bytes) is truncated or damaged"
     return f"the file ({size} bytes) is not a PyTorch checkpoint"

@@ -16,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -56,19 +57,20 @@ def train(cfg: DictConfig) -> dict:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
+    # The first ModelCheckpoint is the trainer's checkpoint_callback: its folder holds last.ckpt.
+    checkpoint_dir = next((c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    if checkpoint_dir and rank_zero_only.rank == 0:
+        remove_partial_writes(checkpoint_dir)  # left by a writer killed mid-file
+    resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)  # read now: a bad file costs a second
     images, datamodule, model = build(cfg)
     classes, sizes = images.classes, images.split_sizes()
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
     log.info("backbone %s, weights: %s", cfg.backbone, model.weights_source)
     log.info(model.describe_trainable())
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
-    if checkpoint_dir and trainer.is_global_zero:
-        remove_partial_writes(checkpoint_dir)  # left by a writer killed mid-file
-    resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)
     # The full config for W&B's run table, with the policy's settings as built (defaults filled in).
     composed = {**OmegaConf.to_container(cfg, resolve=True), "finetune": model.policy.config,
                 "unfreeze": getattr(model.policy, "unfreeze", None), "weights_source": model.weights_source}  # fmt: skip
