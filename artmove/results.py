@@ -26,8 +26,10 @@ def format_table(results: dict[str, Any], split: str = "test") -> str:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash never leaves a half-written results file."""
-    write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Write atomically: a crash never leaves a half-written results file. A file name that is not UTF-8
+    (Python keeps its bytes as lone surrogates) is written as a JSON escape (``\\udce9``) and reads back as it was."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_text(path, text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def write_text(path: Path, text: str) -> None:

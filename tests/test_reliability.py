@@ -269,3 +269,69 @@ def test_a_bad_number_is_one_line_before_data_is_read(tmp_path, setting, message
                    setting, f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.startswith(f"artmove: error: {message}") and len(done.stderr.strip().splitlines()) == 1
+
+
+# --- CSV manifests: a label with no training row ------------------------------------------------
+def manifest_with_a_typo(folder: Path) -> Path:
+    rows = [("a.png", "Impressionism", "train"), ("b.png", "Cubism", "train"), ("c.png", "Cubism", "val"),
+            ("d.png", "Impresionism", "test"), ("e.png", "Impressionism", "test")]  # fmt: skip
+    for name, _, _ in rows:
+        Image.new("RGB", (40, 30), "white").save(folder / name)
+    (folder / "list.csv").write_text("path,label,split\n" + "".join(f"{','.join(row)}\n" for row in rows))
+    return folder / "list.csv"
+
+
+def test_a_label_only_in_test_rows_is_an_error_naming_its_line(tmp_path):
+    manifest = manifest_with_a_typo(tmp_path)
+    done = command("artmove.train", "data=csv", f"data.root={manifest}", *TINY[:3], f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"artmove: error: {manifest}: labels with no training row: 'Impresionism' on line 5. Correct them "
+        "(a typo?), or drop those rows with data.source.unknown_labels=drop."
+    )
+
+
+def test_unknown_labels_drop_keeps_the_other_rows_with_a_warning(tmp_path, caplog):
+    from artmove.data.sources import CsvManifest
+
+    with caplog.at_level("WARNING"):
+        source = CsvManifest(manifest_with_a_typo(tmp_path), unknown_labels="drop")
+    assert source.classes == ["Cubism", "Impressionism"]
+    assert {split: len(samples) for split, samples in source.split_samples.items()} == {"train": 2, "val": 1, "test": 1}
+    assert "dropped the rows of labels with no training row: 'Impresionism' on line 5" in caplog.text
+
+
+# --- file names that are not UTF-8 ----------------------------------------------------------------
+def not_utf8(folder: Path, color: str = "red") -> Path:
+    """A painting named with the Latin-1 byte 0xE9 (``café.png`` as an old Windows tool wrote it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png"))
+    Image.new("RGB", (40, 30), color).save(path)
+    return path
+
+
+def test_non_utf8_names_pass_through_predict_csv_and_json(compose_train, tmp_path):
+    train(compose_train(*TINY, "debug=limit", "test=false"))
+    painting = not_utf8(tmp_path / "new")
+    for save in ("csv", "json"):
+        done = command("artmove.predict", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", f"input={painting.parent}",
+                       f"save={save}", "num_workers=0", f"hydra.run.dir={tmp_path / save}")  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "csv" / "predictions.csv").open(encoding="utf-8")))  # strict UTF-8
+    assert {row["path"] for row in rows} == {f"{painting.parent}/caf\\xe9.png"}  # the byte, shown
+    saved = json.loads((tmp_path / "json" / "predictions.json").read_text(encoding="utf-8"))
+    assert [p["path"] for p in saved["predictions"]] == [str(painting)]  # the same name back, byte for byte
+
+
+def test_non_utf8_names_are_prepared_and_trained_from_the_cache(tmp_path):
+    for style, color in (("cubism", "red"), ("baroque", "blue")):
+        (tmp_path / "set" / style).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), color).save(tmp_path / "set" / style / f"{i}.png")
+        not_utf8(tmp_path / "set" / style, color)
+    data = ["data=folder", f"data.root={tmp_path / 'set'}", f"data.prepared_dir={tmp_path / 'cache'}", "data.num_workers=0"]
+    done = command("artmove.data.prepare", *data, "size=32", "workers=1", f"hydra.run.dir={tmp_path / 'prep'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 8
+    done = command("artmove.train", *data, *TINY[:3], "debug=fast_dev_run", f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-3000:]
