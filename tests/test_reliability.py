@@ -31,9 +31,9 @@ def command(module: str, *args: str, timeout: int = 300) -> subprocess.Completed
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def start_training(run_dir: Path, *args: str, **popen) -> subprocess.Popen:
+def start_training(run_dir: Path, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "artmove.train", *TINY, *args, f"hydra.run.dir={run_dir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)  # fmt: skip
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -131,15 +131,18 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path):
 def test_ctrl_c_once_saves_and_exits_143_twice_quits_at_once(tmp_path):
     for presses, code in ((1, EXIT_INTERRUPTED), (2, EXIT_ABORTED)):
         run_dir = tmp_path / str(presses)
-        run = start_training(run_dir, "trainer.max_epochs=1000")
+        # Larger images: a step lasts long enough for the second Ctrl-C to come while the first is pending.
+        run = start_training(run_dir, "trainer.max_epochs=1000", "image_size=160", stdout=subprocess.DEVNULL)
         wait_for(run_dir / "checkpoints" / "last.ckpt", run)
-        for _ in range(presses):
+        run.send_signal(signal.SIGINT)
+        if presses == 2:
+            while "Ctrl-C: saving a checkpoint after this step" not in run.stderr.readline():
+                pass
             run.send_signal(signal.SIGINT)
-            time.sleep(0.02)
-        _, stderr = run.communicate(timeout=120)
+        stderr = run.communicate(timeout=120)[1]
         assert run.returncode == code, stderr[-3000:]
-        status = json.loads((run_dir / "results.json").read_text())["status"] if (run_dir / "results.json").exists() else None
-        assert status == ("interrupted" if presses == 1 else None)
+        results = run_dir / "results.json"
+        assert (json.loads(results.read_text())["status"] if results.exists() else None) == ("interrupted" if presses == 1 else None)
         assert saved_at(run_dir / "checkpoints" / "last.ckpt")[1] >= 10  # loadable either way
 
 
@@ -231,7 +234,7 @@ def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(
     first.kill()  # SIGKILL: no clean-up, the lock stays behind
     first.communicate(timeout=60)
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == first.pid
-    third = command("artmove.train", *TINY, "debug=fast_dev_run", f"hydra.run.dir={tmp_path}")
+    third = command("artmove.train", *TINY, "debug=fast_dev_run", "resume=false", f"hydra.run.dir={tmp_path}")
     assert third.returncode == 0, third.stderr[-3000:]
     assert not (tmp_path / ".lock").exists()  # released at exit
 
