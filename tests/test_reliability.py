@@ -5,6 +5,7 @@ import csv
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from artmove.checkpoint_io import AtomicCheckpointIO, remove_partial_writes
+from artmove.checks import ConfigError
 from artmove.interrupts import EXIT_ABORTED, EXIT_INTERRUPTED
 from artmove.train import train
 from tests.conftest import compose_config
@@ -200,21 +202,33 @@ def test_a_hostile_checkpoint_is_refused_and_never_runs(hostile_checkpoint, tmp_
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content,why", [
-    (b"", "the file is empty"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(600), "is not a PyTorch checkpoint"),
-])  # fmt: skip
-def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(tmp_path, content, why):
+def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(tmp_path):
     ckpt = tmp_path / "photo.ckpt"
-    ckpt.write_bytes(content)
+    ckpt.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(600))  # a JPEG renamed
     done = command("artmove.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2
-    assert done.stderr.startswith(f"artmove: error: {ckpt} is not a readable checkpoint:") and why in done.stderr
-    assert "Give ckpt_path= a checkpoint an artmove training run wrote" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.strip() == (
+        f"artmove: error: {ckpt} is not a readable checkpoint: the file (611 bytes) is not a PyTorch checkpoint. "
+        "Give ckpt_path= a checkpoint an artmove training run wrote (<run>/checkpoints/best-….ckpt or last.ckpt)."
+    )
+
+
+def test_an_empty_or_truncated_checkpoint_says_so(tmp_path):
+    from artmove.evaluation.checkpoint import load_classifier
+
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    with pytest.raises(ConfigError, match=f"{empty} is not a readable checkpoint: the file is empty"):
+        load_classifier(empty)
+    truncated = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    with pytest.raises(ConfigError, match=r"cut.ckpt is not a readable checkpoint: the file \(3000 bytes\) is truncated or damaged"):
+        load_classifier(truncated)
 
 
 # --- one run per folder ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(tmp_path):
     first = start_training(tmp_path, "trainer.max_epochs=1000")
     wait_for(tmp_path / ".lock", first)
@@ -260,11 +274,8 @@ def test_a_lock_of_a_reused_pid_or_another_host_is_judged_by_its_owner(tmp_path,
 
 # --- bad settings before compute -----------------------------------------------------------------
 @pytest.mark.parametrize("setting,message", [
-    ("data.batch_size=0", "data.batch_size=0: give a whole number of images >= 1"),
-    ("optimizer.lr=-0.1", "optimizer.lr=-0.1: give a learning rate > 0"),
-    ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1: give a number >= 0"),
-    ("trainer.max_epochs=-3", "trainer.max_epochs=-3: give a whole number of epochs >= 1"),
-    ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5: give a fraction in [0, 1]"),
+    ("data.batch_size=0", "data.batch_size=0: give a whole number of images >= 1"),  # checked by the data module
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1: give a learning rate > 0"),  # checked on the composed config
 ])  # fmt: skip
 def test_a_bad_number_is_one_line_before_data_is_read(tmp_path, setting, message):
     # The data folder does not exist: the setting's message coming first shows nothing was read.
@@ -272,6 +283,18 @@ def test_a_bad_number_is_one_line_before_data_is_read(tmp_path, setting, message
                    setting, f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.startswith(f"artmove: error: {message}") and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1: give a number >= 0"),
+    ("trainer.max_epochs=-3", "trainer.max_epochs=-3: give a whole number of epochs >= 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: give a whole number of epochs >= 1"),
+    ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5: give a fraction in [0, 1]"),
+    ("data.batch_size=2.5", "data.batch_size=2.5: give a whole number of images >= 1"),
+])  # fmt: skip
+def test_other_bad_numbers_fail_the_same_way(compose_train, tmp_path, setting, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(compose_train("data=rasta", f"data.root={tmp_path / 'absent'}", "backbone=test_resnet", setting))
 
 
 # --- CSV manifests: a label with no training row ------------------------------------------------
@@ -326,6 +349,7 @@ def test_non_utf8_names_pass_through_predict_csv_and_json(compose_train, tmp_pat
     assert [p["path"] for p in saved["predictions"]] == [str(painting)]  # the same name back, byte for byte
 
 
+@pytest.mark.slow
 def test_non_utf8_names_are_prepared_and_trained_from_the_cache(tmp_path):
     for style, color in (("cubism", "red"), ("baroque", "blue")):
         (tmp_path / "set" / style).mkdir(parents=True)
