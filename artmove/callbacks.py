@@ -1,5 +1,5 @@
-"""Run-wide Lightning callbacks, wired from ``conf/callbacks``: a diverged loss stops the job, and a
-resumed run keeps the metric rows its earlier attempt logged."""
+"""Run-wide Lightning callbacks, wired from ``conf/callbacks``: a diverged loss stops the job, a
+resumed run keeps the metric rows its earlier attempt logged, a stop by a signal leaves a checkpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +87,20 @@ class KeepLoggedMetrics(pl.Callback):
                 writer.metrics[:0] = rows
                 writer.save()
                 log.info("kept %d metric rows of the earlier attempt in %s", len(rows), self.metrics_file)
+
+
+class CheckpointOnStop(pl.Callback):
+    """A run stopped by SIGTERM (a cluster's pre-emption, ``kill``, a first Ctrl-C) saves ``path``.
+
+    Lightning turns the signal into a stop at the next step boundary (or validation batch); the
+    state saved then is consistent, and ``resume=true`` continues from it. Any other exception
+    saves nothing: a NaN loss or a crash mid-step must not replace the last good checkpoint.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+            log.info("stopped by a signal at epoch %d, step %d: saved %s", trainer.current_epoch, trainer.global_step, self.path)

@@ -39,6 +39,24 @@ def check_train_config(cfg: DictConfig) -> None:
             f"(the data config in use: {cfg.data.source._target_.rsplit('.', 1)[-1]})."
         )
     require_settings(cfg)
+    check_run_numbers(cfg)
+
+
+def check_run_numbers(cfg: DictConfig) -> None:
+    """The numbers the optimizer and Lightning's Trainer take, which are built after data and weights."""
+    lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
+    if not _is_number(lr) or lr <= 0:
+        raise ConfigError(f"optimizer.lr={lr!r}: give a learning rate > 0, e.g. optimizer.lr=1e-3.")
+    decay = OmegaConf.select(cfg, "optimizer.weight_decay", default=0.0)
+    if not _is_number(decay) or decay < 0:
+        raise ConfigError(f"optimizer.weight_decay={decay!r}: give a number >= 0 (0 = none).")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or not (epochs >= 1 or epochs == -1)):
+        raise ConfigError(f"trainer.max_epochs={epochs!r}: give a whole number of epochs >= 1 (or -1: until max_steps/max_time).")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 # How each command's required settings look on a command line.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -20,8 +19,9 @@ from artmove.data.transforms import decode_size
 from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
-from artmove.evaluation.tables import write_csv
+from artmove.evaluation.tables import printable, write_csv
 from artmove.evaluation.tta import check_tta, eval_transform, tta_transform
+from artmove.results import write_json
 
 log = logging.getLogger("artmove.predict")
 
@@ -78,20 +78,19 @@ def predict(cfg: DictConfig) -> dict:
         rows = [{"path": p["path"], "rank": rank, **top} for p in predictions for rank, top in enumerate(p["top"], start=1)]
         print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability'])}")
     elif cfg.save == "json":
-        out.mkdir(parents=True, exist_ok=True)
         payload = {"checkpoint": str(checkpoint), "tta": cfg.tta, "predictions": predictions, "skipped": skipped}
-        (out / "predictions.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(out / "predictions.json", payload)
         print(f"Predictions: {out / 'predictions.json'}")
     return {"predictions": predictions, "skipped": skipped}
 
 
 def print_predictions(predictions: list[dict], skipped: list[dict]) -> None:
     for item in predictions:
-        print(item["path"])
+        print(printable(item["path"]))
         for rank, top in enumerate(item["top"], start=1):
             print(f"  {rank}. {top['movement']:<32}{top['probability']:.4f}")
     for item in skipped:
-        print(f"skipped (unreadable) {item['error']}", file=sys.stderr)
+        print(f"skipped (unreadable) {printable(item['error'])}", file=sys.stderr)
     print(f"{len(predictions)} image(s) predicted, {len(skipped)} skipped (unreadable).", flush=True)
 
 

@@ -26,11 +26,21 @@ def format_table(results: dict[str, Any], split: str = "test") -> str:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash never leaves a half-written results file."""
+    """Write atomically: a crash never leaves a half-written results file. A file name that is not UTF-8
+    (Python keeps its bytes as lone surrogates) is written as a JSON escape (``\\udce9``) and reads back as it was."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
+    write_text(path, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write beside ``path`` and rename: a crash or a full disk leaves the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 TRACEBACK_FILE = "traceback.txt"
@@ -41,7 +51,8 @@ def job_settings(cfg: DictConfig) -> dict[str, Any]:
     settings = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
                 for key in ("backbone", "unfreeze", "pretrained", "seed", "data.root")}  # fmt: skip
     source = OmegaConf.select(cfg, "data.source._target_", default=None, throw_on_resolution_failure=False)
-    return {**settings, "data": {"source": source, "root": settings.pop("data.root")}, "overrides": job_overrides()}
+    root = settings.pop("data.root")
+    return {**settings, "data": {"source": source, "root": root}, "overrides": job_overrides()}
 
 
 def job_overrides() -> list[str]:
@@ -53,14 +64,23 @@ def job_overrides() -> list[str]:
 def record_failure(output_dir: Path, error: BaseException, cfg: DictConfig) -> Path:
     """Write ``results.json`` with ``"status": "failed"`` and the error, and the traceback beside it."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / TRACEBACK_FILE).write_text("".join(traceback.format_exception(error)), encoding="utf-8")
-    results = {
-        "status": "failed",
-        "error": f"{type(error).__name__}: {error}",
-        "traceback": TRACEBACK_FILE,
-        **job_settings(cfg),
-        "output_dir": str(output_dir),
-    }
-    write_json(output_dir / "results.json", results)
-    return output_dir / "results.json"
+    write_text(output_dir / TRACEBACK_FILE, "".join(traceback.format_exception(error)))
+    return record_unfinished(output_dir, "failed", cfg, error=f"{type(error).__name__}: {error}", traceback=TRACEBACK_FILE)
+
+
+def record_unfinished(output_dir: Path, status: str, cfg: DictConfig, **details: Any) -> Path:
+    """Write ``results.json`` with this ``status`` ("failed", "interrupted") and ``details``; a folder
+    whose results.json already holds a finished run's results keeps them, and gets ``<status>.json``."""
+    output_dir = Path(output_dir)
+    path = output_dir / "results.json"
+    if finished(path):
+        path = output_dir / f"{status}.json"
+    write_json(path, {"status": status, **details, **job_settings(cfg), "output_dir": str(output_dir)})
+    return path
+
+
+def finished(results_path: Path) -> bool:
+    try:
+        return json.loads(results_path.read_text(encoding="utf-8")).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False

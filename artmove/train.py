@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -15,13 +16,18 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from artmove.callbacks import CheckpointOnStop
+from artmove.checkpoint_io import remove_partial_writes
 from artmove.checks import check_train_config
 from artmove.cli import USER_ERRORS, instantiate_checked, say_user_error, user_error_behind
 from artmove.data.datamodule import PaintingDataModule
+from artmove.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step
 from artmove.models import ArtClassifier
-from artmove.results import format_table, record_failure, write_json
+from artmove.results import format_table, record_failure, record_unfinished, write_json
 from artmove.resume import resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
 
@@ -51,26 +57,32 @@ def train(cfg: DictConfig) -> dict:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
+    # The first ModelCheckpoint is the trainer's checkpoint_callback: its folder holds last.ckpt.
+    checkpoint_dir = next((c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    if checkpoint_dir and rank_zero_only.rank == 0:
+        remove_partial_writes(checkpoint_dir)  # left by a writer killed mid-file
+    resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)  # read now: a bad file costs a second
     images, datamodule, model = build(cfg)
     classes, sizes = images.classes, images.split_sizes()
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
     log.info("backbone %s, weights: %s", cfg.backbone, model.weights_source)
     log.info(model.describe_trainable())
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    checkpoint_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
-    resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)
     # The full config for W&B's run table, with the policy's settings as built (defaults filled in).
     composed = {**OmegaConf.to_container(cfg, resolve=True), "finetune": model.policy.config,
                 "unfreeze": getattr(model.policy, "unfreeze", None), "weights_source": model.weights_source}  # fmt: skip
     for logger in loggers:
         logger.log_hyperparams(composed)  # parameter counts: W&B summary
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), ctrl_c_stops_after_step():
         # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see README).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        except SIGTERMException:
+            _stopped_by_signal(cfg, trainer, output_dir)
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     results = {
@@ -106,6 +118,16 @@ def train(cfg: DictConfig) -> dict:
             print(format_table(results), flush=True)
         print(f"Outputs: {output_dir}", flush=True)
     return results
+
+
+def _stopped_by_signal(cfg: DictConfig, trainer: pl.Trainer, output_dir: Path) -> None:
+    """Say where the run stopped and how it continues; exit with EXIT_INTERRUPTED."""
+    saved = next((c.path for c in trainer.callbacks if isinstance(c, CheckpointOnStop)), None)
+    if trainer.is_global_zero:
+        record_unfinished(output_dir, "interrupted", cfg, epoch=trainer.current_epoch, step=trainer.global_step, checkpoint=saved)
+        how = f"saved {saved}; to continue, run the same command with hydra.run.dir={output_dir}" if saved else "no checkpoint saved"
+        print(f"artmove: stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}: {how}.", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_INTERRUPTED)
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -156,7 +156,7 @@ def test_a_bad_loss_after_the_last_check_stops_the_job_when_training_ends():
 
 def test_resume_continues_from_last_checkpoint_when_there_is_one(tmp_path):
     assert resume_checkpoint(True, tmp_path) is None  # first attempt: nothing to resume
-    (tmp_path / "last.ckpt").write_bytes(b"")
+    torch.save({"loops": {}, "state_dict": {}}, tmp_path / "last.ckpt")
     assert resume_checkpoint(True, tmp_path) == str(tmp_path / "last.ckpt")  # requeued: continue
     assert resume_checkpoint(False, tmp_path) is None
     assert resume_checkpoint(str(tmp_path / "last.ckpt"), None) == str(tmp_path / "last.ckpt")

@@ -113,6 +113,10 @@ class PaintingDataModule(SplitLoaders):
             raise ConfigError(f"data.group_by={group_by!r}: use null or artist.")
         if balance not in BALANCE:
             raise ConfigError(f"data.balance={balance!r}: use one of {', '.join(BALANCE)}.")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size!r}: give a whole number of images >= 1, e.g. data.batch_size=32.")
+        if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, (int, float)) or not 0 <= max_bad_fraction <= 1:
+            raise ConfigError(f"data.max_bad_fraction={max_bad_fraction!r}: give a fraction in [0, 1], e.g. 0.01.")
         self.build_source, self.root = source, root
         self.batch_size, self.num_workers = batch_size, auto_workers() if num_workers == "auto" else int(num_workers)
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers

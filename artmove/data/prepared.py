@@ -28,7 +28,7 @@ FORMATS = {"npy": ".npy", "jpeg": ".jpg"}  # looked up in this order
 
 def cache_path(prepared_dir: Path, source: Path, size: int, fmt: str = "npy") -> Path:
     stat = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}|{size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    key = hashlib.sha1(os.fsencode(source.resolve()) + f"|{size}|{stat.st_mtime_ns}".encode()).hexdigest()  # any name's bytes
     return Path(prepared_dir) / f"s{size}" / key[:2] / f"{key}{FORMATS[fmt]}"
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from artmove.cli import exit_on_user_error
 from artmove.data.files import FileCheck, check_file
 from artmove.data.tools import all_files, load_datamodule, say, workers
+from artmove.evaluation.tables import printable
 
 
 def decode_check(path: Path) -> FileCheck:
@@ -36,7 +37,7 @@ def main(cfg: DictConfig) -> None:
     bad = [check for check in verify(paths, workers(cfg.workers)) if check.error]
     report = Path(cfg.paths.output_dir) / "bad_files.tsv"
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("".join(f"{c.path}\t{c.error}\n" for c in bad), encoding="utf-8")
+    report.write_text("".join(f"{printable(str(c.path))}\t{c.error}\n" for c in bad), encoding="utf-8")
     share = len(bad) / max(1, len(paths))
     say("verified %d files in %.1f s: %d bad (%.2f%%); list: %s", len(paths), time.time() - started, len(bad), 100 * share, report)
     for check in bad:

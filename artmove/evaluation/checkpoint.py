@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from artmove.checkpoint_io import UnreadableCheckpoint, load_checkpoint_file
 from artmove.checks import ConfigError
 from artmove.models import ArtClassifier
 
@@ -88,7 +89,12 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
     backbone, classes and transforms come from its hparams."""
     path = resolve_checkpoint(ckpt_path)
     try:
-        model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", pretrained=False, weights=None)
+        load_checkpoint_file(path)  # tensors only: a file that would run code is refused before Lightning reads it
+    except UnreadableCheckpoint as error:
+        raise ConfigError(f"{error}. Give ckpt_path= a checkpoint an artmove training run wrote "
+                          "(<run>/checkpoints/best-….ckpt or last.ckpt).") from None  # fmt: skip
+    try:
+        model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, pretrained=False, weights=None)
     except (KeyError, RuntimeError, TypeError) as error:
         raise ConfigError(f"{path} is not an artmove training checkpoint ({type(error).__name__}: {error}).") from None
     if not model.hparams.get("class_names"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,27 @@ def cell(value: Any, float_format: str = ".4f") -> str:
         return ""
     if isinstance(value, float):
         return format(value, float_format)
-    return str(value)
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 (legal in Linux names, kept by Python as
+    surrogates) shown as ``\\xe9``, so strict readers (pandas, spreadsheets) can open the file."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def write_csv(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:
+    """Written beside ``path`` and renamed: a crash never leaves half a table."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows([cell(row.get(column), ".6g") for column in columns] for row in rows)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows([cell(row.get(column), ".6g") for column in columns] for row in rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import pickle
 import socket
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import timm
 import torch
 from torch import nn
 
+from artmove.checkpoint_io import UnreadableCheckpoint, load_checkpoint_file
 from artmove.finetune.layers import head_prefixes
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,18 @@ def load_in_order(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from timm.models import load_state_dict
+    """Tensors only (``weights_only=True``, never a fallback): a file that would run code is refused."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-    try:
-        return load_state_dict(str(path), weights_only=True)
-    except pickle.UnpicklingError:  # a full training checkpoint (optimizer state, hparams)
-        return load_state_dict(str(path), weights_only=False)
+        return load_file(path)
+    checkpoint = load_checkpoint_file(path)
+    if isinstance(checkpoint, dict):  # a training checkpoint keeps the weights under one of these keys
+        checkpoint = next((checkpoint[key] for key in ("state_dict", "model", "module") if isinstance(checkpoint.get(key), dict)), checkpoint)
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)} if isinstance(checkpoint, dict) else {}
+    if not tensors:
+        raise UnreadableCheckpoint(f"{path} holds no state dict (named tensors)")
+    return tensors
 
 
 def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
@@ -144,11 +150,12 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
         raise PretrainedWeightsError(f"weights file not found: {path}. Check weights=PATH.")
     try:
         state_dict = _read_state_dict(path)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - safetensors' own errors too
+        reason = str(error) if isinstance(error, UnreadableCheckpoint) else f"{path}: {type(error).__name__}: {error}"
         raise PretrainedWeightsError(
-            f"cannot read weights file {path}: {error}. Give a state dict, a Lightning checkpoint or a .safetensors "
+            f"cannot read weights file: {reason}. Give a state dict, a Lightning checkpoint or a .safetensors "
             "file (weights=PATH), or use pretrained=true or pretrained=false instead."
-        ) from error
+        ) from None
     own = model.state_dict()
     # Lightning checkpoints prefix the keys with the attribute holding the network.
     prefix = max(("", "model.", "backbone.", "module."), key=lambda p: sum(k[len(p):] in own for k in state_dict if k.startswith(p)))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import logging
+from collections import defaultdict
 from pathlib import Path
+
+from artmove.checks import ConfigError
 
 from artmove.data.sources.base import (
     SPLITS,
@@ -19,6 +23,9 @@ LAYOUT_HINT = (
     "columns path, label and optionally split and artist."
 )
 COLUMNS = ("path", "label", "split", "artist")
+UNKNOWN_LABELS = ("error", "drop")
+
+log = logging.getLogger(__name__)
 
 
 class CsvManifest(FileSource):
@@ -28,14 +35,20 @@ class CsvManifest(FileSource):
     stratified and deterministic from ``seed``. An ``artist`` column (with a header row)
     names the artist for ``data.group_by=artist``; otherwise the file name prefix before
     the first ``_`` does. Rows whose file is missing are dropped and listed in ``missing``.
+    A label that only val/test rows carry (a typo such as ``Impresionism``) would be a class with
+    no training image: an error naming its lines, or with ``unknown_labels="drop"`` those rows
+    are dropped with a warning.
     """
 
-    def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
+    def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42,
+                 unknown_labels: str = "error"):  # fmt: skip
         check_fractions(val_fraction, test_fraction)
+        if unknown_labels not in UNKNOWN_LABELS:
+            raise ConfigError(f"data.source.unknown_labels={unknown_labels!r}: use one of {', '.join(UNKNOWN_LABELS)}.")
         self.manifest = Path(root)
         if not self.manifest.is_file():
             raise DataSetupError(f"manifest not found: {self.manifest} is not a file. {LAYOUT_HINT}")
-        rows = self._read()
+        rows = self._without_unknown_labels(self._read(), unknown_labels)
         self.classes = sorted({row["label"] for row in rows})
         label_of = {name: label for label, name in enumerate(self.classes)}
         self.missing: list[Path] = []
@@ -73,13 +86,31 @@ class CsvManifest(FileSource):
         for number, cells in enumerate(table, 2 if columns is header else 1):
             if not 2 <= len(cells) <= len(columns) or not cells[0] or not cells[1]:
                 raise DataSetupError(f"{self.manifest}:{number}: expected path,label[,split], got {cells!r}. {LAYOUT_HINT}")
-            row = dict(zip(columns, cells))
+            row = {**dict(zip(columns, cells)), "line": number}
             if row.get("split") and row["split"] not in SPLITS:
                 raise DataSetupError(f"{self.manifest}:{number}: split {row['split']!r} is not one of {list(SPLITS)}.")
             rows.append(row)
         if any(row.get("split") for row in rows) and not all(row.get("split") for row in rows):
             raise DataSetupError(f"{self.manifest}: give a split for every row or for none.")
         return rows
+
+    def _without_unknown_labels(self, rows: list[dict], policy: str) -> list[dict]:
+        trained = {row["label"] for row in rows if (row.get("split") or "train") == "train"}
+        lines = defaultdict(list)
+        for row in rows:
+            if row["label"] not in trained:
+                lines[row["label"]].append(str(row["line"]))
+        if not lines:
+            return rows
+        named = "; ".join(f"{label!r} on line {', '.join(numbers[:5])}{' …' if len(numbers) > 5 else ''}"
+                          for label, numbers in sorted(lines.items()))  # fmt: skip
+        if policy == "error":
+            raise DataSetupError(
+                f"{self.manifest}: labels with no training row: {named}. Correct them (a typo?), or drop those "
+                "rows with data.source.unknown_labels=drop."
+            )
+        log.warning("%s: dropped the rows of labels with no training row: %s", self.manifest, named)
+        return [row for row in rows if row["label"] in trained]
 
     def artist(self, path: Path) -> str:
         return self._artists.get(Path(path)) or artist_from_filename(path)

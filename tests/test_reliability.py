@@ -1,0 +1,364 @@
+"""A crash, a signal or a full disk costs minutes, never the run; nothing unsafe is unpickled
+(docs/reliability.md)."""
+
+import csv
+import errno
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from artmove.checkpoint_io import AtomicCheckpointIO, remove_partial_writes
+from artmove.checks import ConfigError
+from artmove.interrupts import EXIT_ABORTED, EXIT_INTERRUPTED
+from artmove.train import train
+from tests.conftest import compose_config
+
+# A tiny model on a few synthetic paintings: an epoch takes well under a second.
+TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=2", "data.num_workers=0",
+        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1",
+        "data.source.canvas_size=32"]  # fmt: skip
+
+
+def command(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def start_training(run_dir: Path, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "artmove.train", *TINY, *args, f"hydra.run.dir={run_dir}"],
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.is_file():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def saved_at(path: Path) -> tuple[int, int]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint["epoch"], checkpoint["global_step"]
+
+
+# --- last.ckpt ----------------------------------------------------------------------------------
+def test_last_checkpoint_is_written_every_epoch_even_when_the_best_does_not_change(compose_train, tmp_path):
+    # A learning rate this small leaves val/top1 at its epoch-0 value: the best checkpoint never changes.
+    results = train(compose_train(*TINY, "trainer.max_epochs=3", "optimizer.lr=1e-12", "test=false"))
+    assert Path(results["best_checkpoint"]).name.startswith("best-epoch000")
+    assert saved_at(tmp_path / "checkpoints" / "last.ckpt") == (2, 30)  # after epoch 2: 3 epochs x 10 steps
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [Path(results["best_checkpoint"]).name, "last.ckpt"]
+
+
+class RecordingCheckpointIO(AtomicCheckpointIO):
+    saved: list[tuple[str, int]] = []
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        self.saved.append((Path(path).name, checkpoint["global_step"]))
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+
+def test_last_checkpoint_every_n_steps_on_request(compose_train):
+    cfg = compose_train(*TINY, "trainer.max_epochs=1", "test=false", "callbacks.last_steps.every_n_train_steps=4")
+    cfg.trainer.plugins = [{"_target_": f"{__name__}.RecordingCheckpointIO"}]
+    RecordingCheckpointIO.saved.clear()
+    train(cfg)
+    assert [step for name, step in RecordingCheckpointIO.saved if name == "last.ckpt"] == [4, 8, 10]  # and the epoch's end
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, path)
+
+    def disk_full(obj, file):
+        file.write(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_partial_writes_of_a_killed_writer_are_removed(tmp_path):
+    (tmp_path / ".last.ckpt.ab12cd.tmp").write_bytes(b"half")
+    (tmp_path / "last.ckpt").write_bytes(b"kept")
+    assert [p.name for p in remove_partial_writes(tmp_path)] == [".last.ckpt.ab12cd.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu"])
+def test_every_trainer_config_writes_checkpoints_atomically(trainer):
+    plugins = compose_config("train", f"trainer={trainer}").trainer.plugins
+    assert "artmove.checkpoint_io.AtomicCheckpointIO" in [p["_target_"] for p in plugins]
+
+
+# --- signals and resume -------------------------------------------------------------------------
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path):
+    run = start_training(tmp_path, "trainer.max_epochs=1000")
+    wait_for(tmp_path / "checkpoints" / "last.ckpt", run)  # epoch 0 is done: stop it during epoch 1+
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == EXIT_INTERRUPTED == 143, stderr[-3000:]
+    epoch, step = saved_at(tmp_path / "checkpoints" / "last.ckpt")
+    assert step > 10 and f"stopped by a signal at epoch {epoch}, step {step}" in stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "interrupted" and (results["epoch"], results["step"]) == (epoch, step)
+
+    done = command("artmove.train", *TINY, f"trainer.max_epochs={epoch + 2}", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming from {tmp_path / 'checkpoints' / 'last.ckpt'}" in (tmp_path / "train.log").read_text()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok" and results["epochs"] == epoch + 2
+    with (tmp_path / "csv" / "metrics.csv").open() as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/top1")]
+    assert [row["epoch"] for row in rows] == [str(e) for e in range(epoch + 2)]  # each epoch once
+
+
+@pytest.mark.slow
+def test_ctrl_c_once_saves_and_exits_143_twice_quits_at_once(tmp_path):
+    for presses, code in ((1, EXIT_INTERRUPTED), (2, EXIT_ABORTED)):
+        run_dir = tmp_path / str(presses)
+        # Larger images: a step lasts long enough for the second Ctrl-C to come while the first is pending.
+        run = start_training(run_dir, "trainer.max_epochs=1000", "image_size=160", stdout=subprocess.DEVNULL)
+        wait_for(run_dir / "checkpoints" / "last.ckpt", run)
+        run.send_signal(signal.SIGINT)
+        if presses == 2:
+            while "Ctrl-C: saving a checkpoint after this step" not in run.stderr.readline():
+                pass
+            run.send_signal(signal.SIGINT)
+        stderr = run.communicate(timeout=120)[1]
+        assert run.returncode == code, stderr[-3000:]
+        results = run_dir / "results.json"
+        assert (json.loads(results.read_text())["status"] if results.exists() else None) == ("interrupted" if presses == 1 else None)
+        assert saved_at(run_dir / "checkpoints" / "last.ckpt")[1] >= 10  # loadable either way
+
+
+def test_a_damaged_last_checkpoint_is_one_line_and_keeps_the_finished_results(compose_train, tmp_path):
+    train(compose_train(*TINY, "trainer.max_epochs=1", "test=false"))
+    finished = (tmp_path / "results.json").read_text()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:5000])  # a write cut short
+
+    done = command("artmove.train", *TINY, "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"artmove: error: cannot resume: {last} is not a readable checkpoint: the file (5000 bytes) is truncated or "
+        "damaged. Start over with resume=false, or continue from another checkpoint with resume=PATH "
+        "(e.g. the best-….ckpt beside it)."
+    )
+    assert (tmp_path / "results.json").read_text() == finished  # still the finished run's
+    assert json.loads((tmp_path / "failed.json").read_text())["status"] == "failed"
+
+
+# --- nothing unsafe is unpickled ------------------------------------------------------------------
+class Payload:
+    """Unpickling this creates ``marker``: what a hostile checkpoint would do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@pytest.fixture
+def hostile_checkpoint(tmp_path) -> tuple[Path, Path]:
+    marker = tmp_path / "PAYLOAD-RAN"
+    path = tmp_path / "hostile.ckpt"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "loops": {}, "hyper_parameters": Payload(marker)}, path)
+    return path, marker
+
+
+@pytest.mark.parametrize("module,args", [
+    ("artmove.train", ["weights={ckpt}", "pretrained=true"]),
+    ("artmove.train", ["resume={ckpt}"]),
+    ("artmove.evaluate", ["ckpt_path={ckpt}"]),
+    ("artmove.predict", ["ckpt_path={ckpt}", "input={image}"]),
+])  # fmt: skip
+def test_a_hostile_checkpoint_is_refused_and_never_runs(hostile_checkpoint, tmp_path, module, args):
+    ckpt, marker = hostile_checkpoint
+    image = tmp_path / "painting.png"
+    Image.new("RGB", (8, 8)).save(image)
+    settings = TINY if module == "artmove.train" else []
+    done = command(module, *settings, *[a.format(ckpt=ckpt, image=image) for a in args], f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"{ckpt} is not a readable checkpoint: it holds Python objects besides tensors" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "weights_only=False" not in done.stderr
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(tmp_path):
+    ckpt = tmp_path / "photo.ckpt"
+    ckpt.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(600))  # a JPEG renamed
+    done = command("artmove.evaluate", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"artmove: error: {ckpt} is not a readable checkpoint: the file (611 bytes) is not a PyTorch checkpoint. "
+        "Give ckpt_path= a checkpoint an artmove training run wrote (<run>/checkpoints/best-….ckpt or last.ckpt)."
+    )
+
+
+def test_an_empty_or_truncated_checkpoint_says_so(tmp_path):
+    from artmove.evaluation.checkpoint import load_classifier
+
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    with pytest.raises(ConfigError, match=f"{empty} is not a readable checkpoint: the file is empty"):
+        load_classifier(empty)
+    truncated = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    with pytest.raises(ConfigError, match=r"cut.ckpt is not a readable checkpoint: the file \(3000 bytes\) is truncated or damaged"):
+        load_classifier(truncated)
+
+
+# --- one run per folder ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(tmp_path):
+    first = start_training(tmp_path, "trainer.max_epochs=1000")
+    wait_for(tmp_path / ".lock", first)
+    owner = json.loads((tmp_path / ".lock").read_text())
+    assert owner["pid"] == first.pid
+    wait_for(tmp_path / ".hydra" / "overrides.yaml", first)
+    overrides = (tmp_path / ".hydra" / "overrides.yaml").read_text()
+
+    second = command("artmove.train", *TINY, "seed=7", f"hydra.run.dir={tmp_path}")
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"artmove: error: run folder {tmp_path} is in use by pid {first.pid} on {owner['host']} since {owner['since']}: "
+        f"choose another hydra.run.dir (or delete {tmp_path / '.lock'} if that run is gone)."
+    )
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == overrides  # the first run's files untouched
+
+    first.kill()  # SIGKILL: no clean-up, the lock stays behind
+    first.communicate(timeout=60)
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == first.pid
+    third = command("artmove.train", *TINY, "debug=fast_dev_run", "resume=false", f"hydra.run.dir={tmp_path}")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert not (tmp_path / ".lock").exists()  # released at exit
+
+
+def test_a_lock_of_a_reused_pid_or_another_host_is_judged_by_its_owner(tmp_path, monkeypatch):
+    from artmove.run_lock import RunFolderInUse, RunLock
+
+    lock = tmp_path / ".lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": "1", "since": "then"}))
+    taken = RunLock(tmp_path).acquire()  # this pid is alive, but started at another time: a reused pid
+    assert json.loads(lock.read_text())["start"] != "1"
+    with pytest.raises(RunFolderInUse, match=f"in use by pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()  # a live owner
+    taken.release()
+    assert not lock.exists()
+
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "slurm_job": "77", "since": "then"}))
+    with pytest.raises(RunFolderInUse, match="on elsewhere"):
+        RunLock(tmp_path).acquire()  # cannot tell: refuse
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    RunLock(tmp_path).acquire().release()  # an earlier attempt of this SLURM job (a requeue on another node)
+
+
+# --- bad settings before compute -----------------------------------------------------------------
+@pytest.mark.parametrize("setting,message", [
+    ("data.batch_size=0", "data.batch_size=0: give a whole number of images >= 1"),  # checked by the data module
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1: give a learning rate > 0"),  # checked on the composed config
+])  # fmt: skip
+def test_a_bad_number_is_one_line_before_data_is_read(tmp_path, setting, message):
+    # The data folder does not exist: the setting's message coming first shows nothing was read.
+    done = command("artmove.train", "data=rasta", f"data.root={tmp_path / 'absent'}", "backbone=test_resnet",
+                   setting, f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"artmove: error: {message}") and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1: give a number >= 0"),
+    ("trainer.max_epochs=-3", "trainer.max_epochs=-3: give a whole number of epochs >= 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: give a whole number of epochs >= 1"),
+    ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5: give a fraction in [0, 1]"),
+    ("data.batch_size=2.5", "data.batch_size=2.5: give a whole number of images >= 1"),
+])  # fmt: skip
+def test_other_bad_numbers_fail_the_same_way(compose_train, tmp_path, setting, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(compose_train("data=rasta", f"data.root={tmp_path / 'absent'}", "backbone=test_resnet", setting))
+
+
+# --- CSV manifests: a label with no training row ------------------------------------------------
+def manifest_with_a_typo(folder: Path) -> Path:
+    rows = [("a.png", "Impressionism", "train"), ("b.png", "Cubism", "train"), ("c.png", "Cubism", "val"),
+            ("d.png", "Impresionism", "test"), ("e.png", "Impressionism", "test")]  # fmt: skip
+    for name, _, _ in rows:
+        Image.new("RGB", (40, 30), "white").save(folder / name)
+    (folder / "list.csv").write_text("path,label,split\n" + "".join(f"{','.join(row)}\n" for row in rows))
+    return folder / "list.csv"
+
+
+def test_a_label_only_in_test_rows_is_an_error_naming_its_line(tmp_path):
+    manifest = manifest_with_a_typo(tmp_path)
+    done = command("artmove.train", "data=csv", f"data.root={manifest}", *TINY[:3], f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"artmove: error: {manifest}: labels with no training row: 'Impresionism' on line 5. Correct them "
+        "(a typo?), or drop those rows with data.source.unknown_labels=drop."
+    )
+
+
+def test_unknown_labels_drop_keeps_the_other_rows_with_a_warning(tmp_path, caplog):
+    from artmove.data.sources import CsvManifest
+
+    with caplog.at_level("WARNING"):
+        source = CsvManifest(manifest_with_a_typo(tmp_path), unknown_labels="drop")
+    assert source.classes == ["Cubism", "Impressionism"]
+    assert {split: len(samples) for split, samples in source.split_samples.items()} == {"train": 2, "val": 1, "test": 1}
+    assert "dropped the rows of labels with no training row: 'Impresionism' on line 5" in caplog.text
+
+
+# --- file names that are not UTF-8 ----------------------------------------------------------------
+def not_utf8(folder: Path, color: str = "red") -> Path:
+    """A painting named with the Latin-1 byte 0xE9 (``café.png`` as an old Windows tool wrote it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png"))
+    Image.new("RGB", (40, 30), color).save(path)
+    return path
+
+
+def test_non_utf8_names_pass_through_predict_csv_and_json(compose_train, tmp_path):
+    train(compose_train(*TINY, "debug=limit", "test=false"))
+    painting = not_utf8(tmp_path / "new")
+    for save in ("csv", "json"):
+        done = command("artmove.predict", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", f"input={painting.parent}",
+                       f"save={save}", "num_workers=0", f"hydra.run.dir={tmp_path / save}")  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "csv" / "predictions.csv").open(encoding="utf-8")))  # strict UTF-8
+    assert {row["path"] for row in rows} == {f"{painting.parent}/caf\\xe9.png"}  # the byte, shown
+    saved = json.loads((tmp_path / "json" / "predictions.json").read_text(encoding="utf-8"))
+    assert [p["path"] for p in saved["predictions"]] == [str(painting)]  # the same name back, byte for byte
+
+
+@pytest.mark.slow
+def test_non_utf8_names_are_prepared_and_trained_from_the_cache(tmp_path):
+    for style, color in (("cubism", "red"), ("baroque", "blue")):
+        (tmp_path / "set" / style).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), color).save(tmp_path / "set" / style / f"{i}.png")
+        not_utf8(tmp_path / "set" / style, color)
+    data = ["data=folder", f"data.root={tmp_path / 'set'}", f"data.prepared_dir={tmp_path / 'cache'}", "data.num_workers=0"]
+    done = command("artmove.data.prepare", *data, "size=32", "workers=1", f"hydra.run.dir={tmp_path / 'prep'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 8
+    done = command("artmove.train", *data, *TINY[:3], "debug=fast_dev_run", f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-3000:]
