@@ -19,7 +19,8 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
             f"checkpoint not found: {path}. Give ckpt_path=<run folder>/checkpoints/<best-….ckpt or last.ckpt>."
         )
     try:
-        model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", pretrained=False, weights=None)
+        # compile=False: evaluation runs once over a split, hooks (Grad-CAM) need the eager module.
+        model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", pretrained=False, weights=None, compile=False)
     except (KeyError, RuntimeError, TypeError) as error:
         raise ConfigError(f"{path} is not an artmove training checkpoint ({type(error).__name__}: {error}).") from None
     if not model.hparams.get("class_names"):
