@@ -58,29 +58,38 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def write_results(name: str, numbers: dict, seconds: float, command: str, note: str = "", directory: Path = HERE / "results") -> Path:
+    """``<directory>/<name>.json`` (and ``<name>.md`` when the numbers have rows), with machine, date and command."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "seconds": round(seconds, 1),
+              "command": command, "note": note, "machine": machine(), **numbers}  # fmt: skip
+    (directory / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    if numbers.get("rows"):
+        (directory / f"{name}.md").write_text(markdown(record))
+    return directory / f"{name}.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py); default: all")
+    parser.add_argument("names", nargs="*", help="benchmark names (bench_<name>.py); default: all (those needing a GPU only on one)")
     parser.add_argument("--note", default="", help="kept with the results, e.g. 'machine shared with other jobs'")
     parser.add_argument("--threads", type=int, help="torch threads (1 on a CPU shared with other jobs: no spinning threads)")
     args = parser.parse_args()
-    if args.threads:
-        import torch
+    import torch
 
+    if args.threads:
         torch.set_num_threads(args.threads)
     command = "python -m benchmarks.run " + shlex.join(sys.argv[1:])
     names = args.names or sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
-    (HERE / "results").mkdir(exist_ok=True)
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
+        if not args.names and getattr(module, "NEEDS_GPU", False) and not torch.cuda.is_available():
+            print(f"[{name}] skipped: needs a CUDA GPU", flush=True)
+            continue
         started = time.time()
         numbers = module.run()
-        record = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1),
-                  "command": command, "note": args.note, "machine": machine(), **numbers}  # fmt: skip
-        (HERE / "results" / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-        if numbers.get("rows"):
-            (HERE / "results" / f"{name}.md").write_text(markdown(record))
-        print(f"[{name}] {numbers.get('summary', '')}  -> benchmarks/results/{name}.json", flush=True)
+        path = write_results(name, numbers, time.time() - started, command, args.note)
+        print(f"[{name}] {numbers.get('summary', '')}  -> {path.relative_to(HERE.parent)}", flush=True)
 
 
 if __name__ == "__main__":
