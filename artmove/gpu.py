@@ -33,14 +33,15 @@ def mixed_precision() -> str:
 
 
 def check_trainer(trainer: DictConfig) -> None:
-    """Stop a GPU trainer on a machine without one; say how to get the fast settings when a GPU would train in fp32."""
+    """Stop a GPU trainer on a machine without one; say how to get the fast settings when ``accelerator=auto``
+    finds a GPU and would train on it in fp32 (an fp32 precision chosen with ``trainer=gpu`` is left alone)."""
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in GPU_ACCELERATORS and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} but PyTorch sees no CUDA GPU on this machine: "
             "use trainer=cpu (or trainer=ddp_cpu), or run where a GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)."
         )
-    if accelerator in ("auto", *GPU_ACCELERATORS) and torch.cuda.is_available() and str(trainer.get("precision")) in FULL_PRECISIONS:
+    if accelerator == "auto" and torch.cuda.is_available() and str(trainer.get("precision")) in FULL_PRECISIONS:
         log.warning(
             "a GPU trains here in %s precision: add trainer=gpu (or trainer=ddp) for %s, channels-last and TF32, "
             "typically 2-3x faster.", trainer.get("precision"), mixed_precision(),

@@ -58,8 +58,8 @@ def time_to_first_step(root: Path, prepared_dir: Path, output_dir: Path) -> floa
     started = time.perf_counter()
     _, datamodule, model = build(cfg)
     first = FirstStep()
-    trainer = instantiate(cfg.trainer, callbacks=[first], logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                          max_steps=1, limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
+    trainer = instantiate(cfg.trainer, callbacks=[first], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, max_steps=1, limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     return round(first.at - started, 2)
 

@@ -53,6 +53,7 @@ def test_a_gpu_left_in_fp32_is_named_in_one_log_line(monkeypatch, caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="artmove.gpu"):
         check_trainer(compose_config("train", "trainer=gpu").trainer)
+        check_trainer(compose_config("train", "trainer=gpu", "trainer.precision=32-true").trainer)  # chosen
         check_trainer(compose_config("train", "trainer=cpu").trainer)
     assert caplog.records == []
 

@@ -34,7 +34,8 @@ class CompiledForward:
                 return self.compiled(*inputs)
             except Exception as error:  # noqa: BLE001 - any backend failure (inductor, missing compiler…) means eager
                 first_line = (str(error).strip().splitlines() or [""])[0][:300]
-                log.warning("model.compile: torch.compile failed (%s: %s); the model runs eager from here.", type(error).__name__, first_line)
+                log.warning("model.compile: torch.compile failed (%s: %s); the model runs eager from here.",
+                            type(error).__name__, first_line)
                 self.compiled = None
                 torch._dynamo.reset()
         return self.module(*inputs)
