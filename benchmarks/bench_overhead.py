@@ -23,7 +23,7 @@ CASES = [(backbone, unfreeze) for backbone in ("resnet50", "tf_efficientnet_lite
 
 def run() -> dict:
     batches = synthetic_batches(STEPS + WARMUP, BATCH, IMAGE_SIZE)
-    rows = []
+    rows, runs = [], {}
     for backbone, unfreeze in CASES:
         model = classifier(backbone, unfreeze, IMAGE_SIZE)
         rates, peaks = {"lightning": [], "plain": []}, {}
@@ -34,6 +34,7 @@ def run() -> dict:
             with peak_memory() as peak:
                 rates["plain"].append(plain_rate(model, batches, WARMUP))
             peaks["plain"] = peak
+        runs[f"{backbone} unfreeze={unfreeze}"] = rates  # every repeat: how noisy the machine was
         lightning, plain = median(rates["lightning"]), median(rates["plain"])
         rows.append({
             "backbone": backbone, "unfreeze": unfreeze, "lightning_images_per_s": lightning, "plain_images_per_s": plain,
@@ -43,5 +44,6 @@ def run() -> dict:
     return {
         "settings": {"image_size": IMAGE_SIZE, "batch_size": BATCH, "steps": STEPS, "warmup_steps": WARMUP, "repeats": REPEATS},
         "rows": rows,
+        "runs_images_per_s": runs,
         "summary": "; ".join(f"{r['backbone']} unfreeze={r['unfreeze']}: Lightning/plain {r['ratio']}" for r in rows),
     }
