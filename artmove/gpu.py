@@ -43,8 +43,8 @@ def check_trainer(trainer: DictConfig) -> None:
         )
     if accelerator == "auto" and torch.cuda.is_available() and str(trainer.get("precision")) in FULL_PRECISIONS:
         log.warning(
-            "a GPU trains here in %s precision: add trainer=gpu (or trainer=ddp) for %s, channels-last and TF32, "
-            "typically 2-3x faster.", trainer.get("precision"), mixed_precision(),
+            "a GPU trains here in %s precision: add trainer=gpu (or trainer=ddp) for %s, channels-last and TF32.",
+            trainer.get("precision"), mixed_precision(),
         )  # fmt: skip
 
 
