@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-slow bench compare-policies clean
+.PHONY: install train test test-slow bench bench-gpu compare-policies clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ test-slow: $(STAMP)
 ## Benchmarks; numbers are written to benchmarks/results/.
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
+
+## One GPU: resnet50 images/s (fp32, bf16, channels-last, compile, unfreeze=0.2, plain loop, end-to-end) -> benchmarks/results/gpu.md
+bench-gpu: $(STAMP)
+	$(PY) -m benchmarks.bench_gpu $(ARGS)
 
 ## The fine-tuning policies on real paintings (tens of minutes on 2 CPU cores) -> docs/policies.md.
 compare-policies: $(STAMP)

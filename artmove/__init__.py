@@ -1,5 +1,7 @@
 """artmove: recognise the artistic movement of a painting with fine-tuned timm backbones."""
 
+from omegaconf import OmegaConf
+
 __version__ = "0.1.0"
 __all__ = ["Prediction", "Predictor"]
 
@@ -11,3 +13,13 @@ def __getattr__(name: str):
 
         return getattr(predictor, name)
     raise AttributeError(f"module 'artmove' has no attribute {name!r}")
+
+
+def _mixed_precision() -> str:
+    from artmove.gpu import mixed_precision  # torch is imported when a config asks, not with the package
+
+    return mixed_precision()
+
+
+# `precision: ${artmove.mixed_precision:}` in conf/trainer/gpu.yaml and ddp.yaml: bf16-mixed where the GPU has it.
+OmegaConf.register_new_resolver("artmove.mixed_precision", _mixed_precision, replace=True)

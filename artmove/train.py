@@ -25,6 +25,7 @@ from artmove.checkpoint_io import remove_partial_writes
 from artmove.checks import check_train_config
 from artmove.cli import USER_ERRORS, instantiate_checked, say_user_error, user_error_behind
 from artmove.data.datamodule import PaintingDataModule
+from artmove.gpu import check_trainer
 from artmove.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step
 from artmove.models import ArtClassifier
 from artmove.results import format_table, record_failure, record_unfinished, write_json
@@ -36,11 +37,11 @@ log = logging.getLogger("artmove.train")
 
 def build(cfg: DictConfig) -> tuple[PaintingDataModule, pl.LightningDataModule, ArtClassifier]:
     """The run's objects, each built by Hydra from its config node and checked there, in the order that
-    fails soonest: the preprocessing (which checks the backbone) and the fine-tuning policy (no weights,
-    no data), the image data
-    module, the classifier (weights load), and with ``features=cached`` the feature data module.
+    fails soonest: the trainer settings (a GPU trainer without a GPU), the preprocessing (which checks
+    the backbone) and the fine-tuning policy (no weights, no data), the image data module, the classifier (weights load), and with ``features=cached`` the feature data module.
     Returns (image data module, the data module training reads, classifier)."""
     check_train_config(cfg)
+    check_trainer(cfg.trainer)
     preprocessing = instantiate_checked(cfg.preprocessing, "preprocessing")
     policy = instantiate_checked(cfg.finetune, "finetune")
     images = instantiate_checked(cfg.data, "data", preprocessing=preprocessing, _convert_="all")

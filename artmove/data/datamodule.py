@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from artmove.checks import ConfigError
 from artmove.data.prepared import use_cache
 from artmove.data.files import FileCheck, ReadableFiles, screen
+from artmove.data.header_cache import HeaderCache
 from artmove.data.sources import DataSetupError, PaintingSource
 from artmove.data.sources.base import SPLITS, LabelledFiles
 from artmove.data.splits import artist_from_filename, group_split, split_summary
@@ -88,7 +89,8 @@ class PaintingDataModule(SplitLoaders):
     For file-based sources: unreadable files are dropped and named (stop when more than
     ``max_bad_fraction`` are bad), ``group_by="artist"`` keeps each artist in one split,
     copies prepared in ``prepared_dir`` (``python -m artmove.data.prepare``) replace the
-    originals, and ``balance`` ("sampler" or "loss") counters class imbalance.
+    originals (the screening's results are remembered there too, for the next run), and
+    ``balance`` ("sampler" or "loss") counters class imbalance.
     """
 
     def __init__(
@@ -146,8 +148,9 @@ class PaintingDataModule(SplitLoaders):
                 raise ConfigError(f"data.group_by={self.group_by}: this data set is generated, it has no artists; set data.group_by=null.")
             return None
         where = str(self.root) if self.root else "the data set"
+        cache = HeaderCache.for_root(self.prepared_dir, str(self.root)) if self.prepared_dir and self.root else None
         samples, self.file_checks = screen(
-            {s: d.samples for s, d in splits.items()}, self.max_bad_fraction, where, getattr(self.source, "missing", [])
+            {s: d.samples for s, d in splits.items()}, self.max_bad_fraction, where, getattr(self.source, "missing", []), cache
         )
         bad = [check for check in self.file_checks if check.error]
         if bad:

@@ -49,15 +49,17 @@ def check_files(paths: Sequence[Path], workers: int = 8) -> list[FileCheck]:
 
 
 def screen(
-    samples: Mapping[str, Sequence[Sample]], max_bad_fraction: float, where: str, extra_bad: Sequence[Path] = ()
+    samples: Mapping[str, Sequence[Sample]], max_bad_fraction: float, where: str, extra_bad: Sequence[Path] = (), cache=None
 ) -> tuple[dict[str, list[Sample]], list[FileCheck]]:
     """Drop the files whose header cannot be read; stop when more than ``max_bad_fraction`` are bad.
 
-    ``extra_bad`` are files the source listed but could not find (counted as bad too). Returns the
-    kept samples and every file's check (size when readable, error when not).
+    ``extra_bad`` are files the source listed but could not find (counted as bad too). ``cache``
+    (an :class:`artmove.data.header_cache.HeaderCache`) remembers the checks of unchanged files
+    between runs. Returns the kept samples and every file's check (size when readable, error when not).
     """
     paths = [path for split in samples.values() for path, _ in split]
-    checks = check_files(paths) + [FileCheck(Path(p), None, "listed but missing") for p in extra_bad]
+    checked = cache.checks(paths, check_files) if cache is not None else check_files(paths)
+    checks = checked + [FileCheck(Path(p), None, "listed but missing") for p in extra_bad]
     bad = [check for check in checks if check.error]
     total = len(checks)
     if bad and len(bad) > max_bad_fraction * total:

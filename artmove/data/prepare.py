@@ -21,6 +21,7 @@ from artmove.cli import exit_on_user_error
 from artmove.data.prepared import FORMATS, cache_path, write_resized
 from artmove.data.images import UnreadableImageError
 from artmove.data.tools import all_files, load_datamodule, say, workers
+from artmove.progress import progress
 
 
 def prepare_one(path: Path, prepared_dir: Path, size: int, fmt: str) -> str:
@@ -36,8 +37,12 @@ def prepare_one(path: Path, prepared_dir: Path, size: int, fmt: str) -> str:
 
 
 def prepare(paths: list[Path], prepared_dir: Path, size: int, processes: int, fmt: str = "npy") -> list[str]:
-    with ProcessPoolExecutor(processes) as pool:
-        return list(pool.map(partial(prepare_one, prepared_dir=prepared_dir, size=size, fmt=fmt), paths, chunksize=8))
+    outcomes = []
+    with ProcessPoolExecutor(processes) as pool, progress(len(paths), f"prepare {size} px") as bar:
+        for outcome in pool.map(partial(prepare_one, prepared_dir=prepared_dir, size=size, fmt=fmt), paths, chunksize=8):
+            outcomes.append(outcome)
+            bar.update()
+    return outcomes
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="data_tools")

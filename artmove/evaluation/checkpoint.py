@@ -94,7 +94,9 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
         raise ConfigError(f"{error}. Give ckpt_path= a checkpoint an artmove training run wrote "
                           "(<run>/checkpoints/best-….ckpt or last.ckpt).") from None  # fmt: skip
     try:
-        model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, pretrained=False, weights=None)
+        # compile=False: evaluation runs once over a split, hooks (Grad-CAM) need the eager module.
+        model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, pretrained=False, weights=None,
+                                                   compile=False)  # fmt: skip
     except (KeyError, RuntimeError, TypeError) as error:
         raise ConfigError(f"{path} is not an artmove training checkpoint ({type(error).__name__}: {error}).") from None
     if not model.hparams.get("class_names"):

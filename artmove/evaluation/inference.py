@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.evaluation.tta import predict_views
+from artmove.progress import progress
 
 
 class MappedViews(Dataset):
@@ -61,9 +62,11 @@ def predict_split(model: torch.nn.Module, dataset: MappedViews, batch_size: int,
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     probs, labels = [], []
-    for views, batch_labels in loader:
-        probs.append(predict_views(model, views.to(device)).cpu())
-        labels.append(batch_labels)
+    with progress(len(dataset), "evaluate") as bar:
+        for views, batch_labels in loader:
+            probs.append(predict_views(model, views.to(device)).cpu())
+            labels.append(batch_labels)
+            bar.update(len(batch_labels))
     return torch.cat(probs), torch.cat(labels)
 
 
@@ -74,14 +77,16 @@ def predict_files(
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, collate_fn=_collate_files)
     probs, readable, errors, offset = [], [], {}, 0
-    for views, ok, messages in loader:
-        if views is not None:
-            probs.append(predict_views(model, views.to(device)).cpu())
-        for position, (good, message) in enumerate(zip(ok, messages), start=offset):
-            if good:
-                readable.append(position)
-            else:
-                errors[position] = message
-        offset += len(ok)
+    with progress(len(dataset), "predict") as bar:
+        for views, ok, messages in loader:
+            if views is not None:
+                probs.append(predict_views(model, views.to(device)).cpu())
+            for position, (good, message) in enumerate(zip(ok, messages), start=offset):
+                if good:
+                    readable.append(position)
+                else:
+                    errors[position] = message
+            offset += len(ok)
+            bar.update(len(ok))
     num_classes = model.hparams.num_classes
     return (torch.cat(probs) if probs else torch.empty(0, num_classes)), readable, errors

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from artmove.finetune.layers import head_prefixes
+from artmove.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,11 @@ def extract(network: nn.Module, dataset: Dataset, batch_size: int, num_workers: 
     was_training = network.training
     network.eval().to(device)
     features, labels = [], []
-    for images, targets in loader:
-        features.append(pooled_features(network, images.to(device)).to(torch.float16).cpu())
-        labels.append(torch.as_tensor(targets, dtype=torch.long))
+    with progress(len(dataset), "feature extraction") as bar:
+        for images, targets in loader:
+            features.append(pooled_features(network, images.to(device)).to(torch.float16).cpu())
+            labels.append(torch.as_tensor(targets, dtype=torch.long))
+            bar.update(len(images))
     network.train(was_training)
     return torch.cat(features), torch.cat(labels)
 

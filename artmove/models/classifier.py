@@ -23,6 +23,7 @@ from torchmetrics import SumMetric
 from artmove.checks import ConfigError
 from artmove.finetune import FinetunePolicy, Fraction
 from artmove.finetune.layers import classifier_heads, output_layer
+from artmove.models.compiled import CompiledForward
 from artmove.models.metrics import classification_metrics
 from artmove.models.pretrained import create_backbone
 
@@ -53,6 +54,8 @@ class ArtClassifier(pl.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         class_weights: list[float] | None = None,
+        compile: bool = False,
+        compile_mode: str = "default",
     ):
         super().__init__()
         # A checkpoint keeps the policy as its settings (``finetune``); a run passes the policy Hydra built.
@@ -77,6 +80,8 @@ class ArtClassifier(pl.LightningModule):
             for parameter in layer.parameters():
                 nn.init.zeros_(parameter)
         self.plan = self.policy.prepare(self.model)
+        # torch.compile of the backbone's forward (artmove/models/compiled.py): eager when it fails.
+        self.compiled = CompiledForward(self.model, compile_mode) if compile else None
         # class_weights: per-class loss weights (data.balance=loss), from the training split's counts.
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
@@ -122,6 +127,8 @@ class ArtClassifier(pl.LightningModule):
         if images.ndim == 2:
             features = F.dropout(images, p=self.hparams.drop_rate, training=self.training)
             return network.get_classifier()(features)
+        if self.compiled is not None and network is self.model:
+            return self.compiled(images)
         return network(images)
 
     def _step(self, batch, metrics, stage: str) -> torch.Tensor:

@@ -1,0 +1,162 @@
+"""Measuring helpers shared by the benchmarks: peak memory during a measurement, medians, and the
+training step two ways (artmove's LightningModule under its Trainer, and a plain PyTorch loop)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from artmove.data.transforms import normalize_uint8
+from artmove.finetune import Fraction
+from artmove.models import ArtClassifier, backbone_preprocessing
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+@contextmanager
+def peak_memory(device: torch.device | str = "cpu"):
+    """``{"peak_rss_mb": …}`` (and ``peak_gpu_mb`` on a GPU) of the process while the block runs."""
+    peak = {"peak_rss_mb": rss_mb()}
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.01):
+            peak["peak_rss_mb"] = max(peak["peak_rss_mb"], rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak["peak_rss_mb"] = round(max(peak["peak_rss_mb"], rss_mb()), 1)
+        if cuda:
+            peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def median(values: Sequence[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def classifier(backbone: str, unfreeze: float, image_size: int, num_classes: int = 25, **settings) -> ArtClassifier:
+    """An ArtClassifier as a run builds it, random init (no download), no scheduler."""
+    return ArtClassifier(backbone, num_classes, preprocessing=backbone_preprocessing(backbone, image_size),
+                         finetune=Fraction(unfreeze), pretrained=False, **settings)  # fmt: skip
+
+
+def synthetic_batches(count: int, batch_size: int, image_size: int, num_classes: int = 25, device="cpu"):
+    """uint8 image batches with labels, in memory (as the loader delivers them)."""
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, generator=generator).to(device),
+             torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)) for _ in range(count)]  # fmt: skip
+
+
+class StepClock(pl.Callback):
+    """The time at the end of every training batch (what a loop between steps costs is included)."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        self.ends.append(time.perf_counter())
+
+
+class Batches:
+    """An iterable over ready batches (a plain list would be read by Lightning as a list of loaders)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+class InMemory(pl.LightningDataModule):
+    """Batches already in memory, normalised on the device like PaintingDataModule's uint8 batches."""
+
+    def __init__(self, batches, mean, std):
+        super().__init__()
+        self.batches, self.mean, self.std = batches, mean, std
+
+    def train_dataloader(self):
+        return Batches(self.batches)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        images, labels = batch
+        return normalize_uint8(images, self.mean, self.std), labels
+
+
+def rate(ends: Sequence[float], batch_size: int, warmup: int) -> float:
+    """Images per second between the end of the warm-up steps and the last step."""
+    return batch_size * (len(ends) - 1 - warmup) / (ends[-1] - ends[warmup])
+
+
+def lightning_rate(model: ArtClassifier, batches, warmup: int, accelerator: str = "cpu", precision: str = "32-true",
+                   callbacks: Sequence[pl.Callback] = (), datamodule: pl.LightningDataModule | None = None,
+                   epochs: int = 1) -> float:  # fmt: skip
+    """Training images/s of the LightningModule under a Lightning Trainer (no logger, checkpoint or bar),
+    over in-memory ``batches`` or, given, a ``datamodule``'s train loader (``batches``: one for its size)."""
+    clock = StepClock()
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, precision=precision, max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=[clock, *callbacks],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=datamodule or InMemory(batches, model.preprocessing["mean"], model.preprocessing["std"]))
+    return rate(clock.ends, len(batches[0][1]), warmup)
+
+
+def plain_step(model: ArtClassifier, dtype: torch.dtype | None = None, channels_last: bool = False,
+               compile: bool = False) -> Callable:  # fmt: skip
+    """A hand-written training step on the same network, loss and optimizer (the policy's AdamW groups)."""
+    network: nn.Module = model.model
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+    forward = torch.compile(network) if compile else network
+    optimizer = model.configure_optimizers()
+    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
+    device = next(network.parameters()).device
+
+    def step(images, labels):
+        images = normalize_uint8(images, mean, std)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = model.criterion(forward(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def plain_rate(model: ArtClassifier, batches, warmup: int, **settings) -> float:
+    """Training images/s of :func:`plain_step` over the batches."""
+    model.train()
+    step = plain_step(model, **settings)
+    ends = []
+    for images, labels in batches:
+        step(images, labels)
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        ends.append(time.perf_counter())
+    return rate(ends, len(batches[0][1]), warmup)
