@@ -57,6 +57,14 @@ def evaluation_data(cfg: DictConfig) -> DictConfig:
     return root.data
 
 
+def split_overlap(datamodule, split: str) -> dict | None:
+    """The evaluated split's overlap with the training artists (None for train and generated data)."""
+    overlap = datamodule.artist_overlap
+    if overlap is None or split == "train":
+        return None
+    return overlap if "unknown" in overlap else {split: overlap[split]}
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path`` on one split; write the tables and figure to ``cfg.output_dir``."""
     started = time.time()
@@ -83,10 +91,12 @@ def evaluate(cfg: DictConfig) -> dict:
         "backbone": model.hparams.backbone,
         "unfreeze": getattr(model.policy, "unfreeze", None),
         "weights_source": f"checkpoint {Path(cfg.ckpt_path).name}",
+        "pretrained_cfg": model.pretrained_cfg,
         "split": cfg.split,
         "tta": cfg.tta,
         "views_per_image": TTA_MODES[cfg.tta],
         "data": {"source": type(datamodule.source).__name__, "root": datamodule.root},
+        "artist_overlap": split_overlap(datamodule, cfg.split),
         "num_classes": len(classes),
         "classes": classes,
         "class_map": {name: None if target is None else classes[target] for name, target in zip(datamodule.classes, mapping)},

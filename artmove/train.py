@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
+import re
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -54,7 +57,8 @@ def train(cfg: DictConfig) -> dict:
     images, datamodule, model = build(cfg)
     classes, sizes = images.classes, images.split_sizes()
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
-    log.info("backbone %s, weights: %s", cfg.backbone, model.weights_source)
+    log.info("backbone %s, weights: %s%s", cfg.backbone, model.weights_source,
+             f" ({model.pretrained_cfg['tag_name']})" if model.pretrained_cfg else "")  # fmt: skip
     log.info(model.describe_trainable())
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
@@ -80,8 +84,10 @@ def train(cfg: DictConfig) -> dict:
         "finetune": model.policy.config,
         "pretrained": cfg.pretrained,
         "weights_source": model.weights_source,
+        "pretrained_cfg": model.pretrained_cfg,
         "seed": cfg.seed,
         "data": {"source": cfg.data.source._target_, "root": cfg.data.root, "split_sizes": sizes},
+        "artist_overlap": images.artist_overlap,
         "num_classes": len(classes),
         "classes": classes,
         **model.parameter_counts,
@@ -105,7 +111,28 @@ def train(cfg: DictConfig) -> dict:
         if "test/top1" in results:
             print(format_table(results), flush=True)
         print(f"Outputs: {output_dir}", flush=True)
+        if checkpoint:
+            print(next_commands(checkpoint, images.files), flush=True)
     return results
+
+
+def next_commands(checkpoint: str, files: dict | None) -> str:
+    """The evaluate and predict command lines for the best checkpoint, ready to paste (predict on the
+    first test painting, or a placeholder for generated data)."""
+    example = str(files["test"][0][0]) if files and files.get("test") else "PATH/TO/PAINTINGS"
+    ckpt = override("ckpt_path", str(Path(checkpoint).resolve()))
+    return "\n".join([
+        "Next:",
+        f"  python -m artmove.evaluate {ckpt}",
+        f"  python -m artmove.predict {ckpt} {override('input', example)}",
+    ])  # fmt: skip
+
+
+def override(key: str, value: str) -> str:
+    """``key=value`` as a shell word Hydra parses back to ``value`` (quoted when it holds spaces, brackets…)."""
+    if re.fullmatch(r"[\w/.\-+:@~%]+", value):
+        return f"{key}={value}"
+    return shlex.quote(f"{key}={json.dumps(value, ensure_ascii=False)}")
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from artmove.cli import exit_on_user_error
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.sources.base import SPLITS
+from artmove.data.splits import describe_overlap
 from artmove.data.tools import load_datamodule, say
 
 
@@ -74,7 +75,13 @@ def main(cfg: DictConfig) -> None:
     sizes = [check.size for check in datamodule.file_checks if check.size]
     bad = sum(1 for check in datamodule.file_checks if check.error)  # unreadable headers + listed but missing
     say("%s: %d classes", cfg.data.root, len(classes))
-    say("images per class and split%s:\n%s", " (grouped by artist)" if datamodule.group_by else "", count_table(classes, files))
+    grouped = datamodule.grouped_splits
+    say("images per class and split%s:\n%s", f" ({'/'.join(grouped)} grouped by artist)" if grouped else "", count_table(classes, files))
+    overlap = datamodule.artist_overlap or {}
+    if "unknown" in overlap:
+        say("artists in train and val/test: unknown (%s)", overlap["unknown"])
+    for split, row in overlap.items() if "unknown" not in overlap else ():
+        say("artist overlap, %s", describe_overlap(split, row))
     say("image sizes (px) of %d readable files:\n%s", len(sizes), size_statistics(sizes))
     say("bad files (header unreadable or missing): %d; `python -m artmove.data.verify` decodes every file", bad)
     output = Path(cfg.paths.output_dir) / "contact_sheet.png"
