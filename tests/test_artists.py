@@ -110,3 +110,15 @@ def test_evaluate_and_report_show_the_overlap(tiny_run, tmp_path):
     assert read_run(tiny_run)["test_artist_overlap"] == f"{share} ({trained['test']['artists_in_train']}/{trained['test']['artists']} artists)"
     report = write_report([tiny_run], tmp_path / "report").read_text(encoding="utf-8")
     assert "test images by train artists" in report and share in report
+
+
+def test_too_few_artists_to_fill_every_split_keep_the_stratified_split(tmp_path, caplog):
+    from artmove.data.sources import ImageFolderSplits
+
+    data = folder(tmp_path / "few", lambda cls, i: f"painter{i % 3}_{cls}{i}.png", per_class=10)  # 3 painters, both classes
+    with caplog.at_level(logging.WARNING, logger="artmove.data"):
+        datamodule = PaintingDataModule(ImageFolderSplits, root=str(data), group_by="artist")
+        files = datamodule.files
+    assert "3 artists are too few" in caplog.text and datamodule.grouped_splits == []
+    assert {split: len(files[split]) for split in SPLITS} == {"train": 16, "val": 2, "test": 2}
+    assert datamodule.artist_overlap["test"]["share"] == 1.0

@@ -188,9 +188,16 @@ class PaintingDataModule(SplitLoaders):
                 "below); data.regroup_published=true re-splits them by artist.", "/".join(sorted(published)),
             )  # fmt: skip
             return samples, []
+        grouped = group_split({split: samples[split] for split in made_here}, artist, self.seed)
+        emptied = [split for split in made_here if samples[split] and not grouped[split]]
+        if emptied:
+            artists = len({artist(path) for split in made_here for path, _ in samples[split]})
+            log.warning("data.group_by=artist: %d artists are too few to fill the %s split(s) by artist; the splits stay "
+                        "stratified, without artists (overlap below).", artists, "/".join(emptied))  # fmt: skip
+            return samples, []
         if published:
             log.info("grouping %s by artist; the published %s split(s) stay as they are", "/".join(made_here), "/".join(sorted(published)))
-        return {**samples, **group_split({split: samples[split] for split in made_here}, artist, self.seed)}, made_here
+        return {**samples, **grouped}, made_here
 
     def class_weights(self) -> list[float] | None:
         """Loss weights for ``balance="loss"``: total / (classes x count) per class, 0 for absent classes."""
