@@ -20,7 +20,7 @@ from artmove.data.files import FileCheck, ReadableFiles, screen
 from artmove.data.sources import DataSetupError, PaintingSource
 from artmove.data.sources.base import SPLITS, LabelledFiles
 from artmove.data.splits import artist_lookup, artist_overlap, describe_overlap, group_split, split_summary
-from artmove.data.transforms import build_eval_transform, build_transforms, decode_size, normalize_uint8
+from artmove.data.transforms import build_eval_transform, build_transforms, check_augment, decode_size, normalize_uint8
 from artmove.data.samplers import balanced_sampler, eval_sampler
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class PaintingDataModule(SplitLoaders):
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.prefetch_factor = prefetch_factor
         self.augment = dict(augment or {})
+        check_augment(self.augment)
         self.seed, self.group_by, self.balance = seed, group_by, balance
         self.regroup_published = regroup_published
         # {"val"/"test": overlap with train's artists} (artmove.data.splits.artist_overlap), or
