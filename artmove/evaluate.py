@@ -1,4 +1,5 @@
-"""`python -m artmove.evaluate ckpt_path=…`: the seed's table, per-class scores and confusions of a checkpoint."""
+"""`python -m artmove.evaluate ckpt_path=…`: the top-1/3/5 table, per-class scores and confusions of a
+checkpoint; with ``gallery=N`` the N highest-loss paintings (with Grad-CAM) and a grid per confused pair."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
-from artmove.evaluation.tta import TTA_MODES, check_tta, tta_transform
+from artmove.evaluation.gallery import write_gallery
+from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, tta_transform
 from artmove.results import format_table, write_json
 
 log = logging.getLogger("artmove.evaluate")
@@ -106,6 +108,10 @@ def evaluate(cfg: DictConfig) -> dict:
         "wall_time_s": round(time.time() - started, 1),
     }
     write_outputs(Path(cfg.output_dir), results, scores, probs, labels, dataset)
+    if cfg.gallery:
+        images = MappedViews(split, eval_transform(model.preprocessing), mapping)  # the crops the model saw, one view
+        figures = write_gallery(model, images, probs, labels, classes, pairs[: cfg.gallery_pairs], cfg.gallery, Path(cfg.output_dir))
+        print(f"  gallery: {', '.join(str(path.relative_to(cfg.output_dir)) for path in figures)}")
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
     if pairs:
