@@ -72,8 +72,12 @@ def train(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(composed)  # parameter counts: W&B summary
     with warnings.catch_warnings():
-        # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see README).
+        # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see docs/policies.md).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        finder = instantiate_checked(cfg.tune, "tune") if cfg.get("tune") else None
+        lr_find = finder.run(trainer, model, datamodule, output_dir) if finder else None
+        if finder is not None and not finder.apply:
+            return _lr_find_only(cfg, lr_find, output_dir, trainer)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -98,6 +102,8 @@ def train(cfg: DictConfig) -> dict:
         "best_val/top1": _finite_or_none(_optimized_value(trainer, "val/top1")),
         "output_dir": str(output_dir),
     }
+    if lr_find is not None:
+        results.update(lr_find=lr_find, optimizer_lr=lr_find["suggested_lr"])
     metric = cfg.get("optimized_metric", "val/top1")
     optimized = results["best_val/top1"] if metric == "val/top1" else _finite_or_none(_optimized_value(trainer, metric))
     results.update(optimized_metric=metric, optimized_value=optimized)
@@ -133,6 +139,19 @@ def override(key: str, value: str) -> str:
     if re.fullmatch(r"[\w/.\-+:@~%]+", value):
         return f"{key}={value}"
     return shlex.quote(f"{key}={json.dumps(value, ensure_ascii=False)}")
+
+
+def _lr_find_only(cfg: DictConfig, lr_find: dict, output_dir: Path, trainer: pl.Trainer) -> dict:
+    """``tune=lr``: the range test is the run; results.json holds its curve and suggestion."""
+    results = {"status": "ok", "backbone": cfg.backbone, "seed": cfg.seed, "lr_find": lr_find, "output_dir": str(output_dir)}
+    if trainer.is_global_zero:
+        write_json(output_dir / "results.json", results)
+        suggestion = lr_find["suggested_lr"]
+        print(f"Suggested learning rate: {suggestion:.3g} (plot: {lr_find['plot']})" if suggestion else
+              f"No suggestion (too few finite losses): see {lr_find['plot']}", flush=True)  # fmt: skip
+        if suggestion:
+            print(f"Train with it: add optimizer.lr={suggestion:.3g}, or run again with tune=lr_apply.", flush=True)
+    return results
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -209,5 +209,9 @@ class ArtClassifier(pl.LightningModule):
         return self.policy.callbacks()
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
-        # timm schedulers are stepped by update count (and apply per-group lr_scale).
-        scheduler.step_update(num_updates=self.global_step)
+        # timm schedulers are stepped by update count (and apply per-group lr_scale); torch's (the
+        # learning-rate finder's, tune=lr) as Lightning steps them.
+        if hasattr(scheduler, "step_update"):
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            super().lr_scheduler_step(scheduler, metric)
