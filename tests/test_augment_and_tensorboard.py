@@ -59,7 +59,7 @@ def test_a_run_with_the_policies_logs_to_tensorboard(compose_train, tmp_path):
     results = train(compose_train("data=synthetic", "data.source.train_per_class=2", "data.source.val_per_class=1",
                                   "data.source.test_per_class=1", "backbone=test_resnet", "pretrained=false", "image_size=32",
                                   "trainer.max_epochs=1", "data.batch_size=4", "data.num_workers=0", "logger=tensorboard",
-                                  "+data.augment.rand_augment={num_ops: 2, magnitude: 9}", "data.augment.random_erasing=0.5"))  # fmt: skip
+                                  "data.augment.rand_augment={num_ops: 2, magnitude: 9}", "data.augment.random_erasing=0.5"))  # fmt: skip
     assert results["status"] == "ok"
     scalars = {}
     for events in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):  # one file for fit, one for test

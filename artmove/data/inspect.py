@@ -1,7 +1,7 @@
 """`python -m artmove.data.inspect data=wikiart data.root=...`: what a data set holds, at a glance.
 
 Prints the class counts per split (as training will see them: bad files dropped, grouping
-applied), image-size statistics and the bad-file count, and writes ``contact_sheet.png``
+applied; the data module logs the artists per split and their overlap with train), image-size statistics and the bad-file count, and writes ``contact_sheet.png``
 (a row of sample paintings per class) to the run folder.
 """
 
@@ -19,7 +19,6 @@ from PIL import Image, ImageDraw
 from artmove.cli import exit_on_user_error
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.sources.base import SPLITS
-from artmove.data.splits import describe_overlap
 from artmove.data.tools import load_datamodule, say
 
 
@@ -77,11 +76,6 @@ def main(cfg: DictConfig) -> None:
     say("%s: %d classes", cfg.data.root, len(classes))
     grouped = datamodule.grouped_splits
     say("images per class and split%s:\n%s", f" ({'/'.join(grouped)} grouped by artist)" if grouped else "", count_table(classes, files))
-    overlap = datamodule.artist_overlap or {}
-    if "unknown" in overlap:
-        say("artists in train and val/test: unknown (%s)", overlap["unknown"])
-    for split, row in overlap.items() if "unknown" not in overlap else ():
-        say("artist overlap, %s", describe_overlap(split, row))
     say("image sizes (px) of %d readable files:\n%s", len(sizes), size_statistics(sizes))
     say("bad files (header unreadable or missing): %d; `python -m artmove.data.verify` decodes every file", bad)
     output = Path(cfg.paths.output_dir) / "contact_sheet.png"
