@@ -108,15 +108,17 @@ def evaluate(cfg: DictConfig) -> dict:
         "wall_time_s": round(time.time() - started, 1),
     }
     write_outputs(Path(cfg.output_dir), results, scores, probs, labels, dataset)
+    figures = []
     if cfg.gallery:
         images = MappedViews(split, eval_transform(model.preprocessing), mapping)  # the crops the model saw, one view
         figures = write_gallery(model, images, probs, labels, classes, pairs[: cfg.gallery_pairs], cfg.gallery, Path(cfg.output_dir))
-        print(f"  gallery: {', '.join(str(path.relative_to(cfg.output_dir)) for path in figures)}")
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
     if pairs:
         top = pairs[0]
         print(f"  most confused: {top['class_a']} <-> {top['class_b']} ({top['a_as_b']} + {top['b_as_a']} images)")
+    if figures:
+        print(f"  gallery: {', '.join(str(path.relative_to(cfg.output_dir)) for path in figures)}")
     print(f"Outputs: {cfg.output_dir}", flush=True)
     return results
 

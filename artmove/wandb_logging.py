@@ -145,7 +145,7 @@ _OPEN_LOGGERS: weakref.WeakSet[ArtmoveWandbLogger] = weakref.WeakSet()
 
 
 class WandbTestReport(pl.Callback):
-    """What Lightning's logger does not send to W&B: parameter counts, the seed's test table,
+    """What Lightning's logger does not send to W&B: parameter counts, the test table,
     per-class scores, the confusion matrix, the most confused pairs and the ``num_samples`` test
     predictions with the highest loss (this process's share of the split), with their images,
     highest loss first. Closes the W&B run after the last stage (test, or fit when ``test=false``)."""

@@ -28,10 +28,10 @@ def _names_someone(prefix: str) -> bool:
 def filename_artists_unclear(paths: Sequence[Path]) -> str | None:
     """Why the file names' prefixes (before the first ``_``) cannot be artists, or None when they can.
 
-    The rule: at least 90 % of the files have a prefix with letters and few digits
-    (``claude-monet_…``, not ``IMG_1234`` → ``IMG`` is caught next, not ``20230612_…``);
-    no prefix holds more than half of the images (a camera's ``IMG_``/``DSC_``, not a painter);
-    and some prefix holds two images (one image per prefix groups nothing: titles, not artists).
+    The rule: at least 90 % of the files have a prefix with letters and at most half digits
+    (``claude-monet_…``, not ``20230612_…`` or ``scan12.jpg``); no prefix starts more than half of
+    the file names (a camera's ``IMG_``/``DSC_``, not a painter); and some prefix starts two of
+    them (one file per prefix groups nothing: titles, not artists).
     """
     paths = list(paths)
     if not paths:
