@@ -1,11 +1,13 @@
 """Run-wide Lightning callbacks, wired from ``conf/callbacks``: a diverged loss stops the job, a
-resumed run keeps the metric rows its earlier attempt logged, a stop by a signal leaves a checkpoint."""
+resumed run keeps the metric rows its earlier attempt logged, a stop by a signal leaves a
+checkpoint, and an interrupted run says how to continue."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import math
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -104,3 +106,25 @@ class CheckpointOnStop(pl.Callback):
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path)
             log.info("stopped by a signal at epoch %d, step %d: saved %s", trainer.current_epoch, trainer.global_step, self.path)
+
+
+class ResumeHint(pl.Callback):
+    """After Ctrl-C or a failure, one line: the command that continues the run in its own folder
+    (``hydra.run.dir=…``; ``resume=true`` then picks up its ``last.ckpt``), or that there is no
+    checkpoint to continue from yet."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = Path(output_dir)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not trainer.is_global_zero:
+            return
+        last = self.output_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            log.warning("stopped before the first checkpoint (%s): nothing to continue from; rerun the same command.", last)
+            return
+        from artmove.results import job_overrides  # Hydra's record of this run's command line
+
+        overrides = [o for o in job_overrides() if not o.startswith(("hydra.run.dir=", "resume="))]
+        command = ["python", "-m", "artmove.train", *overrides, f"hydra.run.dir={self.output_dir}"]
+        log.warning("to continue from %s (epoch %s): %s", last.name, trainer.current_epoch, shlex.join(command))

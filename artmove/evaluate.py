@@ -1,4 +1,5 @@
-"""`python -m artmove.evaluate ckpt_path=…`: the seed's table, per-class scores and confusions of a checkpoint."""
+"""`python -m artmove.evaluate ckpt_path=…`: the top-1/3/5 table, per-class scores and confusions of a
+checkpoint; with ``gallery=N`` the N highest-loss paintings (with Grad-CAM) and a grid per confused pair."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
-from artmove.evaluation.tta import TTA_MODES, check_tta, tta_transform
+from artmove.evaluation.gallery import write_gallery
+from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, tta_transform
 from artmove.results import format_table, write_json
 
 log = logging.getLogger("artmove.evaluate")
@@ -62,6 +64,14 @@ def evaluation_data(cfg: DictConfig) -> DictConfig:
     return root.data
 
 
+def split_overlap(datamodule, split: str) -> dict | None:
+    """The evaluated split's overlap with the training artists (None for train and generated data)."""
+    overlap = datamodule.artist_overlap
+    if overlap is None or split == "train":
+        return None
+    return overlap if "unknown" in overlap else {split: overlap[split]}
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path`` on one split; write the tables and figure to ``cfg.output_dir``."""
     started = time.time()
@@ -89,10 +99,12 @@ def evaluate(cfg: DictConfig) -> dict:
         "backbone": model.hparams.backbone,
         "unfreeze": getattr(model.policy, "unfreeze", None),
         "weights_source": f"checkpoint {checkpoint.name}",
+        "pretrained_cfg": model.pretrained_cfg,
         "split": cfg.split,
         "tta": cfg.tta,
         "views_per_image": TTA_MODES[cfg.tta],
         "data": {"source": type(datamodule.source).__name__, "root": datamodule.root},
+        "artist_overlap": split_overlap(datamodule, cfg.split),
         "num_classes": len(classes),
         "classes": classes,
         "class_map": {name: None if target is None else classes[target] for name, target in zip(datamodule.classes, mapping)},
@@ -102,11 +114,17 @@ def evaluate(cfg: DictConfig) -> dict:
         "wall_time_s": round(time.time() - started, 1),
     }
     write_outputs(Path(cfg.output_dir), results, scores, probs, labels, dataset)
+    figures = []
+    if cfg.gallery:
+        images = MappedViews(split, eval_transform(model.preprocessing), mapping)  # the crops the model saw, one view
+        figures = write_gallery(model, images, probs, labels, classes, pairs[: cfg.gallery_pairs], cfg.gallery, Path(cfg.output_dir))
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
     if pairs:
         top = pairs[0]
         print(f"  most confused: {top['class_a']} <-> {top['class_b']} ({top['a_as_b']} + {top['b_as_a']} images)")
+    if figures:
+        print(f"  gallery: {', '.join(str(path.relative_to(cfg.output_dir)) for path in figures)}")
     print(f"Outputs: {cfg.output_dir}", flush=True)
     return results
 

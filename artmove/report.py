@@ -29,9 +29,9 @@ from artmove.evaluation.tables import markdown_table, write_csv
 METRICS = ("test/top1", "test/top3", "test/top5", "test/top1_macro", "best_val/top1")
 # A setting = everything but the seed: runs that differ only by seed are averaged together.
 SETTING = ("data", "backbone", "policy", "unfreeze", "other")
-RUN_COLUMNS = ("run", "status", *SETTING, "seed", *METRICS, "epochs", "wall_time_s", "error")
+RUN_COLUMNS = ("run", "status", *SETTING, "seed", *METRICS, "test_artist_overlap", "weights", "epochs", "wall_time_s", "error")
 RUN_HEADERS = ("run", "status", "data", "backbone", "policy", "unfreeze", "other overrides", "seed", "top-1", "top-3", "top-5",
-               "top-1 macro", "best val top-1", "epochs", "wall time (s)", "error")  # fmt: skip
+               "top-1 macro", "best val top-1", "test images by train artists", "weights", "epochs", "wall time (s)", "error")  # fmt: skip
 
 
 # --- collecting runs -------------------------------------------------------------------------
@@ -95,6 +95,8 @@ def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
         "unfreeze": setting("unfreeze"),
         "seed": setting("seed"),
         "other": " ".join(_other_overrides(folder)),
+        "test_artist_overlap": test_artist_overlap(results.get("artist_overlap")),
+        "weights": weights_name(results.get("pretrained_cfg")),
         "epochs": results.get("epochs"),
         "wall_time_s": results.get("wall_time_s"),
         "error": error[0] if error else "",
@@ -102,6 +104,24 @@ def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
     }  # fmt: skip
     row.update({metric: results.get(metric) for metric in METRICS})
     return row
+
+
+def test_artist_overlap(overlap: dict | None) -> str:
+    """``42.0 % (5/12 artists)``: the test images whose artist also paints in train; ``unknown`` when the
+    artists could not be told; empty for runs that did not record it."""
+    if not overlap:
+        return ""
+    if "unknown" in overlap:
+        return "unknown"
+    test = overlap.get("test") or {}
+    return f"{100 * test['share']:.1f} % ({test['artists_in_train']}/{test['artists']} artists)" if test.get("images") else ""
+
+
+def weights_name(pretrained_cfg: dict | None) -> str:
+    """The backbone's resolved pretrained weights: ``resnet50.tv_in1k (hf-hub timm/resnet50.tv_in1k)``."""
+    if not pretrained_cfg:
+        return ""
+    return f"{pretrained_cfg.get('tag_name', '?')} ({pretrained_cfg.get('source', '?')})"
 
 
 SHOWN_KEYS = {"seed", "backbone", "unfreeze", "data", "data.root", "finetune"}

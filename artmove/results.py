@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from artmove.data.splits import describe_overlap
+
 ROWS = (("Top-1", "top1"), ("Top-3", "top3"), ("Top-5", "top5"), ("Top-1 macro (mean per-class)", "top1_macro"))
 
 
@@ -22,6 +24,11 @@ def format_table(results: dict[str, Any], split: str = "test") -> str:
         f"  {'Metric':<30}{'Accuracy':>9}{'Images':>9}",
     ]
     lines += [f"  {label:<30}{results[f'{split}/{key}']:>9.4f}{images:>9d}" for label, key in ROWS]
+    overlap = results.get("artist_overlap")
+    if overlap and "unknown" in overlap:
+        lines.append(f"  Artist overlap with train: unknown ({overlap['unknown']})")
+    elif overlap and split in overlap:
+        lines.append(f"  Artist overlap with train, {describe_overlap(split, overlap[split])}")
     return "\n".join(lines)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
+import re
+import shlex
 import sys
 import time
 import warnings
@@ -67,7 +70,8 @@ def train(cfg: DictConfig) -> dict:
     images, datamodule, model = build(cfg)
     classes, sizes = images.classes, images.split_sizes()
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
-    log.info("backbone %s, weights: %s", cfg.backbone, model.weights_source)
+    log.info("backbone %s, weights: %s%s", cfg.backbone, model.weights_source,
+             f" ({model.pretrained_cfg['tag_name']})" if model.pretrained_cfg else "")  # fmt: skip
     log.info(model.describe_trainable())
 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
@@ -78,8 +82,12 @@ def train(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(composed)  # parameter counts: W&B summary
     with warnings.catch_warnings(), ctrl_c_stops_after_step():
-        # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see README).
+        # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see docs/policies.md).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        finder = instantiate_checked(cfg.tune, "tune") if cfg.get("tune") else None
+        lr_find = finder.run(trainer, model, datamodule, output_dir) if finder else None
+        if finder is not None and not finder.apply:
+            return _lr_find_only(cfg, lr_find, output_dir, trainer)
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except SIGTERMException:
@@ -93,8 +101,10 @@ def train(cfg: DictConfig) -> dict:
         "finetune": model.policy.config,
         "pretrained": cfg.pretrained,
         "weights_source": model.weights_source,
+        "pretrained_cfg": model.pretrained_cfg,
         "seed": cfg.seed,
         "data": {"source": cfg.data.source._target_, "root": cfg.data.root, "split_sizes": sizes},
+        "artist_overlap": images.artist_overlap,
         "num_classes": len(classes),
         "classes": classes,
         **model.parameter_counts,
@@ -105,6 +115,8 @@ def train(cfg: DictConfig) -> dict:
         "best_val/top1": _finite_or_none(_optimized_value(trainer, "val/top1")),
         "output_dir": str(output_dir),
     }
+    if lr_find is not None:
+        results.update(lr_find=lr_find, optimizer_lr=lr_find["suggested_lr"])
     metric = cfg.get("optimized_metric", "val/top1")
     optimized = results["best_val/top1"] if metric == "val/top1" else _finite_or_none(_optimized_value(trainer, metric))
     results.update(optimized_metric=metric, optimized_value=optimized)
@@ -118,6 +130,40 @@ def train(cfg: DictConfig) -> dict:
         if "test/top1" in results:
             print(format_table(results), flush=True)
         print(f"Outputs: {output_dir}", flush=True)
+        if checkpoint:
+            print(next_commands(checkpoint, images.files), flush=True)
+    return results
+
+
+def next_commands(checkpoint: str, files: dict | None) -> str:
+    """The evaluate and predict command lines for the best checkpoint, ready to paste (predict on the
+    first test painting, or a placeholder for generated data)."""
+    example = str(files["test"][0][0]) if files and files.get("test") else "PATH/TO/PAINTINGS"
+    ckpt = override("ckpt_path", str(Path(checkpoint).resolve()))
+    return "\n".join([
+        "Next:",
+        f"  python -m artmove.evaluate {ckpt}",
+        f"  python -m artmove.predict {ckpt} {override('input', example)}",
+    ])  # fmt: skip
+
+
+def override(key: str, value: str) -> str:
+    """``key=value`` as a shell word Hydra parses back to ``value`` (quoted when it holds spaces, brackets…)."""
+    if re.fullmatch(r"[\w/.\-+:@~%]+", value):
+        return f"{key}={value}"
+    return shlex.quote(f"{key}={json.dumps(value, ensure_ascii=False)}")
+
+
+def _lr_find_only(cfg: DictConfig, lr_find: dict, output_dir: Path, trainer: pl.Trainer) -> dict:
+    """``tune=lr``: the range test is the run; results.json holds its curve and suggestion."""
+    results = {"status": "ok", "backbone": cfg.backbone, "seed": cfg.seed, "lr_find": lr_find, "output_dir": str(output_dir)}
+    if trainer.is_global_zero:
+        write_json(output_dir / "results.json", results)
+        suggestion = lr_find["suggested_lr"]
+        print(f"Suggested learning rate: {suggestion:.3g} (plot: {lr_find['plot']})" if suggestion else
+              f"No suggestion (too few finite losses): see {lr_find['plot']}", flush=True)  # fmt: skip
+        if suggestion:
+            print(f"Train with it: add optimizer.lr={suggestion:.3g}, or run again with tune=lr_apply.", flush=True)
     return results
 
 

@@ -145,15 +145,16 @@ _OPEN_LOGGERS: weakref.WeakSet[ArtmoveWandbLogger] = weakref.WeakSet()
 
 
 class WandbTestReport(pl.Callback):
-    """What Lightning's logger does not send to W&B: parameter counts, the seed's test table,
-    per-class scores, the confusion matrix, the most confused pairs and sample test predictions
-    with their images. Closes the W&B run after the last stage (test, or fit when ``test=false``)."""
+    """What Lightning's logger does not send to W&B: parameter counts, the test table,
+    per-class scores, the confusion matrix, the most confused pairs and the ``num_samples`` test
+    predictions with the highest loss (this process's share of the split), with their images,
+    highest loss first. Closes the W&B run after the last stage (test, or fit when ``test=false``)."""
 
     def __init__(self, num_samples: int = 32, finish_after_test: bool = True, top_confused: int = 10):
         self.num_samples, self.finish_after_test, self.top_confused = num_samples, finish_after_test, top_confused
         self._logits: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
-        self._samples: list[torch.Tensor] = []
+        self._samples: list[torch.Tensor] = []  # the highest-loss images so far, with their logits and labels
         self._hook = None
 
     @staticmethod
@@ -171,10 +172,15 @@ class WandbTestReport(pl.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         inputs, labels = batch
-        self._labels.append(labels.detach().cpu())
-        wanted = self.num_samples - sum(len(s) for s in self._samples)
-        if wanted > 0 and inputs.ndim == 4 and inputs.shape[1] == 3:  # images, not cached features
-            self._samples.append(inputs[:wanted].detach().float().cpu())
+        labels = labels.detach().cpu()
+        self._labels.append(labels)
+        if self.num_samples and inputs.ndim == 4 and inputs.shape[1] == 3 and self._logits:  # images, not cached features
+            logits = self._logits[-1][-len(labels):]  # this batch's forward
+            batch_samples = (inputs.detach().float().cpu(), logits, labels)
+            images, kept_logits, kept_labels = (torch.cat(parts) for parts in zip(*self._samples, batch_samples))
+            losses = torch.nn.functional.cross_entropy(kept_logits, kept_labels, reduction="none")
+            top = losses.argsort(descending=True)[: self.num_samples]
+            self._samples = [(images[top], kept_logits[top], kept_labels[top])]
 
     def on_test_end(self, trainer, pl_module) -> None:
         if self._hook is not None:
@@ -207,19 +213,22 @@ class WandbTestReport(pl.Callback):
             "test/most_confused": wandb.Table(columns=list(pairs[0]) if pairs else ["class_a"], data=[list(p.values()) for p in pairs]),
         }  # fmt: skip
         if self._samples:
-            payload["test/predictions"] = self._predictions_table(torch.cat(self._samples), probs, labels, classes, pl_module)
+            payload["test/predictions"] = self._predictions_table(*self._samples[0], classes, pl_module)
         run.log(payload)
 
-    def _predictions_table(self, images, probs, labels, classes, pl_module):
+    @staticmethod
+    def _predictions_table(images, logits, labels, classes, pl_module):
+        """Highest loss first: the paintings the model gets most wrong, where to look first."""
         import wandb
 
         preprocessing = getattr(pl_module, "preprocessing", None) or {"mean": [0.5] * 3, "std": [0.5] * 3}
-        table = wandb.Table(columns=["image", "true", "predicted", "p_predicted", "p_true", "correct"])
-        for index, image in enumerate(images):
+        probs, losses = logits.softmax(-1), torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        table = wandb.Table(columns=["image", "true", "predicted", "p_predicted", "p_true", "loss", "correct"])
+        for index in losses.argsort(descending=True).tolist():
             label, predicted = int(labels[index]), int(probs[index].argmax())
             table.add_data(
-                wandb.Image(to_pil(image, preprocessing["mean"], preprocessing["std"])), classes[label], classes[predicted],
-                float(probs[index, predicted]), float(probs[index, label]), label == predicted,
+                wandb.Image(to_pil(images[index], preprocessing["mean"], preprocessing["std"])), classes[label], classes[predicted],
+                float(probs[index, predicted]), float(probs[index, label]), float(losses[index]), label == predicted,
             )  # fmt: skip
         return table
 

@@ -147,7 +147,8 @@ def test_inspect_prints_counts_sizes_and_writes_a_contact_sheet(wikiart_sample, 
     assert run_tool(inspect, monkeypatch, *args) == 0
     text = capsys.readouterr().out
     assert "contact sheet:" in (tmp_path / "inspect.log").read_text()  # the run's log file has it too
-    assert "Ukiyo_e" in text and "total                       990     440     110" in text
+    assert "Ukiyo_e" in text and "total                       989     440     111" in text  # test carved by artist
+    assert "(train/test grouped by artist)" in text and "artist overlap, test: 0 of 37 artists also in train" in text
     assert "short side min   224" in text and "bad files (header unreadable or missing): 0" in text
     sheet = Image.open(tmp_path / "contact_sheet.png")
     assert sheet.height == 11 * (48 + 4) and sheet.width > 3 * 48

@@ -162,7 +162,8 @@ def test_evaluate_scores_the_split_training_tested_on_when_grouped_by_artist(tin
 
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
     cfg = compose_config("evaluate", f"ckpt_path={ckpt}", f"output_dir={tmp_path}", "num_workers=0",
-                         "data=rasta", f"data.root={wikipaintings_small}", "data.group_by=artist", "seed=42")  # fmt: skip
+                         "data=rasta", f"data.root={wikipaintings_small}", "data.group_by=artist",
+                         "data.regroup_published=true", "seed=42")  # fmt: skip
     results = evaluate(cfg)
     grouped = instantiate(cfg.data).files["test"]
     predicted = [row["path"] for row in csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8"))]

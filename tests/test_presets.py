@@ -12,7 +12,7 @@ PRESETS = [("rasta_fc", 0.0, 0), ("rasta_unfreeze20", 0.2, 20)]
 @pytest.mark.parametrize("experiment, unfreeze, _", PRESETS)
 def test_presets_hold_rastas_settings(compose_train, experiment, unfreeze, _):
     cfg = compose_train(f"experiment={experiment}", "data.root=/data/wikipaintings")
-    assert (cfg.backbone, cfg.pretrained, cfg.unfreeze) == ("resnet50", True, unfreeze)
+    assert (cfg.backbone, cfg.pretrained, cfg.unfreeze) == ("resnet50.tv_in1k", True, unfreeze)
     assert cfg.data.source._target_.endswith("RastaWikiPaintings")
     assert (cfg.image_size, cfg.data.batch_size, cfg.trainer.max_epochs) == (224, 32, 10)
     assert (cfg.optimizer.opt, cfg.optimizer.lr, cfg.scheduler.sched) == ("rmsprop", 1e-3, "none")

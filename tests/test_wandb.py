@@ -1,6 +1,7 @@
 """W&B with the real wandb package, offline: what a run's files hold."""
 
 import json
+import math
 import os
 import struct
 import subprocess
@@ -130,6 +131,11 @@ def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsy
     predictions = next(paths for name, paths in run["artifacts"].items() if "testpredictions" in name)
     assert sum(path.endswith(".png") for path in predictions) == 16
     assert run["tags"] == ["resnet18"] and run["config"]["finetune"]["unfreeze"] == 0.2 and run["group"] == ""  # a single run: no group
+    table = logged_table(out, "test/predictions")  # highest loss first
+    losses = [row[table["columns"].index("loss")] for row in table["data"]]
+    p_true = [row[table["columns"].index("p_true")] for row in table["data"]]
+    assert len(losses) == 16 and losses == sorted(losses, reverse=True)
+    assert losses == [pytest.approx(-math.log(p), rel=1e-3) for p in p_true]
     per_class = logged_table(out, "test/per_class")
     assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == results["test/num_images"]
 

@@ -20,8 +20,8 @@ from artmove.data.files import FileCheck, ReadableFiles, screen
 from artmove.data.header_cache import HeaderCache
 from artmove.data.sources import DataSetupError, PaintingSource
 from artmove.data.sources.base import SPLITS, LabelledFiles
-from artmove.data.splits import artist_from_filename, group_split, split_summary
-from artmove.data.transforms import build_eval_transform, build_transforms, decode_size, normalize_uint8
+from artmove.data.splits import artist_lookup, artist_overlap, describe_overlap, group_split, split_summary
+from artmove.data.transforms import build_eval_transform, build_transforms, check_augment, decode_size, normalize_uint8
 from artmove.data.samplers import balanced_sampler, eval_sampler
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,13 @@ class PaintingDataModule(SplitLoaders):
     the splits' images but cannot transform them.
 
     For file-based sources: unreadable files are dropped and named (stop when more than
-    ``max_bad_fraction`` are bad), ``group_by="artist"`` keeps each artist in one split,
-    copies prepared in ``prepared_dir`` (``python -m artmove.data.prepare``) replace the
-    originals (the screening's results are remembered there too, for the next run), and
-    ``balance`` ("sampler" or "loss") counters class imbalance.
+    ``max_bad_fraction`` are bad), ``group_by="artist"`` keeps each artist in one of the splits
+    made here (published splits stay as they are unless ``regroup_published``; when the artists
+    cannot be told the splits stay stratified, said once), ``artist_overlap`` measures how many
+    val/test images are by artists also in train, copies prepared in ``prepared_dir``
+    (``python -m artmove.data.prepare``) replace the originals (the screening's results are
+    remembered there too, for the next run), and ``balance`` ("sampler" or "loss") counters
+    class imbalance.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class PaintingDataModule(SplitLoaders):
         augment: Mapping[str, Any] | None = None,
         seed: int = 42,
         group_by: str | None = None,
+        regroup_published: bool = False,
         balance: str = "none",
         max_bad_fraction: float = 0.01,
         prepared_dir: str | None = None,
@@ -124,7 +128,13 @@ class PaintingDataModule(SplitLoaders):
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.prefetch_factor = prefetch_factor
         self.augment = dict(augment or {})
+        check_augment(self.augment)
         self.seed, self.group_by, self.balance = seed, group_by, balance
+        self.regroup_published = regroup_published
+        # {"val"/"test": overlap with train's artists} (artmove.data.splits.artist_overlap), or
+        # {"unknown": why}; filled with ``files``, None for generated data.
+        self.artist_overlap: dict[str, Any] | None = None
+        self.grouped_splits: list[str] = []  # the splits re-made by artist, filled with ``files``
         self.max_bad_fraction = max_bad_fraction
         self.prepared_dir = Path(os.path.expanduser(prepared_dir)) if prepared_dir else None
         self.preprocessing = dict(preprocessing) if preprocessing is not None else None
@@ -157,15 +167,46 @@ class PaintingDataModule(SplitLoaders):
             log.warning("%d unreadable or missing image files skipped in %s:", len(bad), where)
             for check in bad:
                 log.warning("  bad file: %s (%s)", check.path, check.error)
-        artist = getattr(self.source, "artist", artist_from_filename)
-        if self.group_by == "artist":
-            samples = group_split(samples, artist, self.seed)
-        for split, row in split_summary(samples, artist).items():
+        artist, unknown = artist_lookup(getattr(self.source, "artist", None), [p for split in samples.values() for p, _ in split])
+        if self.group_by == "artist" and artist is None:
+            log.warning("data.group_by=artist: cannot tell the artists (%s); the splits stay stratified, without artists.", unknown)
+        elif self.group_by == "artist":
+            samples, self.grouped_splits = self._grouped(samples, artist)
+        for split, row in split_summary(samples, artist or (lambda path: path)).items():
             log.info(
-                "split %s: %d images, %d artists, %d classes%s",
-                split, row["images"], row["artists"], row["classes"], " (grouped by artist)" if self.group_by else "",
+                "split %s: %d images, %s artists, %d classes%s", split, row["images"],
+                row["artists"] if artist else "?", row["classes"], " (grouped by artist)" if split in self.grouped_splits else "",
             )  # fmt: skip
+        if artist is None:
+            self.artist_overlap = {"unknown": unknown}
+            log.info("artist overlap: unknown (%s)", unknown)
+        else:
+            self.artist_overlap = artist_overlap(samples, artist)
+            for split, row in self.artist_overlap.items():
+                log.info("artist overlap, %s", describe_overlap(split, row))
         return samples
+
+    def _grouped(self, samples: dict[str, list[tuple[Path, int]]], artist: Callable[[Path], str]) -> tuple[dict, list[str]]:
+        """Every artist in one split among the splits made here; the data set's published splits are
+        kept (all of them re-made with ``regroup_published``). Returns the samples and the re-made splits."""
+        published = set() if self.regroup_published else set(getattr(self.source, "published", ()))
+        made_here = [split for split in SPLITS if split not in published]
+        if len(made_here) < 2:
+            log.warning(
+                "data.group_by=artist: the splits %s are the data set's own and stay as they are (artist overlap "
+                "below); data.regroup_published=true re-splits them by artist.", "/".join(sorted(published)),
+            )  # fmt: skip
+            return samples, []
+        grouped = group_split({split: samples[split] for split in made_here}, artist, self.seed)
+        emptied = [split for split in made_here if samples[split] and not grouped[split]]
+        if emptied:
+            artists = len({artist(path) for split in made_here for path, _ in samples[split]})
+            log.warning("data.group_by=artist: %d artists are too few to fill the %s split(s) by artist; the splits stay "
+                        "stratified, without artists (overlap below).", artists, "/".join(emptied))  # fmt: skip
+            return samples, []
+        if published:
+            log.info("grouping %s by artist; the published %s split(s) stay as they are", "/".join(made_here), "/".join(sorted(published)))
+        return {**samples, **grouped}, made_here
 
     def class_weights(self) -> list[float] | None:
         """Loss weights for ``balance="loss"``: total / (classes x count) per class, 0 for absent classes."""

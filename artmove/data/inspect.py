@@ -1,7 +1,7 @@
 """`python -m artmove.data.inspect data=wikiart data.root=...`: what a data set holds, at a glance.
 
 Prints the class counts per split (as training will see them: bad files dropped, grouping
-applied), image-size statistics and the bad-file count, and writes ``contact_sheet.png``
+applied; the data module logs the artists per split and their overlap with train), image-size statistics and the bad-file count, and writes ``contact_sheet.png``
 (a row of sample paintings per class) to the run folder.
 """
 
@@ -74,7 +74,8 @@ def main(cfg: DictConfig) -> None:
     sizes = [check.size for check in datamodule.file_checks if check.size]
     bad = sum(1 for check in datamodule.file_checks if check.error)  # unreadable headers + listed but missing
     say("%s: %d classes", cfg.data.root, len(classes))
-    say("images per class and split%s:\n%s", " (grouped by artist)" if datamodule.group_by else "", count_table(classes, files))
+    grouped = datamodule.grouped_splits
+    say("images per class and split%s:\n%s", f" ({'/'.join(grouped)} grouped by artist)" if grouped else "", count_table(classes, files))
     say("image sizes (px) of %d readable files:\n%s", len(sizes), size_statistics(sizes))
     say("bad files (header unreadable or missing): %d; `python -m artmove.data.verify` decodes every file", bad)
     output = Path(cfg.paths.output_dir) / "contact_sheet.png"

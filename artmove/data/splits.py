@@ -19,6 +19,52 @@ def artist_from_filename(path: Path) -> str:
     return Path(path).name.split("_", 1)[0]
 
 
+def _names_someone(prefix: str) -> bool:
+    """A prefix can be a name: it has letters and at most half of its characters are digits."""
+    digits = sum(c.isdigit() for c in prefix)
+    return any(c.isalpha() for c in prefix) and digits * 2 <= len(prefix)
+
+
+def filename_artists_unclear(paths: Sequence[Path]) -> str | None:
+    """Why the file names' prefixes (before the first ``_``) cannot be artists, or None when they can.
+
+    The rule: at least 90 % of the files have a prefix with letters and at most half digits
+    (``claude-monet_…``, not ``20230612_…`` or ``scan12.jpg``); no prefix starts more than half of
+    the file names (a camera's ``IMG_``/``DSC_``, not a painter); and some prefix starts two of
+    them (one file per prefix groups nothing: titles, not artists).
+    """
+    paths = list(paths)
+    if not paths:
+        return "no image files"
+    names = [Path(p).name for p in paths]
+    prefixes = [name.split("_", 1)[0] for name in names if "_" in name and _names_someone(name.split("_", 1)[0])]
+    if len(prefixes) < 0.9 * len(names):
+        example = next(name for name in names if "_" not in name or not _names_someone(name.split("_", 1)[0]))
+        return f"{len(names) - len(prefixes)} of {len(names)} file names do not start with an artist's name and '_' (e.g. {example})"
+    counts = Counter(prefixes)
+    top, held = counts.most_common(1)[0]
+    if len(names) >= 4 and held * 2 > len(names):
+        return f"one prefix, {top!r}, starts {held} of {len(names)} file names (a camera's or a batch's, not an artist's)"
+    if len(names) >= 4 and held == 1:
+        return f"every file name has its own prefix ({len(names)} files): no artist has two paintings"
+    return None
+
+
+def artist_lookup(named: Callable[[Path], str | None] | None, paths: Sequence[Path]) -> tuple[Callable[[Path], str] | None, str | None]:
+    """How to tell each file's artist: the data set's own record (``named``, e.g. an artist column or
+    Pandora's folders) where it has one for every file, else the file name's prefix when
+    :func:`filename_artists_unclear` finds nothing wrong. Returns (artist of a path, None) or
+    (None, why the artists cannot be told)."""
+    if named is not None and all(named(p) for p in paths):
+        return named, None
+    reason = filename_artists_unclear(paths)
+    if reason:
+        return None, reason
+    if named is None:
+        return artist_from_filename, None
+    return (lambda path: named(path) or artist_from_filename(path)), None
+
+
 def stratified_split(
     per_class: dict[int, list[Path]], val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, list[Sample]]:
@@ -95,6 +141,33 @@ def split_summary(samples: Mapping[str, Sequence[Sample]], group_of: Callable[[P
         }
         for split, items in samples.items()
     }
+
+
+def artist_overlap(samples: Mapping[str, Sequence[Sample]], artist_of: Callable[[Path], str]) -> dict[str, dict[str, float | int]]:
+    """For val and test: their artists, how many of them also paint in train, their images, and the
+    images by those shared artists (count and share): the leak that lets a model learn painters."""
+    train_artists = {artist_of(path) for path, _ in samples.get("train", [])}
+    overlap = {}
+    for split in ("val", "test"):
+        items = samples.get(split, [])
+        artists = {artist_of(path) for path, _ in items}
+        leaked = sum(1 for path, _ in items if artist_of(path) in train_artists)
+        overlap[split] = {
+            "artists": len(artists),
+            "artists_in_train": len(artists & train_artists),
+            "images": len(items),
+            "images_by_train_artists": leaked,
+            "share": round(leaked / len(items), 4) if items else 0.0,
+        }
+    return overlap
+
+
+def describe_overlap(split: str, row: Mapping[str, float | int]) -> str:
+    """One line: ``test: 5 of 12 artists also in train, with 20 of 40 images (50.0 %)``."""
+    return (
+        f"{split}: {row['artists_in_train']} of {row['artists']} artists also in train, with "
+        f"{row['images_by_train_artists']} of {row['images']} images ({100 * row['share']:.1f} %)"
+    )
 
 
 def shared_groups(samples: Mapping[str, Sequence[Sample]], group_of: Callable[[Path], str]) -> set[str]:

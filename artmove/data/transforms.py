@@ -118,7 +118,38 @@ def build_train_transform(preprocessing: Mapping[str, Any], augment: Mapping[str
         steps.append(v2.RandomVerticalFlip(augment["vflip"]))
     if augment.get("color_jitter"):  # None or 0: no ColorJitter step at all
         steps.append(v2.ColorJitter(*jitter_strengths(augment["color_jitter"])))
+    steps += policy_augmentations(augment)
     return v2.Compose(steps)
+
+
+def policy_augmentations(augment: Mapping[str, Any]) -> list[Any]:
+    """torchvision's RandAugment (its settings, e.g. ``{num_ops: 2, magnitude: 9}``) or TrivialAugmentWide,
+    then RandomErasing with probability ``random_erasing``; all on uint8 tensors, all off by default
+    (their colour operations can erase the cues a movement is told by)."""
+    check_augment(augment)
+    steps: list[Any] = []
+    if augment.get("rand_augment") is not None:
+        steps.append(v2.RandAugment(**dict(augment["rand_augment"])))
+    if augment.get("trivial_augment"):
+        steps.append(v2.TrivialAugmentWide())
+    if augment.get("random_erasing"):
+        steps.append(v2.RandomErasing(p=float(augment["random_erasing"])))
+    return steps
+
+
+def check_augment(augment: Mapping[str, Any]) -> None:
+    """The augmentation policies' settings, checked before any image is read."""
+    from artmove.checks import ConfigError
+
+    rand_augment = augment.get("rand_augment")
+    if rand_augment is not None and augment.get("trivial_augment"):
+        raise ConfigError("data.augment.rand_augment and data.augment.trivial_augment are both set: choose one policy.")
+    if rand_augment is not None and not isinstance(rand_augment, Mapping):
+        raise ConfigError(f"data.augment.rand_augment={rand_augment!r}: give RandAugment's settings, e.g. '{{num_ops: 2, magnitude: 9}}', or null.")
+    if rand_augment is not None and set(rand_augment) - {"num_ops", "magnitude", "num_magnitude_bins"}:
+        raise ConfigError(f"data.augment.rand_augment: unknown settings {sorted(set(rand_augment) - {'num_ops', 'magnitude', 'num_magnitude_bins'})}; use num_ops, magnitude, num_magnitude_bins.")
+    if not 0 <= float(augment.get("random_erasing") or 0) <= 1:
+        raise ConfigError(f"data.augment.random_erasing={augment['random_erasing']}: a probability in [0, 1].")
 
 
 def build_eval_transform(preprocessing: Mapping[str, Any]):

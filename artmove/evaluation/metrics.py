@@ -1,4 +1,4 @@
-"""Scores of a prediction matrix: the seed's top-k table, per-class table, confusion matrix, confused pairs."""
+"""Scores of a prediction matrix: the top-k table, per-class table, confusion matrix, confused pairs."""
 
 from __future__ import annotations
 

@@ -28,6 +28,25 @@ from artmove.models.metrics import classification_metrics
 from artmove.models.pretrained import create_backbone
 
 
+def pretrained_record(model: nn.Module, weights_source: str) -> dict[str, Any] | None:
+    """Which ImageNet weights exactly: timm's resolved pretrained config (``resnet50`` is
+    ``resnet50.a1_in1k``, a BCE recipe; ``resnet50.tv_in1k`` torchvision's) and where they were read
+    from; None for a random init."""
+    if weights_source == "random init":
+        return None
+    if weights_source.startswith("file "):  # weights=PATH: the file is the whole story
+        return {"tag_name": None, "hf_hub_id": None, "url": None, "file": weights_source[5:], "source": weights_source}
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    architecture, tag = cfg.get("architecture"), cfg.get("tag")
+    return {
+        "tag_name": f"{architecture}.{tag}" if tag else architecture,
+        "hf_hub_id": cfg.get("hf_hub_id"),
+        "url": cfg.get("url"),
+        "file": cfg.get("file"),
+        "source": weights_source,
+    }
+
+
 class ArtClassifier(pl.LightningModule):
     """Classify paintings by movement with any timm backbone.
 
@@ -72,6 +91,7 @@ class ArtClassifier(pl.LightningModule):
             if "drop_path_rate" not in str(error):
                 raise
             raise ConfigError(f"model.drop_path_rate={drop_path_rate}: backbone {backbone} has no stochastic depth; set it to 0.") from None
+        self.pretrained_cfg = pretrained_record(self.model, self.weights_source)
         # The fresh head's output layer starts at zero (as in BiT): its first predictions are uniform whatever
         # the scale of the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave
         # large logits on 11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo.
@@ -96,6 +116,13 @@ class ArtClassifier(pl.LightningModule):
         # An exponential moving average of the weights; validation and test use it when enabled.
         self.ema = ModelEmaV3(self.model, decay=ema_decay).requires_grad_(False) if ema_decay else None
         self.train()  # a new module is in training mode, its frozen norm layers included: put those in eval
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["pretrained_cfg"] = self.pretrained_cfg
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint's model is rebuilt without ImageNet weights: keep the record of the ones it started from."""
+        self.pretrained_cfg = checkpoint.get("pretrained_cfg")
 
     # --- what trains -----------------------------------------------------------------
     @property
@@ -189,5 +216,9 @@ class ArtClassifier(pl.LightningModule):
         return self.policy.callbacks()
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
-        # timm schedulers are stepped by update count (and apply per-group lr_scale).
-        scheduler.step_update(num_updates=self.global_step)
+        # timm schedulers are stepped by update count (and apply per-group lr_scale); torch's (the
+        # learning-rate finder's, tune=lr) as Lightning steps them.
+        if hasattr(scheduler, "step_update"):
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            super().lr_scheduler_step(scheduler, metric)

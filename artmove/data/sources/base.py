@@ -32,9 +32,11 @@ class PaintingSource(ABC):
 
 class FileSource(PaintingSource):
     """A format whose splits are lists of image files: the constructor fills ``split_samples``,
-    ``{split: [(path, label), ...]}``."""
+    ``{split: [(path, label), ...]}``, and names in ``published`` the splits the data set itself
+    defines (the others are carved here, so an artist-aware split may re-make them)."""
 
     split_samples: dict[str, list[tuple[Path, int]]]
+    published: frozenset[str] = frozenset()
 
     def split(self, name: str, min_image_size: int | None = None) -> LabelledFiles:
         return LabelledFiles(self.split_samples[name], min_image_size)

@@ -29,6 +29,7 @@ class ImageFolderSplits(FileSource):
         check_fractions(val_fraction, test_fraction)
         if (self.root / "train").is_dir():
             self.split_samples = self._presplit()
+            self.published = frozenset(SPLITS)
         else:
             self.classes = class_folders(self.root)
             per_class = {label: images_in(self.root / name) for label, name in enumerate(self.classes)}

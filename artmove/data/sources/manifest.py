@@ -15,7 +15,7 @@ from artmove.data.sources.base import (
     FileSource,
     check_fractions,
 )
-from artmove.data.splits import artist_from_filename, by_class, stratified_split
+from artmove.data.splits import by_class, stratified_split
 
 LAYOUT_HINT = (
     "Expected a CSV file (data.root=/path/to/manifest.csv) with rows 'path,label' or 'path,label,split' "
@@ -34,10 +34,10 @@ class CsvManifest(FileSource):
     Classes are the sorted label names. Without a split column the rows are split here,
     stratified and deterministic from ``seed``. An ``artist`` column (with a header row)
     names the artist for ``data.group_by=artist``; otherwise the file name prefix before
-    the first ``_`` does. Rows whose file is missing are dropped and listed in ``missing``.
-    A label that only val/test rows carry (a typo such as ``Impresionism``) would be a class with
-    no training image: an error naming its lines, or with ``unknown_labels="drop"`` those rows
-    are dropped with a warning.
+    the first ``_`` may (artmove.data.splits.filename_artists_unclear). Rows whose file is missing
+    are dropped and listed in ``missing``. A label that only val/test rows carry (a typo such as
+    ``Impresionism``) would be a class with no training image: an error naming its lines, or with
+    ``unknown_labels="drop"`` those rows are dropped with a warning.
     """
 
     def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42,
@@ -66,6 +66,7 @@ class CsvManifest(FileSource):
             raise DataSetupError(f"no existing training images listed in {self.manifest}. {LAYOUT_HINT}")
         if any(row.get("split") for row in rows):
             self.split_samples = samples
+            self.published = frozenset(SPLITS)
         else:
             self.split_samples = stratified_split(by_class(samples["train"]), val_fraction, test_fraction, seed)
 
@@ -112,6 +113,7 @@ class CsvManifest(FileSource):
         log.warning("%s: dropped the rows of labels with no training row: %s", self.manifest, named)
         return [row for row in rows if row["label"] in trained]
 
-    def artist(self, path: Path) -> str:
-        return self._artists.get(Path(path)) or artist_from_filename(path)
+    def artist(self, path: Path) -> str | None:
+        """The artist column's value; None without one (the file name may then tell)."""
+        return self._artists.get(Path(path))
 

@@ -36,6 +36,7 @@ class RastaWikiPaintings(FileSource):
         if not self.classes:
             raise DataSetupError(f"no class folders in {self.split_dirs['train']}. {LAYOUT_HINT}")
         self.split_samples = {split: self._scan(split) for split in SPLITS}
+        self.published = frozenset(SPLITS)
 
     def _scan(self, split: str) -> list[tuple[Path, int]]:
         folder = self.split_dirs[split]

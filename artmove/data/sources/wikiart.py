@@ -97,6 +97,7 @@ class WikiArtCSV(FileSource):
         held_out = "test" if test_from == "train" else "val"
         kept_split = "val" if test_from == "train" else "test"
         self.split_samples = {"train": carved["train"], held_out: carved["val"], kept_split: published["val"]}
+        self.published = frozenset({kept_split})
 
     def _samples(self, rows: list[tuple[str, int]], label_of: dict[int, int]) -> list[tuple[Path, int]]:
         samples = []
