@@ -66,7 +66,8 @@ class RunLock:
                 if owner is None:  # being written right now: look again
                     time.sleep(0.05)
                     owner = self._read()
-                if owner and _owner_alive(owner):
+                mine_before = owner and owner.get("pid") == os.getpid() and owner.get("host") == me["host"]
+                if owner and _owner_alive(owner) and not mine_before:  # an earlier run of this process: done
                     raise RunFolderInUse(
                         f"run folder {self.path.parent} is in use by pid {owner.get('pid')} on {owner.get('host')} since "
                         f"{owner.get('since')}: choose another hydra.run.dir (or delete {self.path} if that run is gone)."
@@ -121,4 +122,10 @@ class LockRunFolder(Callback):
         except RunFolderInUse as error:
             print(f"artmove: error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+        self.lock = lock
         atexit.register(lock.release)  # also after an exception or SystemExit
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()

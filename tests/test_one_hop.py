@@ -19,7 +19,7 @@ from artmove.report import main as report_main
 from artmove.train import next_commands
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = {"train", "evaluate", "predict", "report", "inspect", "verify", "prepare"}
+COMMANDS = {"train", "evaluate", "predict", "report", "inspect", "verify", "prepare", "export", "demo"}
 
 
 def test_every_command_has_a_console_script():
