@@ -11,7 +11,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
@@ -23,6 +22,7 @@ from torchmetrics import SumMetric
 from artmove.checks import ConfigError
 from artmove.finetune import FinetunePolicy, Fraction
 from artmove.finetune.layers import classifier_heads, output_layer
+from artmove.models.heads import LinearHead
 from artmove.models.metrics import classification_metrics
 from artmove.models.pretrained import create_backbone
 
@@ -41,6 +41,7 @@ class ArtClassifier(pl.LightningModule):
         num_classes: int,
         preprocessing: Mapping[str, Any],
         finetune: FinetunePolicy | Mapping[str, Any] | None = None,
+        head: LinearHead | Mapping[str, Any] | None = None,
         class_names: list[str] | None = None,
         pretrained: bool = True,
         weights: str | None = None,
@@ -57,8 +58,9 @@ class ArtClassifier(pl.LightningModule):
         super().__init__()
         # A checkpoint keeps the policy as its settings (``finetune``); a run passes the policy Hydra built.
         self.policy = finetune if isinstance(finetune, FinetunePolicy) else instantiate(finetune) if finetune else Fraction()
-        self.save_hyperparameters(ignore=["finetune"])
-        self.hparams["finetune"] = self.policy.config
+        self.head = head if isinstance(head, LinearHead) else instantiate(head) if head else LinearHead()
+        self.save_hyperparameters(ignore=["finetune", "head"])
+        self.hparams["finetune"], self.hparams["head"] = self.policy.config, self.head.config
         self.preprocessing = dict(preprocessing)
         extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}  # stochastic depth, where the backbone has it
         try:
@@ -69,6 +71,7 @@ class ArtClassifier(pl.LightningModule):
             if "drop_path_rate" not in str(error):
                 raise
             raise ConfigError(f"model.drop_path_rate={drop_path_rate}: backbone {backbone} has no stochastic depth; set it to 0.") from None
+        self.head.install(self.model, num_classes, drop_rate)  # its module becomes the backbone's classifier
         # The fresh head's output layer starts at zero (as in BiT): its first predictions are uniform whatever
         # the scale of the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave
         # large logits on 11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo.
@@ -119,10 +122,7 @@ class ArtClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of images, or of pooled features (2-D, from the feature cache: only the head runs)."""
         network = self.ema.module if self.ema is not None and not self.training else self.model
-        if images.ndim == 2:
-            features = F.dropout(images, p=self.hparams.drop_rate, training=self.training)
-            return network.get_classifier()(features)
-        return network(images)
+        return self.head.classify(network, images) if images.ndim == 2 else self.head(network, images)
 
     def _step(self, batch, metrics, stage: str) -> torch.Tensor:
         images, labels = batch
