@@ -17,13 +17,13 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
-from torchmetrics import SumMetric
+from torchmetrics import CatMetric, SumMetric
 
 from artmove.checks import ConfigError
 from artmove.finetune import FinetunePolicy, Fraction
 from artmove.finetune.layers import classifier_heads, output_layer
 from artmove.models.heads import LinearHead
-from artmove.models.metrics import classification_metrics
+from artmove.models.metrics import bootstrap_interval, classification_metrics
 from artmove.models.pretrained import create_backbone
 
 
@@ -87,6 +87,7 @@ class ArtClassifier(pl.LightningModule):
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.image_counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
+        self.test_correct = CatMetric()  # per-image top-1 correctness, for the bootstrap interval
         self.mixup = None
         if mixup or cutmix:
             self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
@@ -136,6 +137,8 @@ class ArtClassifier(pl.LightningModule):
             logits = self(images)
             loss = self.criterion(logits, labels)
         metrics.update(logits, labels)
+        if stage == "test":
+            self.test_correct.update((logits.argmax(dim=1) == labels).float())
         if stage in self.image_counts:
             self.image_counts[stage].update(len(labels))
             self.log(f"{stage}/num_images", self.image_counts[stage], on_step=False, on_epoch=True)
@@ -155,6 +158,13 @@ class ArtClassifier(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """``test/top1_ci95_low``/``_high``: a bootstrap 95 % interval on top-1 (how far the test split's
+        sampling alone could move it), from every process's images."""
+        low, high = bootstrap_interval(self.test_correct.compute())
+        self.test_correct.reset()
+        self.log_dict({"test/top1_ci95_low": low, "test/top1_ci95_high": high})
 
     # --- optimisation ----------------------------------------------------------------
     @property
