@@ -167,5 +167,5 @@ class GramLinear(nn.Module):
         x = self.reduce(feature_map).flatten(2)  # (N, k, H W)
         gram = x @ x.transpose(1, 2) / x.shape[-1]
         vector = gram[:, self.upper[0], self.upper[1]]
-        vector = F.normalize(vector.sign() * vector.abs().add(1e-8).sqrt(), dim=1)
+        vector = F.normalize(vector.sign() * vector.abs().add(1e-5).sqrt(), dim=1)  # epsilon: a bounded slope at 0
         return self.fc(self.dropout(vector))
