@@ -74,9 +74,6 @@ class _ReplacingHead(LinearHead):
         if len(heads) != 1:
             raise ConfigError(f"head={name} replaces one classifier; {type(network).__name__} has {len(heads)} "
                               f"({', '.join(heads)}): use head=linear.")  # fmt: skip
-        if not hasattr(network, "forward_intermediates"):
-            raise ConfigError(f"head={name} reads the backbone's stages with timm's forward_intermediates, which "
-                              f"{type(network).__name__} lacks: use head=linear.")  # fmt: skip
         network.set_submodule(next(iter(heads)), self.module(network, num_classes, drop_rate))
 
     def __call__(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -99,6 +96,9 @@ class MultiscaleHead(_ReplacingHead):
         return {**super().config, "stages": self.stages}
 
     def module(self, network: nn.Module, num_classes: int, drop_rate: float) -> nn.Module:
+        if not hasattr(network, "forward_intermediates"):
+            raise ConfigError(f"head=multiscale reads the backbone's stages with timm's forward_intermediates, which "
+                              f"{type(network).__name__} lacks: use head=linear or head=gram.")  # fmt: skip
         channels = [info["num_chs"] for info in network.feature_info[-self.stages :]]
         channels[-1] = network.num_features  # the final feature map (EfficientNet: after conv_head)
         return StageNormLinear(channels, num_classes)
