@@ -43,6 +43,7 @@ SETTINGS = (
     ("recipe, head=gram", ["experiment=paintings", "head=gram"]),
     ("recipe, tf_efficientnet_lite2", ["experiment=paintings", "backbone=tf_efficientnet_lite2", "image_size=260"]),
 )
+NAMES = [name for name, _ in SETTINGS]
 RECIPES = tuple(name for name, _ in SETTINGS if name.startswith("recipe"))
 SEEDS = (1, 2, 3)
 RESULTS = REPO / "benchmarks" / "results" / "recipes.json"
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--render", action="store_true", help="only rewrite the doc from the results JSON")
+    parser.add_argument("--add", action="store_true", help="keep the runs already in the results JSON (same scale) and add these")
     args = parser.parse_args(argv)
     if args.render:
         record = json.loads(args.results.read_text())
@@ -275,13 +277,21 @@ def main(argv: list[str] | None = None) -> None:
         record = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seeds": args.seeds, "data": args.data,
                   "extra": args.extra, "jobs": args.jobs, "threads": args.threads, "accelerator": args.accelerator,
                   "runs": []}  # fmt: skip
+        if args.add:
+            kept = json.loads(args.results.read_text())
+            if kept["extra"] != args.extra:
+                raise SystemExit(f"--add: {args.results} was measured with --set {kept['extra']}, not {args.extra}.")
+            new = {(data, name, seed) for data, name, _, seed in jobs}
+            record["runs"] = [r for r in kept["runs"] if (r["data"], r["name"], r["seed"]) not in new]
+            record["seeds"] = sorted(set(kept["seeds"]) | set(args.seeds))
+            record["data"] = list(dict.fromkeys([*kept["data"], *args.data]))
         lock = threading.Lock()
 
         def run_and_keep(job):  # each finished run is saved at once: a later failure loses nothing
             row = train(job, args.out, args.extra, args.threads, args.accelerator)
             with lock:
                 record["runs"].append(row)
-                record["runs"].sort(key=lambda r: jobs.index((r["data"], r["name"], r["overrides"], r["seed"])))
+                record["runs"].sort(key=lambda r: (record["data"].index(r["data"]), NAMES.index(r["name"]), r["seed"]))
                 write_json(args.results, record)
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
