@@ -67,6 +67,7 @@ Produced by `{command}` (do not edit by hand: run it again). {scale}
 
 Every run: `python -m artmove.train <setting> <data> seed=<seed> trainer.accelerator={accelerator}{extra}`;
 each keeps its best epoch by validation top-1 and is tested there. Mean ± std over seeds {seeds}
+(a setting run once: its test top-1 with the bootstrap 95 % interval over the test images)
 ({machine}; {date}; other jobs may have shared the machine, so wall times are rough). The recipe
 variant in bold has the best mean validation top-1 (the test split plays no part in the choice).
 
@@ -181,6 +182,8 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, dict]]:
             for key in ("best_val/top1", "test/top1", "wall_time_s"):
                 values = [m[key] for m in members]
                 item[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+            interval = (members[0].get("test/top1_ci95_low"), members[0].get("test/top1_ci95_high"))
+            item["test/top1 ci95"] = interval if len(members) == 1 and None not in interval else None
             summary[data][name] = item
     return summary
 
@@ -196,6 +199,11 @@ def _mean_std(value: tuple[float, float | None], scale: float = 1.0, digits: int
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}" if std is not None else f"{mean * scale:.{digits}f}"
 
 
+def _interval(interval: tuple[float, float] | None) -> str:
+    """One seed: the test split's bootstrap 95 % interval on top-1, the noise a single run carries."""
+    return f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+
+
 def tables(summary: dict[str, dict[str, dict]]) -> str:
     parts = []
     for data, settings in summary.items():
@@ -207,7 +215,7 @@ def tables(summary: dict[str, dict[str, dict]]) -> str:
             delta = "" if plain is None else f"{100 * (item['test/top1'][0] - plain['test/top1'][0]):+.1f}"
             label = f"**{name}** (chosen on val)" if name == chosen else name
             lines.append(f"| {label} | {' '.join(map(str, item['seeds']))} | {_mean_std(item['best_val/top1'])} | "
-                         f"{_mean_std(item['test/top1'])} | {delta} | {_mean_std(item['wall_time_s'], digits=0)} |")  # fmt: skip
+                         f"{_mean_std(item['test/top1'])}{_interval(item['test/top1 ci95'])} | {delta} | {_mean_std(item['wall_time_s'], digits=0)} |")  # fmt: skip
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

@@ -36,4 +36,4 @@ def test_compare_recipes_smoke(tmp_path, wikiart_sample):
     assert "**Reduced scale**" in doc and "debug=limit" in doc
     assert "**recipe, head=multiscale** (chosen on val)" in doc  # the only recipe variant measured
     run = record["runs"][0]
-    assert f"(chosen on val) | 1 | {run['best_val/top1']:.3f} | {run['test/top1']:.3f} |" in doc
+    assert f"(chosen on val) | 1 | {run['best_val/top1']:.3f} | {run['test/top1']:.3f} [{run['test/top1_ci95_low']:.3f}, " in doc
