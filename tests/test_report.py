@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from artmove.report import find_runs, learning_curves, write_report
@@ -108,3 +109,41 @@ def test_a_sweep_of_tiny_rasta_jobs_gives_the_table_and_plots(tmp_path, wikipain
         assert int(row["epochs"]) == 2
     assert learning_curves(sweep / "0")["val/top1"][-1][0] == 1  # two epochs per run
     assert (sweep / "test_top1_vs_unfreeze.png").is_file() and (sweep / "learning_curves.png").is_file()
+
+
+def test_bootstrap_interval_on_a_hand_built_case():
+    from artmove.models.metrics import bootstrap_interval
+
+    correct = torch.tensor([1.0] * 60 + [0.0] * 40)  # top-1 0.60 on 100 images
+    low, high = bootstrap_interval(correct)
+    # Normal approximation: 0.60 ± 1.96 * sqrt(0.6 * 0.4 / 100) = [0.504, 0.696].
+    assert low == pytest.approx(0.504, abs=0.015) and high == pytest.approx(0.696, abs=0.015)
+    assert bootstrap_interval(correct) == (low, high)  # seeded: a run gives one interval
+    assert bootstrap_interval(torch.ones(50)) == (1.0, 1.0)
+    wider = bootstrap_interval(torch.tensor([1.0] * 6 + [0.0] * 4))
+    assert wider[1] - wider[0] > 2 * (high - low)  # 10 images: a far wider interval
+
+
+def test_a_setting_run_once_shows_its_bootstrap_interval(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root / "0", ok(0.61, **{"test/top1_ci95_low": 0.565, "test/top1_ci95_high": 0.655}), backbone="resnet50", unfreeze=0.2, seed=1)
+    make_run(root / "1", ok(0.50, **{"test/top1_ci95_low": 0.45, "test/top1_ci95_high": 0.55}), backbone="resnet50", unfreeze=0.0, seed=1)
+    make_run(root / "2", ok(0.52, **{"test/top1_ci95_low": 0.47, "test/top1_ci95_high": 0.57}), backbone="resnet50", unfreeze=0.0, seed=2)
+    text = write_report([root], tmp_path / "report").read_text(encoding="utf-8")
+    assert "0.6100 [0.5650, 0.6550]" in text  # one seed: its interval
+    assert "0.5100 ± 0.0141" in text  # two seeds: mean ± std, no interval
+    rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open(encoding="utf-8")))
+    assert (rows[0]["test/top1_ci95_low"], rows[0]["test/top1_ci95_high"]) == ("0.565", "0.655")
+
+
+def test_train_stores_the_interval_of_its_test_predictions(compose_train, tmp_path):
+    results = train(compose_train("backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=8",
+                                  "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=3",
+                                  "trainer.max_epochs=1", "trainer.accelerator=cpu"))  # fmt: skip
+    low, high, top1 = results["test/top1_ci95_low"], results["test/top1_ci95_high"], results["test/top1"]
+    assert results["test/num_images"] == 30
+    # 30 images: the interval holds the observed top-1 and spans about ±2 standard errors.
+    assert low <= top1 <= high
+    assert high - low == pytest.approx(2 * 1.96 * (top1 * (1 - top1) / 30) ** 0.5, abs=0.08)
+    saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert (saved["test/top1_ci95_low"], saved["test/top1_ci95_high"]) == (low, high)

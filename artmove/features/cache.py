@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -52,19 +53,21 @@ def content_digest(dataset: Dataset) -> str:
     return f"{len(samples)} files {digest.hexdigest()}"
 
 
-def cache_key(backbone: str, weights: str, split: str, content: str, transform: str) -> str:
-    payload = json.dumps({"backbone": backbone, "weights": weights, "split": split, "content": content, "transform": transform})
+def cache_key(backbone: str, weights: str, split: str, content: str, transform: str, head: str | None = None) -> str:
+    """``head``: the head's ``cache_tag``, which vectors are cached (None: timm's pooled pre-logits, the
+    linear head's, with the keys of caches written before heads existed)."""
+    fields = {"backbone": backbone, "weights": weights, "split": split, "content": content, "transform": transform}
+    if head is not None:
+        fields["head"] = head
+    payload = json.dumps(fields)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def pooled_features(network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """What the classifier sees: timm's pre-logits (pooled, with any final norm)."""
-    return network.forward_head(network.forward_features(images), pre_logits=True)
-
-
 @torch.inference_mode()
-def extract(network: nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device):
-    """(features as fp16 on CPU, labels) of a whole data set, in order."""
+def extract(vectors: Callable[[nn.Module, torch.Tensor], torch.Tensor], network: nn.Module, dataset: Dataset,
+            batch_size: int, num_workers: int, device: torch.device):  # fmt: skip
+    """(``vectors(network, images)`` as fp16 on CPU, labels) of a whole data set, in order: the
+    classifier head's input (``artmove.models.heads``; linear: timm's pooled pre-logits)."""
     # Its own generator: extracting leaves the global RNG (the seeded run's shuffling) untouched.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator())
     was_training = network.training
@@ -72,7 +75,7 @@ def extract(network: nn.Module, dataset: Dataset, batch_size: int, num_workers: 
     features, labels = [], []
     with progress(len(dataset), "feature extraction") as bar:
         for images, targets in loader:
-            features.append(pooled_features(network, images.to(device)).to(torch.float16).cpu())
+            features.append(vectors(network, images.to(device)).to(torch.float16).cpu())
             labels.append(torch.as_tensor(targets, dtype=torch.long))
             bar.update(len(images))
     network.train(was_training)

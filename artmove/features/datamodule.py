@@ -22,7 +22,8 @@ class FeatureDataModule(SplitLoaders):
     refuses what cannot work (a backbone that trains, two heads, CutMix) before any image is read.
     The cache key is everything that changes the features: the backbone and its actual weights,
     each split's content (files with size and mtime, or a generated split's parameters) and the
-    eval transform. The classifier takes 2-D batches as features and runs only its head.
+    eval transform, and the head's input (``multiscale``: the pooled stages). The classifier takes 2-D
+    batches as features and runs only its head; ``head=gram`` trains on feature maps and is refused.
     """
 
     def __init__(self, images: PaintingDataModule, classifier, cache_dir: str, device: str = "auto"):
@@ -37,6 +38,9 @@ class FeatureDataModule(SplitLoaders):
         if len(heads) > 1:
             raise ConfigError(f"features=cached needs one classifier head; {backbone} has {len(heads)} "
                               f"({', '.join(heads)}): train it on images.")  # fmt: skip
+        if not classifier.head.cacheable:
+            raise ConfigError(f"features=cached keeps pooled vectors, and head={classifier.head.name} trains on the "
+                              "feature map itself: use head=linear or head=multiscale, or train on images (no features=cached).")
         if classifier.hparams.cutmix:
             raise ConfigError("model.cutmix needs images and features=cached trains on features: set one of them off.")
         self.images, self.classifier = images, classifier
@@ -48,14 +52,13 @@ class FeatureDataModule(SplitLoaders):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        network, backbone = self.classifier.model, self.classifier.hparams.backbone
+        network, backbone, head = self.classifier.model, self.classifier.hparams.backbone, self.classifier.head
         weights = weights_digest(network)
         for split in SPLITS:
             dataset = self.images.evaluation_dataset(split)
-            key = cache_key(backbone, weights, split, content_digest(dataset.dataset), repr(dataset.transform))
-            self.splits[split] = self.cache.load_or_extract(
-                backbone, key, split, lambda: extract(network, dataset, self.batch_size, self.images.num_workers, self.device)
-            )
+            key = cache_key(backbone, weights, split, content_digest(dataset.dataset), repr(dataset.transform), head.cache_tag)
+            self.splits[split] = self.cache.load_or_extract(backbone, key, split, lambda: extract(
+                head.features, network, dataset, self.batch_size, self.images.num_workers, self.device))  # fmt: skip
 
     def split_dataset(self, split: str) -> TensorDataset:
         features, labels = self.splits[split]

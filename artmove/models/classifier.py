@@ -6,25 +6,26 @@ the input preprocessing comes resolved from the config (``artmove.models.preproc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
-from torchmetrics import SumMetric
+from torchmetrics import CatMetric, SumMetric
 
 from artmove.checks import ConfigError
 from artmove.finetune import FinetunePolicy, Fraction
 from artmove.finetune.layers import classifier_heads, output_layer
 from artmove.models.compiled import CompiledForward
-from artmove.models.metrics import classification_metrics
+from artmove.models.heads import LinearHead
+from artmove.models.metrics import bootstrap_interval, classification_metrics
 from artmove.models.pretrained import create_backbone
 
 
@@ -61,6 +62,7 @@ class ArtClassifier(pl.LightningModule):
         num_classes: int,
         preprocessing: Mapping[str, Any],
         finetune: FinetunePolicy | Mapping[str, Any] | None = None,
+        head: LinearHead | Mapping[str, Any] | None = None,
         class_names: list[str] | None = None,
         pretrained: bool = True,
         weights: str | None = None,
@@ -79,8 +81,9 @@ class ArtClassifier(pl.LightningModule):
         super().__init__()
         # A checkpoint keeps the policy as its settings (``finetune``); a run passes the policy Hydra built.
         self.policy = finetune if isinstance(finetune, FinetunePolicy) else instantiate(finetune) if finetune else Fraction()
-        self.save_hyperparameters(ignore=["finetune"])
-        self.hparams["finetune"] = self.policy.config
+        self.head = head if isinstance(head, LinearHead) else instantiate(head) if head else LinearHead()
+        self.save_hyperparameters(ignore=["finetune", "head"])
+        self.hparams["finetune"], self.hparams["head"] = self.policy.config, self.head.config
         self.preprocessing = dict(preprocessing)
         extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}  # stochastic depth, where the backbone has it
         try:
@@ -92,6 +95,7 @@ class ArtClassifier(pl.LightningModule):
                 raise
             raise ConfigError(f"model.drop_path_rate={drop_path_rate}: backbone {backbone} has no stochastic depth; set it to 0.") from None
         self.pretrained_cfg = pretrained_record(self.model, self.weights_source)
+        self.head.install(self.model, num_classes, drop_rate)  # its module becomes the backbone's classifier
         # The fresh head's output layer starts at zero (as in BiT): its first predictions are uniform whatever
         # the scale of the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave
         # large logits on 11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo.
@@ -101,7 +105,7 @@ class ArtClassifier(pl.LightningModule):
                 nn.init.zeros_(parameter)
         self.plan = self.policy.prepare(self.model)
         # torch.compile of the backbone's forward (artmove/models/compiled.py): eager when it fails.
-        self.compiled = CompiledForward(self.model, compile_mode) if compile else None
+        self.compiled = CompiledForward(functools.partial(self.head, self.model), compile_mode) if compile else None
         # class_weights: per-class loss weights (data.balance=loss), from the training split's counts.
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
@@ -109,6 +113,7 @@ class ArtClassifier(pl.LightningModule):
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.image_counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
+        self.test_correct = CatMetric()  # per-image top-1 correctness, for the bootstrap interval
         self.mixup = None
         if mixup or cutmix:
             self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
@@ -152,11 +157,10 @@ class ArtClassifier(pl.LightningModule):
         """Logits of a batch of images, or of pooled features (2-D, from the feature cache: only the head runs)."""
         network = self.ema.module if self.ema is not None and not self.training else self.model
         if images.ndim == 2:
-            features = F.dropout(images, p=self.hparams.drop_rate, training=self.training)
-            return network.get_classifier()(features)
+            return self.head.classify(network, images)
         if self.compiled is not None and network is self.model:
             return self.compiled(images)
-        return network(images)
+        return self.head(network, images)
 
     def _step(self, batch, metrics, stage: str) -> torch.Tensor:
         images, labels = batch
@@ -170,6 +174,8 @@ class ArtClassifier(pl.LightningModule):
             logits = self(images)
             loss = self.criterion(logits, labels)
         metrics.update(logits, labels)
+        if stage == "test":
+            self.test_correct.update((logits.argmax(dim=1) == labels).float())
         if stage in self.image_counts:
             self.image_counts[stage].update(len(labels))
             self.log(f"{stage}/num_images", self.image_counts[stage], on_step=False, on_epoch=True)
@@ -189,6 +195,13 @@ class ArtClassifier(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """``test/top1_ci95_low``/``_high``: a bootstrap 95 % interval on top-1 (how far the test split's
+        sampling alone could move it), from every process's images."""
+        low, high = bootstrap_interval(self.test_correct.compute())
+        self.test_correct.reset()
+        self.log_dict({"test/top1_ci95_low": low, "test/top1_ci95_high": high})
 
     # --- optimisation ----------------------------------------------------------------
     @property

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from artmove.checks import ConfigError
 
@@ -14,19 +14,20 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 class CompiledForward:
-    """Calls ``module``'s forward compiled by torch.compile; the first failure (compilation happens at
-    the first call of each new input shape or mode) says one line and runs eager from then on.
+    """Calls ``forward`` (the backbone and its head) compiled by torch.compile; the first failure
+    (compilation happens at the first call of each new input shape or mode) says one line and runs
+    eager from then on.
 
     Not an ``nn.Module`` on purpose: the compiled function is no submodule, so the owner's state
     dict (checkpoints) keeps the backbone's own keys, without torch.compile's ``_orig_mod.``, and
     loads into a model that is not compiled.
     """
 
-    def __init__(self, module: nn.Module, mode: str = "default"):
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], mode: str = "default"):
         if mode not in COMPILE_MODES:
             raise ConfigError(f"model.compile_mode={mode!r}: use one of {', '.join(COMPILE_MODES)}.")
-        self.module, self.mode = module, mode
-        self.compiled = torch.compile(module.forward, mode=mode)
+        self.forward, self.mode = forward, mode
+        self.compiled = torch.compile(forward, mode=mode)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
@@ -38,4 +39,4 @@ class CompiledForward:
                             type(error).__name__, first_line)
                 self.compiled = None
                 torch._dynamo.reset()
-        return self.module(*inputs)
+        return self.forward(*inputs)

@@ -1,4 +1,5 @@
-"""Top-k accuracies (micro) and mean per-class accuracy (macro top-1) with torchmetrics."""
+"""Top-k accuracies (micro) and mean per-class accuracy (macro top-1) with torchmetrics; a bootstrap
+interval on top-1 from per-image correctness."""
 
 from __future__ import annotations
 
@@ -37,3 +38,17 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     }
     metrics["top1_macro"] = MeanPerClassAccuracy(num_classes)
     return MetricCollection(metrics, prefix=prefix, compute_groups=False)
+
+
+def bootstrap_interval(correct: torch.Tensor, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-image 0/1 correctness: the test images drawn
+    again with replacement ``resamples`` times (a fixed seed: the same run gives the same interval)."""
+    correct = correct.detach().float().flatten().cpu()
+    if correct.numel() == 0:
+        return float("nan"), float("nan")
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(len(correct), (resamples, len(correct)), generator=generator)
+    means = correct[draws].mean(dim=1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail])).tolist()
+    return low, high
