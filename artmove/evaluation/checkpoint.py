@@ -105,7 +105,15 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
 
 
 def inference_network(model: ArtClassifier) -> torch.nn.Module:
-    """The timm network the classifier predicts with: the EMA average when the run kept one."""
+    """The timm network the classifier predicts with: the EMA average when the run kept one. Only a
+    linear head is a plain timm network; the style-aware heads (``head=multiscale|gram``) pool several
+    stages or feature maps that a timm model's own forward does not."""
+    if model.head.name != "linear":
+        raise ConfigError(
+            f"this checkpoint was trained with head={model.head.name}: export, the Python API and the demo page "
+            "take a plain timm network (head=linear); evaluate and predict this one with python -m artmove.evaluate "
+            "/ artmove.predict."
+        )
     return (model.ema.module if model.ema is not None else model.model).eval()
 
 
