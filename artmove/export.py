@@ -1,4 +1,4 @@
-"""`python -m artmove.export ckpt_path=… [format=onnx] [hub=user/repo]`: a checkpoint as a model others can use.
+"""`python -m artmove.export ckpt_path=… [formats=onnx] [hub=user/repo]`: a checkpoint as a model others can use.
 
 Writes timm's folder (config.json + model.safetensors), the chosen extra formats, a model card
 (README.md) and export.json (the numeric check of every file against the checkpoint), then
@@ -39,7 +39,7 @@ def export(cfg: DictConfig) -> dict:
     started = time.time()
     require_settings(cfg)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
-    formats = [TimmFolder(), *(instantiate_checked(node, f"format.{name}") for name, node in (cfg.format or {}).items())]
+    formats = [TimmFolder(), *(instantiate_checked(node, f"formats.{name}") for name, node in (cfg.formats or {}).items())]
     if cfg.hub:
         check_hub_target(cfg.hub)
     out = Path(cfg.out) if cfg.out else run_dir(checkpoint) / "export"

@@ -87,7 +87,7 @@ def exported(tiny_run, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     done = subprocess.run(
-        [sys.executable, "-m", "artmove.export", f"ckpt_path={tiny_run}", "format=[onnx,torchscript]", f"out={out}",
+        [sys.executable, "-m", "artmove.export", f"ckpt_path={tiny_run}", "formats=[onnx,torchscript]", f"out={out}",
          "check_images=12", f"hydra.run.dir={out.parent / 'log'}"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -64,8 +64,8 @@ def test_every_config_option_is_built(compose_train, group, option, wikipainting
                             "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=48",
                             f"++features.cache_dir={tmp_path / 'features'}" if option == "cached" else "seed=42")  # fmt: skip
         assert train(cfg)["status"] == "ok"
-    elif group == "format":  # what the export command writes beside timm's folder (conf/export.yaml)
-        formats = compose_config("export", overrides[0], "ckpt_path=run").format
+    elif group == "formats":  # what the export command writes beside timm's folder (conf/export.yaml)
+        formats = compose_config("export", overrides[0], "ckpt_path=run").formats
         assert [type(instantiate(node)).__name__ for node in formats.values()] == {"onnx": ["Onnx"], "torchscript": ["TorchScript"]}.get(option, [])
     elif group == "trainer" and option not in ("gpu", "ddp"):  # GPU-only options
         instantiate(compose_train(*overrides).trainer, logger=False, enable_progress_bar=False)

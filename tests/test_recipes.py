@@ -1,3 +1,4 @@
+import pytest
 """The recipe presets compose as documented, and the comparison command runs end to end (tiny scale)."""
 
 import json
@@ -22,6 +23,7 @@ def test_paintings_presets_compose_with_every_head():
     assert gpu.model.label_smoothing == 0.1  # the rest from experiment=paintings
 
 
+@pytest.mark.slow
 def test_compare_recipes_smoke(tmp_path, wikiart_sample):
     settings = ["recipe, head=multiscale"]  # one run: the preset, a head and the script
     command = [sys.executable, "-m", "benchmarks.compare_recipes", "--seeds", "1", "--data", "wikiart_sample",

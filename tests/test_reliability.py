@@ -254,15 +254,21 @@ def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(
 
 
 def test_a_lock_of_a_reused_pid_or_another_host_is_judged_by_its_owner(tmp_path, monkeypatch):
-    from artmove.run_lock import RunFolderInUse, RunLock
+    from artmove.run_lock import RunFolderInUse, RunLock, _started
 
     lock = tmp_path / ".lock"
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": "1", "since": "then"}))
     taken = RunLock(tmp_path).acquire()  # this pid is alive, but started at another time: a reused pid
     assert json.loads(lock.read_text())["start"] != "1"
-    with pytest.raises(RunFolderInUse, match=f"in use by pid {os.getpid()}"):
-        RunLock(tmp_path).acquire()  # a live owner
     taken.release()
+    assert not lock.exists()
+    parent = {"pid": os.getppid(), "host": socket.gethostname(), "start": _started(os.getppid()), "since": "then"}
+    lock.write_text(json.dumps(parent))
+    with pytest.raises(RunFolderInUse, match=f"in use by pid {os.getppid()}"):
+        RunLock(tmp_path).acquire()  # a live owner: another process
+    lock.unlink()
+    RunLock(tmp_path).acquire()
+    RunLock(tmp_path).acquire().release()  # this process's own earlier run (a tool run twice in a notebook): done
     assert not lock.exists()
 
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "slurm_job": "77", "since": "then"}))

@@ -2,7 +2,7 @@
 
 Every export first writes timm's own folder (:class:`TimmFolder`: ``config.json`` with the class names
 and preprocessing, ``model.safetensors``), which ``timm.create_model("local-dir:DIR", pretrained=True)``
-rebuilds without artmove; ``format=onnx`` / ``format=torchscript`` add a file beside it.
+rebuilds without artmove; ``formats=onnx`` / ``formats=torchscript`` add a file beside it.
 """
 
 from __future__ import annotations
