@@ -31,6 +31,10 @@ RUNS = (
     ("gradual, norm statistics updated, lr_decay=1",
      ["finetune=gradual", "unfreeze=0.2", "finetune.freeze_norm_stats=frozen", "finetune.lr_decay=1"]),
     ("discriminative, unfreeze=1", ["finetune=discriminative", "unfreeze=1"]),
+    # Augmentation on top of fraction unfreeze=0.2 (colour operations may erase style cues).
+    ("unfreeze=0.2 + RandAugment", ["unfreeze=0.2", "data.augment.rand_augment={num_ops: 2, magnitude: 9}"]),
+    ("unfreeze=0.2 + TrivialAugment", ["unfreeze=0.2", "data.augment.trivial_augment=true"]),
+    ("unfreeze=0.2 + RandomErasing", ["unfreeze=0.2", "data.augment.random_erasing=0.25"]),
 )
 
 TEMPLATE = """# Fine-tuning policies on real paintings
