@@ -180,7 +180,8 @@ def test_multirun_jobs_log_offline_into_one_group(no_credentials):
     runs = {job: read_offline_run(sweep / job) for job in ("0", "1")}
     for job, run in runs.items():
         assert done.stdout.count(f"wandb sync {sweep / job / 'wandb'}") == 1  # said once per job
-        assert run["history"]["test/top1"] and run["tags"] == ["resnet18", f"unfreeze={job}"]
+        assert run["history"]["test/top1"] and run["tags"] == ["resnet18"]
+        assert run["config"]["finetune"]["unfreeze"] == int(job)  # each job's own setting, as the policy has it
     assert runs["0"]["group"] == runs["1"]["group"] == str(sweep)
 
 
