@@ -10,7 +10,6 @@ in-memory. BENCH_IMAGE_SIZE (128), BENCH_BATCH (32), BENCH_EPOCHS (2 per fit), B
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,13 +19,12 @@ from artmove.data.prepare import prepare
 from artmove.data.sources import RastaWikiPaintings
 from artmove.data.tools import all_files
 from benchmarks import DATA
-from benchmarks.measure import classifier, lightning_rate, median, peak_memory
+from benchmarks.measure import WARMUP, classifier, lightning_rate, median, peak_memory, setting
 
-IMAGE_SIZE = int(os.environ.get("BENCH_IMAGE_SIZE", 128))
-BATCH = int(os.environ.get("BENCH_BATCH", 32))
-EPOCHS = int(os.environ.get("BENCH_EPOCHS", 2))
-REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
-WARMUP = 2
+IMAGE_SIZE = setting("IMAGE_SIZE", 128)
+BATCH = setting("BATCH", 32)
+EPOCHS = setting("EPOCHS", 2)
+REPEATS = setting("REPEATS", 3)
 ROOT = DATA / "wikipaintings_small"
 
 

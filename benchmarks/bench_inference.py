@@ -9,7 +9,6 @@ Target: each >= 0.9 of the plain loop. BENCH_IMAGE_SIZE (128), BENCH_BATCH (32),
 
 from __future__ import annotations
 
-import os
 import time
 
 import torch
@@ -20,14 +19,14 @@ from artmove.data.sources import RastaWikiPaintings
 from artmove.data.transforms import decode_size
 from artmove.evaluation.inference import ImageFiles, MappedViews, predict_files, predict_split
 from artmove.evaluation.tta import tta_transform
-from artmove.features.cache import extract, pooled_features
+from artmove.features.cache import extract
 from benchmarks import DATA
-from benchmarks.measure import classifier, median, peak_memory
+from benchmarks.measure import WARMUP, classifier, median, peak_memory, setting
 
-IMAGE_SIZE = int(os.environ.get("BENCH_IMAGE_SIZE", 128))
-BATCH = int(os.environ.get("BENCH_BATCH", 32))
-REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
-WORKERS = int(os.environ.get("BENCH_WORKERS", 1))
+IMAGE_SIZE = setting("IMAGE_SIZE", 128)
+BATCH = setting("BATCH", 32)
+REPEATS = setting("REPEATS", 3)
+WORKERS = setting("WORKERS", 1)
 ROOT = DATA / "wikipaintings_small"
 
 
@@ -49,13 +48,13 @@ def run() -> dict:
     @torch.inference_mode()
     def plain_features():
         for images, _ in DataLoader(features, batch_size=BATCH, num_workers=WORKERS):
-            pooled_features(model.model, images)
+            model.head.features(model.model, images)
 
     loops = {
         "evaluate": lambda: predict_split(model, evaluation, BATCH, WORKERS),
         "predict": lambda: predict_files(model, files, BATCH, WORKERS),
         "plain_predict": plain_loop,
-        "feature_extraction": lambda: extract(model.model, features, BATCH, WORKERS, torch.device("cpu")),
+        "feature_extraction": lambda: extract(model.head.features, model.model, features, BATCH, WORKERS, torch.device("cpu")),
         "plain_features": plain_features,
     }
     seconds = {name: [] for name in loops}

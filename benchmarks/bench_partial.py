@@ -9,15 +9,13 @@ BENCH_STEPS (10), BENCH_REPEATS (3).
 from __future__ import annotations
 
 import gc
-import os
 
-from benchmarks.measure import classifier, median, peak_memory, plain_rate, synthetic_batches
+from benchmarks.measure import WARMUP, classifier, median, peak_memory, plain_rate, setting, synthetic_batches
 
-IMAGE_SIZE = int(os.environ.get("BENCH_IMAGE_SIZE", 64))
-BATCH = int(os.environ.get("BENCH_BATCH", 16))
-STEPS = int(os.environ.get("BENCH_STEPS", 10))
-REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
-WARMUP = 2
+IMAGE_SIZE = setting("IMAGE_SIZE", 64)
+BATCH = setting("BATCH", 16)
+STEPS = setting("STEPS", 10)
+REPEATS = setting("REPEATS", 3)
 FRACTIONS = (0.0, 0.2, 1.0)
 BACKBONE = "resnet50"
 

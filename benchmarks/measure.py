@@ -3,6 +3,7 @@ training step two ways (artmove's LightningModule under its Trainer, and a plain
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -16,6 +17,13 @@ from torch import nn
 from artmove.data.transforms import normalize_uint8
 from artmove.finetune import Fraction
 from artmove.models import ArtClassifier, backbone_preprocessing
+
+WARMUP = 2  # steps (or batches) of each run left out of a rate
+
+
+def setting(name: str, default: int) -> int:
+    """A benchmark size, overridable from the environment as ``BENCH_<name>``."""
+    return int(os.environ.get(f"BENCH_{name}", default))
 
 
 def rss_mb() -> float:

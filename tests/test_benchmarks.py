@@ -1,5 +1,6 @@
 """The benchmarks run end to end at tiny sizes and write JSON + Markdown with machine, date and command."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -53,3 +54,9 @@ def test_setup_benchmark_remembers_the_screening(monkeypatch):
     monkeypatch.setattr(bench_setup, "FILES", 300)
     first, second = bench_setup.run()["rows"]
     assert first["files"] == second["files"] == 300 and second["met"] and second["seconds_to_first_step"] > 0
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in (REPO_ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"))
+def test_every_benchmark_module_imports(module):
+    """A benchmark that imports a name the code no longer has would only fail at `make bench`."""
+    importlib.import_module(f"benchmarks.{module}")
