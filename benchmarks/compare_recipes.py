@@ -39,7 +39,7 @@ SETTINGS = (
     ("head-only probe", [*BASELINE, "unfreeze=0"]),
     ("plain unfreeze=0.2", [*BASELINE, "unfreeze=0.2"]),
     ("recipe", ["experiment=paintings"]),
-    ("recipe, head=multiscale", ["experiment=paintings", "head=multiscale"]),
+    ("recipe, head=linear", ["experiment=paintings", "head=linear"]),
     ("recipe, head=gram", ["experiment=paintings", "head=gram"]),
     ("recipe, tf_efficientnet_lite2", ["experiment=paintings", "backbone=tf_efficientnet_lite2", "image_size=260"]),
 )
@@ -57,7 +57,7 @@ TEMPLATE = """# A recipe for paintings, measured
 
 ```bash
 python -m artmove.train experiment=paintings data=rasta data.root=/path/to/paintings
-python -m artmove.train experiment=paintings head=multiscale data=rasta data.root=/path/to/paintings
+python -m artmove.train experiment=paintings head=linear data=rasta data.root=/path/to/paintings
 python -m artmove.evaluate ckpt_path=<run>/checkpoints/best-….ckpt tta=flip
 ```
 
@@ -118,7 +118,7 @@ own head (`head=linear`, the default: the last feature map average-pooled, then 
   40 + 112 + 1280 values. Works with `features=cached` (the pooled stages are cached).
 - `head=gram` (`head.channels=64`): second-order pooling of the last feature map, as in neural
   style transfer: a 1x1 convolution down to 64 channels, their Gram matrix over positions (upper
-  triangle: 2,080 values), signed square root and L2 normalisation, dropout, then linear.
+  triangle: 2,080 values), signed square root and LayerNorm, dropout, then linear.
   It trains its channel reduction on the feature map itself, which `features=cached` does not
   keep: that combination is refused with a one-line error.
 

@@ -18,6 +18,7 @@ def test_paintings_presets_compose_with_every_head():
     assert (cpu.backbone, cpu.unfreeze, cpu.image_size, cpu.trainer.max_epochs) == ("tf_efficientnet_lite0", 0.5, 224, 8)
     assert cpu.finetune._target_ == "artmove.finetune.Discriminative" and cpu.finetune.freeze_norm_stats == "all"
     assert cpu.model.head._target_ == "artmove.models.heads.GramHead" and cpu.model.label_smoothing == 0.1
+    assert compose_config("train", "experiment=paintings").model.head._target_ == "artmove.models.heads.MultiscaleHead"
     gpu = compose_config("train", "experiment=paintings_gpu")
     assert (gpu.backbone, gpu.unfreeze, gpu.trainer.accelerator, gpu.model.ema_decay) == ("tf_efficientnet_lite2", 1.0, "gpu", 0.999)
     assert gpu.model.label_smoothing == 0.1  # the rest from experiment=paintings
@@ -25,7 +26,7 @@ def test_paintings_presets_compose_with_every_head():
 
 @pytest.mark.slow
 def test_compare_recipes_smoke(tmp_path, wikiart_sample):
-    settings = ["recipe, head=multiscale"]  # one run: the preset, a head and the script
+    settings = ["recipe, head=gram"]  # one run: the preset, a head and the script
     command = [sys.executable, "-m", "benchmarks.compare_recipes", "--seeds", "1", "--data", "wikiart_sample",
                "--settings", *settings, *(f"--set={o}" for o in TINY), "--threads", "1", "--out", str(tmp_path / "runs"),
                "--results", str(tmp_path / "recipes.json"), "--doc", str(tmp_path / "recipes.md")]  # fmt: skip
@@ -36,6 +37,6 @@ def test_compare_recipes_smoke(tmp_path, wikiart_sample):
     assert [(r["name"], r["seed"], r["test/num_images"]) for r in record["runs"]] == [(name, 1, 8) for name in settings]
     doc = (tmp_path / "recipes.md").read_text()
     assert "**Reduced scale**" in doc and "debug=limit" in doc
-    assert "**recipe, head=multiscale** (chosen on val)" in doc  # the only recipe variant measured
+    assert "**recipe, head=gram** (chosen on val)" in doc  # the only recipe variant measured
     run = record["runs"][0]
     assert f"(chosen on val) | 1 | {run['best_val/top1']:.3f} | {run['test/top1']:.3f} [{run['test/top1_ci95_low']:.3f}, " in doc

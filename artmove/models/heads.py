@@ -110,7 +110,7 @@ class MultiscaleHead(_ReplacingHead):
 
 class GramHead(_ReplacingHead):
     """Second-order pooling of the last feature map: a 1x1 convolution down to ``channels``, their Gram
-    matrix over positions (upper triangle), signed square root and L2 normalisation, then linear.
+    matrix over positions (upper triangle), signed square root and LayerNorm, then linear.
 
     The channel reduction trains on the feature map itself, which features=cached does not keep.
     """
@@ -154,18 +154,29 @@ class StageNormLinear(nn.Module):
 
 class GramLinear(nn.Module):
     """Feature map (N, C, H, W) -> 1x1 conv to k channels -> Gram matrix / (H W), upper triangle
-    (k (k+1) / 2 values) -> signed sqrt -> L2 normalisation -> dropout -> linear."""
+    (k (k+1) / 2 values) -> signed sqrt -> LayerNorm -> dropout -> linear.
+
+    LayerNorm rather than the bilinear-CNN papers' L2 normalisation: a unit vector of 2,080 values
+    has entries near 0.02, and a zero-initialised linear layer at the recipe's learning rate then
+    needs many epochs to reach confident logits (measured: 0.40 test top-1 against 0.63 for the
+    linear head, wikiart_sample, 3 epochs).
+    """
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, drop_rate: float = 0.0):
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, channels, kernel_size=1)
         self.register_buffer("upper", torch.triu_indices(channels, channels), persistent=False)
+        size = channels * (channels + 1) // 2
+        self.norm = nn.LayerNorm(size)
         self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(channels * (channels + 1) // 2, num_classes)
+        self.fc = nn.Linear(size, num_classes)
 
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+    def pooled(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The signed square root of the reduced channels' Gram matrix, upper triangle: (N, k (k+1) / 2)."""
         x = self.reduce(feature_map).flatten(2)  # (N, k, H W)
         gram = x @ x.transpose(1, 2) / x.shape[-1]
         vector = gram[:, self.upper[0], self.upper[1]]
-        vector = F.normalize(vector.sign() * vector.abs().add(1e-5).sqrt(), dim=1)  # epsilon: a bounded slope at 0
-        return self.fc(self.dropout(vector))
+        return vector.sign() * vector.abs().add(1e-5).sqrt()  # epsilon: a bounded slope at 0
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.norm(self.pooled(feature_map))))
