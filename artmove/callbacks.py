@@ -7,10 +7,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import random
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
@@ -89,6 +92,37 @@ class KeepLoggedMetrics(pl.Callback):
                 writer.metrics[:0] = rows
                 writer.save()
                 log.info("kept %d metric rows of the earlier attempt in %s", len(rows), self.metrics_file)
+
+
+class RandomStateInCheckpoint(pl.Callback):
+    """Checkpoints carry the random generators' states (Python, NumPy, torch CPU and CUDA), restored on resume.
+
+    The shuffle of each epoch and the seeds of its loader workers (augmentation) are drawn from the
+    main process's generators when the epoch starts; a resumed run restored to the state the
+    epoch-end checkpoint saw draws the same ones as an uninterrupted run, so with
+    ``trainer.deterministic=true`` it ends with the same weights and metrics. Plain tensors and
+    numbers only: the checkpoint still loads with ``weights_only=True``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        state = {"torch": torch.get_rng_state(), "python": (version, list(internal), gauss),
+                 "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}}  # fmt: skip
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        numpy = state_dict["numpy"]
+        np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                             numpy["has_gauss"], numpy["cached_gaussian"]))  # fmt: skip
+        if "cuda" in state_dict and torch.cuda.is_available() and len(state_dict["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 class CheckpointOnStop(pl.Callback):

@@ -29,7 +29,7 @@ from artmove.checks import check_train_config
 from artmove.cli import USER_ERRORS, instantiate_checked, say_user_error, user_error_behind
 from artmove.data.datamodule import PaintingDataModule
 from artmove.gpu import check_trainer
-from artmove.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step
+from artmove.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step, slurm_usr1_requeues
 from artmove.models import ArtClassifier
 from artmove.results import format_table, record_failure, record_unfinished, write_json
 from artmove.resume import resume_checkpoint
@@ -81,7 +81,7 @@ def train(cfg: DictConfig) -> dict:
                 "unfreeze": getattr(model.policy, "unfreeze", None), "weights_source": model.weights_source}  # fmt: skip
     for logger in loggers:
         logger.log_hyperparams(composed)  # parameter counts: W&B summary
-    with warnings.catch_warnings(), ctrl_c_stops_after_step():
+    with warnings.catch_warnings(), ctrl_c_stops_after_step(), slurm_usr1_requeues():
         # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see docs/policies.md).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         finder = instantiate_checked(cfg.tune, "tune") if cfg.get("tune") else None

@@ -130,6 +130,64 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_slurm_usr1_saves_a_checkpoint_exits_143_and_requeues_the_job(tmp_path):
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "paintings", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+    run_dir = tmp_path / "run"
+    run = subprocess.Popen([sys.executable, "-m", "artmove.train", *TINY, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **slurm})  # fmt: skip
+    wait_for(run_dir / "checkpoints" / "last.ckpt", run)
+    run.send_signal(signal.SIGUSR1)
+    stderr = run.communicate(timeout=120)[1]
+    assert run.returncode == EXIT_INTERRUPTED, stderr[-3000:]
+    epoch, step = saved_at(run_dir / "checkpoints" / "last.ckpt")
+    assert step > 10 and json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+    assert calls.read_text() == "requeue 4242\n"  # once, after the checkpoint
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # Lightning's own mid-step handler never ran
+    assert "requeued SLURM job 4242" in (run_dir / "train.log").read_text()
+
+
+def epoch_rows(run_dir: Path) -> list[tuple[str, str, str]]:
+    """(epoch, training loss, val top-1) of each epoch in metrics.csv, in order."""
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    losses = {row["epoch"]: row["train/loss_epoch"] for row in rows if row.get("train/loss_epoch")}
+    return [(row["epoch"], losses.get(row["epoch"]), row["val/top1"]) for row in rows if row.get("val/top1")]
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_point_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    deterministic = ["trainer.max_epochs=4", "trainer.deterministic=true", "data.num_workers=1", "image_size=48"]
+    straight = command("artmove.train", *TINY, *deterministic, f"hydra.run.dir={tmp_path / 'straight'}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    run = start_training(killed, *deterministic, stdout=subprocess.DEVNULL)
+    wait_for(killed / "checkpoints" / "last.ckpt", run)  # epoch 0 done
+    seed = int.from_bytes(os.urandom(2), "little")
+    time.sleep(0.05 + (seed % 1000) / 1000)  # somewhere in epoch 1 or 2 (an epoch lasts about a second)
+    run.kill()
+    run.communicate(timeout=60)
+    epoch, step = saved_at(killed / "checkpoints" / "last.ckpt")
+    assert epoch < 3, f"killed too late to test a resume (after epoch {epoch}; sleep seed {seed})"
+
+    resumed = command("artmove.train", *TINY, *deterministic, f"hydra.run.dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in (killed / "train.log").read_text()
+    rows = epoch_rows(killed)
+    assert [row[0] for row in rows] == ["0", "1", "2", "3"], rows  # each epoch once, ending at the right one
+    assert rows == epoch_rows(tmp_path / "straight"), f"killed after epoch {epoch}, step {step} (sleep seed {seed})"
+    results = [json.loads((d / "results.json").read_text()) for d in (tmp_path / "straight", killed)]
+    assert [r["test/top1"] for r in results[:1]] == [r["test/top1"] for r in results[1:]]
+    weights = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (tmp_path / "straight", killed)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.slow
 def test_ctrl_c_once_saves_and_exits_143_twice_quits_at_once(tmp_path):
     for presses, code in ((1, EXIT_INTERRUPTED), (2, EXIT_ABORTED)):
         run_dir = tmp_path / str(presses)

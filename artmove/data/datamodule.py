@@ -275,10 +275,14 @@ class PaintingDataModule(SplitLoaders):
 
     def loader_options(self) -> dict[str, Any]:
         workers = self.num_workers > 0
+        # Persistent workers carry their random state from epoch to epoch, which no checkpoint holds:
+        # under trainer.deterministic=true they restart each epoch, seeded from the main process's
+        # generators (saved in checkpoints), so that a resumed run augments as an uninterrupted one.
+        persistent = self.persistent_workers and workers and not torch.are_deterministic_algorithms_enabled()
         return dict(
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory),
-            persistent_workers=self.persistent_workers and workers,
+            persistent_workers=persistent,
             prefetch_factor=self.prefetch_factor if workers else None,
         )
 
