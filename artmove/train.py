@@ -75,6 +75,9 @@ def train(cfg: DictConfig) -> dict:
     log.info(model.describe_trainable())
 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    for logger in loggers if resume_from else ():
+        if hasattr(logger, "continue_run"):  # W&B: log into the earlier attempt's run, not a new one
+            logger.continue_run()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # The full config for W&B's run table, with the policy's settings as built (defaults filled in).
     composed = {**OmegaConf.to_container(cfg, resolve=True), "finetune": model.policy.config,

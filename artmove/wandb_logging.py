@@ -64,6 +64,15 @@ def sweep_group_and_name() -> tuple[str | None, str | None]:
     return str(hydra_cfg.sweep.dir), hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
 
 
+#: Where a run folder keeps the id of its W&B run, for a resumed attempt to log into the same run.
+RUN_ID_FILE = Path("wandb") / "artmove-run-id"
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
 class ArtmoveWandbLogger(WandbLogger):
     """Lightning's WandbLogger that picks online/offline itself and never blocks a run.
 
@@ -116,7 +125,20 @@ class ArtmoveWandbLogger(WandbLogger):
                     self._log_model = False
         run = super().experiment
         _OPEN_LOGGERS.add(self)
+        if self._save_dir:
+            _write_text(Path(self._save_dir) / RUN_ID_FILE, run.id)
         return run
+
+    def continue_run(self) -> None:
+        """Log into the W&B run an earlier attempt in this run folder started (``resume=true``), not a new one.
+
+        Called by ``artmove.train`` when the fit resumes from a checkpoint, before anything is logged;
+        the id comes from ``<save_dir>/wandb/artmove-run-id``, written when that run started.
+        """
+        path = Path(self._save_dir or ".") / RUN_ID_FILE
+        if self._experiment is None and path.is_file():
+            self._id = self._wandb_init["id"] = path.read_text().strip()
+            log.info("W&B: continuing run %s (%s)", self._id, path)
 
     def finish_run(self, exit_code: int = 0) -> None:
         """Finish the run; offline, say once where it is and how to upload it."""

@@ -206,3 +206,23 @@ def test_under_ddp_the_test_tables_cover_every_rank(no_credentials):
     assert done.returncode == 0, done.stderr[-3000:]
     per_class = logged_table(out, "test/per_class")
     assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == 5
+
+
+@pytest.mark.slow
+def test_a_resumed_run_logs_into_the_same_wandb_run(no_credentials):
+    """Through the command line: a run stopped after epoch 0, continued in its folder, is one W&B run."""
+    run_dir = no_credentials / "run"
+
+    def attempt(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "artmove.train", "logger=wandb", *TINY, "test=false", f"hydra.run.dir={run_dir}", *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    attempt("trainer.max_epochs=1")
+    (first,) = run_dir.glob("wandb/offline-run-*")
+    attempt("trainer.max_epochs=2")  # resume=true: continues from checkpoints/last.ckpt
+    ids = sorted(path.name.rsplit("-", 1)[1] for path in run_dir.glob("wandb/offline-run-*"))
+    assert len(ids) == 2 and ids[0] == ids[1] == first.name.rsplit("-", 1)[1]  # two attempts, one run id
+    attempt("trainer.max_epochs=1", "resume=false")  # starting over: a new W&B run
+    assert len({path.name.rsplit("-", 1)[1] for path in run_dir.glob("wandb/offline-run-*")}) == 2
