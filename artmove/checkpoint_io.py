@@ -9,9 +9,11 @@ target and renames, so the previous checkpoint stays until the new one is comple
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,17 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 PARTIAL_SUFFIX = ".tmp"
+
+
+class DiskFullError(OSError):
+    """A checkpoint did not fit on its disk (a user error: one line, the previous checkpoint kept)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+#: Free space below which a failed checkpoint write is reported as a full disk.
+DISK_FULL_BYTES = 4 * 2**20
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -38,9 +51,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(file.fileno())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if not isinstance(error, Exception):
+                raise
+            free = shutil.disk_usage(path.parent).free
+            if free < DISK_FULL_BYTES or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
+                # torch's zip writer reports a short write as "unexpected pos …": say what happened.
+                raise DiskFullError(errno.ENOSPC, f"No space left on device for {path} ({free / 2**20:.1f} MiB free); "
+                              f"the previous {path.name} is kept: free some space and rerun the same command "
+                              "(resume=true continues from the last checkpoint)") from error  # fmt: skip
             raise
         folder = os.open(path.parent, os.O_RDONLY)
         try:

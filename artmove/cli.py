@@ -9,12 +9,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from artmove.checkpoint_io import DiskFullError
 from artmove.checks import ConfigError
 from artmove.data.sources import DataSetupError
 from artmove.models.pretrained import PretrainedWeightsError
 
 log = logging.getLogger("artmove")
-USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError)
+USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError, DiskFullError)
 
 
 def user_error_behind(error: BaseException) -> BaseException:

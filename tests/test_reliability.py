@@ -94,6 +94,38 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 9 MB (tmpfs): room for two checkpoints of the TINY model, not three."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_keeps_the_previous_checkpoint_and_the_rerun_resumes_from_it(small_disk):
+    run_dir = small_disk / "run"
+    full = command("artmove.train", *TINY, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert full.stderr.strip().splitlines()[-1].startswith(f"artmove: error: No space left on device for {run_dir / 'checkpoints'}")
+    assert "Traceback" not in full.stderr
+    assert saved_at(run_dir / "checkpoints" / "last.ckpt") == (0, 10)  # epoch 0's, whole
+    assert not list(run_dir.rglob("*.tmp"))  # the failed write cleaned up after itself
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and "No space left on device" in results["error"]
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # the user frees space
+    done = command("artmove.train", *TINY, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in (run_dir / "train.log").read_text()
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "ok"
+    assert [row[0] for row in epoch_rows(run_dir)] == ["0", "1", "2"]
+
+
 def test_partial_writes_of_a_killed_writer_are_removed(tmp_path):
     (tmp_path / ".last.ckpt.ab12cd.tmp").write_bytes(b"half")
     (tmp_path / "last.ckpt").write_bytes(b"kept")
