@@ -6,6 +6,7 @@ inputs), so a split is identical across processes, machines and Python hash seed
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ Sample = tuple[Path, int]
 
 def artist_from_filename(path: Path) -> str:
     """WikiArt's and RASTA's file names start with the artist: ``claude-monet_seascape-1.jpg``."""
-    return Path(path).name.split("_", 1)[0]
+    return (path.name if isinstance(path, Path) else os.path.basename(path)).split("_", 1)[0]
 
 
 def _names_someone(prefix: str) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from artmove.data.images import is_image_file, load_rgb
+from artmove.data.images import is_image_file, is_image_name, load_rgb
 
 SPLITS = ("train", "val", "test")
 
@@ -82,5 +83,18 @@ def class_folders(root: Path) -> list[str]:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursive), in a stable order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    """Image files below ``folder`` (recursive, not into linked folders), in ``sorted()`` Path order.
+
+    One ``os.scandir`` pass, names sorted as strings and made Paths once: ``rglob`` + ``is_file``
+    spent most of a second run's setup on 80,000 files building and statting Paths.
+    """
+    found, folders = [], [os.fspath(folder)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    folders.append(entry.path)
+                elif is_image_name(entry.name) and entry.is_file():
+                    found.append(entry.path)
+    found.sort(key=lambda path: path.split(os.sep))  # Path's order: component by component
+    return [Path(path) for path in found]
