@@ -79,7 +79,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.run " + shlex.join(sys.argv[1:])
+    sizes = [f"{key}={value}" for key, value in sorted(os.environ.items()) if key.startswith("BENCH_")]  # the sizes used
+    command = " ".join([*sizes, "python -m benchmarks.run", shlex.join(sys.argv[1:])])
     names = args.names or sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
