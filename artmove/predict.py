@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from artmove.checks import ConfigError, require_settings
 from artmove.cli import exit_on_user_error
-from artmove.data.images import is_image_file
+from artmove.data.images import IMAGE_EXTENSIONS, is_image_file
 from artmove.data.sources.base import images_in
 from artmove.data.transforms import decode_size
 from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
@@ -38,11 +38,19 @@ def list_inputs(input_path: str | Path) -> list[Path]:
         raise ConfigError(f"input={path}: no such file or folder. Give an image, a folder or a text file of paths.")
     if is_image_file(path):
         return [path]
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    data = path.read_bytes()
+    not_a_list = (f"input={path}: neither an image artmove reads ({', '.join(IMAGE_EXTENSIONS)}) nor a text file "
+                  "of image paths, one per line")  # fmt: skip
+    if b"\0" in data:
+        raise ConfigError(f"{not_a_list} (it holds binary data).")
+    lines = [line.strip() for line in data.decode("utf-8", "surrogateescape").splitlines()]  # any file name's bytes
     paths = [Path(line) for line in lines if line and not line.startswith("#")]
     if not paths:
         raise ConfigError(f"input={path}: the list file names no images.")
-    return [p if p.is_absolute() else path.parent / p for p in paths]
+    paths = [p if p.is_absolute() else path.parent / p for p in paths]
+    if not any(p.exists() for p in paths):
+        raise ConfigError(f"{not_a_list}: none of the {len(paths)} paths it would list exists (the first: {printable(str(paths[0]))}).")
+    return paths
 
 
 def predict(cfg: DictConfig) -> dict:

@@ -40,6 +40,17 @@ def test_inputs_are_an_image_a_folder_or_a_list_file(tmp_path, paintings):
         list_inputs(tmp_path / "absent")
 
 
+@pytest.mark.parametrize("content", [b"\x89HEIC\x00\x01binary", b"not a path\x91\nnor this\n"])
+def test_an_input_that_is_neither_an_image_nor_a_list_is_one_line(tiny_run, tmp_path, content):
+    odd = tmp_path / "photo.heic"
+    odd.write_bytes(content)
+    done = subprocess.run([sys.executable, "-m", "artmove.predict", f"ckpt_path={tiny_run}", f"input={odd}",
+                           f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line, no traceback
+    assert f"input={odd}: neither an image artmove reads" in done.stderr
+
+
 def test_grad_cam_points_at_the_region_that_raised_the_score():
     class Toy(torch.nn.Module):
         """Features = the image; the head scores class 0 by the mean of channel 0."""
