@@ -123,3 +123,19 @@ def test_multiscale_trains_on_cached_stage_features_and_gram_is_refused(tmp_path
                       f"hydra.run.dir={tmp_path / 'gram'}")  # fmt: skip
     assert done.returncode == 2
     assert "features=cached keeps pooled vectors, and head=gram" in done.stderr
+
+
+def test_flip_tta_averages_each_painting_with_its_mirror_in_validation_and_test(monkeypatch):
+    model = classifier("test_resnet", 3, image_size=32, flip_tta=True).eval()
+    torch.nn.init.normal_(model.model.get_classifier().weight)  # not the zero start: the two views differ
+    monkeypatch.setattr(model, "log", lambda *a, **k: None)
+    monkeypatch.setattr(model, "log_dict", lambda *a, **k: None)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        plain, mirrored = model(images), model(images.flip(-1))
+        assert not torch.allclose(plain, mirrored)
+        for stage, metrics in (("val", model.val_metrics), ("test", model.test_metrics)):
+            loss = model._step((images, labels), metrics, stage)
+            assert torch.allclose(loss, model.criterion((plain + mirrored) / 2, labels))
+    with pytest.raises(ConfigError, match="model.flip_tta='yes'"):
+        classifier("test_resnet", 3, image_size=32, flip_tta="yes")

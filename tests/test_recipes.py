@@ -18,7 +18,9 @@ def test_paintings_presets_compose_with_every_head():
     assert (cpu.backbone, cpu.unfreeze, cpu.image_size, cpu.trainer.max_epochs) == ("tf_efficientnet_lite0", 0.5, 224, 8)
     assert cpu.finetune._target_ == "artmove.finetune.Discriminative" and cpu.finetune.freeze_norm_stats == "all"
     assert cpu.model.head._target_ == "artmove.models.heads.GramHead" and cpu.model.label_smoothing == 0.1
-    assert compose_config("train", "experiment=paintings").model.head._target_ == "artmove.models.heads.MultiscaleHead"
+    recipe = compose_config("train", "experiment=paintings")
+    assert recipe.model.head._target_ == "artmove.models.heads.MultiscaleHead" and recipe.model.flip_tta is True
+    assert recipe.data.augment.random_erasing == 0.25 and recipe.data.augment.color_jitter is None
     gpu = compose_config("train", "experiment=paintings_gpu")
     assert (gpu.backbone, gpu.unfreeze, gpu.trainer.accelerator, gpu.model.ema_decay) == ("tf_efficientnet_lite2", 1.0, "gpu", 0.999)
     assert gpu.model.label_smoothing == 0.1  # the rest from experiment=paintings

@@ -77,8 +77,11 @@ class ArtClassifier(pl.LightningModule):
         class_weights: list[float] | None = None,
         compile: bool = False,
         compile_mode: str = "default",
+        flip_tta: bool = False,
     ):
         super().__init__()
+        if not isinstance(flip_tta, bool):
+            raise ConfigError(f"model.flip_tta={flip_tta!r}: give true or false.")
         # A checkpoint keeps the policy as its settings (``finetune``); a run passes the policy Hydra built.
         self.policy = finetune if isinstance(finetune, FinetunePolicy) else instantiate(finetune) if finetune else Fraction()
         self.head = head if isinstance(head, LinearHead) else instantiate(head) if head else LinearHead()
@@ -170,6 +173,10 @@ class ArtClassifier(pl.LightningModule):
             images, targets = self.mixup(images, labels)  # mixes in place: the batch is not reused
             logits = self(images)
             loss = self.soft_criterion(logits, targets)
+        elif stage != "train" and self.hparams.get("flip_tta") and images.ndim == 4:
+            # A mirrored painting keeps its movement: average the two views' logits (evaluate's tta=flip).
+            logits = (self(images) + self(images.flip(-1))) / 2
+            loss = self.criterion(logits, labels)
         else:
             logits = self(images)
             loss = self.criterion(logits, labels)
