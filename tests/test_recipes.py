@@ -19,8 +19,8 @@ def test_paintings_presets_compose_with_every_head():
     assert cpu.finetune._target_ == "artmove.finetune.Discriminative" and cpu.finetune.freeze_norm_stats == "all"
     assert cpu.model.head._target_ == "artmove.models.heads.GramHead" and cpu.model.label_smoothing == 0.1
     recipe = compose_config("train", "experiment=paintings")
-    assert recipe.model.head._target_ == "artmove.models.heads.MultiscaleHead" and recipe.model.flip_tta is True
-    assert recipe.data.augment.random_erasing == 0.25 and recipe.data.augment.color_jitter is None
+    assert recipe.model.head._target_ == "artmove.models.heads.MultiscaleHead" and recipe.model.flip_tta is False
+    assert recipe.data.augment.random_erasing == 0.0 and recipe.data.augment.color_jitter is None
     gpu = compose_config("train", "experiment=paintings_gpu")
     assert (gpu.backbone, gpu.unfreeze, gpu.trainer.accelerator, gpu.model.ema_decay) == ("tf_efficientnet_lite2", 1.0, "gpu", 0.999)
     assert gpu.model.label_smoothing == 0.1  # the rest from experiment=paintings
