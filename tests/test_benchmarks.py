@@ -44,7 +44,9 @@ def test_training_benchmarks_at_tiny_sizes(monkeypatch, tmp_path):
         overhead["lightning_images_per_s"] / overhead["plain_images_per_s"], abs=0.01
     )
     partial = bench_partial.run()
-    assert [row["unfreeze"] for row in partial["rows"]] == [0.0, 0.2, 1.0] and partial["rows"][2]["speedup_vs_unfreeze_1"] == 1.0
+    assert [row["unfreeze"] for row in partial["rows"]] == [0.0, 0.2, 1.0, "forward only"] and partial["rows"][2]["speedup_vs_unfreeze_1"] == 1.0
+    forward = partial["rows"][3]  # the ceiling of any partial fine-tuning: full step time / forward time
+    assert forward["speedup_vs_unfreeze_1"] == pytest.approx(forward["images_per_s"] / partial["rows"][2]["images_per_s"], abs=0.01)
     path = write_results("partial", partial, 1.0, "python -m benchmarks.run partial", "shared machine", tmp_path)
     assert json.loads(path.read_text())["note"] == "shared machine"
     assert "| backbone | unfreeze | images_per_s | speedup_vs_unfreeze_1 | peak_rss_mb |" in (tmp_path / "partial.md").read_text()
