@@ -42,3 +42,17 @@ def test_compare_recipes_smoke(tmp_path, wikiart_sample):
     assert "**recipe, head=gram** (chosen on val)" in doc  # the only recipe variant measured
     run = record["runs"][0]
     assert f"(chosen on val) | 1 | {run['best_val/top1']:.3f} | {run['test/top1']:.3f} [{run['test/top1_ci95_low']:.3f}, " in doc
+
+
+def test_the_verdict_judges_the_preset_and_names_the_variant_validation_favours():
+    from benchmarks.compare_recipes import verdict
+
+    def run(name, seed, val, test):
+        return {"data": "wikiart_sample", "name": name, "seed": seed, "best_val/top1": val, "test/top1": test, "wall_time_s": 1.0}
+
+    runs = [run("plain unfreeze=0.2", s, 0.50, 0.60) for s in (1, 2, 3)]
+    runs += [run("recipe", s, 0.55, 0.62 + 0.01 * s) for s in (1, 2, 3)]  # mean 0.64: +4.0 points
+    runs += [run("recipe, head=gram", s, 0.58, 0.61) for s in (1, 2, 3)]  # better on val, worse on test
+    lines = verdict({"runs": runs, "extra": [], "seeds": [1, 2, 3]}).splitlines()
+    assert lines == ["- wikiart_sample: the recipe (`experiment=paintings`) vs plain unfreeze=0.2: +4.0 points mean test "
+                     "top-1 over 3 seed(s); validation favours recipe, head=gram here (+1.0 points)."]  # fmt: skip
