@@ -40,6 +40,7 @@ def test_inputs_are_an_image_a_folder_or_a_list_file(tmp_path, paintings):
         list_inputs(tmp_path / "absent")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"\x89HEIC\x00\x01binary", b"not a path\x91\nnor this\n"])
 def test_an_input_that_is_neither_an_image_nor_a_list_is_one_line(tiny_run, tmp_path, content):
     odd = tmp_path / "photo.heic"
