@@ -101,7 +101,8 @@ class RandomStateInCheckpoint(pl.Callback):
     main process's generators when the epoch starts; a resumed run restored to the state the
     epoch-end checkpoint saw draws the same ones as an uninterrupted run, so with
     ``trainer.deterministic=true`` it ends with the same weights and metrics. Plain tensors and
-    numbers only: the checkpoint still loads with ``weights_only=True``.
+    numbers only: the checkpoint still loads with ``weights_only=True`` (Lightning Fabric's
+    ``_collect_rng_states`` keeps NumPy's state as an array, which that loader refuses).
     """
 
     def state_dict(self) -> dict[str, Any]:

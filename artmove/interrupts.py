@@ -17,7 +17,7 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -26,30 +26,43 @@ EXIT_ABORTED = 130  # 128 + SIGINT: a second Ctrl-C, nothing saved beyond the la
 
 
 @contextlib.contextmanager
-def ctrl_c_stops_after_step() -> Iterator[None]:
-    """Within the block, a first Ctrl-C asks Lightning to stop as on SIGTERM; a second exits at once."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+def _handled_in_main_process(signum: int, handle: Callable[[], None]) -> Iterator[None]:
+    """Within the block, ``signum`` calls ``handle()`` in this process (not in forked data-loader workers,
+    which inherit the handler: the main process decides). Signal handlers belong to the main thread:
+    elsewhere nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    owner, presses = os.getpid(), []
+    owner = os.getpid()
 
-    def on_ctrl_c(signum, frame) -> None:
-        if os.getpid() != owner:  # a forked data-loader worker: the main process decides
-            return
-        presses.append(signum)
+    def handler(signum, frame) -> None:
+        if os.getpid() == owner:
+            handle()
+
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_after_step() -> Iterator[None]:
+    """Within the block, a first Ctrl-C asks Lightning to stop as on SIGTERM; a second exits at once."""
+    presses = []
+
+    def on_ctrl_c() -> None:
+        presses.append(signal.SIGINT)
         if len(presses) > 1:
             os.write(2, b"\nsecond Ctrl-C: quitting now\n")
             os._exit(EXIT_ABORTED)
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
             raise KeyboardInterrupt  # Lightning is not listening yet: stop as Python does
         os.write(2, b"\nCtrl-C: saving a checkpoint after this step (Ctrl-C again to quit now)\n")
-        os.kill(owner, signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
+    with _handled_in_main_process(signal.SIGINT, on_ctrl_c):
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def slurm_job_id() -> str | None:
@@ -67,23 +80,21 @@ def slurm_usr1_requeues() -> Iterator[None]:
     from inside the signal handler, mid-step, where ``resume=true`` does not look) from being set.
     """
     job = slurm_job_id()
-    if job is None or threading.current_thread() is not threading.main_thread():
+    if job is None:
         yield
         return
-    owner, asked = os.getpid(), []
+    asked = []
 
-    def on_usr1(signum, frame) -> None:
-        if os.getpid() != owner or asked:
-            return
-        asked.append(signum)
-        os.write(2, b"\nSIGUSR1 (SLURM): saving a checkpoint after this step, then requeueing the job\n")
-        os.kill(owner, signal.SIGTERM)
+    def on_usr1() -> None:
+        if not asked:
+            asked.append(signal.SIGUSR1)
+            os.write(2, b"\nSIGUSR1 (SLURM): saving a checkpoint after this step, then requeueing the job\n")
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGUSR1, on_usr1)
     try:
-        yield
+        with _handled_in_main_process(signal.SIGUSR1, on_usr1):
+            yield
     finally:
-        signal.signal(signal.SIGUSR1, previous)
         if asked and int(os.environ.get("SLURM_PROCID", "0")) == 0:
             requeue(job)
 
