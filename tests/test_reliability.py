@@ -317,6 +317,19 @@ def test_an_empty_or_truncated_checkpoint_says_so(tmp_path):
         load_classifier(truncated)
 
 
+def test_a_readable_checkpoint_that_artmove_did_not_write_says_so(tmp_path):
+    from artmove.evaluation.checkpoint import load_classifier
+
+    weights_only = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, weights_only)  # no hyperparameters to rebuild a model from
+    with pytest.raises(ConfigError, match=r"weights.ckpt is not an artmove training checkpoint \(KeyError: 'hyper_parameters'\)"):
+        load_classifier(weights_only)
+    bare = tmp_path / "tensor.ckpt"
+    torch.save(torch.zeros(3), bare)
+    with pytest.raises(ConfigError, match=r"tensor.ckpt is not an artmove training checkpoint \(TypeError: it holds a Tensor"):
+        load_classifier(bare)
+
+
 # --- one run per folder ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(tmp_path):

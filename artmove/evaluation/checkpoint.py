@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -89,19 +90,32 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
     backbone, classes and transforms come from its hparams."""
     path = resolve_checkpoint(ckpt_path)
     try:
-        load_checkpoint_file(path)  # tensors only: a file that would run code is refused before Lightning reads it
+        checkpoint = load_checkpoint_file(path)  # tensors only: a file that would run code is refused, never executed
     except UnreadableCheckpoint as error:
         raise ConfigError(f"{error}. Give ckpt_path= a checkpoint an artmove training run wrote "
                           "(<run>/checkpoints/best-….ckpt or last.ckpt).") from None  # fmt: skip
     try:
-        # compile=False: evaluation runs once over a split, hooks (Grad-CAM) need the eager module.
-        model = ArtClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, pretrained=False, weights=None,
-                                                   compile=False)  # fmt: skip
+        model = _classifier_from(checkpoint)
     except (KeyError, RuntimeError, TypeError) as error:
         raise ConfigError(f"{path} is not an artmove training checkpoint ({type(error).__name__}: {error}).") from None
     if not model.hparams.get("class_names"):
         model.hparams.class_names = [str(label) for label in range(model.hparams.num_classes)]
     return model.to(resolve_device(device)).eval()
+
+
+def _classifier_from(checkpoint: dict) -> ArtClassifier:
+    """What ``ArtClassifier.load_from_checkpoint`` does, on the checkpoint already read (it would read the
+    file again): the saved hyperparameters the class still takes rebuild the network without ImageNet
+    weights, then the checkpoint's weights load strictly. compile=False: evaluation runs once over a
+    split, and hooks (Grad-CAM) need the eager module."""
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"it holds a {type(checkpoint).__name__}, not a training checkpoint's dict")
+    accepted = inspect.signature(ArtClassifier.__init__).parameters
+    saved = {key: value for key, value in checkpoint["hyper_parameters"].items() if key in accepted}
+    model = ArtClassifier(**{**saved, "pretrained": False, "weights": None, "compile": False})
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
 
 
 def inference_network(model: ArtClassifier) -> torch.nn.Module:
