@@ -37,18 +37,41 @@ DATA_SETS = {
 BASELINE = ["backbone=tf_efficientnet_lite0", "pretrained=true"]
 SETTINGS = (
     ("head-only probe", [*BASELINE, "unfreeze=0"]),
+    # The same probe on features extracted once (no augmentation): minutes instead of epochs of forward passes.
+    ("head-only probe, cached features", [*BASELINE, "unfreeze=0", "features=cached"]),
     ("plain unfreeze=0.2", [*BASELINE, "unfreeze=0.2"]),
     ("recipe", ["experiment=paintings"]),
     ("recipe + random erasing + flip TTA", ["experiment=paintings", "data.augment.random_erasing=0.25", "model.flip_tta=true"]),
     ("recipe, head=linear", ["experiment=paintings", "head=linear"]),
     ("recipe, head=gram", ["experiment=paintings", "head=gram"]),
     ("recipe, tf_efficientnet_lite2", ["experiment=paintings", "backbone=tf_efficientnet_lite2", "image_size=260"]),
+    ("recipe at 288 px", ["experiment=paintings", "image_size=288"]),
 )
 NAMES = [name for name, _ in SETTINGS]
 RECIPES = tuple(name for name, _ in SETTINGS if name.startswith("recipe"))
 SEEDS = (1, 2, 3)
 RESULTS = REPO / "benchmarks" / "results" / "recipes.json"
 DOC = REPO / "docs" / "recipes.md"
+# Variants (heads, backbones, augmentation) measured at a reduced scale, shown after the main table.
+REDUCED = REPO / "benchmarks" / "results" / "recipes_reduced.json"
+
+MEASURED = """## {heading}
+
+Produced by `{command}` (do not edit by hand: run it again). {scale}
+
+Every run: `python -m artmove.train <setting> <data> seed=<seed> trainer.accelerator={accelerator}{extra}`;
+each keeps its best epoch by validation top-1 and is tested there. Mean ± std over seeds {seeds}
+(a setting run once: its test top-1 with the bootstrap 95 % interval over the test images)
+({machine}; {date}; other jobs may have shared the machine, so wall times are rough). The recipe
+variant in bold has the best mean validation top-1 (the test split plays no part in the choice).
+A row with fewer seeds than the command's was added with `--add --settings NAME --seeds …`.
+
+{tables}
+
+{verdict}
+
+Settings:
+{settings}"""
 
 TEMPLATE = """# A recipe for paintings, measured
 
@@ -62,31 +85,11 @@ python -m artmove.train experiment=paintings head=linear data=rasta data.root=/p
 python -m artmove.evaluate ckpt_path=<run>/checkpoints/best-….ckpt tta=flip
 ```
 
-## Measured
-
-Produced by `{command}` (do not edit by hand: run it again). {scale}
-
-A row with fewer seeds than the command's was added with `--add --settings NAME --seeds …`.
-
-Every run: `python -m artmove.train <setting> <data> seed=<seed> trainer.accelerator={accelerator}{extra}`;
-each keeps its best epoch by validation top-1 and is tested there. Mean ± std over seeds {seeds}
-(a setting run once: its test top-1 with the bootstrap 95 % interval over the test images)
-({machine}; {date}; other jobs may have shared the machine, so wall times are rough). The recipe
-variant in bold has the best mean validation top-1 (the test split plays no part in the choice).
-
-{tables}
-
-{verdict}
-
-Settings:
-{settings}
+{measured}
 
 Data: `wikiart_sample` (ArtGAN's WikiArt style split, 11 styles; `data=wikiart data.source.test_from=val`:
 the official val images are the test split, 10 % of train carved off for validation) and
 `wikipaintings_small` (RASTA layout, 25 movements, its own train/val/test folders).
-
-The full measurement (3 seeds, both data sets, every setting at its own scale) is
-`python -m benchmarks.compare_recipes` (about 36 runs; `--jobs 4 --accelerator gpu` on a GPU machine).
 
 ## The recipe (`experiment=paintings`)
 
@@ -249,24 +252,35 @@ def verdict(record: dict) -> str:
     return "\n".join(lines)
 
 
-def render(record: dict) -> str:
+def measured_section(record: dict, results: Path) -> str:
+    """One results file as a doc section: the command that reproduces it, its tables and verdict."""
     extra = record["extra"]
-    measured = list(dict.fromkeys(r["name"] for r in record["runs"]))
+    measured = dict((r["name"], r["overrides"]) for r in record["runs"])
     subset = [f"--settings {' '.join(repr(n) if ' ' in n else n for n in measured)}"] if len(measured) < len(SETTINGS) else []
+    elsewhere = [] if results.resolve() == RESULTS else [f"--results {_shown(results)}"]
     command = "python -m benchmarks.compare_recipes " + " ".join(
         [f"--seeds {' '.join(map(str, record['seeds']))}", f"--data {' '.join(record['data'])}", *subset]
-        + [f"--set {o}" for o in extra] + [f"--jobs {record['jobs']} --threads {record['threads']}"])  # fmt: skip
+        + [f"--set {o}" for o in extra] + [f"--jobs {record['jobs']} --threads {record['threads']}", *elsewhere])  # fmt: skip
     scale = ("Full scale: every setting as its preset or today's defaults say." if not extra else
-             f"**Reduced scale** (`{' '.join(extra)}` on every run): not the full measurement; "
-             "the full one is `python -m benchmarks.compare_recipes` with no options.")  # fmt: skip
-    settings = "\n".join(f"- {name}: `{' '.join(overrides)}`" for name, overrides in SETTINGS)
+             f"**Reduced scale** (`{' '.join(extra)}` on every run, baselines included): the differences are "
+             "indicative, the recipe is judged at full scale.")  # fmt: skip
     m = record["machine"]
-    return TEMPLATE.format(
+    return MEASURED.format(
+        heading="Measured at full scale" if not extra else "Variants measured at a reduced scale",
         command=command, scale=scale, accelerator=record["accelerator"], extra="".join(f" {o}" for o in extra),
         seeds=", ".join(map(str, record["seeds"])), date=record["date"], tables=tables(summarise(record["runs"])),
         verdict=verdict(record), machine=f"{m['cpu_count']} CPUs, {record['threads']} torch thread(s) per run, {record['jobs']} run(s) at a time"
-        + (f", {m['cuda']}" if m.get("cuda") else ""), settings=settings,
+        + (f", {m['cuda']}" if m.get("cuda") else ""),
+        settings="\n".join(f"- {name}: `{' '.join(overrides)}`" for name, overrides in measured.items()),
     )  # fmt: skip
+
+
+def _shown(path: Path) -> str:
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+
+
+def render(sections: list[tuple[dict, Path]]) -> str:
+    return TEMPLATE.format(measured="\n\n".join(measured_section(record, path) for record, path in sections))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -283,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "recipes", help="where the runs go")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--also", type=Path, nargs="*", default=[REDUCED], metavar="RESULTS",
+                        help="results files shown in the doc beside this one (default: the reduced-scale variants)")  # fmt: skip
     parser.add_argument("--render", action="store_true", help="only rewrite the doc from the results JSON")
     parser.add_argument("--add", action="store_true", help="keep the runs already in the results JSON (same scale) and add these")
     args = parser.parse_args(argv)
@@ -317,7 +333,10 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(run_and_keep, jobs))
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text(render(record))
+    sections = [(record, args.results)] + [(json.loads(path.read_text()), path) for path in args.also
+                                            if path.is_file() and path.resolve() != args.results.resolve()]  # fmt: skip
+    sections.sort(key=lambda section: bool(section[0]["extra"]))  # full scale first
+    args.doc.write_text(render(sections))
     print(f"-> {args.doc}, {args.results}", flush=True)
 
 

@@ -1,4 +1,3 @@
-import pytest
 """The recipe presets compose as documented, and the comparison command runs end to end (tiny scale)."""
 
 import json
@@ -6,6 +5,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import compose_config
 
@@ -31,7 +32,7 @@ def test_compare_recipes_smoke(tmp_path, wikiart_sample):
     settings = ["recipe, head=gram"]  # one run: the preset, a head and the script
     command = [sys.executable, "-m", "benchmarks.compare_recipes", "--seeds", "1", "--data", "wikiart_sample",
                "--settings", *settings, *(f"--set={o}" for o in TINY), "--threads", "1", "--out", str(tmp_path / "runs"),
-               "--results", str(tmp_path / "recipes.json"), "--doc", str(tmp_path / "recipes.md")]  # fmt: skip
+               "--results", str(tmp_path / "recipes.json"), "--doc", str(tmp_path / "recipes.md"), "--also"]  # fmt: skip
     env = {**os.environ, "ARTMOVE_DATA": str(wikiart_sample.parent)}
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
