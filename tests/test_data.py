@@ -140,3 +140,20 @@ def test_datamodule_batches_follow_the_backbone_preprocessing():
     images, _ = next(iter(datamodule.val_dataloader()))
     assert images.shape == (4, 3, 48, 48) and images.dtype == torch.float32
     assert -1.01 <= images.min() and images.max() <= 1.01
+
+
+@pytest.mark.parametrize(("devices", "bound_to", "expected"), [(1, None, 16), (4, None, 8), (8, None, 4), (4, 6, 6)])
+def test_auto_workers_share_the_node_among_ddp_processes(monkeypatch, devices, bound_to, expected):
+    import pytorch_lightning as pl
+
+    from artmove.checks import ConfigError
+
+    monkeypatch.setattr("os.cpu_count", lambda: 32)  # a 32-core node; bound_to: CPUs this process is pinned to
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(bound_to or 32)), raising=False)
+    datamodule = PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 64), num_workers="auto")
+    datamodule.trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                                    logger=False, enable_checkpointing=False)  # fmt: skip
+    assert datamodule.loader_options()["num_workers"] == expected
+    assert PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 64), num_workers=3).loader_options()["num_workers"] == 3
+    with pytest.raises(ConfigError, match=r"data.num_workers='four': give auto or a whole number >= 0"):
+        PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 64), num_workers="four")

@@ -126,7 +126,9 @@ class PaintingDataModule(SplitLoaders):
         if isinstance(max_bad_fraction, bool) or not isinstance(max_bad_fraction, (int, float)) or not 0 <= max_bad_fraction <= 1:
             raise ConfigError(f"data.max_bad_fraction={max_bad_fraction!r}: give a fraction in [0, 1], e.g. 0.01.")
         self.build_source, self.root = source, root
-        self.batch_size, self.num_workers = batch_size, auto_workers() if num_workers == "auto" else int(num_workers)
+        if num_workers != "auto" and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0):
+            raise ConfigError(f"data.num_workers={num_workers!r}: give auto or a whole number >= 0, e.g. data.num_workers=4.")
+        self.batch_size, self.num_workers = batch_size, num_workers  # auto: resolved when loaders are built (workers())
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.prefetch_factor = prefetch_factor
         self.augment = dict(augment or {})
@@ -280,14 +282,22 @@ class PaintingDataModule(SplitLoaders):
     def split_dataset(self, split: str) -> Dataset:
         return self.datasets[split]
 
+    def workers(self) -> int:
+        """``data.num_workers``, with ``auto`` resolved for the processes this run starts on this node
+        (one per device under DDP): they share the node's CPUs."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        return auto_workers(processes=self.trainer.num_devices if self.trainer is not None else 1)
+
     def loader_options(self) -> dict[str, Any]:
-        workers = self.num_workers > 0
+        num_workers = self.workers()
+        workers = num_workers > 0
         # Persistent workers carry their random state from epoch to epoch, which no checkpoint holds:
         # under trainer.deterministic=true they restart each epoch, seeded from the main process's
         # generators (saved in checkpoints), so that a resumed run augments as an uninterrupted one.
         persistent = self.persistent_workers and workers and not torch.are_deterministic_algorithms_enabled()
         return dict(
-            num_workers=self.num_workers,
+            num_workers=num_workers,
             pin_memory=torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory),
             persistent_workers=persistent,
             prefetch_factor=self.prefetch_factor if workers else None,
@@ -307,7 +317,12 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def auto_workers() -> int:
-    """One loader worker per CPU this process may use, at most 16."""
+def auto_workers(processes: int = 1) -> int:
+    """One loader worker per CPU this process may use, at most 16. ``processes`` training processes on
+    one node (DDP, one per device) share its CPUs unless each is bound to its own (SLURM's
+    ``--cpus-per-task`` binding, taskset): 8 ranks x 32 workers each on a 32-core node would
+    oversubscribe it 8-fold and hold 8x the prefetched batches in memory."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(16, cpus)
+    if processes > 1 and cpus >= (os.cpu_count() or cpus):  # not bound: the node's CPUs are shared
+        cpus //= processes
+    return max(1, min(16, cpus))

@@ -58,7 +58,7 @@ class FeatureDataModule(SplitLoaders):
             dataset = self.images.evaluation_dataset(split)
             key = cache_key(backbone, weights, split, content_digest(dataset.dataset), repr(dataset.transform), head.cache_tag)
             self.splits[split] = self.cache.load_or_extract(backbone, key, split, lambda: extract(
-                head.features, network, dataset, self.batch_size, self.images.num_workers, self.device))  # fmt: skip
+                head.features, network, dataset, self.batch_size, self.images.workers(), self.device))  # fmt: skip
 
     def split_dataset(self, split: str) -> TensorDataset:
         features, labels = self.splits[split]
