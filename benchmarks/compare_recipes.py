@@ -266,7 +266,7 @@ def verdict(record: dict) -> str:
 def measured_section(record: dict, results: Path) -> str:
     """One results file as a doc section: the command that reproduces it, its tables and verdict."""
     extra = record["extra"]
-    measured = dict((r["name"], r["overrides"]) for r in record["runs"])
+    measured = dict(sorted(((r["name"], r["overrides"]) for r in record["runs"]), key=lambda item: NAMES.index(item[0])))
     subset = [f"--settings {' '.join(repr(n) if ' ' in n else n for n in measured)}"] if len(measured) < len(SETTINGS) else []
     elsewhere = [] if results.resolve() == RESULTS else [f"--results {_shown(results)}"]
     command = "python -m benchmarks.compare_recipes " + " ".join(
