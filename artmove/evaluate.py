@@ -23,6 +23,7 @@ from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.evaluation.gallery import write_gallery
+from artmove.data.transforms import eval_input_size
 from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, tta_transform
 from artmove.results import format_table, write_json
 
@@ -30,8 +31,8 @@ log = logging.getLogger("artmove.evaluate")
 PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")
 
 
-def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = None) -> str:
-    """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``: evaluations live beside their run
+def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = None, image_size: int | None = None) -> str:
+    """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``, ``<run>/eval/test-288px``: evaluations live beside their run
     (``ckpt_path`` as :func:`resolve_checkpoint` reads it: a file, a run or a sweep folder).
 
     Without an existing checkpoint (the run then stops with an error): ``outputs/evaluate/<time>``.
@@ -43,6 +44,7 @@ def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = Non
     if run is None:
         return f"outputs/evaluate/{datetime.now():%Y-%m-%d/%H-%M-%S}"
     parts = [split] + ([data] if data not in (None, "None", "null") else []) + ([tta] if tta != "none" else [])
+    parts += [f"{image_size}px"] if image_size not in (None, "None", "null") else []
     return str(run / "eval" / "-".join(parts))
 
 
@@ -64,6 +66,15 @@ def evaluation_data(cfg: DictConfig) -> DictConfig:
     return root.data
 
 
+def eval_preprocessing(preprocessing: dict, image_size: int | None) -> dict:
+    """The checkpoint's preprocessing, evaluated at ``image_size`` when given (its own eval size otherwise)."""
+    if image_size is None:
+        return preprocessing
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise ConfigError(f"image_size={image_size!r}: give a whole number of pixels >= 16, or null for the checkpoint's own.")
+    return {**preprocessing, "test_input_size": [3, image_size, image_size]}
+
+
 def split_overlap(datamodule, split: str) -> dict | None:
     """The evaluated split's overlap with the training artists (None for train and generated data)."""
     overlap = datamodule.artist_overlap
@@ -81,12 +92,13 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     model = load_classifier(checkpoint, cfg.device)
+    preprocessing = eval_preprocessing(model.preprocessing, cfg.image_size)
     classes = list(model.hparams.class_names)
-    datamodule = instantiate(evaluation_data(cfg), preprocessing=model.preprocessing, _convert_="all")
+    datamodule = instantiate(evaluation_data(cfg), preprocessing=preprocessing, _convert_="all")
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
     # The split as training saw it (screened, grouped by artist); originals, so predictions.csv names them.
     split = datamodule.images(cfg.split, use_cache=False)
-    dataset = MappedViews(split, tta_transform(model.preprocessing, cfg.tta), mapping)
+    dataset = MappedViews(split, tta_transform(preprocessing, cfg.tta), mapping)
     log.info("%s split: %d images (%d dropped by class_map), tta=%s", cfg.split, len(dataset), len(split) - len(dataset), cfg.tta)
     if not len(dataset):
         raise ConfigError(f"the {cfg.split} split has no images to evaluate ({len(split)} before class_map): choose another split=.")
@@ -102,6 +114,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "pretrained_cfg": model.pretrained_cfg,
         "split": cfg.split,
         "tta": cfg.tta,
+        "image_size": list(eval_input_size(preprocessing))[1],
         "views_per_image": TTA_MODES[cfg.tta],
         "data": {"source": type(datamodule.source).__name__, "root": datamodule.root},
         "artist_overlap": split_overlap(datamodule, cfg.split),
@@ -116,7 +129,7 @@ def evaluate(cfg: DictConfig) -> dict:
     write_outputs(Path(cfg.output_dir), results, scores, probs, labels, dataset)
     figures = []
     if cfg.gallery:
-        images = MappedViews(split, eval_transform(model.preprocessing), mapping)  # the crops the model saw, one view
+        images = MappedViews(split, eval_transform(preprocessing), mapping)  # the crops the model saw, one view
         figures = write_gallery(model, images, probs, labels, classes, pairs[: cfg.gallery_pairs], cfg.gallery, Path(cfg.output_dir))
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)

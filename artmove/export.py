@@ -21,7 +21,7 @@ from artmove.checks import ConfigError, require_settings
 from artmove.cli import exit_on_user_error, instantiate_checked
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.splits import artist_from_filename, shared_groups
-from artmove.data.transforms import decode_size
+from artmove.data.transforms import decode_size, eval_input_size
 from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint, run_dir
 from artmove.evaluation.tta import eval_transform
 from artmove.release.card import RunFacts, write_card
@@ -54,7 +54,7 @@ def export(cfg: DictConfig) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     config = {"label_names": classes, "preprocessing": model.preprocessing}
-    example = images[:2] if len(images) >= 2 else torch.zeros(2, *model.preprocessing["input_size"])
+    example = images[:2] if len(images) >= 2 else torch.zeros(2, *eval_input_size(model.preprocessing))
     files = {}
     for fmt in formats:
         files[fmt.name] = fmt.write(network, staging, example, config).name

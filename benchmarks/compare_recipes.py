@@ -3,8 +3,8 @@
 Runs `python -m artmove.train` for every setting x data set x seed: the head-only probe and plain
 `unfreeze=0.2` with today's defaults (tf_efficientnet_lite0, packaged ImageNet weights), and
 `experiment=paintings` with each head (and with tf_efficientnet_lite2), on ../shared/data
-(ARTMOVE_DATA) wikiart_sample and wikipaintings_small. Each run keeps its best epoch by validation
-top-1 and is tested there; the table shows validation and test top-1 as mean ± std over the
+(ARTMOVE_DATA) wikiart_sample and wikipaintings_small. Each run is tested where its setting says
+(the best epoch by validation top-1, or the final weights with `callbacks=final_weights`); the table shows validation and test top-1 as mean ± std over the
 seeds, and which recipe variant validation picks. Writes benchmarks/results/recipes.json and
 docs/recipes.md; nothing in that table is typed by hand. `--set KEY=VALUE` adds overrides to every
 run (a smaller scale: say so, it is printed with the table).
@@ -40,6 +40,8 @@ SETTINGS = (
     # The same probe on features extracted once (no augmentation): minutes instead of epochs of forward passes.
     ("head-only probe, cached features", [*BASELINE, "unfreeze=0", "features=cached"]),
     ("plain unfreeze=0.2", [*BASELINE, "unfreeze=0.2"]),
+    # What the recipe's evaluation alone (final weights, tested at 256 px) does for plain fine-tuning.
+    ("plain unfreeze=0.2, final weights at 256 px", [*BASELINE, "unfreeze=0.2", "callbacks=final_weights", "test_image_size=256"]),
     ("recipe", ["experiment=paintings"]),
     ("recipe + random erasing + flip TTA", ["experiment=paintings", "data.augment.random_erasing=0.25", "model.flip_tta=true"]),
     ("recipe, head=linear", ["experiment=paintings", "head=linear"]),
@@ -60,7 +62,8 @@ MEASURED = """## {heading}
 Produced by `{command}` (do not edit by hand: run it again). {scale}
 
 Every run: `python -m artmove.train <setting> <data> seed=<seed> trainer.accelerator={accelerator}{extra}`;
-each keeps its best epoch by validation top-1 and is tested there. Mean ± std over seeds {seeds}
+each is tested at its best epoch by validation top-1, or at its final weights where its setting has
+`callbacks=final_weights` (`experiment=paintings` does since 2026-12-02). Mean ± std over seeds {seeds}
 (a setting run once: its test top-1 with the bootstrap 95 % interval over the test images)
 ({machine}; {date}; other jobs may have shared the machine, so wall times are rough). The recipe
 variant in bold has the best mean validation top-1 (the test split plays no part in the choice).

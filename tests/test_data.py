@@ -1,4 +1,5 @@
 import io
+import math
 from collections import Counter
 
 import numpy as np
@@ -6,9 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from artmove.checks import ConfigError
 from artmove.data import PaintingDataModule
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.sources import DataSetupError, ImageFolderSplits, RastaWikiPaintings, SyntheticPaintings
+from artmove.data.transforms import decode_size
+from artmove.evaluation.tta import tta_transform
+from artmove.models import backbone_preprocessing
 
 RASTA_CLASSES = [
     "Abstract_Art", "Abstract_Expressionism", "Art_Informel", "Art_Nouveau_(Modern)", "Baroque",
@@ -142,11 +147,22 @@ def test_datamodule_batches_follow_the_backbone_preprocessing():
     assert -1.01 <= images.min() and images.max() <= 1.01
 
 
+def test_test_image_size_sets_every_evaluation_view_but_not_the_training_crops():
+    preprocessing = backbone_preprocessing("tf_efficientnet_lite0", image_size=48, test_image_size=56)
+    assert preprocessing["input_size"] == [3, 48, 48] and preprocessing["test_input_size"] == [3, 56, 56]
+    datamodule = PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 64), preprocessing, batch_size=4, num_workers=0)
+    datamodule.setup("fit")
+    assert next(iter(datamodule.train_dataloader()))[0].shape[-2:] == (48, 48)
+    assert next(iter(datamodule.val_dataloader()))[0].shape[-2:] == (56, 56)
+    assert tta_transform(preprocessing, "five_crop")(Image.new("RGB", (90, 70))).shape == (5, 3, 56, 56)
+    assert decode_size(preprocessing) == math.ceil(56 / preprocessing["crop_pct"])
+    with pytest.raises(ConfigError, match=r"test_image_size=8: give a whole number of pixels >= 16"):
+        backbone_preprocessing("tf_efficientnet_lite0", test_image_size=8)
+
+
 @pytest.mark.parametrize(("devices", "bound_to", "expected"), [(1, None, 16), (4, None, 8), (8, None, 4), (4, 6, 6)])
 def test_auto_workers_share_the_node_among_ddp_processes(monkeypatch, devices, bound_to, expected):
     import pytorch_lightning as pl
-
-    from artmove.checks import ConfigError
 
     monkeypatch.setattr("os.cpu_count", lambda: 32)  # a 32-core node; bound_to: CPUs this process is pinned to
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(bound_to or 32)), raising=False)

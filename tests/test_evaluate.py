@@ -100,16 +100,17 @@ def test_classes_are_matched_by_name_and_mapped_explicitly():
 def test_evaluate_cli_on_a_rasta_checkpoint_with_flip_tta(tiny_run):
     ckpt = next((tiny_run / "checkpoints").glob("best-*.ckpt"))
     done = subprocess.run(
-        [sys.executable, "-m", "artmove.evaluate", f"ckpt_path={ckpt}", "tta=flip", "num_workers=0", "batch_size=16"],
+        [sys.executable, "-m", "artmove.evaluate", f"ckpt_path={ckpt}", "tta=flip", "image_size=80", "num_workers=0", "batch_size=16"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    out = tiny_run / "eval" / "test-flip"  # the run's own data set, found in its .hydra/config.yaml
+    out = tiny_run / "eval" / "test-flip-80px"  # the run's own data set, found in its .hydra/config.yaml
     assert "Test split: 249 images, 25 classes" in done.stdout and "Top-5" in done.stdout and f"Outputs: {out}" in done.stdout
 
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     predictions = list(csv.DictReader((out / "predictions.csv").open(encoding="utf-8")))
     assert len(predictions) == metrics["test/num_images"] == 249 and metrics["views_per_image"] == 2
+    assert metrics["image_size"] == 80  # trained at 64 px, evaluated at image_size=80
     assert metrics["test/top1"] == pytest.approx(sum(int(p["correct"]) for p in predictions) / 249)
     per_class = list(csv.DictReader((out / "per_class.csv").open(encoding="utf-8")))
     assert len(per_class) == 25 and sum(int(row["support"]) for row in per_class) == 249
@@ -153,6 +154,7 @@ def test_evaluations_are_written_beside_their_run(tmp_path):
     ckpt.touch()
     assert eval_dir(str(ckpt), "test", "none", None) == str(tmp_path / "run" / "eval" / "test")
     assert eval_dir(str(ckpt), "val", "flip", "wikiart") == str(tmp_path / "run" / "eval" / "val-wikiart-flip")
+    assert eval_dir(str(ckpt), "test", "none", None, 288) == str(tmp_path / "run" / "eval" / "test-288px")
     assert eval_dir(str(tmp_path / "absent.ckpt"), "test", "none").startswith("outputs/evaluate/")  # never beside nothing
 
 

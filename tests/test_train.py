@@ -103,3 +103,19 @@ def test_true_precisions_get_the_normalised_uint8_batches_in_their_dtype(compose
     """Lightning casts float batches before the device transfer; uint8 training batches are cast after normalising."""
     results = train(compose_train("backbone=test_resnet", "pretrained=false", "unfreeze=1", f"trainer.precision={precision}", *FAST))
     assert results["status"] == "ok" and 0 <= results["test/top1"] <= 1
+
+
+def test_final_weights_and_test_image_size_from_the_command_line(tmp_path):
+    """callbacks=final_weights tests the last epoch (not the best on validation); test_image_size sets the
+    size of every evaluation, saved in the checkpoint for evaluate, predict and export."""
+    from artmove.evaluation.checkpoint import load_classifier
+
+    done = run_cli("backbone=test_resnet", "pretrained=false", "debug=limit", "trainer.max_epochs=2", "image_size=32",
+                   "test_image_size=48", "data.batch_size=4", "callbacks=final_weights", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    tested = results["best_checkpoint"]
+    assert os.path.basename(tested).startswith("final-epoch001-") and f"ckpt_path={tested}" in done.stdout
+    assert f"val_acc{results['best_val/top1']:.4f}" in tested  # the final epoch's validation top-1
+    preprocessing = load_classifier(tested, "cpu").preprocessing
+    assert preprocessing["input_size"] == [3, 32, 32] and preprocessing["test_input_size"] == [3, 48, 48]

@@ -152,10 +152,16 @@ def check_augment(augment: Mapping[str, Any]) -> None:
         raise ConfigError(f"data.augment.random_erasing={augment['random_erasing']}: a probability in [0, 1].")
 
 
+def eval_input_size(preprocessing: Mapping[str, Any]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of every evaluation view: ``test_input_size`` (``test_image_size=``) when set, else the
+    training size."""
+    return tuple(preprocessing.get("test_input_size") or preprocessing["input_size"])
+
+
 def build_eval_transform(preprocessing: Mapping[str, Any]):
-    """timm's eval transform (resize to input / crop_pct, centre crop, normalise) -> float tensor."""
+    """timm's eval transform (resize to the eval size / crop_pct, centre crop, normalise) -> float tensor."""
     evaluation = create_transform(
-        input_size=tuple(preprocessing["input_size"]),
+        input_size=eval_input_size(preprocessing),
         interpolation=preprocessing["interpolation"],
         mean=tuple(preprocessing["mean"]),
         std=tuple(preprocessing["std"]),
@@ -188,5 +194,6 @@ def _pixel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: to
 
 
 def decode_size(preprocessing: Mapping[str, Any]) -> int:
-    """Shortest side worth decoding: the eval resize before the centre crop."""
-    return math.ceil(max(preprocessing["input_size"][1:]) / preprocessing["crop_pct"])
+    """Shortest side worth decoding: the eval resize before the centre crop (the larger of the training
+    and evaluation sizes)."""
+    return math.ceil(max(*preprocessing["input_size"][1:], *eval_input_size(preprocessing)[1:]) / preprocessing["crop_pct"])

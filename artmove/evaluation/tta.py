@@ -14,7 +14,7 @@ import torch
 from torchvision import transforms as T
 
 from artmove.checks import ConfigError
-from artmove.data.transforms import build_transforms
+from artmove.data.transforms import build_transforms, eval_input_size
 
 TTA_MODES = {"none": 1, "flip": 2, "five_crop": 5, "ten_crop": 10}
 
@@ -39,7 +39,7 @@ def tta_transform(preprocessing: Mapping[str, Any], mode: str) -> Callable[[Any]
     steps = list(evaluation.transforms)
     crop_at = next(i for i, step in enumerate(steps) if "Crop" in type(step).__name__)
     resize, finish = T.Compose(steps[:crop_at]), T.Compose(steps[crop_at + 1 :])
-    size = tuple(preprocessing["input_size"][1:])
+    size = eval_input_size(preprocessing)[1:]
     crops = T.FiveCrop(size) if mode == "five_crop" else T.TenCrop(size)
     return lambda image: torch.stack([finish(crop) for crop in crops(resize(image))])
 

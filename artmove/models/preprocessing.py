@@ -11,15 +11,25 @@ from timm.data import resolve_model_data_config
 from artmove.checks import ConfigError, check_backbone
 
 
-def backbone_preprocessing(backbone: str, image_size: int | None = None) -> dict[str, Any]:
+def backbone_preprocessing(backbone: str, image_size: int | None = None, test_image_size: int | None = None) -> dict[str, Any]:
     """timm's data config of ``backbone`` (input size, interpolation, mean/std, crop), the input size
-    set to ``image_size`` when given. Read from a weightless meta-device model: no weights load."""
+    set to ``image_size`` when given. Read from a weightless meta-device model: no weights load.
+
+    ``test_image_size`` sets timm's ``test_input_size``: the size every evaluation (validation, test,
+    ``evaluate``, ``predict``) resizes and crops to, while training crops at ``image_size``. Random
+    crops show objects larger than the centre crop does, so a network trained at 224 px often sees
+    best a little larger at test time (Touvron et al. 2019, "Fixing the train-test resolution
+    discrepancy"; timm's ``test_input_size``)."""
     check_backbone(backbone)
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16):
-        raise ConfigError(f"image_size={image_size!r}: give a whole number of pixels >= 16, or null for the backbone's own.")
+    for key, size in (("image_size", image_size), ("test_image_size", test_image_size)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
+            raise ConfigError(f"{key}={size!r}: give a whole number of pixels >= 16, or null for the backbone's own.")
     with torch.device("meta"):
         model = timm.create_model(backbone, pretrained=False, num_classes=2)
     config = resolve_model_data_config(model)
     if image_size:
         config["input_size"] = (3, image_size, image_size)
+    if test_image_size:
+        config["test_input_size"] = (3, test_image_size, test_image_size)
     return {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
+

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from artmove.data.transforms import eval_input_size
 from artmove.evaluation.plots import display_name
 from artmove.evaluation.tables import cell, markdown_table
 from artmove.results import ROWS
@@ -162,6 +163,7 @@ def pretrained_weights(facts: RunFacts) -> str:
 
 def model_section(facts: RunFacts) -> str:
     hp, results, pre = facts.hparams, facts.results, facts.preprocessing
+    size = eval_input_size(pre)
     weights = {
         "file": f"from a file ({results.get('weights_source') or _setting(facts, 'weights')})",
         "none": "none (random initialisation)",
@@ -176,8 +178,9 @@ def model_section(facts: RunFacts) -> str:
         ("Fine-tuning", f"{policy}" + (f", unfreeze={unfreeze}" if unfreeze is not None else "")
          + (f": {results['trained_layers']} of {results['total_layers']} weighted layers trained" if "trained_layers" in results else "")),
         ("Parameters", f"{results['total_params']:,} ({results['trainable_params']:,} trained)" if "total_params" in results else "–"),
-        ("Input", f"{pre['input_size'][1]}x{pre['input_size'][2]} RGB, resize ({pre['interpolation']}) to input / crop_pct "
-                  f"{pre['crop_pct']} then centre crop, mean {list(pre['mean'])}, std {list(pre['std'])}"),
+        ("Input", f"{size[1]}x{size[2]} RGB, resize ({pre['interpolation']}) to input / crop_pct "
+                  f"{pre['crop_pct']} then centre crop, mean {list(pre['mean'])}, std {list(pre['std'])}"
+                  + (f" (trained on {pre['input_size'][1]}x{pre['input_size'][2]} crops)" if list(size) != list(pre["input_size"]) else "")),
         ("Output", f"{len(facts.class_names)} logits, one per movement (`label_names` in config.json)"),
     ]  # fmt: skip
     return "## Model\n\n" + _pairs(rows)
