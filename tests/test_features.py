@@ -75,3 +75,21 @@ def test_only_what_changes_the_images_changes_the_key(compose_train, monkeypatch
     runs = [keys[i : i + 3] for i in range(0, 12, 3)]
     assert runs[0] == runs[1] and len(set(runs[0])) == 3  # per split, loader-independent
     assert not set(runs[2]) & set(runs[0]) and not set(runs[3]) & set(runs[0])
+
+
+def test_extraction_workers_share_the_node_among_ddp_processes(compose_train, monkeypatch):
+    """num_workers=auto under DDP: each of 4 processes on a 32-core node extracts with 8 workers, not 16."""
+    import pytorch_lightning as pl
+
+    from artmove.train import build
+
+    workers = []
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setattr(feature_datamodule.FeatureCache, "load_or_extract", lambda cache, backbone, key, split, compute: compute())
+    monkeypatch.setattr(feature_datamodule, "extract", lambda *args: workers.append(args[4]) or (torch.zeros(1, 8), torch.zeros(1, dtype=torch.long)))
+    datamodule = build(compose_train("backbone=test_resnet", "pretrained=false", "unfreeze=0", "features=cached",
+                                     "image_size=32", "data.num_workers=auto"))[1]  # fmt: skip
+    datamodule.trainer = pl.Trainer(accelerator="cpu", devices=4, strategy="ddp", logger=False, enable_checkpointing=False)
+    datamodule.setup("fit")
+    assert workers == [8, 8, 8]  # train, val, test

@@ -54,6 +54,7 @@ class FeatureDataModule(SplitLoaders):
             return
         network, backbone, head = self.classifier.model, self.classifier.hparams.backbone, self.classifier.head
         weights = weights_digest(network)
+        self.images.trainer = self.trainer  # num_workers=auto: the node's CPUs shared among this trainer's processes
         for split in SPLITS:
             dataset = self.images.evaluation_dataset(split)
             key = cache_key(backbone, weights, split, content_digest(dataset.dataset), repr(dataset.transform), head.cache_tag)
