@@ -69,6 +69,8 @@ class Predictor:
         network = timm.create_model(f"local-dir:{folder}", pretrained=True).to(resolve_device(device))
         names = network.pretrained_cfg.get("label_names") or [str(i) for i in range(network.num_classes)]
         config = resolve_model_data_config(network)
+        if network.pretrained_cfg.get("test_input_size"):  # test_image_size=: the size the checkpoint evaluated at
+            config["test_input_size"] = network.pretrained_cfg["test_input_size"]
         preprocessing = {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
         return cls(network, names, preprocessing)
 
