@@ -23,3 +23,12 @@ def _mixed_precision() -> str:
 
 # `precision: ${artmove.mixed_precision:}` in conf/trainer/gpu.yaml and ddp.yaml: bf16-mixed where the GPU has it.
 OmegaConf.register_new_resolver("artmove.mixed_precision", _mixed_precision, replace=True)
+
+
+def _scaled(pixels: int | None, factor: float) -> int | None:
+    return None if pixels is None else round(pixels * factor)
+
+
+# `test_image_size: ${artmove.scaled:${image_size},1.143}` in conf/experiment/paintings.yaml: a size that
+# follows image_size= (224 -> 256); null stays null (the backbone's own size).
+OmegaConf.register_new_resolver("artmove.scaled", _scaled, replace=True)

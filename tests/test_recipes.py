@@ -23,10 +23,11 @@ def test_paintings_presets_compose_with_every_head():
     assert recipe.model.head._target_ == "artmove.models.heads.MultiscaleHead" and recipe.model.flip_tta is False
     assert recipe.data.augment.random_erasing == 0.0 and recipe.data.augment.color_jitter is None
     assert recipe.test_image_size == 256 and recipe.callbacks.model_checkpoint.monitor is None  # final weights, at 256 px
+    assert compose_config("train", "experiment=paintings", "image_size=288").test_image_size == 329  # follows image_size
     assert recipe.callbacks.last_epoch.filename == "last"  # the rest of the default callbacks
     gpu = compose_config("train", "experiment=paintings_gpu")
     assert (gpu.backbone, gpu.unfreeze, gpu.trainer.accelerator, gpu.model.ema_decay) == ("tf_efficientnet_lite2", 1.0, "gpu", 0.999)
-    assert gpu.model.label_smoothing == 0.1  # the rest from experiment=paintings
+    assert gpu.model.label_smoothing == 0.1 and gpu.test_image_size == 297  # the rest from experiment=paintings
 
 
 @pytest.mark.slow
