@@ -121,10 +121,10 @@ its best epoch by validation top-1, as today's defaults do: the recipe was +1.2 
 wikiart_sample and -1.3 on wikipaintings_small, and most of the spread between seeds was the
 choice of epoch, made on 111 validation paintings by 38 painters (the best epochs of the recipe:
 3, 5, 7; of plain: 3, 4, 5). The preset now tests the final weights of its cosine schedule
-(`callbacks=final_weights`, as timm's and BiT's recipes do). Those runs' final weights were then evaluated at
-three sizes (`python -m artmove.evaluate ckpt_path=<run>/checkpoints/last.ckpt split=val
-image_size=<size>`, and the same with `split=test`; the choice reads validation only); mean of
-seeds 1-3:
+(`callbacks=final_weights`, as timm's and BiT's recipes do). Those runs' final weights were then
+evaluated at three sizes (`python -m artmove.evaluate ckpt_path=<run>/checkpoints/last.ckpt
+split=val image_size=<size>`, and the same with `split=test`; the choice reads validation only);
+mean of seeds 1-3:
 
 | data set | weights | val top-1 at 224 / 256 / 288 px | test top-1 at 224 / 256 / 288 px |
 | --- | --- | --- | --- |
