@@ -110,11 +110,12 @@ What the full-scale table says (2026-12-02): the recipe meets its bar (at least 
 test top-1 over plain `unfreeze=0.2` with today's defaults on wikiart_sample, not worse on
 wikipaintings_small): +4.8 points on wikiart_sample (0.726 ± 0.018 against 0.678 ± 0.010) and +0.7
 on wikipaintings_small (0.305 ± 0.008 against 0.299 ± 0.006). Most of it is the evaluation, not
-the training: plain `unfreeze=0.2`'s own final weights at 256 px score 0.716 on wikiart_sample and
-0.311 on wikipaintings_small (table below; the row "plain unfreeze=0.2, final weights at 256 px"
-trains them again with those settings). The recipe's training adds about a point on
-wikiart_sample and nothing on wikipaintings_small, where (10 training paintings per movement)
-every setting stays within about a point of the head-only probe on cached features.
+the training: plain `unfreeze=0.2` evaluated as the recipe is (the row "plain unfreeze=0.2, final
+weights at 256 px") scores 0.716 ± 0.028 on wikiart_sample and 0.307 ± 0.016 on
+wikipaintings_small. The recipe's training adds about a point on wikiart_sample and nothing on
+wikipaintings_small, where (10 training paintings per movement) every setting stays within about
+a point of the head-only probe on cached features. That row's wall times are rough: the CI check
+shared the cores.
 
 How the evaluation was chosen (2026-12-02). The first full-scale measurement tested each run at
 its best epoch by validation top-1, as today's defaults do: the recipe was +1.2 points on
