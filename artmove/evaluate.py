@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from artmove.checks import ConfigError, require_settings
 from artmove.cli import exit_on_user_error
 from artmove.data.sources.base import SPLITS
+from artmove.data.transforms import eval_input_size
 from artmove.evaluation.checkpoint import load_classifier, resolve_checkpoint, run_config, run_dir
 from artmove.evaluation.classes import label_map, load_class_map
 from artmove.evaluation.inference import MappedViews, predict_split
@@ -23,8 +24,8 @@ from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.evaluation.gallery import write_gallery
-from artmove.data.transforms import eval_input_size
 from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, tta_transform
+from artmove.models.preprocessing import check_image_size
 from artmove.results import format_table, write_json
 
 log = logging.getLogger("artmove.evaluate")
@@ -68,10 +69,9 @@ def evaluation_data(cfg: DictConfig) -> DictConfig:
 
 def eval_preprocessing(preprocessing: dict, image_size: int | None) -> dict:
     """The checkpoint's preprocessing, evaluated at ``image_size`` when given (its own eval size otherwise)."""
+    check_image_size("image_size", image_size, "the checkpoint's own")
     if image_size is None:
         return preprocessing
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
-        raise ConfigError(f"image_size={image_size!r}: give a whole number of pixels >= 16, or null for the checkpoint's own.")
     return {**preprocessing, "test_input_size": [3, image_size, image_size]}
 
 
@@ -114,7 +114,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "pretrained_cfg": model.pretrained_cfg,
         "split": cfg.split,
         "tta": cfg.tta,
-        "image_size": list(eval_input_size(preprocessing))[1],
+        "image_size": eval_input_size(preprocessing)[1],
         "views_per_image": TTA_MODES[cfg.tta],
         "data": {"source": type(datamodule.source).__name__, "root": datamodule.root},
         "artist_overlap": split_overlap(datamodule, cfg.split),

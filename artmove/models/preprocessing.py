@@ -21,9 +21,8 @@ def backbone_preprocessing(backbone: str, image_size: int | None = None, test_im
     best a little larger at test time (Touvron et al. 2019, "Fixing the train-test resolution
     discrepancy"; timm's ``test_input_size``)."""
     check_backbone(backbone)
-    for key, size in (("image_size", image_size), ("test_image_size", test_image_size)):
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
-            raise ConfigError(f"{key}={size!r}: give a whole number of pixels >= 16, or null for the backbone's own.")
+    check_image_size("image_size", image_size, "the backbone's own")
+    check_image_size("test_image_size", test_image_size, "the backbone's own")
     with torch.device("meta"):
         model = timm.create_model(backbone, pretrained=False, num_classes=2)
     config = resolve_model_data_config(model)
@@ -33,3 +32,8 @@ def backbone_preprocessing(backbone: str, image_size: int | None = None, test_im
         config["test_input_size"] = (3, test_image_size, test_image_size)
     return {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
 
+
+def check_image_size(key: str, size: int | None, default: str) -> None:
+    """A size setting is null or a whole number of pixels >= 16 (``default``: what null means)."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
+        raise ConfigError(f"{key}={size!r}: give a whole number of pixels >= 16, or null for {default}.")
