@@ -9,14 +9,14 @@ __all__ = ["Prediction", "Predictor"]
 def __getattr__(name: str):
     """``from artmove import Predictor`` without importing torch for every ``import artmove``."""
     if name in __all__:
-        from artmove import predictor
+        from artmove.serving import predictor
 
         return getattr(predictor, name)
     raise AttributeError(f"module 'artmove' has no attribute {name!r}")
 
 
 def _mixed_precision() -> str:
-    from artmove.gpu import mixed_precision  # torch is imported when a config asks, not with the package
+    from artmove.training.trainer import mixed_precision  # torch is imported when a config asks, not with the package
 
     return mixed_precision()
 

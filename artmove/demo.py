@@ -7,9 +7,10 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from artmove.checks import ConfigError, require_settings
-from artmove.cli import exit_on_user_error
+from artmove.errors import ConfigError
 from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
+from artmove.utils.cli import exit_on_user_error
+from artmove.utils.config import require_settings
 
 log = logging.getLogger("artmove.demo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -23,9 +24,9 @@ def build_app(cfg: DictConfig):
         import multipart  # noqa: F401
     except ModuleNotFoundError as error:
         raise ConfigError(f"the demo page needs {error.name}: pip install 'artmove[demo]' (fastapi, uvicorn, python-multipart).") from None
-    from artmove.demo_app import create_app, headline_numbers
-    from artmove.predictor import Predictor
     from artmove.release.card import RunFacts
+    from artmove.serving.demo_app import create_app, headline_numbers
+    from artmove.serving.predictor import Predictor
 
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     model = load_classifier(checkpoint, cfg.device)

@@ -13,20 +13,22 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from artmove.checks import ConfigError, require_settings
-from artmove.cli import exit_on_user_error
 from artmove.data.sources.base import SPLITS
 from artmove.data.transforms import eval_input_size
+from artmove.errors import ConfigError
 from artmove.evaluation.checkpoint import load_classifier, resolve_checkpoint, run_config, run_dir
 from artmove.evaluation.classes import label_map, load_class_map
+from artmove.evaluation.gallery import write_gallery
 from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
-from artmove.evaluation.gallery import write_gallery
 from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, tta_transform
 from artmove.models.preprocessing import check_image_size
-from artmove.results import format_table, write_json
+from artmove.runs.results import format_table
+from artmove.utils.cli import exit_on_user_error
+from artmove.utils.config import require_settings
+from artmove.utils.io import write_json
 
 log = logging.getLogger("artmove.evaluate")
 PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")

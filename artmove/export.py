@@ -17,18 +17,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from artmove.checks import ConfigError, require_settings
-from artmove.cli import exit_on_user_error, instantiate_checked
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.splits import artist_from_filename, shared_groups
 from artmove.data.transforms import decode_size, eval_input_size
+from artmove.errors import ConfigError, ExportCheckError
 from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint, run_dir
 from artmove.evaluation.tta import eval_transform
 from artmove.release.card import RunFacts, write_card
-from artmove.release.check import ExportCheckError, compare, failures
+from artmove.release.check import compare, failures
 from artmove.release.formats import TimmFolder
 from artmove.release.hub import check_hub_target, push
-from artmove.results import write_json
+from artmove.utils.cli import exit_on_user_error
+from artmove.utils.config import instantiate_checked, require_settings
+from artmove.utils.io import write_json
 
 log = logging.getLogger("artmove.export")
 EXPORT_RECORD = "export.json"

@@ -11,17 +11,18 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from artmove.checks import ConfigError, require_settings
-from artmove.cli import exit_on_user_error
 from artmove.data.images import IMAGE_EXTENSIONS, is_image_file
 from artmove.data.sources.base import images_in
 from artmove.data.transforms import decode_size
+from artmove.errors import ConfigError
 from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
 from artmove.evaluation.tables import printable, write_csv
 from artmove.evaluation.tta import check_tta, eval_transform, tta_transform
-from artmove.results import write_json
+from artmove.utils.cli import exit_on_user_error
+from artmove.utils.config import require_settings
+from artmove.utils.io import write_json
 
 log = logging.getLogger("artmove.predict")
 

@@ -23,17 +23,18 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from artmove.callbacks import CheckpointOnStop
-from artmove.checkpoint_io import remove_partial_writes
-from artmove.checks import check_train_config
-from artmove.cli import USER_ERRORS, instantiate_checked, say_user_error, user_error_behind
 from artmove.data.datamodule import PaintingDataModule
-from artmove.gpu import check_trainer
-from artmove.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step, slurm_usr1_requeues
+from artmove.errors import USER_ERRORS, user_error_behind
 from artmove.models import ArtClassifier
-from artmove.results import format_table, record_failure, record_unfinished, write_json
-from artmove.resume import resume_checkpoint
+from artmove.runs.results import format_table, record_failure, record_unfinished
+from artmove.runs.resume import resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
+from artmove.training.callbacks import CheckpointOnStop
+from artmove.training.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step, slurm_usr1_requeues
+from artmove.training.trainer import check_trainer
+from artmove.utils.cli import say_user_error
+from artmove.utils.config import check_train_config, instantiate_checked
+from artmove.utils.io import remove_partial_writes, write_json
 
 log = logging.getLogger("artmove.train")
 

@@ -30,8 +30,9 @@ from artmove.data.datamodule import auto_workers
 from artmove.data.prepare import prepare
 from artmove.data.sources import ImageFolderSplits, RastaWikiPaintings
 from artmove.data.tools import all_files
-from artmove.gpu import GpuSpeedups, mixed_precision
 from artmove.models import backbone_preprocessing
+from artmove.training.callbacks import GpuSpeedups
+from artmove.training.trainer import mixed_precision
 from benchmarks import DATA
 from benchmarks.measure import classifier, lightning_rate, peak_memory, plain_rate, synthetic_batches
 from benchmarks.run import write_results

@@ -21,7 +21,7 @@ from artmove.evaluation.inference import ImageFiles, MappedViews, predict_files,
 from artmove.evaluation.tta import tta_transform
 from artmove.features.cache import extract
 from benchmarks import DATA
-from benchmarks.measure import WARMUP, classifier, median, peak_memory, setting
+from benchmarks.measure import classifier, median, peak_memory, setting
 
 IMAGE_SIZE = setting("IMAGE_SIZE", 128)
 BATCH = setting("BATCH", 32)

@@ -22,10 +22,10 @@ import torch
 from timm.optim import create_optimizer_v2
 
 from artmove.data import PaintingDataModule
-from artmove.data.prepared import cache_path
 from artmove.data.datamodule import auto_workers
 from artmove.data.images import load_image
 from artmove.data.prepare import prepare
+from artmove.data.prepared import cache_path
 from artmove.data.sources import RastaWikiPaintings
 from artmove.data.tools import all_files
 from artmove.data.transforms import build_train_transform, decode_size, normalize_uint8

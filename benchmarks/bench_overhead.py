@@ -9,7 +9,6 @@ BENCH_STEPS (10), BENCH_REPEATS (3).
 
 from __future__ import annotations
 
-
 from benchmarks.measure import WARMUP, classifier, lightning_rate, median, peak_memory, plain_rate, setting, synthetic_batches
 
 IMAGE_SIZE = setting("IMAGE_SIZE", 64)

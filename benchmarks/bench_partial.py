@@ -11,7 +11,6 @@ BENCH_STEPS (10), BENCH_REPEATS (3).
 from __future__ import annotations
 
 import gc
-
 import time
 
 import torch

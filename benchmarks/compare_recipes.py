@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from artmove.results import write_json
+from artmove.utils.io import write_json
 from benchmarks import DATA
 from benchmarks.run import machine
 

@@ -9,6 +9,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
 class FakeHub:
     def __init__(self):
         self.calls, self.repos, self.files = [], {}, {}  # repos[repo] = create request; files[(repo, path)] = bytes

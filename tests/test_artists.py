@@ -17,7 +17,6 @@ from artmove.data.splits import artist_from_filename, filename_artists_unclear, 
 from artmove.evaluate import evaluate
 from artmove.report import read_run, write_report
 from artmove.train import train
-
 from conftest import compose_config
 
 TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "debug=fast_dev_run", "data.batch_size=4"]

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from artmove.checks import ConfigError
 from artmove.data import PaintingDataModule
 from artmove.data.sources import SyntheticPaintings
 from artmove.data.transforms import build_train_transform
+from artmove.errors import ConfigError
 from artmove.train import train
 
 CONFIG = {"input_size": [3, 64, 64], "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.25] * 3, "crop_pct": 0.875}

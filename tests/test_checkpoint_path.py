@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.evaluation.checkpoint import resolve_checkpoint
 from artmove.predict import predict
 from conftest import compose_config

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from artmove.checks import ConfigError
 from artmove.data import PaintingDataModule
 from artmove.data.images import UnreadableImageError, load_rgb
-from artmove.data.sources import DataSetupError, ImageFolderSplits, RastaWikiPaintings, SyntheticPaintings
+from artmove.data.sources import ImageFolderSplits, RastaWikiPaintings, SyntheticPaintings
 from artmove.data.transforms import decode_size
+from artmove.errors import ConfigError, DataSetupError
 from artmove.evaluation.tta import tta_transform
 from artmove.models import backbone_preprocessing
 

@@ -10,19 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from artmove.checks import ConfigError
 from artmove.data import PaintingDataModule
 from artmove.data.files import check_file
-from artmove.data.sources import (
-    CsvManifest,
-    DataSetupError,
-    ImageFolderSplits,
-    Pandora18k,
-    RastaWikiPaintings,
-    SyntheticPaintings,
-    WikiArtCSV,
-)
+from artmove.data.sources import CsvManifest, ImageFolderSplits, Pandora18k, RastaWikiPaintings, SyntheticPaintings, WikiArtCSV
 from artmove.data.splits import artist_from_filename, group_split, shared_groups
+from artmove.errors import ConfigError, DataSetupError
 from conftest import classifier
 
 SAMPLE_CLASSES = [

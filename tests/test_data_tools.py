@@ -14,7 +14,8 @@ from PIL import Image
 from artmove.data import PaintingDataModule, inspect, prepare, verify
 from artmove.data import datamodule as datamodule_module
 from artmove.data.prepared import cache_path
-from artmove.data.sources import DataSetupError, ImageFolderSplits
+from artmove.data.sources import ImageFolderSplits
+from artmove.errors import DataSetupError
 from artmove.train import train
 
 EVAL = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0}

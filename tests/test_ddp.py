@@ -17,8 +17,8 @@ from PIL import Image
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 
 from artmove.sweeps.ddp_jobs import relaunches_command
-from artmove.sync_batchnorm import TimmSyncBatchNorm
 from artmove.train import train
+from artmove.training.trainer import TimmSyncBatchNorm
 
 # test: 5 images (odd), so a padded DistributedSampler would evaluate 6 on 2 processes.
 SPLITS = {"train": (4, 4), "val": (2, 1), "test": (3, 2)}

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from artmove.demo_app import UploadError, create_app, headline_numbers, predict_upload, read_upload
 from artmove.predict import predict
-from artmove.predictor import Predictor
+from artmove.serving.demo_app import UploadError, create_app, headline_numbers, predict_upload, read_upload
+from artmove.serving.predictor import Predictor
 from conftest import compose_config
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

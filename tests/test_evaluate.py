@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.evaluate import eval_dir, evaluate
 from artmove.evaluation.classes import label_map
 from artmove.evaluation.metrics import confusion_matrix, most_confused_pairs, per_class_table, summary_metrics

@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.evaluation.checkpoint import inference_network, load_classifier
 from artmove.evaluation.tta import eval_transform
 from artmove.export import export

@@ -12,8 +12,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from timm.models import group_parameters
 from timm.optim import param_groups_weight_decay
 
-from artmove.checks import ConfigError
-from artmove.finetune import Discriminative, Fraction, Gradual, Stages
+from artmove.errors import ConfigError
+from artmove.finetune import Fraction, Gradual, Stages
 from artmove.finetune.layers import plan_stages, plan_unfreeze
 from artmove.train import build
 from conftest import classifier, sgd_steps

@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.features import FeatureDataModule
 from artmove.finetune import Fraction
 from artmove.finetune.layers import classifier_heads, plan_unfreeze

@@ -28,11 +28,10 @@ def test_top_losses_orders_by_the_true_class_probability():
 
 @pytest.mark.slow
 def test_gallery_shows_the_highest_loss_paintings_first_with_grad_cam(tiny_run, tmp_path):
-    from artmove.evaluate import evaluation_data
-    from artmove.evaluation.checkpoint import load_classifier
-    from artmove.evaluation.tta import eval_transform
     from hydra.utils import instantiate
 
+    from artmove.evaluate import evaluation_data
+    from artmove.evaluation.checkpoint import load_classifier
     from conftest import compose_config
 
     ckpt = tiny_run / "checkpoints" / "last.ckpt"

@@ -11,8 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from artmove.checks import ConfigError
-from artmove.gpu import GpuSpeedups, check_trainer
+from artmove.errors import ConfigError
+from artmove.training.callbacks import GpuSpeedups
+from artmove.training.trainer import check_trainer
 from conftest import classifier, compose_config
 
 
@@ -46,12 +47,12 @@ def test_gpu_trainers_take_bf16_where_the_gpu_has_it(monkeypatch, trainer, capab
 
 def test_a_gpu_left_in_fp32_is_named_in_one_log_line(monkeypatch, caplog):
     fake_gpu(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="artmove.gpu"):
+    with caplog.at_level(logging.WARNING, logger="artmove.training.trainer"):
         check_trainer(compose_config("train").trainer)  # accelerator=auto, precision=32-true
     assert len(caplog.records) == 1 and "trainer=gpu" in caplog.records[0].getMessage()
     assert "bf16-mixed" in caplog.records[0].getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="artmove.gpu"):
+    with caplog.at_level(logging.WARNING, logger="artmove.training.trainer"):
         check_trainer(compose_config("train", "trainer=gpu").trainer)
         check_trainer(compose_config("train", "trainer=gpu", "trainer.precision=32-true").trainer)  # chosen
         check_trainer(compose_config("train", "trainer=cpu").trainer)
@@ -60,7 +61,7 @@ def test_a_gpu_left_in_fp32_is_named_in_one_log_line(monkeypatch, caplog):
 
 def test_no_gpu_no_advice_and_cpu_trainers_pass(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="artmove.gpu"):
+    with caplog.at_level(logging.WARNING, logger="artmove.training.trainer"):
         check_trainer(compose_config("train").trainer)
         check_trainer(compose_config("train", "trainer=ddp_cpu").trainer)
     assert caplog.records == []
@@ -105,7 +106,7 @@ def test_gpu_speedups_change_nothing_on_a_cpu(restore_backend_flags):
 
 def test_gpu_speedups_are_a_default_callback():
     callbacks = compose_config("train").callbacks
-    assert callbacks.gpu_speedups._target_ == "artmove.gpu.GpuSpeedups" and callbacks.gpu_speedups.channels_last
+    assert callbacks.gpu_speedups._target_ == "artmove.training.callbacks.GpuSpeedups" and callbacks.gpu_speedups.channels_last
 
 
 # --- model.compile ---------------------------------------------------------------------------

@@ -4,13 +4,12 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
+from test_data_tools import painting_folder, spoil
 
 from artmove.data import PaintingDataModule
 from artmove.data import files as files_module
 from artmove.data.header_cache import HeaderCache
 from artmove.data.sources import ImageFolderSplits
-from test_data_tools import painting_folder, spoil
 
 
 def screened(root, cache):

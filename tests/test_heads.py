@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import torch
-from conftest import classifier, sgd_steps
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.finetune import Discriminative, Fraction, Gradual, Stages
 from artmove.models.heads import GramHead, GramLinear, LinearHead, MultiscaleHead, StageNormLinear
+from conftest import classifier, sgd_steps
 
 TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0",
         "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1",

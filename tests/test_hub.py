@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 from huggingface_hub import CommitInfo, HfApi, RepoUrl, constants
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.release.hub import check_hub_target, push
 from fake_hub import FakeHub
 

@@ -7,16 +7,16 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 from PIL import Image
 
-from artmove.callbacks import ResumeHint
 from artmove.report import main as report_main
 from artmove.train import next_commands
+from artmove.training.callbacks import ResumeHint
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {"train", "evaluate", "predict", "report", "inspect", "verify", "prepare", "export", "demo"}
@@ -73,15 +73,15 @@ def test_next_commands_without_files_name_a_placeholder(tmp_path):
 
 
 def test_an_interrupted_run_says_how_to_continue(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("artmove.results.job_overrides", lambda: ["data=folder", "data.root=/my paintings", "resume=false"])
+    monkeypatch.setattr("artmove.runs.results.job_overrides", lambda: ["data=folder", "data.root=/my paintings", "resume=false"])
     hint, trainer = ResumeHint(str(tmp_path)), SimpleNamespace(is_global_zero=True, current_epoch=3)
-    with caplog.at_level(logging.WARNING, logger="artmove.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="artmove.training.callbacks"):
         hint.on_exception(trainer, None, KeyboardInterrupt())
     assert "nothing to continue from" in caplog.text
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").touch()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="artmove.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="artmove.training.callbacks"):
         hint.on_exception(trainer, None, KeyboardInterrupt())
     command = shlex.split(caplog.text.split("(epoch 3): ", 1)[1])
     assert command == ["python", "-m", "artmove.train", "data=folder", "data.root=/my paintings", f"hydra.run.dir={tmp_path}"]

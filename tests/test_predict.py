@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from artmove.checks import ConfigError
 from artmove.data.images import load_rgb
 from artmove.data.transforms import decode_size
+from artmove.errors import ConfigError
 from artmove.evaluation.checkpoint import load_classifier
 from artmove.evaluation.gradcam import grad_cam
 from artmove.predict import list_inputs, predict

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from artmove import Prediction, Predictor
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.predict import predict
 from conftest import REPO, compose_config
 

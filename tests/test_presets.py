@@ -3,7 +3,7 @@ RASTA sample (wikipaintings_small) with nothing changed but the size."""
 
 import pytest
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.train import train
 
 PRESETS = [("rasta_fc", 0.0, 0), ("rasta_unfreeze20", 0.2, 20)]

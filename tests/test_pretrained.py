@@ -8,13 +8,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from artmove.data.transforms import build_transforms
-from artmove.models.pretrained import (
-    PACKAGED_WEIGHTS,
-    PretrainedWeightsError,
-    create_backbone,
-    load_weights_file,
-    packaged_weights_file,
-)
+from artmove.errors import PretrainedWeightsError
+from artmove.models.pretrained import PACKAGED_WEIGHTS, create_backbone, load_weights_file, packaged_weights_file
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -1,11 +1,11 @@
 """Long loops show a progress bar with images per second on stderr."""
 
 import torch
+from test_data_tools import painting_folder, run_tool
 
 from artmove.data import prepare
 from artmove.evaluation.inference import ImageFiles, predict_files
 from conftest import classifier
-from test_data_tools import painting_folder, run_tool
 
 
 def test_prepare_shows_images_per_second(tmp_path, monkeypatch, capsys):

@@ -17,10 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from artmove.checkpoint_io import AtomicCheckpointIO, remove_partial_writes
-from artmove.checks import ConfigError
-from artmove.interrupts import EXIT_ABORTED, EXIT_INTERRUPTED
+from artmove.errors import ConfigError
 from artmove.train import train
+from artmove.training.interrupts import EXIT_ABORTED, EXIT_INTERRUPTED
+from artmove.training.trainer import AtomicCheckpointIO
+from artmove.utils.io import remove_partial_writes
 from tests.conftest import compose_config
 
 # A tiny model on a few synthetic paintings: an epoch takes well under a second.
@@ -136,7 +137,7 @@ def test_partial_writes_of_a_killed_writer_are_removed(tmp_path):
 @pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp", "ddp_cpu"])
 def test_every_trainer_config_writes_checkpoints_atomically(trainer):
     plugins = compose_config("train", f"trainer={trainer}").trainer.plugins
-    assert "artmove.checkpoint_io.AtomicCheckpointIO" in [p["_target_"] for p in plugins]
+    assert "artmove.training.trainer.AtomicCheckpointIO" in [p["_target_"] for p in plugins]
 
 
 # --- signals and resume -------------------------------------------------------------------------
@@ -357,7 +358,7 @@ def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(
 
 
 def test_a_lock_of_a_reused_pid_or_another_host_is_judged_by_its_owner(tmp_path, monkeypatch):
-    from artmove.run_lock import RunFolderInUse, RunLock, _started
+    from artmove.runs.lock import RunFolderInUse, RunLock, _started
 
     lock = tmp_path / ".lock"
     lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": "1", "since": "then"}))

@@ -14,13 +14,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
+from artmove.runs.results import record_failure
+from artmove.runs.resume import resume_checkpoint
 from artmove.sweeps.devices import DeviceSlots, claim_slot, gpu_slots
-from artmove.callbacks import FailOnNonFiniteLoss, NonFiniteLossError
-from artmove.results import record_failure
-from artmove.resume import resume_checkpoint
 from artmove.sweeps.summary import failed_jobs
 from artmove.train import train
+from artmove.training.callbacks import FailOnNonFiniteLoss, NonFiniteLossError
 
 # Tiny real runs: 10 synthetic styles x 1 image per split, 32 px, a 30-layer test ResNet.
 TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4",

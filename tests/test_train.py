@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.train import train
 
 FAST = ["debug=fast_dev_run", "image_size=64", "data.batch_size=8",

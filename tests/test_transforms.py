@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from pytorch_lightning import seed_everything
 from PIL import Image
+from pytorch_lightning import seed_everything
 from timm.data import create_transform
 
 from artmove.data import PaintingDataModule
-from artmove.data.prepared import write_resized
 from artmove.data.images import UnreadableImageError, load_array, load_image
+from artmove.data.prepared import write_resized
 from artmove.data.sources import SyntheticPaintings
 from artmove.data.transforms import RandomResizedCrop, build_eval_transform, build_train_transform, normalize_uint8
 

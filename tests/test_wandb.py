@@ -18,7 +18,7 @@ from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
 from artmove.train import train
-from artmove.wandb_logging import ArtmoveWandbLogger, choose_mode, sweep_group_and_name
+from artmove.training.logger import ArtmoveWandbLogger, choose_mode, sweep_group_and_name
 from conftest import compose_config
 
 TINY = ["backbone=resnet18", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=8",

@@ -16,15 +16,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from artmove.checks import ConfigError
-from artmove.data.prepared import use_cache
 from artmove.data.files import FileCheck, ReadableFiles, screen
 from artmove.data.header_cache import HeaderCache
-from artmove.data.sources import DataSetupError, PaintingSource
+from artmove.data.prepared import use_cache
+from artmove.data.samplers import balanced_sampler, eval_sampler
+from artmove.data.sources import PaintingSource
 from artmove.data.sources.base import SPLITS, LabelledFiles
 from artmove.data.splits import artist_lookup, artist_overlap, describe_overlap, group_split, split_summary
 from artmove.data.transforms import build_eval_transform, build_transforms, check_augment, decode_size, normalize_uint8
-from artmove.data.samplers import balanced_sampler, eval_sampler
+from artmove.errors import ConfigError, DataSetupError
 
 log = logging.getLogger(__name__)
 BALANCE = ("none", "sampler", "loss")

@@ -11,7 +11,8 @@ from pathlib import Path
 from PIL import Image
 
 from artmove.data.images import UnreadableImageError, load_image, load_rgb, open_image
-from artmove.data.sources.base import DataSetupError, LabelledFiles
+from artmove.data.sources.base import LabelledFiles
+from artmove.errors import DataSetupError
 
 log = logging.getLogger(__name__)
 Sample = tuple[Path, int]

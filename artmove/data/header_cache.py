@@ -16,15 +16,13 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from filelock import FileLock
+
 from artmove.data.files import FileCheck
+from artmove.utils.io import fingerprint, write_text
 
 log = logging.getLogger(__name__)
 VERSION = 1
-
-try:
-    import fcntl
-except ImportError:  # Windows: no lock, each process may screen
-    fcntl = None
 
 
 class HeaderCache:
@@ -68,35 +66,28 @@ class HeaderCache:
 
     def _save(self, known: dict[str, list]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"version": VERSION, "files": known}))
-            os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+            write_text(self.path, json.dumps({"version": VERSION, "files": known}))
         except OSError as error:  # a read-only cache folder costs speed, not the run
             log.warning("file screening results not remembered (%s): the next run reads the headers again", error)
 
     @contextlib.contextmanager
     def _lock(self):
-        if fcntl is None:
-            yield
-            return
+        """Processes starting together take turns; a read-only cache folder only costs the speed-up."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path.with_suffix(".lock"), "a")
+            lock = FileLock(self.path.with_suffix(".lock"))
+            lock.acquire()
         except OSError:
             yield
             return
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
     try:
-        stat = os.stat(path)
+        return fingerprint(os.stat(path))
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns

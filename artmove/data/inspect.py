@@ -16,10 +16,10 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
-from artmove.cli import exit_on_user_error
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.sources.base import SPLITS
 from artmove.data.tools import load_datamodule, say
+from artmove.utils.cli import exit_on_user_error
 
 
 def count_table(classes: list[str], files: dict[str, list[tuple[Path, int]]]) -> str:

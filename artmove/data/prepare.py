@@ -16,12 +16,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from artmove.checks import ConfigError
-from artmove.cli import exit_on_user_error
-from artmove.data.prepared import FORMATS, cache_path, write_resized
 from artmove.data.images import UnreadableImageError
+from artmove.data.prepared import FORMATS, cache_path, write_resized
 from artmove.data.tools import all_files, load_datamodule, say, workers
-from artmove.progress import progress
+from artmove.errors import ConfigError
+from artmove.utils.cli import exit_on_user_error
+from artmove.utils.progress import progress
 
 
 def prepare_one(path: Path, prepared_dir: Path, size: int, fmt: str) -> str:

@@ -1,4 +1,4 @@
-"""A resized copy of a data set, keyed by source path, size and modification time.
+"""A resized copy of a data set, keyed by source path and fingerprint (size and modification time).
 
 ``prepared_dir/s<size>/<ab>/<sha1>.npy`` (or ``.jpg``) holds the painting with its short side
 shrunk to ``size`` (never enlarged). A changed or moved original gets a new key, so a stale
@@ -21,14 +21,15 @@ import numpy as np
 from PIL import Image
 
 from artmove.data.images import load_rgb
+from artmove.utils.io import atomic_write, fingerprint
 
 Sample = tuple[Path, int]
 FORMATS = {"npy": ".npy", "jpeg": ".jpg"}  # looked up in this order
 
 
 def cache_path(prepared_dir: Path, source: Path, size: int, fmt: str = "npy") -> Path:
-    stat = source.stat()
-    key = hashlib.sha1(os.fsencode(source.resolve()) + f"|{size}|{stat.st_mtime_ns}".encode()).hexdigest()  # any name's bytes
+    file_size, mtime_ns = fingerprint(source.stat())
+    key = hashlib.sha1(os.fsencode(source.resolve()) + f"|{size}|{file_size}|{mtime_ns}".encode()).hexdigest()  # any name's bytes
     return Path(prepared_dir) / f"s{size}" / key[:2] / f"{key}{FORMATS[fmt]}"
 
 
@@ -40,14 +41,11 @@ def write_resized(source: Path, target: Path, size: int, quality: int = 90) -> N
     if scale < 1:
         new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    if target.suffix == ".npy":
-        with open(partial, "wb") as file:
+    with atomic_write(target, "wb") as file:
+        if target.suffix == ".npy":
             np.save(file, np.asarray(image))
-    else:
-        image.save(partial, "JPEG", quality=quality)
-    os.replace(partial, target)
+        else:
+            image.save(file, "JPEG", quality=quality)
 
 
 def prepared_sizes(prepared_dir: Path) -> list[int]:

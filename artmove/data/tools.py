@@ -8,9 +8,9 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from artmove.checks import ConfigError
 from artmove.data.datamodule import PaintingDataModule, auto_workers
 from artmove.data.sources.base import SPLITS, LabelledFiles
+from artmove.errors import ConfigError
 
 log = logging.getLogger("artmove.data")
 

@@ -139,7 +139,7 @@ def policy_augmentations(augment: Mapping[str, Any]) -> list[Any]:
 
 def check_augment(augment: Mapping[str, Any]) -> None:
     """The augmentation policies' settings, checked before any image is read."""
-    from artmove.checks import ConfigError
+    from artmove.errors import ConfigError
 
     rand_augment = augment.get("rand_augment")
     if rand_augment is not None and augment.get("trivial_augment"):

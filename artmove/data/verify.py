@@ -13,10 +13,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from artmove.cli import exit_on_user_error
 from artmove.data.files import FileCheck, check_file
 from artmove.data.tools import all_files, load_datamodule, say, workers
 from artmove.evaluation.tables import printable
+from artmove.utils.cli import exit_on_user_error
 
 
 def decode_check(path: Path) -> FileCheck:

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from artmove.checkpoint_io import UnreadableCheckpoint, load_checkpoint_file
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError, UnreadableCheckpoint
 from artmove.models import ArtClassifier
+from artmove.utils.io import read_checkpoint
 
 
 def resolve_checkpoint(ckpt_path: str | Path) -> Path:
@@ -90,7 +90,7 @@ def load_classifier(ckpt_path: str | Path, device: str = "cpu") -> ArtClassifier
     backbone, classes and transforms come from its hparams."""
     path = resolve_checkpoint(ckpt_path)
     try:
-        checkpoint = load_checkpoint_file(path)  # tensors only: a file that would run code is refused, never executed
+        checkpoint = read_checkpoint(path)  # tensors only: a file that would run code is refused, never executed
     except UnreadableCheckpoint as error:
         raise ConfigError(f"{error}. Give ckpt_path= a checkpoint an artmove training run wrote "
                           "(<run>/checkpoints/best-….ckpt or last.ckpt).") from None  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 
 
 def load_class_map(class_map: Mapping[str, str | None] | str | None) -> dict[str, str | None]:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 
 
 def grad_cam(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.evaluation.tta import predict_views
-from artmove.progress import progress
+from artmove.utils.progress import progress
 
 
 class MappedViews(Dataset):

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from artmove.utils.io import atomic_write
+
 
 def cell(value: Any, float_format: str = ".4f") -> str:
     """Floats formatted, NaN/None blank: what a reader of the table needs."""
@@ -26,17 +28,11 @@ def printable(text: str) -> str:
 
 
 def write_csv(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:
-    """Written beside ``path`` and renamed: a crash never leaves half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            writer.writerows([cell(row.get(column), ".6g") for column in columns] for row in rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Written atomically: a crash never leaves half a table."""
+    with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows([cell(row.get(column), ".6g") for column in columns] for row in rows)
     return path
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torchvision import transforms as T
 
-from artmove.checks import ConfigError
 from artmove.data.transforms import build_transforms, eval_input_size
+from artmove.errors import ConfigError
 
 TTA_MODES = {"none": 1, "flip": 2, "five_crop": 5, "ten_crop": 10}
 

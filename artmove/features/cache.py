@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from artmove.finetune.layers import head_prefixes
-from artmove.progress import progress
+from artmove.utils.io import atomic_write, fingerprint
+from artmove.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def content_digest(dataset: Dataset) -> str:
         return repr(dataset)
     digest = hashlib.sha256()
     for path, label in samples:
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        size, mtime_ns = fingerprint(os.stat(path))
+        digest.update(f"{os.path.abspath(path)}|{label}|{size}|{mtime_ns}\n".encode())
     return f"{len(samples)} files {digest.hexdigest()}"
 
 
@@ -99,10 +100,8 @@ class FeatureCache:
             return entry["features"], entry["labels"]
         started = time.time()
         features, labels = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"features": features, "labels": labels}, tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves half an entry
+        with atomic_write(path, "wb") as file:  # a crash never leaves half an entry
+            torch.save({"features": features, "labels": labels}, file)
         log.info("features %s: %d computed in %.1f s, cached in %s", split, len(labels), time.time() - started, path)
         return features, labels
 

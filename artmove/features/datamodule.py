@@ -7,9 +7,9 @@ import os
 import torch
 from torch.utils.data import TensorDataset
 
-from artmove.checks import ConfigError
 from artmove.data.datamodule import PaintingDataModule, SplitLoaders
 from artmove.data.sources.base import SPLITS
+from artmove.errors import ConfigError
 from artmove.features.cache import FeatureCache, cache_key, content_digest, extract, feature_device, weights_digest
 from artmove.finetune.layers import classifier_heads
 

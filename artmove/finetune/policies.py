@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from numbers import Real
 from typing import Any
 
 import timm
@@ -20,7 +21,7 @@ from pytorch_lightning import Callback
 from timm.optim import create_optimizer_v2, param_groups_layer_decay
 from torch import nn
 
-from artmove.checks import ConfigError, check_unfreeze
+from artmove.errors import ConfigError
 from artmove.finetune.layers import (
     UnfreezePlan,
     frozen_norm_layers,
@@ -259,3 +260,11 @@ def layer_decay_groups(model: nn.Module, trainable: frozenset[str], weight_decay
     no_weight_decay = getattr(model, "no_weight_decay", lambda: set())()
     with trainable_as(model, trainable):
         return param_groups_layer_decay(model, weight_decay, no_weight_decay_list=no_weight_decay, layer_decay=decay)
+
+
+def check_unfreeze(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
+        raise ConfigError(
+            f"unfreeze={value!r} must be a number in [0, 1]: the fraction of the backbone to retrain "
+            "(0 = head only, 0.2 = the top 20%, 1 = everything)."
+        )

@@ -20,7 +20,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics import CatMetric, SumMetric
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.finetune import FinetunePolicy, Fraction
 from artmove.finetune.layers import classifier_heads, output_layer
 from artmove.models.compiled import CompiledForward

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 
 log = logging.getLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.finetune.layers import classifier_heads
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import timm
 import torch
 from timm.data import resolve_model_data_config
 
-from artmove.checks import ConfigError, check_backbone
+from artmove.errors import ConfigError
 
 
 def backbone_preprocessing(backbone: str, image_size: int | None = None, test_image_size: int | None = None) -> dict[str, Any]:
@@ -37,3 +38,13 @@ def check_image_size(key: str, size: int | None, default: str) -> None:
     """A size setting is null or a whole number of pixels >= 16 (``default``: what null means)."""
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
         raise ConfigError(f"{key}={size!r}: give a whole number of pixels >= 16, or null for {default}.")
+
+
+def check_backbone(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"backbone={name!r}: give a timm model name, e.g. backbone=resnet50.")
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name.split(".", 1)[0], timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Closest timm names: {', '.join(close)}." if close else " See timm.list_models()."
+    raise ConfigError(f"unknown backbone '{name}': timm has no such model.{hint}")

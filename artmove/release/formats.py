@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 
 Runner = Callable[[torch.Tensor], np.ndarray]  # a batch of preprocessed images -> logits
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 
 
 def check_hub_target(repo_id: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

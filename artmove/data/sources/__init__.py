@@ -1,6 +1,6 @@
 """Data set formats: each turns a layout on disk (or a generator) into classes and splits."""
 
-from artmove.data.sources.base import DataSetupError, PaintingSource
+from artmove.data.sources.base import PaintingSource
 from artmove.data.sources.folder import ImageFolderSplits
 from artmove.data.sources.manifest import CsvManifest
 from artmove.data.sources.pandora import Pandora18k
@@ -10,7 +10,6 @@ from artmove.data.sources.wikiart import WikiArtCSV
 
 __all__ = [
     "CsvManifest",
-    "DataSetupError",
     "ImageFolderSplits",
     "Pandora18k",
     "PaintingSource",

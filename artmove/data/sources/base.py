@@ -9,13 +9,11 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from artmove.data.images import is_image_file, is_image_name, load_rgb
+from artmove.data.images import is_image_name, load_rgb
+from artmove.errors import DataSetupError
 
 SPLITS = ("train", "val", "test")
 
-
-class DataSetupError(ValueError):
-    """A data set that is missing or not in the expected layout."""
 
 
 class PaintingSource(ABC):

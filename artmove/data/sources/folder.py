@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from artmove.data.sources.base import (
-    SPLITS,
-    DataSetupError,
-    FileSource,
-    check_fractions,
-    class_folders,
-    images_in,
-    require_dir,
-)
+from artmove.data.sources.base import SPLITS, FileSource, check_fractions, class_folders, images_in, require_dir
 from artmove.data.splits import stratified_split
+from artmove.errors import DataSetupError
 
 LAYOUT_HINT = (
     "Expected <root>/<Class>/<image> (split here by data.source.val_fraction/test_fraction), "

@@ -7,15 +7,9 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from artmove.checks import ConfigError
-
-from artmove.data.sources.base import (
-    SPLITS,
-    DataSetupError,
-    FileSource,
-    check_fractions,
-)
+from artmove.data.sources.base import SPLITS, FileSource, check_fractions
 from artmove.data.splits import by_class, stratified_split
+from artmove.errors import ConfigError, DataSetupError
 
 LAYOUT_HINT = (
     "Expected a CSV file (data.root=/path/to/manifest.csv) with rows 'path,label' or 'path,label,split' "

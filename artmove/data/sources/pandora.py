@@ -6,13 +6,9 @@ import re
 from pathlib import Path
 
 from artmove.data.images import is_image_file
-from artmove.data.sources.base import (
-    DataSetupError,
-    FileSource,
-    check_fractions,
-    require_dir,
-)
+from artmove.data.sources.base import FileSource, check_fractions, require_dir
 from artmove.data.splits import stratified_split
+from artmove.errors import DataSetupError
 
 LAYOUT_HINT = (
     "Expected Pandora18k's layout: <root>/01_Byzantin_Iconography/<artist>/<image> ... "

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from artmove.data.sources.base import (
-    SPLITS,
-    DataSetupError,
-    FileSource,
-    class_folders,
-    images_in,
-    require_dir,
-)
+from artmove.data.sources.base import SPLITS, FileSource, class_folders, images_in, require_dir
+from artmove.errors import DataSetupError
 
 LAYOUT_HINT = (
     "Expected RASTA's layout: <root>/wikipaintings_train/<Class>/*.jpg, and the same under "

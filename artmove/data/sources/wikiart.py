@@ -5,12 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from artmove.data.sources.base import (
-    DataSetupError,
-    FileSource,
-    require_dir,
-)
+from artmove.data.sources.base import FileSource, require_dir
 from artmove.data.splits import by_class, stratified_split
+from artmove.errors import DataSetupError
 
 LAYOUT_HINT = (
     "Expected the ArtGAN WikiArt layout: <root>/style_class.txt ('<index> <Name>' lines), "

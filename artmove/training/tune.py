@@ -14,7 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 from matplotlib.figure import Figure
 
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError
 from artmove.evaluation.plots import save_png
 
 log = logging.getLogger(__name__)

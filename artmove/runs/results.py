@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from artmove.data.splits import describe_overlap
+from artmove.utils.io import write_json, write_text
 
 ROWS = (("Top-1", "top1"), ("Top-3", "top3"), ("Top-5", "top5"), ("Top-1 macro (mean per-class)", "top1_macro"))
 
@@ -33,24 +33,6 @@ def format_table(results: dict[str, Any], split: str = "test") -> str:
     elif overlap and split in overlap:
         lines.append(f"  Artist overlap with train, {describe_overlap(split, overlap[split])}")
     return "\n".join(lines)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash never leaves a half-written results file. A file name that is not UTF-8
-    (Python keeps its bytes as lone surrogates) is written as a JSON escape (``\\udce9``) and reads back as it was."""
-    text = json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n"
-    write_text(path, text.encode("utf-8", "backslashreplace").decode("utf-8"))
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write beside ``path`` and rename: a crash or a full disk leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 TRACEBACK_FILE = "traceback.txt"

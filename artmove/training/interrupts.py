@@ -1,7 +1,7 @@
 """How a training run ends early: exit codes, Ctrl-C as a graceful stop, SLURM's requeue signal.
 
 Lightning stops ``fit`` at the next step boundary once it has received SIGTERM
-(``SIGTERMException``); ``artmove.callbacks.CheckpointOnStop`` saves ``last.ckpt`` then, and
+(``SIGTERMException``); ``artmove.training.callbacks.CheckpointOnStop`` saves ``last.ckpt`` then, and
 ``artmove.train`` exits with :data:`EXIT_INTERRUPTED`. A first Ctrl-C takes the same path; a
 second one quits at once with :data:`EXIT_ABORTED`. Under SLURM, SIGUSR1 (``#SBATCH
 --signal=USR1@120``) takes it too, and the job is requeued (``scontrol requeue``) once the

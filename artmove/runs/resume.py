@@ -1,14 +1,14 @@
 """Which checkpoint a (re)started job continues from: a SLURM requeue re-runs the same job
 in the same folder, so it picks up ``<run>/checkpoints/last.ckpt`` instead of starting over
-(``artmove.callbacks.KeepLoggedMetrics`` keeps the earlier attempt's metric rows)."""
+(``artmove.training.callbacks.KeepLoggedMetrics`` keeps the earlier attempt's metric rows)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from artmove.checkpoint_io import UnreadableCheckpoint, load_checkpoint_file
-from artmove.checks import ConfigError
+from artmove.errors import ConfigError, UnreadableCheckpoint
+from artmove.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def resume_checkpoint(resume: bool | str | None, checkpoint_dir: str | Path | None) -> str | None:
     """``resume=true``: this run's ``last.ckpt`` when it exists; ``false``: never; a path: that checkpoint.
 
-    The file is read here first (tensors only, see artmove.checkpoint_io), so a damaged or hostile one
+    The file is read here first (tensors only, see artmove.utils.io.read_checkpoint), so a damaged or hostile one
     stops the run with one line before any data is read or weights are loaded."""
     if resume in (None, False):
         return None
@@ -37,7 +37,7 @@ def resume_checkpoint(resume: bool | str | None, checkpoint_dir: str | Path | No
 
 def check_resumable(path: Path) -> None:
     try:
-        checkpoint = load_checkpoint_file(path)
+        checkpoint = read_checkpoint(path)
     except UnreadableCheckpoint as error:
         raise ConfigError(f"cannot resume: {error}. Start over with resume=false, or continue from another "
                           "checkpoint with resume=PATH (e.g. the best-….ckpt beside it).") from None  # fmt: skip

@@ -17,9 +17,9 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import to_pil_image
 
-from artmove.checks import ConfigError
 from artmove.data.images import load_rgb, to_rgb
 from artmove.data.transforms import decode_size
+from artmove.errors import ConfigError
 from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_device
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.tta import eval_transform, predict_views, tta_transform

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.transforms import decode_size
 from artmove.evaluation.tta import check_tta
-from artmove.predictor import Predictor
+from artmove.serving.predictor import Predictor
 
 
 class UploadError(ValueError):

@@ -24,7 +24,7 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from artmove.evaluation.gradcam import to_pil
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, score
 from artmove.evaluation.plots import plot_confusion_matrix
-from artmove.results import ROWS
+from artmove.runs.results import ROWS
 
 log = logging.getLogger(__name__)
 MODES = {"online": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
+import re
 from numbers import Real
+from typing import Any
 
-import timm
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A configuration the user has to change."""
-
-
-def check_backbone(name: str) -> None:
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"backbone={name!r}: give a timm model name, e.g. backbone=resnet50.")
-    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or timm.is_model(name):
-        return
-    close = difflib.get_close_matches(name.split(".", 1)[0], timm.list_models(), n=5, cutoff=0.6)
-    hint = f" Closest timm names: {', '.join(close)}." if close else " See timm.list_models()."
-    raise ConfigError(f"unknown backbone '{name}': timm has no such model.{hint}")
-
-
-def check_unfreeze(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
-        raise ConfigError(
-            f"unfreeze={value!r} must be a number in [0, 1]: the fraction of the backbone to retrain "
-            "(0 = head only, 0.2 = the top 20%, 1 = everything)."
-        )
+from artmove.errors import ConfigError, user_error_behind
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -69,3 +49,22 @@ def require_settings(cfg: DictConfig) -> None:
     if missing:
         examples = " ".join(EXAMPLES.get(key, f"{key}=…") for key in missing)
         raise ConfigError(f"missing settings: {', '.join(missing)}: set them on the command line, e.g. {examples}.")
+
+
+def instantiate_checked(config: Any, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of the config node at ``key``: a user error its constructor raised comes
+    out as itself (not Hydra's wrapper), and a setting the constructor does not take as a ConfigError."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(config, **kwargs)
+    except Exception as raised:
+        error = user_error_behind(raised)
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(raised.__cause__ or raised))
+        if error is raised and unknown:
+            target = str(config.get("_target_", "")).rsplit(".", 1)[-1]
+            known = ", ".join(sorted(set(config) - {"_target_", "_partial_", "_convert_", unknown[1]}))
+            raise ConfigError(f"{key}.{unknown[1]}: {target} has no such setting; its settings: {known}.") from None
+        if error is raised:
+            raise
+        raise error from None

@@ -1,6 +1,7 @@
-"""Run-wide Lightning callbacks, wired from ``conf/callbacks``: a diverged loss stops the job, a
-resumed run keeps the metric rows its earlier attempt logged, a stop by a signal leaves a
-checkpoint, and an interrupted run says how to continue."""
+"""Lightning callbacks wired from ``conf/callbacks``, one class per behaviour: a diverged loss stops
+the job, a resumed run keeps the metric rows its earlier attempt logged, checkpoints carry the
+random state, a stop by a signal leaves a checkpoint, an interrupted run says how to continue, and a
+CUDA device gets the fast settings."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +160,37 @@ class ResumeHint(pl.Callback):
         if not last.is_file():
             log.warning("stopped before the first checkpoint (%s): nothing to continue from; rerun the same command.", last)
             return
-        from artmove.results import job_overrides  # Hydra's record of this run's command line
+        from artmove.runs.results import job_overrides  # Hydra's record of this run's command line
 
         overrides = [o for o in job_overrides() if not o.startswith(("hydra.run.dir=", "resume="))]
         command = ["python", "-m", "artmove.train", *overrides, f"hydra.run.dir={self.output_dir}"]
         log.warning("to continue from %s (epoch %s): %s", last.name, trainer.current_epoch, shlex.join(command))
+
+
+def is_convolutional(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.Conv2d) for module in model.modules())
+
+
+class GpuSpeedups(pl.Callback):
+    """On a CUDA device: the model in channels-last memory format (convolutional backbones: tensor
+    cores read NHWC without transposes; the first convolution converts the input), cuDNN autotuning
+    (the fastest kernel per input shape, found once) and TF32 for float32 matmuls and convolutions.
+    Nothing changes on a CPU."""
+
+    def __init__(self, channels_last: bool = True, cudnn_benchmark: bool = True, tf32: bool = True):
+        self.channels_last, self.cudnn_benchmark, self.tf32 = channels_last, cudnn_benchmark, tf32
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type != "cuda":
+            return
+        if self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        if self.tf32:
+            torch.set_float32_matmul_precision("high")
+            torch.backends.cudnn.allow_tf32 = True
+        if self.channels_last and is_convolutional(pl_module):
+            pl_module.to(memory_format=torch.channels_last)
+        log.info(
+            "GPU settings: %s precision, channels-last %s, cuDNN benchmark %s, TF32 %s",
+            trainer.precision, self.channels_last and is_convolutional(pl_module), self.cudnn_benchmark, self.tf32,
+        )  # fmt: skip

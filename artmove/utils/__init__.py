@@ -1,0 +1,1 @@
+"""What every layer shares: config checks, the command-line wrapper, files on disk, progress bars."""
