@@ -8,7 +8,8 @@ import hydra
 from omegaconf import DictConfig
 
 from artmove.errors import ConfigError
-from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint
+from artmove.models.trained import load_trained
+from artmove.runs.checkpoints import resolve_checkpoint
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import require_settings
 
@@ -29,9 +30,9 @@ def build_app(cfg: DictConfig):
     from artmove.serving.predictor import Predictor
 
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
-    model = load_classifier(checkpoint, cfg.device)
-    predictor = Predictor(inference_network(model), model.hparams.class_names, model.preprocessing)
-    headline = headline_numbers(RunFacts.of(checkpoint, model))
+    trained = load_trained(checkpoint.file, cfg.device)
+    headline = headline_numbers(RunFacts.of(checkpoint, trained))
+    predictor = Predictor.from_trained(trained)
     return create_app(predictor, headline, cfg.top_k, int(cfg.max_upload_mb * 1e6), int(cfg.max_megapixels * 1e6))
 
 

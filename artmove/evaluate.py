@@ -3,21 +3,19 @@ checkpoint; with ``gallery=N`` the N highest-loss paintings (with Grad-CAM) and 
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from datetime import datetime
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from artmove.data.sources.base import SPLITS
 from artmove.data.transforms import eval_input_size
 from artmove.errors import ConfigError
-from artmove.evaluation.checkpoint import load_classifier, resolve_checkpoint, run_config, run_dir
 from artmove.evaluation.classes import label_map, load_class_map
+from artmove.evaluation.data import evaluation_data
 from artmove.evaluation.gallery import write_gallery
 from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
@@ -25,6 +23,8 @@ from artmove.evaluation.plots import plot_confusion_matrix
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, tta_transform
 from artmove.models.preprocessing import check_image_size
+from artmove.models.trained import load_trained
+from artmove.runs.checkpoints import evaluation_folder, resolve_checkpoint
 from artmove.runs.results import format_table
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import require_settings
@@ -36,37 +36,17 @@ PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share
 
 def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = None, image_size: int | None = None) -> str:
     """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``, ``<run>/eval/test-288px``: evaluations live beside their run
-    (``ckpt_path`` as :func:`resolve_checkpoint` reads it: a file, a run or a sweep folder).
-
-    Without an existing checkpoint (the run then stops with an error): ``outputs/evaluate/<time>``.
-    """
-    try:
-        run = run_dir(ckpt_path) if ckpt_path else None
-    except ConfigError:
-        run = None
-    if run is None:
+    (a sweep folder's: beside the sweep). Without an existing checkpoint (the command then stops with an
+    error): ``outputs/evaluate/<time>``."""
+    folder = evaluation_folder(ckpt_path)
+    if folder is None:
         return f"outputs/evaluate/{datetime.now():%Y-%m-%d/%H-%M-%S}"
     parts = [split] + ([data] if data not in (None, "None", "null") else []) + ([tta] if tta != "none" else [])
     parts += [f"{image_size}px"] if image_size not in (None, "None", "null") else []
-    return str(run / "eval" / "-".join(parts))
+    return str(folder / "-".join(parts))
 
 
 OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
-
-
-def evaluation_data(cfg: DictConfig) -> DictConfig:
-    """The data set to evaluate on (``data=…``, else the run's own) with the seed its splits need."""
-    trained = run_config(cfg.ckpt_path)
-    if cfg.get("data") is None and trained is None:
-        raise ConfigError(
-            f"no data set given and {run_dir(cfg.ckpt_path)} has no .hydra/config.yaml to take the training "
-            "data set from: add data=rasta data.root=/path/to/data (or data=folder/synthetic)."
-        )
-    seed = cfg.seed if cfg.seed is not None else (trained.get("seed", 42) if trained is not None else 42)
-    root = copy.deepcopy(cfg if cfg.get("data") is not None else trained)  # its interpolations resolve there
-    with open_dict(root):
-        root.seed = seed
-    return root.data
 
 
 def eval_preprocessing(preprocessing: dict, image_size: int | None) -> dict:
@@ -93,10 +73,10 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
-    model = load_classifier(checkpoint, cfg.device)
-    preprocessing = eval_preprocessing(model.preprocessing, cfg.image_size)
-    classes = list(model.hparams.class_names)
-    datamodule = instantiate(evaluation_data(cfg), preprocessing=preprocessing, _convert_="all")
+    trained = load_trained(checkpoint.file, cfg.device)
+    preprocessing = eval_preprocessing(trained.preprocessing, cfg.image_size)
+    classes = trained.class_names
+    datamodule = evaluation_data(cfg, checkpoint.run, preprocessing)
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
     # The split as training saw it (screened, grouped by artist); originals, so predictions.csv names them.
     split = datamodule.images(cfg.split, use_cache=False)
@@ -104,16 +84,17 @@ def evaluate(cfg: DictConfig) -> dict:
     log.info("%s split: %d images (%d dropped by class_map), tta=%s", cfg.split, len(dataset), len(split) - len(dataset), cfg.tta)
     if not len(dataset):
         raise ConfigError(f"the {cfg.split} split has no images to evaluate ({len(split)} before class_map): choose another split=.")
-    probs, labels = predict_split(model, dataset, cfg.batch_size, cfg.num_workers)
+    probs, labels = predict_split(trained.network, dataset, cfg.batch_size, cfg.num_workers)
 
     scores = score(probs, labels, classes, cfg.split, cfg.top_confused)
     pairs = scores.most_confused
     results = {
-        "checkpoint": str(checkpoint.resolve()),
-        "backbone": model.hparams.backbone,
-        "unfreeze": getattr(model.policy, "unfreeze", None),
-        "weights_source": f"checkpoint {checkpoint.name}",
-        "pretrained_cfg": model.pretrained_cfg,
+        "checkpoint": str(checkpoint.file.resolve()),
+        "backbone": trained.backbone,
+        "head": trained.network.spec["head"],
+        "unfreeze": trained.finetune.get("unfreeze"),
+        "weights_source": trained.network.weights_source,
+        "pretrained_cfg": trained.network.pretrained_cfg,
         "split": cfg.split,
         "tta": cfg.tta,
         "image_size": eval_input_size(preprocessing)[1],
@@ -132,7 +113,8 @@ def evaluate(cfg: DictConfig) -> dict:
     figures = []
     if cfg.gallery:
         images = MappedViews(split, eval_transform(preprocessing), mapping)  # the crops the model saw, one view
-        figures = write_gallery(model, images, probs, labels, classes, pairs[: cfg.gallery_pairs], cfg.gallery, Path(cfg.output_dir))
+        figures = write_gallery(trained.network, preprocessing, images, probs, labels, classes, pairs[: cfg.gallery_pairs], cfg.gallery,
+                                Path(cfg.output_dir))  # fmt: skip
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
     if pairs:

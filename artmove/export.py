@@ -1,8 +1,9 @@
 """`python -m artmove.export ckpt_path=… [formats=onnx] [hub=user/repo]`: a checkpoint as a model others can use.
 
-Writes timm's folder (config.json + model.safetensors), the chosen extra formats, a model card
-(README.md) and export.json (the numeric check of every file against the checkpoint), then
-optionally pushes the folder to the Hugging Face Hub.
+Writes the weights folder (config.json + model.safetensors: timm's own layout for a linear head,
+artmove's for the style-aware heads), the chosen extra formats (ONNX, TorchScript, a torch.export
+program), a model card (README.md) and export.json (the numeric check of every file against the
+checkpoint), then optionally pushes the folder to the Hugging Face Hub.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from artmove.data.images import UnreadableImageError, load_rgb
+from artmove.data.inputs import list_inputs
 from artmove.data.splits import artist_from_filename, shared_groups
 from artmove.data.transforms import decode_size, eval_input_size
 from artmove.errors import ConfigError, ExportCheckError
-from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_checkpoint, run_dir
+from artmove.evaluation.data import evaluation_data
 from artmove.evaluation.tta import eval_transform
+from artmove.models.trained import TrainedModel, load_trained
 from artmove.release.card import RunFacts, write_card
 from artmove.release.check import compare, failures
-from artmove.release.formats import TimmFolder
+from artmove.release.formats import WeightsFolder
 from artmove.release.hub import check_hub_target, push
+from artmove.runs.checkpoints import Checkpoint, resolve_checkpoint
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import instantiate_checked, require_settings
 from artmove.utils.io import write_json
@@ -40,31 +43,32 @@ def export(cfg: DictConfig) -> dict:
     started = time.time()
     require_settings(cfg)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
-    formats = [TimmFolder(), *(instantiate_checked(node, f"formats.{name}") for name, node in (cfg.formats or {}).items())]
+    weights = WeightsFolder()
+    formats = [weights, *(instantiate_checked(node, f"formats.{name}") for name, node in (cfg.formats or {}).items())]
     if cfg.hub:
         check_hub_target(cfg.hub)
-    out = Path(cfg.out) if cfg.out else run_dir(checkpoint) / "export"
+    out = Path(cfg.out) if cfg.out else checkpoint.run.export_dir
     check_out_folder(out)
-    model = load_classifier(checkpoint, "cpu")
-    network = inference_network(model)
-    classes = list(model.hparams.class_names)
-    facts = RunFacts.of(checkpoint, model)
-    images = check_images(cfg, checkpoint, model, facts)
+    trained = load_trained(checkpoint.file, "cpu")
+    network, classes = trained.network, trained.class_names
+    facts = RunFacts.of(checkpoint, trained)
+    images = check_images(cfg, checkpoint, trained, facts)
 
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    config = {"label_names": classes, "preprocessing": model.preprocessing}
-    example = images[:2] if len(images) >= 2 else torch.zeros(2, *eval_input_size(model.preprocessing))
+    config = {"label_names": classes, "preprocessing": trained.preprocessing}
+    example = images[:2] if len(images) >= 2 else torch.zeros(2, *eval_input_size(trained.preprocessing))
     files = {}
     for fmt in formats:
         files[fmt.name] = fmt.write(network, staging, example, config).name
         log.info("wrote %s (%s)", staging / files[fmt.name], fmt.name)
+    timm_layout = weights.layout == "timm"
     checks = compare(network, {fmt.name: fmt.runner(staging) for fmt in formats}, images) if len(images) else {}
-    write_card(facts, staging, checks, files, cfg.hub)
-    record = {"checkpoint": str(checkpoint.resolve()), "backbone": model.hparams.backbone, "classes": classes,
-              "preprocessing": model.preprocessing, "files": files, "checks": checks, "check_atol": cfg.check_atol,
-              "wall_time_s": round(time.time() - started, 1)}  # fmt: skip
+    write_card(facts, staging, checks, files, cfg.hub, timm_layout)
+    record = {"checkpoint": str(checkpoint.file.resolve()), "backbone": trained.backbone, "head": network.spec["head"],
+              "layout": "timm" if timm_layout else "artmove", "classes": classes, "preprocessing": trained.preprocessing,
+              "files": files, "checks": checks, "check_atol": cfg.check_atol, "wall_time_s": round(time.time() - started, 1)}  # fmt: skip
     write_json(staging / EXPORT_RECORD, record)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
@@ -84,30 +88,25 @@ def check_out_folder(out: Path) -> None:
         raise ConfigError(f"out={out} exists and is not an artmove export: choose another folder (it is replaced as a whole).")
 
 
-def check_images(cfg: DictConfig, checkpoint: Path, model, facts: RunFacts) -> torch.Tensor:
+def check_images(cfg: DictConfig, checkpoint: Checkpoint, trained: TrainedModel, facts: RunFacts) -> torch.Tensor:
     """``check_images`` paintings, evenly spread over the run's test split (or ``check_input``), as the
-    model's eval transform makes them. Also fills in the card's artist overlap from the split."""
+    network's eval transform makes them. Also fills in the card's artist overlap from the split."""
     count = int(cfg.check_images)
-    transform = eval_transform(model.preprocessing)
+    transform = eval_transform(trained.preprocessing)
     if cfg.check_input:
-        from artmove.predict import list_inputs
-
         pictures = []
         for path in list_inputs(cfg.check_input)[:count]:
             try:
-                pictures.append(transform(load_rgb(path, decode_size(model.preprocessing))))
+                pictures.append(transform(load_rgb(path, decode_size(trained.preprocessing))))
             except UnreadableImageError as error:
                 log.warning("check_input: %s skipped (%s)", path, error)
         return torch.stack(pictures) if pictures else torch.empty(0)
     if facts.config is None:
         if not count:
             return torch.empty(0)
-        raise ConfigError(f"the numeric check needs paintings and {run_dir(checkpoint)} has no .hydra/config.yaml to find the "
+        raise ConfigError(f"the numeric check needs paintings and {checkpoint.run.path} has no .hydra/config.yaml to find the "
                           "run's test split: give check_input=FOLDER (or check_images=0 to skip the check).")  # fmt: skip
-    from artmove.evaluate import evaluation_data
-
-    data = evaluation_data(OmegaConf.create({"ckpt_path": str(checkpoint), "seed": None, "data": None}))
-    datamodule = instantiate(data, preprocessing=model.preprocessing, _convert_="all")
+    datamodule = evaluation_data(DictConfig({"seed": None, "data": None}), checkpoint.run, trained.preprocessing)
     files = datamodule.files
     if files is not None:
         artist = getattr(datamodule.source, "artist", artist_from_filename)

@@ -25,7 +25,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from artmove.data.datamodule import PaintingDataModule
 from artmove.errors import USER_ERRORS, user_error_behind
+from artmove.finetune import create_policy
 from artmove.models import ArtClassifier
+from artmove.runs.folder import RunFolder
 from artmove.runs.results import format_table, record_failure, record_unfinished
 from artmove.runs.resume import resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
@@ -34,24 +36,27 @@ from artmove.training.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_ste
 from artmove.training.trainer import check_trainer
 from artmove.utils.cli import say_user_error
 from artmove.utils.config import check_train_config, instantiate_checked
-from artmove.utils.io import remove_partial_writes, write_json
+from artmove.utils.io import remove_partial_writes
 
 log = logging.getLogger("artmove.train")
 
 
 def build(cfg: DictConfig) -> tuple[PaintingDataModule, pl.LightningDataModule, ArtClassifier]:
-    """The run's objects, each built by Hydra from its config node and checked there, in the order that
-    fails soonest: the trainer settings (a GPU trainer without a GPU), the preprocessing (which checks
-    the backbone) and the fine-tuning policy (no weights, no data), the image data module, the classifier (weights load), and with ``features=cached`` the feature data module.
-    Returns (image data module, the data module training reads, classifier)."""
+    """The run's objects, each built from its config node and checked there, in the order that fails
+    soonest: the trainer settings (a GPU trainer without a GPU), the preprocessing (which checks the
+    backbone) and the fine-tuning policy (no weights, no data), the image data module, the network
+    (weights load) and the classifier that trains it, and with ``features=cached`` the feature data
+    module. Returns (image data module, the data module training reads, classifier)."""
     check_train_config(cfg)
     check_trainer(cfg.trainer)
     preprocessing = instantiate_checked(cfg.preprocessing, "preprocessing")
-    policy = instantiate_checked(cfg.finetune, "finetune")
+    # A policy of artmove's by name; a user's own class where their config names it (_target_: my.Policy).
+    policy = instantiate_checked(cfg.finetune, "finetune") if "_target_" in cfg.finetune else create_policy(cfg.finetune)
     images = instantiate_checked(cfg.data, "data", preprocessing=preprocessing, _convert_="all")
     classes = images.classes
-    model = instantiate_checked(cfg.model, "model", num_classes=len(classes), class_names=classes, preprocessing=preprocessing,
-                                finetune=policy, class_weights=images.class_weights(), _convert_="all")  # fmt: skip
+    network = instantiate_checked(cfg.network, "network", num_classes=len(classes), _convert_="all")
+    model = instantiate_checked(cfg.model, "model", network=network, finetune=policy, class_names=classes, preprocessing=preprocessing,
+                                class_weights=images.class_weights(), _convert_="all")  # fmt: skip
     features = cfg.get("features")
     datamodule = instantiate_checked(features, "features", images=images, classifier=model) if features else images
     return images, datamodule, model
@@ -60,20 +65,21 @@ def build(cfg: DictConfig) -> tuple[PaintingDataModule, pl.LightningDataModule, 
 def train(cfg: DictConfig) -> dict:
     """Run one training job; return its results (also written to ``<output_dir>/results.json``)."""
     started = time.time()
-    output_dir = Path(cfg.paths.output_dir)
+    run = RunFolder(Path(cfg.paths.output_dir))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
     # The first ModelCheckpoint is the trainer's checkpoint_callback: its folder holds last.ckpt.
     checkpoint_dir = next((c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     if checkpoint_dir and rank_zero_only.rank == 0:
-        remove_partial_writes(checkpoint_dir)  # left by a writer killed mid-file
+        remove_partial_writes(checkpoint_dir, "*.ckpt")  # left by a writer killed mid-file
     resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)  # read now: a bad file costs a second
     images, datamodule, model = build(cfg)
     classes, sizes = images.classes, images.split_sizes()
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
-    log.info("backbone %s, weights: %s%s", cfg.backbone, model.weights_source,
-             f" ({model.pretrained_cfg['tag_name']})" if model.pretrained_cfg else "")  # fmt: skip
-    log.info(model.describe_trainable())
+    network = model.network
+    log.info("backbone %s, head %s, weights: %s%s", cfg.backbone, network.spec["head"]["name"], network.weights_source,
+             f" ({network.pretrained_cfg['tag_name']})" if network.pretrained_cfg else "")  # fmt: skip
+    log.info(model.finetuning.describe())
 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     for logger in loggers if resume_from else ():
@@ -81,43 +87,45 @@ def train(cfg: DictConfig) -> dict:
             logger.continue_run()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # The full config for W&B's run table, with the policy's settings as built (defaults filled in).
-    composed = {**OmegaConf.to_container(cfg, resolve=True), "finetune": model.policy.config,
-                "unfreeze": getattr(model.policy, "unfreeze", None), "weights_source": model.weights_source}  # fmt: skip
+    policy = model.finetuning.policy
+    composed = {**OmegaConf.to_container(cfg, resolve=True), "finetune": policy.settings,
+                "unfreeze": getattr(policy, "unfreeze", None), "weights_source": network.weights_source}  # fmt: skip
     for logger in loggers:
         logger.log_hyperparams(composed)  # parameter counts: W&B summary
     with warnings.catch_warnings(), ctrl_c_stops_after_step(), slurm_usr1_requeues():
         # The frozen part's norm layers are in eval mode on purpose (fixed statistics, see docs/policies.md).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         finder = instantiate_checked(cfg.tune, "tune") if cfg.get("tune") else None
-        lr_find = finder.run(trainer, model, datamodule, output_dir) if finder else None
+        lr_find = finder.run(trainer, model, datamodule, run.path) if finder else None
         if finder is not None and not finder.apply:
-            return _lr_find_only(cfg, lr_find, output_dir, trainer)
+            return _lr_find_only(cfg, lr_find, run, trainer)
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         except SIGTERMException:
-            _stopped_by_signal(cfg, trainer, output_dir)
+            _stopped_by_signal(cfg, trainer, run)
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     results = {
         "status": "ok",
         "backbone": cfg.backbone,
-        "unfreeze": getattr(model.policy, "unfreeze", None),
-        "finetune": model.policy.config,
+        "head": network.spec["head"],
+        "unfreeze": getattr(policy, "unfreeze", None),
+        "finetune": policy.settings,
         "pretrained": cfg.pretrained,
-        "weights_source": model.weights_source,
-        "pretrained_cfg": model.pretrained_cfg,
+        "weights_source": network.weights_source,
+        "pretrained_cfg": network.pretrained_cfg,
         "seed": cfg.seed,
         "data": {"source": cfg.data.source._target_, "root": cfg.data.root, "split_sizes": sizes},
         "artist_overlap": images.artist_overlap,
         "num_classes": len(classes),
         "classes": classes,
-        **model.parameter_counts,
-        "trained_layers": model.plan.trained_layers,
-        "total_layers": model.plan.total_layers,
+        **model.finetuning.parameter_counts,
+        "trained_layers": model.finetuning.plan.trained_layers,
+        "total_layers": model.finetuning.plan.total_layers,
         "epochs": trainer.current_epoch,
         "best_checkpoint": checkpoint,
         "best_val/top1": _finite_or_none(_optimized_value(trainer, "val/top1")),
-        "output_dir": str(output_dir),
+        "output_dir": str(run.path),
     }
     if lr_find is not None:
         results.update(lr_find=lr_find, optimizer_lr=lr_find["suggested_lr"])
@@ -130,10 +138,10 @@ def train(cfg: DictConfig) -> dict:
         results["test/num_images"] = int(results["test/num_images"])
     results["wall_time_s"] = round(time.time() - started, 1)
     if trainer.is_global_zero:  # under DDP every rank gets here with the same (synced) numbers
-        write_json(output_dir / "results.json", results)
+        run.write_results(results)
         if "test/top1" in results:
             print(format_table(results), flush=True)
-        print(f"Outputs: {output_dir}", flush=True)
+        print(f"Outputs: {run.path}", flush=True)
         if checkpoint:
             print(next_commands(checkpoint, images.files), flush=True)
     return results
@@ -158,11 +166,11 @@ def override(key: str, value: str) -> str:
     return shlex.quote(f"{key}={json.dumps(value, ensure_ascii=False)}")
 
 
-def _lr_find_only(cfg: DictConfig, lr_find: dict, output_dir: Path, trainer: pl.Trainer) -> dict:
+def _lr_find_only(cfg: DictConfig, lr_find: dict, run: RunFolder, trainer: pl.Trainer) -> dict:
     """``tune=lr``: the range test is the run; results.json holds its curve and suggestion."""
-    results = {"status": "ok", "backbone": cfg.backbone, "seed": cfg.seed, "lr_find": lr_find, "output_dir": str(output_dir)}
+    results = {"status": "ok", "backbone": cfg.backbone, "seed": cfg.seed, "lr_find": lr_find, "output_dir": str(run.path)}
     if trainer.is_global_zero:
-        write_json(output_dir / "results.json", results)
+        run.write_results(results)
         suggestion = lr_find["suggested_lr"]
         print(f"Suggested learning rate: {suggestion:.3g} (plot: {lr_find['plot']})" if suggestion else
               f"No suggestion (too few finite losses): see {lr_find['plot']}", flush=True)  # fmt: skip
@@ -171,12 +179,12 @@ def _lr_find_only(cfg: DictConfig, lr_find: dict, output_dir: Path, trainer: pl.
     return results
 
 
-def _stopped_by_signal(cfg: DictConfig, trainer: pl.Trainer, output_dir: Path) -> None:
+def _stopped_by_signal(cfg: DictConfig, trainer: pl.Trainer, run: RunFolder) -> None:
     """Say where the run stopped and how it continues; exit with EXIT_INTERRUPTED."""
     saved = next((c.path for c in trainer.callbacks if isinstance(c, CheckpointOnStop)), None)
     if trainer.is_global_zero:
-        record_unfinished(output_dir, "interrupted", cfg, epoch=trainer.current_epoch, step=trainer.global_step, checkpoint=saved)
-        how = f"saved {saved}; to continue, run the same command with hydra.run.dir={output_dir}" if saved else "no checkpoint saved"
+        record_unfinished(run, "interrupted", cfg, epoch=trainer.current_epoch, step=trainer.global_step, checkpoint=saved)
+        how = f"saved {saved}; to continue, run the same command with hydra.run.dir={run.path}" if saved else "no checkpoint saved"
         print(f"artmove: stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}: {how}.", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_INTERRUPTED)
 
@@ -196,13 +204,13 @@ def _optimized_value(trainer: pl.Trainer, metric: str) -> float:
 
 def _report_failure(cfg: DictConfig, error: Exception) -> None:
     """Leave the error in the job's folder (results.json "status": "failed", traceback.txt) and say it once."""
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    run = RunFolder(Path(HydraConfig.get().runtime.output_dir))
     if rank_zero_only.rank == 0:
-        record_failure(output_dir, error, cfg)
+        record_failure(run, error, cfg)
     if isinstance(error, USER_ERRORS):
         say_user_error(error)
     else:
-        log.error("job failed: %s: %s (traceback in %s)", type(error).__name__, error, output_dir / "traceback.txt")
+        log.error("job failed: %s: %s (traceback in %s)", type(error).__name__, error, run.traceback_file)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="train")

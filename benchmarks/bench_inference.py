@@ -48,13 +48,13 @@ def run() -> dict:
     @torch.inference_mode()
     def plain_features():
         for images, _ in DataLoader(features, batch_size=BATCH, num_workers=WORKERS):
-            model.head.features(model.model, images)
+            model.network.pooled(images)
 
     loops = {
-        "evaluate": lambda: predict_split(model, evaluation, BATCH, WORKERS),
-        "predict": lambda: predict_files(model, files, BATCH, WORKERS),
+        "evaluate": lambda: predict_split(model.network, evaluation, BATCH, WORKERS),
+        "predict": lambda: predict_files(model.network, files, BATCH, WORKERS),
         "plain_predict": plain_loop,
-        "feature_extraction": lambda: extract(model.head.features, model.model, features, BATCH, WORKERS, torch.device("cpu")),
+        "feature_extraction": lambda: extract(model.network, features, BATCH, WORKERS, torch.device("cpu")),
         "plain_features": plain_features,
     }
     seconds = {name: [] for name in loops}

@@ -29,9 +29,9 @@ from artmove.data.prepared import cache_path
 from artmove.data.sources import RastaWikiPaintings
 from artmove.data.tools import all_files
 from artmove.data.transforms import build_train_transform, decode_size, normalize_uint8
-from artmove.finetune import Fraction
-from artmove.models import ArtClassifier, backbone_preprocessing
+from artmove.models import backbone_preprocessing
 from benchmarks import DATA
+from benchmarks.measure import classifier
 
 BATCH = 32
 EPOCHS = 20  # per loader; the first starts the workers and is left out
@@ -79,7 +79,7 @@ def per_image_ms(paths: list[Path], preprocessing: dict, count: int = 60, draft:
     ``draft=False`` decodes at full resolution, as a loader without JPEG draft mode would.
     """
     transform = build_train_transform(preprocessing)
-    min_size = decode_size(preprocessing) if draft else None
+    min_size = decode_size(preprocessing, training=True) if draft else None
     started = time.perf_counter()
     images = [load_image(path, min_size) for path in paths[:: max(1, len(paths) // count)][:count]]  # every class
     decoded = time.perf_counter()
@@ -91,10 +91,9 @@ def per_image_ms(paths: list[Path], preprocessing: dict, count: int = 60, draft:
 
 
 def step_rate(unfreeze: float, steps: int = 4) -> float:
-    model = ArtClassifier("tf_efficientnet_lite0", num_classes=25, preprocessing=backbone_preprocessing("tf_efficientnet_lite0"),
-                          finetune=Fraction(unfreeze), pretrained=False)  # fmt: skip
+    model = classifier("tf_efficientnet_lite0", unfreeze, 224)
     model.train()
-    optimizer = create_optimizer_v2(model.model, opt="adamw", lr=1e-4)
+    optimizer = create_optimizer_v2(model.network, opt="adamw", lr=1e-4)
     images = torch.randint(0, 256, (BATCH, 3, 224, 224), dtype=torch.uint8)
     labels = torch.randint(0, 25, (BATCH,))
     mean, std = model.preprocessing["mean"], model.preprocessing["std"]

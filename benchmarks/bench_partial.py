@@ -33,7 +33,7 @@ def forward_rate(model, batches, warmup: int) -> float:
     ends = []
     with torch.no_grad():
         for images, _ in batches:
-            model.model(normalize_uint8(images, mean, std))
+            model.network(normalize_uint8(images, mean, std))
             ends.append(time.perf_counter())
     return rate(ends, len(batches[0][1]), warmup)
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from artmove.data.transforms import normalize_uint8
 from artmove.finetune import Fraction
-from artmove.models import ArtClassifier, backbone_preprocessing
+from artmove.models import ArtClassifier, backbone_preprocessing, create_network
 
 WARMUP = 2  # steps (or batches) of each run left out of a rate
 
@@ -60,10 +60,11 @@ def median(values: Sequence[float]) -> float:
     return round(statistics.median(values), 2)
 
 
-def classifier(backbone: str, unfreeze: float, image_size: int, num_classes: int = 25, **settings) -> ArtClassifier:
+def classifier(backbone: str, unfreeze: float, image_size: int, num_classes: int = 25, head: dict | None = None, **settings) -> ArtClassifier:
     """An ArtClassifier as a run builds it, random init (no download), no scheduler."""
-    return ArtClassifier(backbone, num_classes, preprocessing=backbone_preprocessing(backbone, image_size),
-                         finetune=Fraction(unfreeze), pretrained=False, **settings)  # fmt: skip
+    network = create_network(backbone, num_classes, head, pretrained=False)
+    return ArtClassifier(network, Fraction(unfreeze), class_names=[str(i) for i in range(num_classes)],
+                         preprocessing=backbone_preprocessing(backbone, image_size), **settings)  # fmt: skip
 
 
 def synthetic_batches(count: int, batch_size: int, image_size: int, num_classes: int = 25, device="cpu"):
@@ -136,7 +137,7 @@ def lightning_rate(model: ArtClassifier, batches, warmup: int, accelerator: str 
 def plain_step(model: ArtClassifier, dtype: torch.dtype | None = None, channels_last: bool = False,
                compile: bool = False) -> Callable:  # fmt: skip
     """A hand-written training step on the same network, loss and optimizer (the policy's AdamW groups)."""
-    network: nn.Module = model.model
+    network: nn.Module = model.network
     if channels_last:
         network.to(memory_format=torch.channels_last)
     forward = torch.compile(network) if compile else network

@@ -3,8 +3,6 @@ everywhere (log, results.json, evaluate, report), and a plain split when the art
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,10 @@ from artmove.data.sources import RastaWikiPaintings, WikiArtCSV
 from artmove.data.sources.base import SPLITS
 from artmove.data.splits import artist_from_filename, filename_artists_unclear, shared_groups
 from artmove.evaluate import evaluate
-from artmove.report import read_run, write_report
+from artmove.evaluation.report import read_run, write_report
+from artmove.runs.folder import RunFolder
 from artmove.train import train
-from conftest import compose_config
+from conftest import compose_config, run_cli
 
 TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "debug=fast_dev_run", "data.batch_size=4"]
 
@@ -57,10 +56,7 @@ def test_own_folder_is_split_by_artist_by_default_and_reports_no_overlap(compose
 
 def test_camera_file_names_fall_back_to_a_stratified_split_said_once(tmp_path):
     data = folder(tmp_path / "photos", lambda cls, i: f"IMG_{1000 + 20 * len(cls) + i}.jpg")
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.train", "data=folder", f"data.root={data}", *TINY, f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_cli("artmove.train", "data=folder", f"data.root={data}", *TINY, f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 0, done.stderr[-3000:]
     log = (tmp_path / "run" / "train.log").read_text(encoding="utf-8")
     assert log.count("cannot tell the artists") == 1 and "'IMG'" in log
@@ -106,7 +102,7 @@ def test_evaluate_and_report_show_the_overlap(tiny_run, tmp_path):
     assert results["artist_overlap"] == {"test": trained["test"]} and trained["test"]["images_by_train_artists"] > 0
     assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["artist_overlap"] == results["artist_overlap"]
     share = f"{100 * trained['test']['share']:.1f} %"
-    assert read_run(tiny_run)["test_artist_overlap"] == f"{share} ({trained['test']['artists_in_train']}/{trained['test']['artists']} artists)"
+    assert read_run(RunFolder(tiny_run))["test_artist_overlap"] == f"{share} ({trained['test']['artists_in_train']}/{trained['test']['artists']} artists)"
     report = write_report([tiny_run], tmp_path / "report").read_text(encoding="utf-8")
     assert "test images by train artists" in report and share in report
 

@@ -52,33 +52,62 @@ def test_every_config_option_is_built(compose_train, group, option, wikipainting
     overrides = [f"{group}={option}"]
     if group == "data" and option != "synthetic":
         overrides.append(f"data.root={data_root(option, wikipaintings_small, wikiart_sample, tmp_path)}")
-    if group == "data":  # the data module on a set of its own layout, screened, with a classifier for it
+    if group == "data":  # the data module on a set of its own layout, screened, with a network for it
         images, _, model = build(compose_train(*overrides, "backbone=test_resnet", "pretrained=false"))
-        assert len(images.classes) >= 10 and model.hparams.num_classes == len(images.classes)
+        assert len(images.classes) >= 10 and model.network.num_classes == len(images.classes)
         assert images.split_sizes()["train"] > 0
-    elif group in ("finetune", "features", "optimizer", "scheduler", "model") or option == "demo":
-        # Every object of a run built and used for one batch: policy, optimizer, scheduler, feature cache.
+    elif group in ("finetune", "features", "optimizer", "scheduler", "model", "head") or option == "demo":
+        # Every object of a run built and used for one batch: policy, head, optimizer, scheduler, feature cache.
         tiny = [] if option == "demo" else ["backbone=test_resnet", "pretrained=false", "image_size=32"]
         tiny += ["unfreeze=0"] if option == "cached" else []
         cfg = compose_train(*overrides, *tiny, "debug=fast_dev_run", "data.source.train_per_class=1",
                             "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=48",
                             f"++features.cache_dir={tmp_path / 'features'}" if option == "cached" else "seed=42")  # fmt: skip
-        assert train(cfg)["status"] == "ok"
-    elif group == "formats":  # what the export command writes beside timm's folder (conf/export.yaml)
+        results = train(cfg)
+        assert results["status"] == "ok" and results["test/num_images"] == 10  # one batch of the 10 classes' test images
+        assert results[group]["name"] == option if group in ("finetune", "head") else True
+    elif group == "formats":  # what the export command writes beside the weights folder (conf/export.yaml)
         formats = compose_config("export", overrides[0], "ckpt_path=run").formats
-        assert [type(instantiate(node)).__name__ for node in formats.values()] == {"onnx": ["Onnx"], "torchscript": ["TorchScript"]}.get(option, [])
+        expected = {"onnx": ["Onnx"], "torchscript": ["TorchScript"], "torch_export": ["TorchExport"]}.get(option, [])
+        assert [type(instantiate(node)).__name__ for node in formats.values()] == expected
     elif group == "trainer" and option not in ("gpu", "ddp"):  # GPU-only options
-        instantiate(compose_train(*overrides).trainer, logger=False, enable_progress_bar=False)
+        cfg = compose_train(*overrides)
+        trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+        assert trainer.num_devices == cfg.trainer.devices and type(trainer.strategy).__name__.lower().startswith(cfg.trainer.get("strategy", "single"))
     elif group in ("callbacks", "logger"):
-        assert all(instantiate(c) for c in (compose_train(*overrides).get(group) or {}).values())
+        nodes = compose_train(*overrides).get(group) or {}
+        built = {name: type(instantiate(node)).__name__ for name, node in nodes.items()}
+        assert built == {name: node._target_.rsplit(".", 1)[-1] for name, node in nodes.items()}
     else:
-        assert compose_train(*overrides)
+        assert_applied(compose_train(*overrides), group, option)
+
+
+def assert_applied(cfg, group: str, option: str) -> None:
+    """The option's own settings (not its defaults list) are in the composed config: at the group's node,
+    or at the top for a ``@package _global_`` option (a preset's backbone, a debug mode's trainer limits)."""
+    text = (CONF / group / f"{option}.yaml").read_text()
+    own = OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+    own.pop("defaults", None)
+    node = cfg if "@package _global_" in text else cfg[group]
+    for key, value in flatten(own):
+        if key.startswith("hydra.") or (isinstance(value, str) and ("${" in value or value == "???")):
+            continue
+        assert OmegaConf.select(node, key) == value, (group, option, key)
+
+
+def flatten(settings: dict, prefix: str = ""):
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def test_top_level_keys_feed_the_objects_built_from_them(compose_train):
-    cfg = compose_train("backbone=convnext_atto", "unfreeze=0.5", "pretrained=false", "image_size=64", "seed=7")
+    cfg = compose_train("backbone=convnext_atto", "unfreeze=0.5", "pretrained=false", "image_size=64", "seed=7", "head=multiscale")
     images, _, model = build(cfg)
-    assert model.hparams.backbone == "convnext_atto" and model.policy.unfreeze == 0.5
-    assert model.hparams.pretrained is False and model.weights_source == "random init"
+    assert model.network.spec == {"backbone": "convnext_atto", "num_classes": 10, "head": {"name": "multiscale", "stages": 3},
+                                  "drop_rate": 0.0, "drop_path_rate": 0.0}  # fmt: skip
+    assert model.finetuning.policy.unfreeze == 0.5 and model.network.weights_source == "random init"
     assert images.preprocessing["input_size"] == model.preprocessing["input_size"] == [3, 64, 64]
     assert images.source.seed == 7

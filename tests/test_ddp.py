@@ -68,6 +68,7 @@ def results(job: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(job / "results.json"))
 
 
+@pytest.mark.slow  # a sweep of DDP jobs, two processes each: about a minute
 def test_ddp_cpu_test_metrics_equal_one_process_on_the_same_checkpoint(ddp_sweep):
     base, single, jobs, output = ddp_sweep
     assert output.count("Starting with 2 processes") == 2 and "distributed_backend=gloo" in output
@@ -82,6 +83,7 @@ def test_ddp_cpu_test_metrics_equal_one_process_on_the_same_checkpoint(ddp_sweep
         assert two_processes["best_checkpoint"] == single["best_checkpoint"]
 
 
+@pytest.mark.slow
 def test_ddp_inside_a_multirun_runs_each_job_once_in_its_own_folder(ddp_sweep):
     base, _, jobs, output = ddp_sweep
     assert sorted(jobs) == [2, 3]

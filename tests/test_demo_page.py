@@ -89,10 +89,14 @@ def test_the_headline_is_the_card_s_test_scores(tmp_path):
 
     results = {"test/top1": 0.61234, "test/top3": 0.8, "test/top5": 0.9012, "test/top1_macro": 0.55, "test/num_images": 440,
                "data": {"root": "/data/wikiart_sample"}}  # fmt: skip
-    facts = RunFacts(checkpoint=tmp_path / "best.ckpt", backbone="resnet50", class_names=["a", "b"], preprocessing={}, hparams={}, results=results)
-    assert headline_numbers(facts) == {"Model": "resnet50", "Movements": "2 (wikiart_sample)", "Test top-1": "61.2%", "Test top-5": "90.1%",
-                                       "Top-1 macro": "55.0%", "Test images": "440", "Scores from": "the training run's test (results.json)"}  # fmt: skip
-    assert headline_numbers(RunFacts(tmp_path / "x.ckpt", "resnet50", ["a"], {}, {}))["Test scores"] == "not tested"
+    def facts(**results):
+        return RunFacts(checkpoint=tmp_path / "best.ckpt", backbone="resnet50", head="linear", class_names=["a", "b"], preprocessing={},
+                        hparams={}, finetune={}, spec={}, results=results)  # fmt: skip
+
+    assert headline_numbers(facts(**results)) == {"Model": "resnet50", "Movements": "2 (wikiart_sample)", "Test top-1": "61.2%",
+                                                  "Test top-5": "90.1%", "Top-1 macro": "55.0%", "Test images": "440",
+                                                  "Scores from": "the training run's test (results.json)"}  # fmt: skip
+    assert headline_numbers(facts())["Test scores"] == "not tested"
 
 
 def free_port() -> int:
@@ -101,11 +105,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def demo_url(tiny_run, tmp_path_factory):
-    """The demo command serving tiny_run on a free loopback port."""
-    port, log = free_port(), tmp_path_factory.mktemp("demo")
-    server = subprocess.Popen([sys.executable, "-m", "artmove.demo", f"ckpt_path={tiny_run}", f"port={port}", f"hydra.run.dir={log}"],
+@contextlib.contextmanager
+def serving(ckpt_path, log_dir):
+    """The demo command (its own process: the real command line) serving ``ckpt_path`` on a free loopback port."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "artmove.demo", f"ckpt_path={ckpt_path}", f"port={port}", f"hydra.run.dir={log_dir}"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -125,28 +129,36 @@ def demo_url(tiny_run, tmp_path_factory):
         server.wait(30)
 
 
+@pytest.fixture(scope="module")
+def demo_url(tiny_run, tmp_path_factory):
+    with serving(tiny_run, tmp_path_factory.mktemp("demo")) as url:
+        yield url
+
+
 def test_the_demo_command_serves_the_card_headline_on_loopback(demo_url, tiny_run):
     page = urllib.request.urlopen(demo_url, timeout=10).read().decode("utf-8")
     assert "<span>Model</span><b>tf_efficientnet_lite0</b>" in page
     assert "<span>Movements</span><b>25 (wikipaintings_small)</b>" in page
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no chromium/chromedriver installed (.ci/install-browser installs them)")
-def test_the_page_in_headless_chromium_shows_predicts_label(demo_url, tiny_run, painting, tmp_path):
+needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no chromium/chromedriver installed (.ci/install-browser installs them)")
+
+
+def page_answers_in_chromium(url, painting, expected, screenshots) -> None:
+    """Upload ``painting`` on the page in headless Chromium: the label, the top-k bars and the Grad-CAM are
+    ``expected`` (predict's top-k rows); a text file then gets the page's message."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    expected = predict(compose_config("predict", f"ckpt_path={tiny_run}", f"input={painting}", f"output_dir={tmp_path}",
-                                      "num_workers=0"))["predictions"][0]["top"]  # fmt: skip
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,900"):
         options.add_argument(argument)
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)  # an explicit driver: no Selenium Manager download
     try:
-        browser.get(demo_url)
+        browser.get(url)
         label = browser.find_element(By.ID, "label")
 
         def settled(_):
@@ -154,7 +166,7 @@ def test_the_page_in_headless_chromium_shows_predicts_label(demo_url, tiny_run, 
 
         browser.find_element(By.ID, "image").send_keys(str(painting.resolve()))
         WebDriverWait(browser, 120).until(settled)
-        browser.save_screenshot(str(tmp_path / "demo.png"))
+        browser.save_screenshot(str(screenshots / "demo.png"))
         assert label.get_attribute("data-state") == "done", browser.find_element(By.ID, "message").text
         assert label.get_attribute("data-label") == expected[0]["movement"]
         assert label.text == expected[0]["movement"].replace("_", " ")
@@ -162,12 +174,19 @@ def test_the_page_in_headless_chromium_shows_predicts_label(demo_url, tiny_run, 
         assert [bar.find_element(By.TAG_NAME, "span").text for bar in bars] == [t["movement"].replace("_", " ") for t in expected]
         assert browser.find_element(By.ID, "gradcam").get_attribute("src").startswith("data:image/png;base64,")
 
-        text_file = tmp_path / "notes.txt"
+        text_file = screenshots / "notes.txt"
         text_file.write_text("not a painting", encoding="utf-8")
         browser.find_element(By.ID, "image").send_keys(str(text_file))
         WebDriverWait(browser, 60).until(lambda _: label.get_attribute("data-state") == "error")
-        browser.save_screenshot(str(tmp_path / "demo-error.png"))
+        browser.save_screenshot(str(screenshots / "demo-error.png"))
         assert browser.find_element(By.ID, "message").text.startswith("That file is not an image this page can read")
     finally:
         browser.quit()
-    print(f"screenshots: {tmp_path / 'demo.png'}, {tmp_path / 'demo-error.png'}")
+    print(f"screenshots: {screenshots / 'demo.png'}, {screenshots / 'demo-error.png'}")
+
+
+@needs_browser
+def test_the_page_in_headless_chromium_shows_predicts_label(demo_url, tiny_run, painting, tmp_path):
+    expected = predict(compose_config("predict", f"ckpt_path={tiny_run}", f"input={painting}", f"output_dir={tmp_path}",
+                                      "num_workers=0"))["predictions"][0]["top"]  # fmt: skip
+    page_answers_in_chromium(demo_url, painting, expected, tmp_path)

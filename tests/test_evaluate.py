@@ -156,6 +156,8 @@ def test_evaluations_are_written_beside_their_run(tmp_path):
     assert eval_dir(str(ckpt), "val", "flip", "wikiart") == str(tmp_path / "run" / "eval" / "val-wikiart-flip")
     assert eval_dir(str(ckpt), "test", "none", None, 288) == str(tmp_path / "run" / "eval" / "test-288px")
     assert eval_dir(str(tmp_path / "absent.ckpt"), "test", "none").startswith("outputs/evaluate/")  # never beside nothing
+    (tmp_path / "sweep" / "0").mkdir(parents=True)  # a sweep folder: its evaluations beside the sweep, from its path alone
+    assert eval_dir(str(tmp_path / "sweep"), "test", "none") == str(tmp_path / "sweep" / "eval" / "test")
 
 
 def test_evaluate_scores_the_split_training_tested_on_when_grouped_by_artist(tiny_run, wikipaintings_small, tmp_path):

@@ -1,4 +1,5 @@
-"""`python -m artmove.export`: timm's folder, ONNX and TorchScript checked on real paintings, the model card."""
+"""`python -m artmove.export`: the weights folder (timm's own for a linear head), ONNX, TorchScript and a
+torch.export program checked on real paintings, the model card."""
 
 import json
 import subprocess
@@ -12,19 +13,23 @@ import yaml
 from PIL import Image
 
 from artmove.errors import ConfigError
-from artmove.evaluation.checkpoint import inference_network, load_classifier
 from artmove.evaluation.tta import eval_transform
 from artmove.export import export
+from artmove.models import load_trained
 from artmove.release.card import RunFacts, write_card
 from artmove.release.check import compare, failures
+from artmove.release.formats import WeightsFolder
+from artmove.runs.checkpoints import resolve_checkpoint
 from conftest import compose_config
 
 
 def test_every_format_reproduces_the_checkpoint_on_real_paintings(exported):
     out, stdout = exported
     record = json.loads((out / "export.json").read_text(encoding="utf-8"))
-    assert record["files"] == {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
-    expected = {"README.md", "config.json", "export.json", "model.onnx", "model.safetensors", "model.torchscript.pt"}
+    assert record["files"] == {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.torchscript.pt",
+                               "torch_export": "model.pt2"}  # fmt: skip
+    assert record["layout"] == "timm" and record["head"] == {"name": "linear"}
+    expected = {"README.md", "config.json", "export.json", "model.onnx", "model.safetensors", "model.torchscript.pt", "model.pt2"}
     assert expected <= {p.name for p in out.iterdir()} <= expected | {"confusion_matrix.png"}  # the card copies an evaluation's figure
     for name, check in record["checks"].items():
         assert check["images"] == 12 and check["top1_disagreements"] == 0 and check["top1_agreement"] == 1.0, name
@@ -50,6 +55,10 @@ def test_onnx_has_a_dynamic_batch_and_the_class_names(exported, tiny_run):
     scripted = torch.jit.load(str(out / "model.torchscript.pt"), _extra_files=extra)
     assert json.loads(extra["config.json"])["label_names"] == classes
     assert scripted(torch.zeros(3, 3, 64, 64)).shape == (3, len(classes))
+    extra = {"config.json": ""}
+    program = torch.export.load(out / "model.pt2", extra_files=extra).module()
+    assert json.loads(extra["config.json"])["label_names"] == classes
+    assert program(torch.zeros(7, 3, 64, 64)).shape == (7, len(classes))
 
 
 def test_timm_alone_rebuilds_the_export(exported, tiny_run, wikipaintings_small):
@@ -70,12 +79,12 @@ def test_timm_alone_rebuilds_the_export(exported, tiny_run, wikipaintings_small)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     rebuilt = json.loads(done.stdout.strip().splitlines()[-1])
-    model = load_classifier(tiny_run)
-    transform = eval_transform(model.preprocessing)
+    trained = load_trained(resolve_checkpoint(tiny_run).file)
+    transform = eval_transform(trained.preprocessing)
     with torch.no_grad():
-        expected = inference_network(model)(torch.stack([transform(Image.open(p).convert("RGB")) for p in paintings]))
+        expected = trained.network(torch.stack([transform(Image.open(p).convert("RGB")) for p in paintings]))
     got = torch.tensor(rebuilt["logits"])
-    assert rebuilt["labels"] == list(model.hparams.class_names)
+    assert rebuilt["labels"] == trained.class_names
     assert torch.equal(got.argmax(1), expected.argmax(1)) and float((got - expected).abs().max()) < 1e-5
 
 
@@ -104,12 +113,14 @@ def facts_for_card(tmp_path, group_by=None):
                "data": {"source": "artmove.data.sources.RastaWikiPaintings", "root": "/data/wikipaintings_small",
                         "split_sizes": {"train": 60, "val": 20, "test": 20}}}  # fmt: skip
     config = {"data": {"group_by": group_by, "batch_size": 16}, "pretrained": True}
-    hparams = {"finetune": {"_target_": "artmove.finetune.policies.Gradual", "unfreeze": 0.5}, "optimizer": {"opt": "sgd", "lr": 0.01}}
+    hparams = {"optimizer": {"opt": "sgd", "lr": 0.01}, "label_smoothing": 0.1}
+    spec = {"backbone": "resnet50", "num_classes": 2, "head": {"name": "multiscale", "stages": 3}, "drop_rate": 0.2, "drop_path_rate": 0.0}
     from omegaconf import OmegaConf
 
-    return RunFacts(checkpoint=tmp_path / "run" / "checkpoints" / "best.ckpt", backbone="resnet50", class_names=["Cubism", "Ukiyo-e"],
-                    preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.95, "mean": [0.485, 0.456, 0.406],
-                                   "std": [0.229, 0.224, 0.225]}, hparams=hparams, results=results, config=OmegaConf.create(config),
+    return RunFacts(checkpoint=tmp_path / "run" / "checkpoints" / "best.ckpt", backbone="resnet50", head="multiscale",
+                    class_names=["Cubism", "Ukiyo-e"], preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic",
+                    "crop_pct": 0.95, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, hparams=hparams,
+                    finetune={"name": "gradual", "unfreeze": 0.5}, spec=spec, results=results, config=OmegaConf.create(config),
                     evaluation=evaluation, split_artists={"test_artists": 7, "shared_with_train": 3})  # fmt: skip
 
 
@@ -117,27 +128,33 @@ def test_the_card_takes_the_evaluation_beside_the_run(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     checks = {"safetensors": {"images": 16, "max_abs_logit_diff": 0.0, "top1_agreement": 1.0, "top1_disagreements": 0}}
-    write_card(facts_for_card(tmp_path), out, checks, {"safetensors": "model.safetensors"}, hub_repo="someone/art")
+    write_card(facts_for_card(tmp_path), out, checks, {"safetensors": "model.safetensors"}, hub_repo="someone/art", timm_layout=True)
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert yaml.safe_load(card.split("---")[1])["base_model"] == "timm/resnet50.a1_in1k"
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["base_model"] == "timm/resnet50.a1_in1k" and front["library_name"] == "timm"
+    scores = {metric["name"]: metric["value"] for metric in front["model-index"][0]["results"][0]["metrics"]}
+    assert scores == {"Top-1": 0.5555, "Top-3": 0.7777, "Top-5": 0.8888, "Top-1 macro (mean per-class)": 0.5151}  # the Hub's model-index
     assert 'timm.create_model("hf-hub:someone/art", pretrained=True)' in card
     assert "20 test images; scores from `python -m artmove.evaluate` (tta=none), test/metrics.json." in card
     assert "| Top-1 | 0.5555 |" in card and "| Top-5 | 0.8888 |" in card and "0.4321" not in card  # the evaluation, not the run's own test
     assert "| Cubism | 10 | 0.5000 | 0.8000 | 0.4167 | 0.5000 | 0.4545 |" in card
     assert (out / "confusion_matrix.png").is_file() and "![Confusion matrix on the test split](confusion_matrix.png)" in card
-    assert "| Fine-tuning | Gradual, unfreeze=0.5 |" in card and "| Optimizer | opt=sgd, lr=0.01 |" in card
+    assert "| Fine-tuning | gradual, unfreeze=0.5 |" in card and "| Optimizer | opt=sgd, lr=0.01 |" in card
+    assert "| Head | multiscale, stages=3 |" in card and "| drop_rate | 0.2000 |" in card and "| label_smoothing | 0.1000 |" in card
     assert "| Test artists also in training | 3 of 7 |" in card and "| Split by artist | no:" in card
     assert "| safetensors | `model.safetensors` | 16 | 0.0e+00 | 100% |" in card
-    write_card(facts_for_card(tmp_path / "grouped", group_by="artist"), out, {}, {}, hub_repo=None)
+    write_card(facts_for_card(tmp_path / "grouped", group_by="artist"), out, {}, {"onnx": "model.onnx"}, hub_repo=None, timm_layout=False)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "keeps each artist apart from training" in card and "Not run (check_images=0)." in card
+    assert "library_name" not in card.split("---")[1] and "timm.create_model" not in card  # artmove's layout: timm alone cannot load it
+    assert 'Predictor.from_export("PATH/TO/THIS/FOLDER")' in card and "`model.onnx` runs in onnxruntime" in card
 
 
 def test_a_card_for_generated_images_says_so(tmp_path):
     facts = facts_for_card(tmp_path)
     facts.results["data"]["root"], facts.split_artists = None, None
     facts.results["data"]["source"] = "artmove.data.sources.SyntheticPaintings"
-    write_card(facts, tmp_path, {}, {}, hub_repo=None)
+    write_card(facts, tmp_path, {}, {}, hub_repo=None, timm_layout=True)
     card = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "| Data set | SyntheticPaintings (generated by artmove, no files) |" in card
     assert "| Split by artist | not applicable: generated images, no artists |" in card
@@ -174,7 +191,6 @@ def test_export_refuses_a_folder_it_did_not_write(tiny_run, tmp_path):
 
 
 def test_check_paintings_can_come_from_check_input(tiny_run, wikipaintings_small, tmp_path):
-    from artmove.evaluation.checkpoint import resolve_checkpoint
     from artmove.export import check_images
 
     for name in ("Baroque", "Rococo"):
@@ -183,24 +199,24 @@ def test_check_paintings_can_come_from_check_input(tiny_run, wikipaintings_small
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     cfg = compose_config("export", f"ckpt_path={tiny_run}", f"check_input={tmp_path}", "check_images=5")
     checkpoint = resolve_checkpoint(tiny_run)
-    model = load_classifier(checkpoint)
-    images = check_images(cfg, checkpoint, model, RunFacts.of(checkpoint, model))
+    trained = load_trained(checkpoint.file)
+    images = check_images(cfg, checkpoint, trained, RunFacts.of(checkpoint, trained))
     assert images.shape == (2, 3, 64, 64)  # the unreadable file skipped
 
 
 def test_a_run_with_ema_exports_the_averaged_weights(tmp_path):
-    from artmove.evaluation.checkpoint import inference_network
-    from artmove.release.formats import TimmFolder
     from conftest import classifier, sgd_steps
 
     model = classifier("test_resnet", 3, image_size=32, ema_decay=0.5)
     sgd_steps(model)
-    model.ema.update(model.model)
-    network = inference_network(model)
-    assert network is model.ema.module and not network.training
-    TimmFolder().write(network, tmp_path, torch.zeros(2, 3, 32, 32), {"label_names": ["a", "b", "c"], "preprocessing": model.preprocessing})
+    model.ema.update(model.network)
+    network = model.inference_network.eval()
+    assert network is model.ema.module
+    weights = WeightsFolder()
+    weights.write(network, tmp_path, torch.zeros(2, 3, 32, 32), {"label_names": ["a", "b", "c"], "preprocessing": model.preprocessing})
+    assert weights.layout == "timm"
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        averaged, raw = network(images).numpy(), model.model.eval()(images).numpy()
-    rebuilt = TimmFolder().runner(tmp_path)(images)
+        averaged, raw = network(images).numpy(), model.network.eval()(images).numpy()
+    rebuilt = weights.runner(tmp_path)(images)
     assert np.abs(rebuilt - averaged).max() < 1e-5 and np.abs(rebuilt - raw).max() > 1e-3

@@ -87,7 +87,7 @@ def test_extraction_workers_share_the_node_among_ddp_processes(compose_train, mo
     monkeypatch.setattr("os.cpu_count", lambda: 32)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)), raising=False)
     monkeypatch.setattr(feature_datamodule.FeatureCache, "load_or_extract", lambda cache, backbone, key, split, compute: compute())
-    monkeypatch.setattr(feature_datamodule, "extract", lambda *args: workers.append(args[4]) or (torch.zeros(1, 8), torch.zeros(1, dtype=torch.long)))
+    monkeypatch.setattr(feature_datamodule, "extract", lambda *args: workers.append(args[3]) or (torch.zeros(1, 8), torch.zeros(1, dtype=torch.long)))
     datamodule = build(compose_train("backbone=test_resnet", "pretrained=false", "unfreeze=0", "features=cached",
                                      "image_size=32", "data.num_workers=auto"))[1]  # fmt: skip
     datamodule.trainer = pl.Trainer(accelerator="cpu", devices=4, strategy="ddp", logger=False, enable_checkpointing=False)

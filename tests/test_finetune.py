@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import pytorch_lightning as pl
-import timm
 import torch
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -15,6 +14,7 @@ from timm.optim import param_groups_weight_decay
 from artmove.errors import ConfigError
 from artmove.finetune import Fraction, Gradual, Stages
 from artmove.finetune.layers import plan_stages, plan_unfreeze
+from artmove.models import create_network
 from artmove.train import build
 from conftest import classifier, sgd_steps
 
@@ -31,9 +31,9 @@ class LrRecorder(Callback):
         self.steps = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        names = {id(p): n for n, p in pl_module.model.named_parameters()}
+        names = {id(p): n for n, p in pl_module.network.named_parameters()}
         lrs = {names[id(p)]: g["lr"] for g in trainer.optimizers[0].param_groups for p in g["params"]}
-        trainable = {n for n, p in pl_module.model.named_parameters() if p.requires_grad}
+        trainable = {n for n, p in pl_module.network.named_parameters() if p.requires_grad}
         self.steps.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "lrs": lrs, "trainable": trainable})
 
 
@@ -61,7 +61,7 @@ def check_gradual_step(plan, step, lr_decay=0.5):
     expected = set(plan.head).union(*(block_names(plan, depth) for depth in range(1, unfrozen + 1)))
     assert step["trainable"] == expected, step["epoch"]
     assert set(step["lrs"]) == set(plan.trainable)
-    head_lr = step["lrs"]["fc.weight"]
+    head_lr = step["lrs"]["head.fc.weight"]
     for depth in range(1, plan.trained_blocks + 1):
         for name in block_names(plan, depth):
             assert step["lrs"][name] == pytest.approx(head_lr * lr_decay**depth), (name, step["epoch"])
@@ -72,15 +72,15 @@ def check_gradual_step(plan, step, lr_decay=0.5):
 @pytest.mark.parametrize(
     "backbone, stages, expected",
     [
-        ("resnet50", 1, ["layer4", "fc"]),
-        ("resnet50", 2, ["layer3", "layer4", "fc"]),
-        ("tf_efficientnet_lite0", 1, ["blocks.6.0+conv_head+bn2", "classifier"]),
-        ("convnext_atto", 1, ["stages.3+head.norm", "head.fc"]),
+        ("resnet50", 1, ["layer4", "head"]),
+        ("resnet50", 2, ["layer3", "layer4", "head"]),
+        ("tf_efficientnet_lite0", 1, ["blocks.6.0+conv_head+bn2", "head"]),
+        ("convnext_atto", 1, ["stages.3+head.norm", "head"]),
         ("vit_tiny_patch16_224", 2, ["blocks.10", "blocks.11+norm", "head"]),
     ],
 )
 def test_stages_are_timm_coarse_groups(backbone, stages, expected):
-    plan = plan_stages(timm.create_model(backbone, num_classes=4), stages)
+    plan = plan_stages(create_network(backbone, 4, pretrained=False), stages)
     assert plan.trainable_modules() == expected
 
 
@@ -91,7 +91,7 @@ def test_stages_beyond_the_backbone_are_refused_with_the_count_when_the_policy_i
 
 def test_stages_trains_the_same_parameters_at_one_lr_every_step(compose_train):
     model, steps = fit(compose_train, "finetune=stages", "finetune.stages=2", "scheduler=none", epochs=1)
-    layer4 = {n for n, _ in model.model.named_parameters() if n.startswith(("layer3.", "layer4.", "fc."))}
+    layer4 = {n for n, _ in model.network.named_parameters() if n.startswith(("backbone.layer3.", "backbone.layer4.", "head."))}
     for step in steps:
         assert step["trainable"] == layer4 == set(step["lrs"])
         assert set(step["lrs"].values()) == {LR}
@@ -99,7 +99,7 @@ def test_stages_trains_the_same_parameters_at_one_lr_every_step(compose_train):
 
 def test_fraction_trains_the_same_parameters_at_the_scheduled_lr(compose_train):
     model, steps = fit(compose_train, "unfreeze=0.2", "scheduler=cosine", "scheduler.warmup_epochs=0", epochs=1, batches=3)
-    expected = set(plan_unfreeze(model.model, 0.2).trainable)
+    expected = set(plan_unfreeze(model.network, 0.2).trainable)
     lrs = [set(step["lrs"].values()) for step in steps]
     assert all(step["trainable"] == expected == set(step["lrs"]) for step in steps)
     assert all(len(values) == 1 for values in lrs)  # one LR for all groups...
@@ -112,9 +112,9 @@ def test_gradual_unfreezes_one_block_per_epoch_at_lower_lrs(compose_train, sched
     model, steps = fit(compose_train, "finetune=gradual", "unfreeze=0.5", "finetune.lr_decay=0.5",
                        f"scheduler={scheduler}", "scheduler.warmup_epochs=0" if scheduler == "cosine" else "scheduler=none",
                        epochs=4)  # fmt: skip
-    assert model.plan.trained_blocks == 2  # the floor: layer3.0 and layer4.0 of test_resnet
+    assert model.finetuning.plan.trained_blocks == 2  # the floor: layer3.0 and layer4.0 of test_resnet
     assert [s["epoch"] for s in steps] == [0, 0, 1, 1, 2, 2, 3, 3]
-    head_lrs = [check_gradual_step(model.plan, step) for step in steps]
+    head_lrs = [check_gradual_step(model.finetuning.plan, step) for step in steps]
     if scheduler == "none":
         assert head_lrs == pytest.approx([LR] * len(steps))
     else:
@@ -127,7 +127,7 @@ def test_gradual_resumes_from_a_checkpoint(compose_train, tmp_path):
     model, resumed = fit(compose_train, *overrides, epochs=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "b")],
                          ckpt_path=tmp_path / "last.ckpt")  # fmt: skip
     assert [s["epoch"] for s in resumed] == [2, 2, 3, 3]
-    head_lrs = [check_gradual_step(model.plan, step) for step in resumed]
+    head_lrs = [check_gradual_step(model.finetuning.plan, step) for step in resumed]
     assert head_lrs == sorted(head_lrs, reverse=True) and head_lrs[0] < LR  # the schedule goes on where it stopped
 
 
@@ -136,21 +136,23 @@ def test_gradual_resumes_from_a_checkpoint(compose_train, tmp_path):
 def test_discriminative_lr_decays_per_layer_group_under_every_scheduler(compose_train, scheduler):
     model, steps = fit(compose_train, "finetune=discriminative", "finetune.layer_decay=0.5", "unfreeze=1",
                        f"scheduler={scheduler}", epochs=1)  # fmt: skip
-    layer_of = group_parameters(model.model, model.model.group_matcher(coarse=False), reverse=True)
+    backbone = model.network.backbone
+    layer_of = {f"backbone.{name}": layer for name, layer in group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True).items()}
     top = max(layer_of.values())
-    assert top == 5  # stem, layer1.0 .. layer4.0, head
+    assert top == 4  # stem, layer1.0 .. layer4.0; the head one level above
+    layer_of.update({name: top + 1 for name, _ in model.network.head.named_parameters(prefix="head")})
     for step in steps:
         assert step["trainable"] == set(step["lrs"]) == set(layer_of)  # unfreeze=1: everything
-        head_lr = step["lrs"]["fc.weight"]
+        head_lr = step["lrs"]["head.fc.weight"]
         for name, lr in step["lrs"].items():
-            assert lr == pytest.approx(head_lr * 0.5 ** (top - layer_of[name]), rel=1e-6), (name, scheduler)
+            assert lr == pytest.approx(head_lr * 0.5 ** (top + 1 - layer_of[name]), rel=1e-6), (name, scheduler)
     stem = min(layer_of, key=layer_of.get)
-    assert steps[0]["lrs"][stem] == pytest.approx(steps[0]["lrs"]["fc.weight"] * 0.5**5)
+    assert steps[0]["lrs"][stem] == pytest.approx(steps[0]["lrs"]["head.fc.weight"] * 0.5**5)
 
 
 def test_discriminative_trains_only_the_unfreeze_fraction(compose_train):
     model, steps = fit(compose_train, "finetune=discriminative", "unfreeze=0.5", "scheduler=none", epochs=1, batches=1)
-    assert steps[0]["trainable"] == set(plan_unfreeze(model.model, 0.5).trainable) == set(steps[0]["lrs"])
+    assert steps[0]["trainable"] == set(plan_unfreeze(model.network, 0.5).trainable) == set(steps[0]["lrs"])
     assert len(set(steps[0]["lrs"].values())) == 3  # head, layer4.0, layer3.0
 
 
@@ -158,17 +160,17 @@ def test_discriminative_trains_only_the_unfreeze_fraction(compose_train):
 def test_frozen_norm_statistics_stay_fixed_in_a_lightning_run(compose_train):
     """Lightning never calls train() on the module: the modes must be right from construction on."""
     _, _, model = build(compose_train(*TINY, "unfreeze=0.5"))
-    frozen, trained = model.model.layer1[0].bn1, model.model.layer4[0].bn1
+    frozen, trained = model.network.backbone.layer1[0].bn1, model.network.backbone.layer4[0].bn1
     before = frozen.running_mean.clone(), trained.running_mean.clone()
     model, _ = fit(compose_train, "unfreeze=0.5", epochs=1)
-    frozen, trained = model.model.layer1[0].bn1, model.model.layer4[0].bn1
+    frozen, trained = model.network.backbone.layer1[0].bn1, model.network.backbone.layer4[0].bn1
     assert torch.equal(frozen.running_mean, before[0]) and not torch.equal(trained.running_mean, before[1])
 
 
 def test_train_bn_trains_every_batch_norm_also_in_frozen_blocks():
     module = classifier("resnet18", 3, Fraction(0.0, train_bn=True))
-    frozen_bn = module.model.layer1[0].bn1
-    assert frozen_bn.weight.requires_grad and not module.model.layer1[0].conv1.weight.requires_grad
+    frozen_bn = module.network.backbone.layer1[0].bn1
+    assert frozen_bn.weight.requires_grad and not module.network.backbone.layer1[0].conv1.weight.requires_grad
     before = frozen_bn.running_mean.clone()
     sgd_steps(module)
     assert frozen_bn.training and not torch.equal(frozen_bn.running_mean, before)
@@ -176,7 +178,7 @@ def test_train_bn_trains_every_batch_norm_also_in_frozen_blocks():
 
 def test_freeze_norm_stats_all_keeps_statistics_of_trained_norms_fixed():
     module = classifier("resnet18", 3, Fraction(0.3, freeze_norm_stats="all"))
-    trained_bn = module.model.layer4[1].bn2  # (bn1's gradient passes bn2's zero-initialised weight)
+    trained_bn = module.network.backbone.layer4[1].bn2  # (bn1's gradient passes bn2's zero-initialised weight)
     before_stats, before_weight = trained_bn.running_mean.clone(), trained_bn.weight.detach().clone()
     sgd_steps(module)
     assert not trained_bn.training and torch.equal(trained_bn.running_mean, before_stats)
@@ -185,9 +187,10 @@ def test_freeze_norm_stats_all_keeps_statistics_of_trained_norms_fixed():
 
 # --- regularisers -------------------------------------------------------------------
 def test_regularisers_are_off_by_default(compose_train):
-    model = compose_train().model
-    assert (model.mixup, model.cutmix, model.ema_decay, model.drop_path_rate, model.label_smoothing) == (0, 0, None, 0, 0)
-    assert type(build(compose_train("pretrained=false"))[2].policy) is Fraction
+    cfg = compose_train()
+    model = cfg.model
+    assert (model.mixup, model.cutmix, model.ema_decay, model.label_smoothing, cfg.network.drop_rate, cfg.network.drop_path_rate) == (0, 0, None, 0, 0, 0)
+    assert type(build(compose_train("pretrained=false"))[2].finetuning.policy) is Fraction
 
 
 def test_mixup_cutmix_use_soft_targets_and_odd_batches():
@@ -203,16 +206,16 @@ def test_mixup_cutmix_use_soft_targets_and_odd_batches():
 
 def test_ema_weights_are_used_for_validation(compose_train):
     model, _ = fit(compose_train, "model.ema_decay=0.5", "unfreeze=0", epochs=1)
-    head, ema_head = model.model.fc.weight, model.ema.module.fc.weight
+    head, ema_head = model.network.head.fc.weight, model.ema.module.head.fc.weight
     assert not torch.equal(head, ema_head)
     images = torch.randn(2, 3, 32, 32)
     model.eval()
-    assert torch.allclose(model(images), model.ema.module(images)) and not torch.allclose(model(images), model.model(images))
+    assert torch.allclose(model(images), model.ema.module(images)) and not torch.allclose(model(images), model.network(images))
 
 
 def test_drop_path_reaches_the_backbone_and_is_refused_where_missing():
     module = classifier("resnet18", 3, drop_path_rate=0.1)
-    assert module.model.layer4[1].drop_path.drop_prob == pytest.approx(0.1)
+    assert module.network.backbone.layer4[1].drop_path.drop_prob == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="no stochastic depth"):
         classifier("vgg11", 3, drop_path_rate=0.1)
 
@@ -254,10 +257,11 @@ def test_wrong_finetune_settings_fail_before_any_data_or_weights(compose_train, 
 
 @pytest.mark.parametrize("overrides, message", [
     (["finetune=stages", "unfreeze=0.5"], "finetune=stages counts stages, it does not use unfreeze=0.5"),
-    (["+finetune.stage=2"], "finetune.stage: Fraction has no such setting; its settings: freeze_norm_stats, train_bn, unfreeze"),
-    (["finetune=fraction", "+finetune.layer_decay=0.5"], "finetune.layer_decay: Fraction has no such setting"),
-    (["finetune=gradual", "+finetune.stages=2"], "finetune.stages: Gradual has no such setting"),
-    (["finetune=discriminative", "+finetune.every_epochs=2"], "finetune.every_epochs: Discriminative has no such setting"),
+    (["+finetune.stage=2"], "finetune.stage: fine-tuning policy fraction has no such setting; its settings: unfreeze, train_bn, freeze_norm_stats"),
+    (["finetune=fraction", "+finetune.layer_decay=0.5"], "finetune.layer_decay: fine-tuning policy fraction has no such setting"),
+    (["finetune=gradual", "+finetune.stages=2"], "finetune.stages: fine-tuning policy gradual has no such setting"),
+    (["finetune=discriminative", "+finetune.every_epochs=2"], "finetune.every_epochs: fine-tuning policy discriminative has no such setting"),
+    (["finetune.name=partial"], "finetune.name='partial': artmove has no fine-tuning policy of that name; use one of fraction, stages"),
 ])  # fmt: skip
 def test_each_policy_refuses_a_setting_it_does_not_use(compose_train, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -271,24 +275,25 @@ def test_a_policy_from_the_users_own_module_plugs_in_by_target(compose_train, tm
         "from artmove.finetune.layers import plan_unfreeze\n"
         "import dataclasses\n"
         "class StemOnly(FinetunePolicy):\n"
-        "    def plan(self, model):\n"
-        "        plan = plan_unfreeze(model, 0.0, setting='stem only')\n"
+        "    name = 'stem_only'\n"
+        "    def plan(self, network):\n"
+        "        plan = plan_unfreeze(network, 0.0, setting='stem only')\n"
         "        return dataclasses.replace(plan, blocks=plan.blocks[1:] + plan.blocks[:1],\n"
         "                                   block_layers=plan.block_layers[1:] + plan.block_layers[:1], trained_blocks=1)\n"
     )  # fmt: skip
     monkeypatch.syspath_prepend(str(tmp_path))
     model, steps = fit(compose_train, "~finetune", "+finetune._target_=my_policies.StemOnly", "scheduler=none", epochs=1)
-    stem = {n for n, _ in model.model.named_parameters() if n.startswith(("conv1.", "bn1."))}
-    assert stem and all(step["trainable"] == stem | {"fc.weight", "fc.bias"} == set(step["lrs"]) for step in steps)
-    assert model.describe_trainable().startswith("stem only: retraining")
+    stem = {n for n, _ in model.network.named_parameters() if n.startswith(("backbone.conv1.", "backbone.bn1."))}
+    assert stem and all(step["trainable"] == stem | {"head.fc.weight", "head.fc.bias"} == set(step["lrs"]) for step in steps)
+    assert model.finetuning.describe().startswith("stem only: retraining")
 
 
 def test_gradual_groups_follow_timms_weight_decay_rule_with_no_weight_decay_names():
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=32, patch_size=8)
-    policy = Gradual(unfreeze=1.0)
-    plan = policy.prepare(vit)
-    ours = policy.param_groups(vit, plan, 0.05)
+    network = create_network("vit_tiny_patch16_224", 3, pretrained=False)
+    groups = Gradual(unfreeze=1.0).bind(network).optimizer({"opt": "sgd", "lr": 0.1, "weight_decay": 0.05}).param_groups
+    vit = network.backbone
     reference = param_groups_weight_decay(vit.requires_grad_(True), 0.05, no_weight_decay_list=vit.no_weight_decay())
     by_decay = lambda groups: {wd: {id(p) for g in groups if g["weight_decay"] == wd for p in g["params"]} for wd in (0.0, 0.05)}  # noqa: E731
-    assert by_decay(ours) == by_decay(reference)
-    assert id(vit.pos_embed) in by_decay(ours)[0.0] and id(vit.cls_token) in by_decay(ours)[0.0]
+    assert by_decay(groups)[0.0] - {id(p) for p in network.head.parameters()} == by_decay(reference)[0.0]
+    assert id(vit.pos_embed) in by_decay(groups)[0.0] and id(vit.cls_token) in by_decay(groups)[0.0]
+    assert id(network.head.fc.weight) in by_decay(groups)[0.05] and id(network.head.fc.bias) in by_decay(groups)[0.0]

@@ -3,8 +3,6 @@
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -28,18 +26,13 @@ def test_top_losses_orders_by_the_true_class_probability():
 
 @pytest.mark.slow
 def test_gallery_shows_the_highest_loss_paintings_first_with_grad_cam(tiny_run, tmp_path):
-    from hydra.utils import instantiate
-
-    from artmove.evaluate import evaluation_data
-    from artmove.evaluation.checkpoint import load_classifier
-    from conftest import compose_config
+    from artmove.evaluation.data import evaluation_data
+    from artmove.models import load_trained
+    from artmove.runs.folder import RunFolder
+    from conftest import compose_config, run_cli
 
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.evaluate", f"ckpt_path={ckpt}", "gallery=5", "gallery_pairs=2", "num_workers=0",
-         f"output_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_cli("artmove.evaluate", f"ckpt_path={ckpt}", "gallery=5", "gallery_pairs=2", "num_workers=0", f"output_dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "gallery: top_losses.png, confused/" in done.stdout
     top = Image.open(tmp_path / "top_losses.png")
@@ -48,13 +41,13 @@ def test_gallery_shows_the_highest_loss_paintings_first_with_grad_cam(tiny_run, 
     # The first tile is the painting with the lowest probability of its true class (predictions.csv).
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))
     worst = min(rows, key=lambda row: float(row["p_true"]))
-    model = load_classifier(ckpt)
-    datamodule = instantiate(evaluation_data(compose_config("evaluate", f"ckpt_path={ckpt}")), preprocessing=model.preprocessing)
+    trained = load_trained(ckpt)
+    datamodule = evaluation_data(compose_config("evaluate", f"ckpt_path={ckpt}"), RunFolder(tiny_run), trained.preprocessing)
     (index,) = [i for i, (path, _) in enumerate(datamodule.files["test"]) if str(path) == worst["path"]]
     from artmove.evaluation.gradcam import to_pil
 
     image = datamodule.evaluation_dataset("test")[index][0]
-    expected = np.asarray(to_pil(image, model.preprocessing["mean"], model.preprocessing["std"]).resize((TILE, TILE)), dtype=float)
+    expected = np.asarray(to_pil(image, trained.preprocessing["mean"], trained.preprocessing["std"]).resize((TILE, TILE)), dtype=float)
     first = np.asarray(top.crop((PAD, PAD, PAD + TILE, PAD + TILE)), dtype=float)
     heat = np.asarray(top.crop((2 * PAD + TILE, PAD, 2 * PAD + 2 * TILE, PAD + TILE)), dtype=float)
     assert np.abs(first - expected).mean() < 2  # the same painting (PNG, same resize)

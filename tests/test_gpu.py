@@ -1,7 +1,6 @@
 """The GPU path (precision, channels-last, cuDNN/TF32 flags, checks) and model.compile, tested on CPU."""
 
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from omegaconf import OmegaConf
 from artmove.errors import ConfigError
 from artmove.training.callbacks import GpuSpeedups
 from artmove.training.trainer import check_trainer
-from conftest import classifier, compose_config
+from conftest import classifier, compose_config, run_cli
 
 
 def fake_gpu(monkeypatch, capability=(9, 0)):
@@ -22,13 +21,10 @@ def fake_gpu(monkeypatch, capability=(9, 0)):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
 
 
-def test_trainer_gpu_without_a_gpu_stops_before_the_data_in_one_line(tmp_path):
+def test_trainer_gpu_without_a_gpu_stops_before_the_data_in_one_line(tmp_path, monkeypatch):
     started = time.time()
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.train", "trainer=gpu", "data=rasta", f"data.root={tmp_path / 'absent'}",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as CUDA_VISIBLE_DEVICES="" (this machine may have one)
+    done = run_cli("artmove.train", "trainer=gpu", "data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "trainer.accelerator=gpu" in errors[0] and "trainer=cpu" in errors[0]
@@ -132,7 +128,7 @@ def test_compile_failure_says_one_line_and_runs_eager(monkeypatch, caplog):
     assert len(caplog.records) == 1
     message = caplog.records[0].getMessage()
     assert "torch.compile failed" in message and "no C++ compiler" in message and "more detail" not in message
-    assert torch.allclose(logits, model.model(images)) and torch.allclose(again, logits)
+    assert torch.allclose(logits, model.network(images)) and torch.allclose(again, logits)
 
 
 def test_compiled_model_keeps_plain_checkpoint_keys(monkeypatch):
@@ -140,8 +136,8 @@ def test_compiled_model_keeps_plain_checkpoint_keys(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, mode: compiled_functions.append(function) or function)
     model = classifier("test_resnet", 3, image_size=32, compile=True)
     plain = classifier("test_resnet", 3, image_size=32)
-    (compiled,) = compiled_functions  # the backbone and its head, one function
-    assert compiled.func is model.head and compiled.args == (model.model,)
+    (compiled,) = compiled_functions  # the network's forward: the backbone and its head, one function
+    assert compiled == model.network.forward
     assert list(model.state_dict()) == list(plain.state_dict())
     assert not any("_orig_mod" in key for key in model.state_dict())
 
@@ -154,7 +150,7 @@ def test_unknown_compile_mode_is_a_config_error():
 @pytest.mark.slow
 def test_real_compile_trains_and_its_checkpoint_loads_without_compile(tmp_path):
     """A real torch.compile (inductor on CPU: about 1.5 min on 2 cores) through the command line."""
-    from artmove.evaluation.checkpoint import load_classifier
+    from artmove.models import load_trained
 
     done = subprocess.run(
         [sys.executable, "-m", "artmove.train", "backbone=test_resnet", "pretrained=false", "image_size=32", "unfreeze=1",
@@ -166,5 +162,5 @@ def test_real_compile_trains_and_its_checkpoint_loads_without_compile(tmp_path):
     assert "torch.compile failed" not in done.stderr
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["state_dict"] and not any("_orig_mod" in key for key in checkpoint["state_dict"])
-    model = load_classifier(tmp_path / "checkpoints" / "last.ckpt")
-    assert model.compiled is None and model(torch.randn(1, 3, 32, 32)).shape == (1, model.hparams.num_classes)
+    network = load_trained(tmp_path / "checkpoints" / "last.ckpt").network
+    assert network(torch.randn(1, 3, 32, 32)).shape == (1, 10)

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import pytest
@@ -11,6 +9,7 @@ from huggingface_hub import CommitInfo, HfApi, RepoUrl, constants
 
 from artmove.errors import ConfigError
 from artmove.release.hub import check_hub_target, push
+from conftest import run_cli
 from fake_hub import FakeHub
 
 
@@ -68,14 +67,13 @@ def test_a_push_without_a_token_or_owner_stops_before_any_work(monkeypatch, tmp_
         check_hub_target("some one/art!")
 
 
-def test_offline_the_cli_fails_in_one_line_and_keeps_the_export(tiny_run, tmp_path):
+def test_offline_the_cli_fails_in_one_line_and_keeps_the_export(tiny_run, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     out = tmp_path / "export"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_TOKEN="hf_fake")
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.export", f"ckpt_path={tiny_run}", f"out={out}", "check_images=2", "hub=someone/art",
-         f"hydra.run.dir={tmp_path / 'log'}"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    done = run_cli("artmove.export", f"ckpt_path={tiny_run}", f"out={out}", "check_images=2", "hub=someone/art", f"hydra.run.dir={tmp_path / 'log'}")
     assert done.returncode == 2, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("artmove: error: hub=someone/art: offline (HF_HUB_OFFLINE is set), nothing pushed; the export is complete in")

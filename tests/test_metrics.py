@@ -1,11 +1,10 @@
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from artmove.models.metrics import classification_metrics
+from conftest import run_cli
 
 
 def test_topk_and_macro_on_a_hand_built_case():
@@ -61,22 +60,16 @@ def sum_recall(first, second):
 
 
 def test_a_runs_test_table_equals_evaluate_on_its_best_checkpoint(tmp_path, wikipaintings_small):
-    """Through the real command line: RASTA's test split comes in class order, so the first test batch
-    is one class (all ranked within the top 3 here); train's test metrics must still be evaluate's."""
+    """Through the command line: RASTA's test split comes in class order, so the first test batch is one
+    class (all ranked within the top 3 here); train's test metrics must still be evaluate's."""
     run = tmp_path / "run"
-    common = [sys.executable, "-m"]
-    subprocess.run(
-        [*common, "artmove.train", "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0",
-         "unfreeze=0", "image_size=96", "data.batch_size=10", "trainer.max_epochs=2", "data.num_workers=0",
-         f"hydra.run.dir={run}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    done = run_cli("artmove.train", "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0", "unfreeze=0",
+                   "image_size=64", "data.batch_size=10", "trainer.max_epochs=1", "+trainer.limit_train_batches=8", "data.num_workers=0",
+                   f"hydra.run.dir={run}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((run / "results.json").read_text())
-    subprocess.run(
-        [*common, "artmove.evaluate", f"ckpt_path={trained['best_checkpoint']}", "num_workers=0",
-         f"hydra.run.dir={tmp_path / 'eval'}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    done = run_cli("artmove.evaluate", f"ckpt_path={trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("test/top1", "test/top3", "test/top5", "test/top1_macro", "test/num_images"):
         assert trained[key] == pytest.approx(evaluated[key], abs=1e-6), key

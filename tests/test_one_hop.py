@@ -17,6 +17,7 @@ from PIL import Image
 from artmove.report import main as report_main
 from artmove.train import next_commands
 from artmove.training.callbacks import ResumeHint
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {"train", "evaluate", "predict", "report", "inspect", "verify", "prepare", "export", "demo"}
@@ -32,7 +33,7 @@ def test_every_command_has_a_console_script():
 
 
 def test_help_lists_only_real_choices(capsys):
-    done = subprocess.run([sys.executable, "-m", "artmove.train", "--help"], capture_output=True, text=True, timeout=120)
+    done = run_cli("artmove.train", "--help")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "data: csv, folder, pandora, rasta, synthetic, wikiart\n" in done.stdout and "_base" not in done.stdout
     with pytest.raises(SystemExit) as exit_code:  # report takes plain arguments (argparse)
@@ -73,7 +74,7 @@ def test_next_commands_without_files_name_a_placeholder(tmp_path):
 
 
 def test_an_interrupted_run_says_how_to_continue(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("artmove.runs.results.job_overrides", lambda: ["data=folder", "data.root=/my paintings", "resume=false"])
+    monkeypatch.setattr("artmove.training.callbacks.job_overrides", lambda: ["data=folder", "data.root=/my paintings", "resume=false"])
     hint, trainer = ResumeHint(str(tmp_path)), SimpleNamespace(is_global_zero=True, current_epoch=3)
     with caplog.at_level(logging.WARNING, logger="artmove.training.callbacks"):
         hint.on_exception(trainer, None, KeyboardInterrupt())

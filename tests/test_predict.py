@@ -12,8 +12,8 @@ from timm.data import create_transform
 from artmove.data.images import load_rgb
 from artmove.data.transforms import decode_size
 from artmove.errors import ConfigError
-from artmove.evaluation.checkpoint import load_classifier
 from artmove.evaluation.gradcam import grad_cam
+from artmove.models import load_trained
 from artmove.predict import list_inputs, predict
 from conftest import compose_config
 
@@ -99,8 +99,8 @@ def test_predictions_match_the_model_on_its_eval_transform(tiny_run, paintings, 
     cfg = compose_config("predict", f"ckpt_path={ckpt}", f"input={paintings / 'nested'}", "top_k=25", "save=csv",
                          f"output_dir={tmp_path}", "num_workers=0", "batch_size=2")  # fmt: skip
     result = predict(cfg)
-    model = load_classifier(ckpt)
-    config = model.preprocessing
+    trained = load_trained(ckpt)
+    model, config = trained.network, trained.preprocessing
     transform = create_transform(input_size=tuple(config["input_size"]), interpolation=config["interpolation"], mean=tuple(config["mean"]),
                                  std=tuple(config["std"]), crop_pct=config["crop_pct"], is_training=False)  # fmt: skip
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))
@@ -110,7 +110,7 @@ def test_predictions_match_the_model_on_its_eval_transform(tiny_run, paintings, 
             expected = model(transform(load_rgb(item["path"], decode_size(config)))[None]).softmax(-1)[0]
         got = {top["movement"]: top["probability"] for top in item["top"]}
         assert sum(got.values()) == pytest.approx(1.0, abs=1e-4)
-        for label, name in enumerate(model.hparams.class_names):
+        for label, name in enumerate(trained.class_names):
             assert got[name] == pytest.approx(float(expected[label]), abs=1e-3)
 
 

@@ -88,14 +88,12 @@ def test_an_export_predicts_as_its_checkpoint(predictor, exported, paintings, tm
 
 def test_an_export_keeps_the_size_its_checkpoint_evaluated_at(tmp_path):
     """test_image_size= travels in timm's pretrained config (test_input_size): the export predicts at it."""
-    import timm
-
-    from artmove.models import backbone_preprocessing
-    from artmove.release.formats import TimmFolder
+    from artmove.models import backbone_preprocessing, create_network
+    from artmove.release.formats import WeightsFolder
 
     preprocessing = backbone_preprocessing("test_resnet", image_size=32, test_image_size=48)
-    network = timm.create_model("test_resnet", pretrained=False, num_classes=3)
-    TimmFolder().write(network, tmp_path, None, {"label_names": ["a", "b", "c"], "preprocessing": preprocessing})
+    WeightsFolder().write(create_network("test_resnet", 3, pretrained=False), tmp_path, None,
+                          {"label_names": ["a", "b", "c"], "preprocessing": preprocessing})  # fmt: skip
     loaded = Predictor.from_export(tmp_path)
     assert loaded.preprocessing["input_size"] == [3, 32, 32] and loaded.preprocessing["test_input_size"] == [3, 48, 48]
     assert loaded.class_names == ["a", "b", "c"]

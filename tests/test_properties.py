@@ -5,12 +5,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import timm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from artmove.data.splits import artist_from_filename, group_split, stratified_split
 from artmove.finetune.layers import plan_unfreeze
+from artmove.models import create_network
 
 fractions = st.floats(min_value=0.0, max_value=0.3, allow_nan=False)
 seeds = st.integers(min_value=0, max_value=2**31)
@@ -66,14 +66,14 @@ def test_artist_groups_never_straddle_splits(per_class, val, test, seed):
 
 
 @pytest.fixture(scope="module", params=["test_resnet", "test_efficientnet", "test_vit"])
-def backbone(request):
-    return timm.create_model(request.param, pretrained=False, num_classes=3)
+def network(request):
+    return create_network(request.param, 3, pretrained=False)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(min_value=0.0, max_value=1.0, allow_nan=False), min_size=2, max_size=6))
-def test_unfreeze_plan_is_monotone_and_always_trains_the_head(backbone, fractions):
-    plans = [plan_unfreeze(backbone, fraction) for fraction in sorted(fractions)]
+def test_unfreeze_plan_is_monotone_and_always_trains_the_head(network, fractions):
+    plans = [plan_unfreeze(network, fraction) for fraction in sorted(fractions)]
     layers = [plan.trained_layers for plan in plans]
     assert layers == sorted(layers)  # more of the backbone for a larger fraction, never less
     for smaller, larger in zip(plans, plans[1:]):
@@ -82,8 +82,8 @@ def test_unfreeze_plan_is_monotone_and_always_trains_the_head(backbone, fraction
         assert plan.head and set(plan.head) <= plan.trainable
 
 
-def test_unfreeze_plan_extremes(backbone):
-    nothing, everything = plan_unfreeze(backbone, 0.0), plan_unfreeze(backbone, 1.0)
+def test_unfreeze_plan_extremes(network):
+    nothing, everything = plan_unfreeze(network, 0.0), plan_unfreeze(network, 1.0)
     assert nothing.trained_layers == 0 and nothing.trainable == frozenset(nothing.head)
     assert everything.trained_layers == everything.total_layers
-    assert everything.trainable == frozenset(name for name, _ in backbone.named_parameters())
+    assert everything.trainable == frozenset(name for name, _ in network.named_parameters())

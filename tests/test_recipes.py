@@ -17,10 +17,10 @@ TINY = ["debug=limit", "image_size=32", "test_image_size=40", "data.batch_size=4
 def test_paintings_presets_compose_with_every_head():
     cpu = compose_config("train", "experiment=paintings", "head=gram")
     assert (cpu.backbone, cpu.unfreeze, cpu.image_size, cpu.trainer.max_epochs) == ("tf_efficientnet_lite0", 0.5, 224, 8)
-    assert cpu.finetune._target_ == "artmove.finetune.Discriminative" and cpu.finetune.freeze_norm_stats == "all"
-    assert cpu.model.head._target_ == "artmove.models.heads.GramHead" and cpu.model.label_smoothing == 0.1
+    assert cpu.finetune.name == "discriminative" and cpu.finetune.freeze_norm_stats == "all"
+    assert cpu.network.head.name == "gram" and cpu.model.label_smoothing == 0.1 and cpu.network.drop_rate == 0.2
     recipe = compose_config("train", "experiment=paintings")
-    assert recipe.model.head._target_ == "artmove.models.heads.MultiscaleHead" and recipe.model.flip_tta is False
+    assert recipe.network.head == {"name": "multiscale", "stages": 3} and recipe.model.flip_tta is False
     assert recipe.data.augment.random_erasing == 0.0 and recipe.data.augment.color_jitter is None
     assert recipe.test_image_size == 256 and recipe.callbacks.model_checkpoint.monitor is None  # final weights, at 256 px
     assert compose_config("train", "experiment=paintings", "image_size=288").test_image_size == 329  # follows image_size

@@ -17,12 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from artmove.errors import ConfigError
+from artmove.errors import ConfigError, UnreadableCheckpoint
+from artmove.models import load_trained
 from artmove.train import train
 from artmove.training.interrupts import EXIT_ABORTED, EXIT_INTERRUPTED
 from artmove.training.trainer import AtomicCheckpointIO
 from artmove.utils.io import remove_partial_writes
-from tests.conftest import compose_config
+from conftest import Done, compose_config, run_cli
 
 # A tiny model on a few synthetic paintings: an epoch takes well under a second.
 TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=2", "data.num_workers=0",
@@ -30,8 +31,9 @@ TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch
         "data.source.canvas_size=32"]  # fmt: skip
 
 
-def command(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
+def command(module: str, *args: str) -> Done:
+    """An error path through the real command line, in this process (run_cli)."""
+    return run_cli(module, *args)
 
 
 def start_training(run_dir: Path, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
@@ -141,6 +143,7 @@ def test_every_trainer_config_writes_checkpoints_atomically(trainer):
 
 
 # --- signals and resume -------------------------------------------------------------------------
+@pytest.mark.slow  # a real process stopped by a real signal: about 20 s
 def test_sigterm_saves_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path):
     run = start_training(tmp_path, "trainer.max_epochs=1000")
     wait_for(tmp_path / "checkpoints" / "last.ckpt", run)  # epoch 0 is done: stop it during epoch 1+
@@ -148,7 +151,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == EXIT_INTERRUPTED == 143, stderr[-3000:]
     epoch, step = saved_at(tmp_path / "checkpoints" / "last.ckpt")
-    assert step > 10 and f"stopped by a signal at epoch {epoch}, step {step}" in stderr
+    assert step >= 10 and f"stopped by a signal at epoch {epoch}, step {step}" in stderr  # after epoch 0, at a step boundary
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "interrupted" and (results["epoch"], results["step"]) == (epoch, step)
 
@@ -300,86 +303,73 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"artmove: error: {ckpt} is not a readable checkpoint: the file (611 bytes) is not a PyTorch checkpoint. "
-        "Give ckpt_path= a checkpoint an artmove training run wrote (<run>/checkpoints/best-….ckpt or last.ckpt)."
+        "Give ckpt_path= a run folder or its checkpoints/best-….ckpt or last.ckpt."
     )
 
 
 def test_an_empty_or_truncated_checkpoint_says_so(tmp_path):
-    from artmove.evaluation.checkpoint import load_classifier
-
     empty = tmp_path / "empty.ckpt"
     empty.touch()
-    with pytest.raises(ConfigError, match=f"{empty} is not a readable checkpoint: the file is empty"):
-        load_classifier(empty)
+    with pytest.raises(UnreadableCheckpoint, match=f"{empty} is not a readable checkpoint: the file is empty"):
+        load_trained(empty)
     truncated = tmp_path / "cut.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:3000])
-    with pytest.raises(ConfigError, match=r"cut.ckpt is not a readable checkpoint: the file \(3000 bytes\) is truncated or damaged"):
-        load_classifier(truncated)
+    with pytest.raises(UnreadableCheckpoint, match=r"cut.ckpt is not a readable checkpoint: the file \(3000 bytes\) is truncated or damaged"):
+        load_trained(truncated)
 
 
 def test_a_readable_checkpoint_that_artmove_did_not_write_says_so(tmp_path):
-    from artmove.evaluation.checkpoint import load_classifier
-
     weights_only = tmp_path / "weights.ckpt"
-    torch.save({"state_dict": {"w": torch.zeros(3)}}, weights_only)  # no hyperparameters to rebuild a model from
-    with pytest.raises(ConfigError, match=r"weights.ckpt is not an artmove training checkpoint \(KeyError: 'hyper_parameters'\)"):
-        load_classifier(weights_only)
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, weights_only)  # no hyperparameters to rebuild a network from
+    with pytest.raises(ConfigError, match=r"weights.ckpt is not a checkpoint of an artmove training run \(no hyper_parameters and state_dict\)"):
+        load_trained(weights_only)
     bare = tmp_path / "tensor.ckpt"
     torch.save(torch.zeros(3), bare)
-    with pytest.raises(ConfigError, match=r"tensor.ckpt is not an artmove training checkpoint \(TypeError: it holds a Tensor"):
-        load_classifier(bare)
+    with pytest.raises(ConfigError, match=r"tensor.ckpt is not a checkpoint of an artmove training run"):
+        load_trained(bare)
 
 
 # --- one run per folder ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(tmp_path):
     first = start_training(tmp_path, "trainer.max_epochs=1000")
-    wait_for(tmp_path / ".lock", first)
-    owner = json.loads((tmp_path / ".lock").read_text())
-    assert owner["pid"] == first.pid
     wait_for(tmp_path / ".hydra" / "overrides.yaml", first)
     overrides = (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    owner = json.loads((tmp_path / ".lock.owner").read_text())
+    assert owner["pid"] == first.pid
 
     second = command("artmove.train", *TINY, "seed=7", f"hydra.run.dir={tmp_path}")
     assert second.returncode == 2
     assert second.stderr.strip() == (
-        f"artmove: error: run folder {tmp_path} is in use by pid {first.pid} on {owner['host']} since {owner['since']}: "
-        f"choose another hydra.run.dir (or delete {tmp_path / '.lock'} if that run is gone)."
+        f"artmove: error: folder {tmp_path} is in use by pid {first.pid} on {owner['host']} since {owner['since']}: "
+        "choose another hydra.run.dir (or hydra.sweep.dir), or wait for that run to end."
     )
     assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == overrides  # the first run's files untouched
 
-    first.kill()  # SIGKILL: no clean-up, the lock stays behind
+    first.kill()  # SIGKILL: no clean-up; the kernel releases the lock with the process
     first.communicate(timeout=60)
-    assert json.loads((tmp_path / ".lock").read_text())["pid"] == first.pid
     third = command("artmove.train", *TINY, "debug=fast_dev_run", "resume=false", f"hydra.run.dir={tmp_path}")
     assert third.returncode == 0, third.stderr[-3000:]
-    assert not (tmp_path / ".lock").exists()  # released at exit
 
 
-def test_a_lock_of_a_reused_pid_or_another_host_is_judged_by_its_owner(tmp_path, monkeypatch):
-    from artmove.runs.lock import RunFolderInUse, RunLock, _started
+def test_a_folder_locked_by_another_process_is_refused_until_that_process_ends(tmp_path):
+    from artmove.runs.lock import RunFolderInUse, lock_folder
 
-    lock = tmp_path / ".lock"
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": "1", "since": "then"}))
-    taken = RunLock(tmp_path).acquire()  # this pid is alive, but started at another time: a reused pid
-    assert json.loads(lock.read_text())["start"] != "1"
-    taken.release()
-    assert not lock.exists()
-    parent = {"pid": os.getppid(), "host": socket.gethostname(), "start": _started(os.getppid()), "since": "then"}
-    lock.write_text(json.dumps(parent))
-    with pytest.raises(RunFolderInUse, match=f"in use by pid {os.getppid()}"):
-        RunLock(tmp_path).acquire()  # a live owner: another process
-    lock.unlink()
-    RunLock(tmp_path).acquire()
-    RunLock(tmp_path).acquire().release()  # this process's own earlier run (a tool run twice in a notebook): done
-    assert not lock.exists()
-
-    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "slurm_job": "77", "since": "then"}))
-    with pytest.raises(RunFolderInUse, match="on elsewhere"):
-        RunLock(tmp_path).acquire()  # cannot tell: refuse
-    monkeypatch.setenv("SLURM_JOB_ID", "77")
-    RunLock(tmp_path).acquire().release()  # an earlier attempt of this SLURM job (a requeue on another node)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from artmove.runs.lock import lock_folder; "
+                               f"lock = lock_folder({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderInUse, match=f"folder {tmp_path} is in use by pid {holder.pid} on {socket.gethostname()} since"):
+            lock_folder(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait(30)
+    lock = lock_folder(tmp_path)  # its owner is gone: free
+    assert lock_folder(tmp_path) is lock  # this process's own earlier run (a tool run twice in a notebook): taken again
+    lock.release()
+    lock.release()
 
 
 # --- bad settings before compute -----------------------------------------------------------------

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from artmove.report import find_runs, learning_curves, write_report
+from artmove.evaluation.report import learning_curves, write_report
+from artmove.runs.folder import find_runs
 from artmove.train import train
 from conftest import compose_config
 
@@ -51,12 +52,12 @@ def sweep(tmp_path) -> Path:
 
 
 def test_runs_are_found_in_job_order_without_their_evaluations(sweep):
-    assert [p.name for p in find_runs([sweep])] == ["0", "1", "2", "3", "4", "5", "10"]
+    assert [run.path.name for run in find_runs([sweep])] == ["0", "1", "2", "3", "4", "5", "10"]
 
 
 def test_numbered_and_named_run_folders_sort_together(sweep):
     make_run(sweep / "manual", ok(0.3), backbone="resnet50", unfreeze=0.2, seed=9)
-    assert [p.name for p in find_runs([sweep])][-2:] == ["10", "manual"]
+    assert [run.path.name for run in find_runs([sweep])][-2:] == ["10", "manual"]
 
 
 def test_report_sorts_by_the_metric_and_keeps_failed_jobs(sweep, tmp_path):

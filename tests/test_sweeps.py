@@ -15,12 +15,14 @@ import torch
 from omegaconf import OmegaConf
 
 from artmove.errors import ConfigError
+from artmove.runs.folder import RunFolder
 from artmove.runs.results import record_failure
 from artmove.runs.resume import resume_checkpoint
 from artmove.sweeps.devices import DeviceSlots, claim_slot, gpu_slots
 from artmove.sweeps.summary import failed_jobs
 from artmove.train import train
 from artmove.training.callbacks import FailOnNonFiniteLoss, NonFiniteLossError
+from conftest import run_cli
 
 # Tiny real runs: 10 synthetic styles x 1 image per split, 32 px, a 30-layer test ResNet.
 TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4",
@@ -29,11 +31,16 @@ TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=3
 FIXED = {override.split("=")[0] for override in TINY}
 
 
-def run_cli(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def sweep_cli(cwd: Path, *args: str, monkeypatch=None, timeout: int = 600):
+    """``python -m artmove.train -m …`` from ``cwd``: in this process (with ``monkeypatch`` to change into
+    ``cwd``), or in a new one without."""
     flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) go before the overrides
     overrides = [a for a in args if not a.startswith("-")]
-    command = [sys.executable, "-m", "artmove.train", *flags, *TINY, f"hydra.sweep.dir={cwd / 'sweep'}", *overrides]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    arguments = [*flags, *TINY, f"hydra.sweep.dir={cwd / 'sweep'}", *overrides]
+    if monkeypatch is not None:
+        monkeypatch.chdir(cwd)
+        return run_cli("artmove.train", *arguments)
+    return subprocess.run([sys.executable, "-m", "artmove.train", *arguments], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def jobs(sweep_dir: Path) -> dict[str, dict]:
@@ -46,9 +53,9 @@ def jobs(sweep_dir: Path) -> dict[str, dict]:
 
 
 # --- sweeps end to end ---------------------------------------------------------------------------
-def test_failed_jobs_are_recorded_the_others_run_and_the_sweep_exits_1(tmp_path):
+def test_failed_jobs_are_recorded_the_others_run_and_the_sweep_exits_1(tmp_path, monkeypatch):
     # Jobs 0-1: a bad combination (unfreeze=7); job 2: fine, after the failures; job 3: the loss diverges.
-    done = run_cli(tmp_path, "-m", "unfreeze=7,1", "optimizer.lr=0.001,inf", "scheduler=none")
+    done = sweep_cli(tmp_path, "-m", "unfreeze=7,1", "optimizer.lr=0.001,inf", "scheduler=none", monkeypatch=monkeypatch)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "3 job(s) of the sweep failed" in done.stdout
     results = jobs(tmp_path / "sweep")
@@ -69,8 +76,8 @@ def test_failed_jobs_are_recorded_the_others_run_and_the_sweep_exits_1(tmp_path)
     assert not (tmp_path / "outputs").exists()  # everything went to the sweep's folder
 
 
-def test_optuna_study_maximises_val_top1_offline(tmp_path):
-    done = run_cli(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "test=false")  # no -m: MULTIRUN
+def test_optuna_study_maximises_val_top1_offline(tmp_path, monkeypatch):
+    done = sweep_cli(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "test=false", monkeypatch=monkeypatch)  # no -m: MULTIRUN
     assert done.returncode == 0, done.stderr[-3000:]
     results = jobs(tmp_path / "sweep")
     assert len(results) == 3
@@ -85,8 +92,9 @@ def test_optuna_study_maximises_val_top1_offline(tmp_path):
     assert OmegaConf.load(tmp_path / "sweep" / "0" / ".hydra" / "hydra.yaml").hydra.sweeper.sampler.seed == 1234
 
 
+@pytest.mark.slow  # submitit starts a process per job: about 25 s
 def test_submitit_local_sweep_is_submitted_and_completes(tmp_path):
-    done = run_cli(tmp_path, "-m", "hydra/launcher=submitit_local", "unfreeze=0,1")
+    done = sweep_cli(tmp_path, "-m", "hydra/launcher=submitit_local", "unfreeze=0,1")
     assert done.returncode == 0, done.stderr[-3000:]
     results = jobs(tmp_path / "sweep")
     assert sorted(results) == ["unfreeze=0", "unfreeze=1"]
@@ -119,7 +127,7 @@ def test_record_failure_writes_status_error_and_traceback(tmp_path, compose_trai
     try:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     except torch.OutOfMemoryError as error:
-        path = record_failure(tmp_path / "job", error, compose_train("backbone=convnext_tiny", "unfreeze=0.5"))
+        path = record_failure(RunFolder(tmp_path / "job"), error, compose_train("backbone=convnext_tiny", "unfreeze=0.5"))
     saved = json.loads(path.read_text())
     assert saved["status"] == "failed" and saved["error"].startswith("OutOfMemoryError: CUDA out of memory")
     assert saved["backbone"] == "convnext_tiny" and saved["unfreeze"] == 0.5

@@ -5,18 +5,19 @@ import sys
 import time
 
 import pytest
+from omegaconf import OmegaConf
 
 from artmove.errors import ConfigError
 from artmove.train import train
+from conftest import run_cli
 
 FAST = ["debug=fast_dev_run", "image_size=64", "data.batch_size=8",
         "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1"]  # fmt: skip
 
 
-def run_cli(*args, cwd=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "artmove.train", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
-    )
+def train_cli(*args):
+    """``python -m artmove.train …`` in this process (its error paths: seconds, not an interpreter each)."""
+    return run_cli("artmove.train", *args)
 
 
 def test_fast_dev_run_resnet50_random_init(compose_train):
@@ -35,15 +36,19 @@ def test_fast_dev_run_lite0_with_packaged_weights(compose_train, tmp_path):
 
 
 def test_the_design_card_command(tmp_path):
-    done = run_cli("backbone=resnet50", "unfreeze=0.2", "pretrained=false", *FAST, f"hydra.run.dir={tmp_path}")
+    """The command users type, in a shell of its own: the one train test that starts a new interpreter."""
+    done = subprocess.run([sys.executable, "-m", "artmove.train", "backbone=resnet50", "unfreeze=0.2", "pretrained=false", *FAST,
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Top-1" in done.stdout and "Top-5" in done.stdout and f"Outputs: {tmp_path}" in done.stdout
-    assert (tmp_path / ".hydra" / "config.yaml").is_file() and (tmp_path / "results.json").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "ok" and saved["backbone"] == "resnet50" and saved["trained_layers"] == 20
+    assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml").backbone == "resnet50"
 
 
 def test_unknown_backbone_fails_at_once_with_closest_names(tmp_path):
     started = time.time()
-    done = run_cli("backbone=resnet5O", "data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path}")
+    done = train_cli("backbone=resnet5O", "data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2
     assert "unknown backbone 'resnet5O'" in done.stderr and "resnet50" in done.stderr
     assert "Traceback" not in done.stderr  # one message, not a stack trace
@@ -51,12 +56,12 @@ def test_unknown_backbone_fails_at_once_with_closest_names(tmp_path):
     assert time.time() - started < 60
 
 
-def test_no_pretrained_weights_offline_is_one_line_naming_the_options(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.train", "backbone=resnet18", "pretrained=true", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+def test_no_pretrained_weights_offline_is_one_line_naming_the_options(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1, with an empty hub cache
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    done = train_cli("backbone=resnet18", "pretrained=true", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2
     assert "no pretrained weights for backbone 'resnet18'" in done.stderr
     assert "weights=PATH" in done.stderr and "pretrained=false" in done.stderr
@@ -64,7 +69,7 @@ def test_no_pretrained_weights_offline_is_one_line_naming_the_options(tmp_path):
 
 
 def test_a_missing_data_folder_is_exactly_one_line_on_stderr(tmp_path):
-    done = run_cli("data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path / 'run'}")
+    done = train_cli("data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("artmove: error: RASTA data set folder (data.root) not found")
@@ -108,14 +113,14 @@ def test_true_precisions_get_the_normalised_uint8_batches_in_their_dtype(compose
 def test_final_weights_and_test_image_size_from_the_command_line(tmp_path):
     """callbacks=final_weights tests the last epoch (not the best on validation); test_image_size sets the
     size of every evaluation, saved in the checkpoint for evaluate, predict and export."""
-    from artmove.evaluation.checkpoint import load_classifier
+    from artmove.models import load_trained
 
-    done = run_cli("backbone=test_resnet", "pretrained=false", "debug=limit", "trainer.max_epochs=2", "image_size=32",
+    done = train_cli("backbone=test_resnet", "pretrained=false", "debug=limit", "trainer.max_epochs=2", "image_size=32",
                    "test_image_size=48", "data.batch_size=4", "callbacks=final_weights", f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     tested = results["best_checkpoint"]
     assert os.path.basename(tested).startswith("final-epoch001-") and f"ckpt_path={tested}" in done.stdout
     assert f"val_acc{results['best_val/top1']:.4f}" in tested  # the final epoch's validation top-1
-    preprocessing = load_classifier(tested, "cpu").preprocessing
+    preprocessing = load_trained(tested).preprocessing
     assert preprocessing["input_size"] == [3, 32, 32] and preprocessing["test_input_size"] == [3, 48, 48]

@@ -113,9 +113,10 @@ def test_a_run_left_open_by_a_previous_job_is_closed_first(no_credentials, capsy
     assert capsys.readouterr().out.count("wandb sync") == 2
 
 
-def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsys):
+@pytest.mark.parametrize("flip_tta", [False, True], ids=["one view", "flip_tta: two views, one row"])
+def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsys, flip_tta):
     out = no_credentials / "run"
-    results = train(compose_config("train", f"paths.output_dir={out}", "logger=wandb", *TINY))
+    results = train(compose_config("train", f"paths.output_dir={out}", "logger=wandb", *TINY, f"model.flip_tta={flip_tta}"))
     assert capsys.readouterr().out.count(f"wandb sync {out / 'wandb'}") == 1  # said once
     run = read_offline_run(out)
     # The full composed config, the trainable parameter count, metrics and learning rates.
@@ -137,7 +138,8 @@ def test_run_files_hold_the_config_metrics_and_test_tables(no_credentials, capsy
     assert len(losses) == 16 and losses == sorted(losses, reverse=True)
     assert losses == [pytest.approx(-math.log(p), rel=1e-3) for p in p_true]
     per_class = logged_table(out, "test/per_class")
-    assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == results["test/num_images"]
+    assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == results["test/num_images"] == 16
+    assert sum(row[per_class["columns"].index("predicted")] for row in per_class["data"]) == 16  # one prediction per painting
 
 
 def logged_table(run_dir: Path, key: str) -> dict:

@@ -234,7 +234,8 @@ class PaintingDataModule(SplitLoaders):
             return
         train_transform, eval_transform = build_transforms(self._preprocessing(), self.augment)
         for split in SPLITS:
-            self.datasets[split] = Transformed(self.images(split), train_transform if split == "train" else eval_transform)
+            training = split == "train"
+            self.datasets[split] = Transformed(self.images(split, training=training), train_transform if training else eval_transform)
 
     def evaluation_dataset(self, split: str) -> Transformed:
         """A split's images as training reads them, through the eval transform (train split included)."""
@@ -245,11 +246,12 @@ class PaintingDataModule(SplitLoaders):
             raise DataSetupError("PaintingDataModule needs the backbone's preprocessing to transform images: pass preprocessing=.")
         return self.preprocessing
 
-    def images(self, split: str, use_cache: bool = True) -> Dataset:
+    def images(self, split: str, use_cache: bool = True, training: bool = False) -> Dataset:
         """The split's (image, label) pairs as training sees them: bad files screened out, artists
         grouped, unreadable files skipped, read from the prepared cache where it has a copy; decoded
-        no smaller than the preprocessing needs (JPEG draft mode)."""
-        min_size = decode_size(self.preprocessing) if self.preprocessing is not None else None
+        no smaller than the transform that reads them needs (``training``: the random crops of
+        training, else an evaluation's resize; JPEG draft mode)."""
+        min_size = decode_size(self.preprocessing, training) if self.preprocessing is not None else None
         files = self.files
         if files is None:
             return self.source.split(split, min_size)

@@ -193,7 +193,9 @@ def _pixel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: to
     return in_pixels(mean), in_pixels(std)
 
 
-def decode_size(preprocessing: Mapping[str, Any]) -> int:
-    """Shortest side worth decoding: the eval resize before the centre crop (the larger of the training
-    and evaluation sizes)."""
-    return math.ceil(max(*preprocessing["input_size"][1:], *eval_input_size(preprocessing)[1:]) / preprocessing["crop_pct"])
+def decode_size(preprocessing: Mapping[str, Any], training: bool = False) -> int:
+    """Shortest side worth decoding (JPEG draft mode, the prepared cache) for the transform that reads the
+    image: an evaluation's resize before its centre crop (``test_input_size`` / crop_pct), or for the
+    training crops the same at the training size (what it was before evaluations had their own size)."""
+    size = preprocessing["input_size"] if training else eval_input_size(preprocessing)
+    return math.ceil(max(size[1:]) / preprocessing["crop_pct"])

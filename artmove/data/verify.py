@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 from artmove.data.files import FileCheck, check_file
 from artmove.data.tools import all_files, load_datamodule, say, workers
-from artmove.evaluation.tables import printable
 from artmove.utils.cli import exit_on_user_error
+from artmove.utils.io import printable
 
 
 def decode_check(path: Path) -> FileCheck:

@@ -4,8 +4,9 @@ and one grid per most-confused class pair (``python -m artmove.evaluate … gall
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
@@ -55,16 +56,13 @@ def grid(entries: Sequence[tuple[list[Image.Image], list[str]]], path: Path) -> 
     return path
 
 
-def write_gallery(model, dataset, probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], pairs: Sequence[dict],
-                  count: int, out: Path) -> list[Path]:  # fmt: skip
+def write_gallery(network, preprocessing: Mapping[str, Any], dataset, probs: torch.Tensor, labels: torch.Tensor,
+                  classes: Sequence[str], pairs: Sequence[dict], count: int, out: Path) -> list[Path]:  # fmt: skip
     """``top_losses.png`` (painting | Grad-CAM of the predicted class, highest loss first) and
     ``confused/<A>__<B>.png`` per most-confused pair (its images either way, highest loss first).
 
-    ``dataset[i]`` is the i-th image through the eval transform, as ``(tensor, label)``."""
-    preprocessing = model.preprocessing
-    ema = getattr(model, "ema", None)
-    network = ema.module if ema is not None else model.model
-    device = next(model.parameters()).device
+    ``dataset[i]`` is the i-th image through the eval transform (``preprocessing``'s), as ``(tensor, label)``."""
+    device = next(network.parameters()).device
     losses = losses_of(probs, labels)
     worst = top_losses(probs, labels, count)
     images = torch.stack([dataset[i][0] for i in worst])

@@ -1,8 +1,10 @@
-"""Grad-CAM (Selvaraju et al. 2017) on a timm backbone's last feature map.
+"""Grad-CAM (Selvaraju et al. 2017) on a network's final feature map.
 
 The class score's gradient with respect to the feature map, averaged over space, weighs the
 map's channels; their positive sum, upsampled to the input, shows the regions that raised the
-score. Needs only ``forward_features`` / ``forward_head``, which every timm model has.
+score. Needs only timm's ``forward_features`` / ``forward_head``, which every timm model and
+every artmove network has, whatever its head: a head that reads several stages (``multiscale``)
+gets them all, and the map explained is the final one (the others held fixed).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from artmove.errors import ConfigError
 def grad_cam(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W]`` images and target classes ``[B]`` -> heat maps ``[B, H, W]`` in [0, 1]."""
     with torch.enable_grad():
-        features = model.forward_features(images).detach().requires_grad_(True)
-        scores = model.forward_head(features).gather(1, targets[:, None]).sum()
+        stages = model.forward_features(images)
+        stages = [x.detach() for x in stages] if isinstance(stages, list) else [stages.detach()]
+        features = stages[-1].requires_grad_(True)
+        scores = model.forward_head(stages if len(stages) > 1 else features).gather(1, targets[:, None]).sum()
         (gradients,) = torch.autograd.grad(scores, features)
     features, gradients = _channels_first(features, model), _channels_first(gradients, model)
     weights = gradients.mean(dim=(2, 3), keepdim=True)

@@ -57,30 +57,30 @@ def _collate_files(batch):
     return (torch.stack(readable) if readable else None), [views is not None for views, _ in batch], [e for _, e in batch]
 
 
-def predict_split(model: torch.nn.Module, dataset: MappedViews, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_split(network: torch.nn.Module, dataset: MappedViews, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities ``[N, classes]`` (mean over views) and checkpoint labels ``[N]``."""
-    device = next(model.parameters()).device
+    device = next(network.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
     probs, labels = [], []
     with progress(len(dataset), "evaluate") as bar:
         for views, batch_labels in loader:
-            probs.append(predict_views(model, views.to(device)).cpu())
+            probs.append(predict_views(network, views.to(device)).cpu())
             labels.append(batch_labels)
             bar.update(len(batch_labels))
     return torch.cat(probs), torch.cat(labels)
 
 
 def predict_files(
-    model: torch.nn.Module, dataset: ImageFiles, batch_size: int, num_workers: int
+    network: torch.nn.Module, dataset: ImageFiles, batch_size: int, num_workers: int
 ) -> tuple[torch.Tensor, list[int], dict[int, str]]:
     """Probabilities of the readable files, their indices in ``dataset``, and ``{index: error}`` for the rest."""
-    device = next(model.parameters()).device
+    device = next(network.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False, collate_fn=_collate_files)
     probs, readable, errors, offset = [], [], {}, 0
     with progress(len(dataset), "predict") as bar:
         for views, ok, messages in loader:
             if views is not None:
-                probs.append(predict_views(model, views.to(device)).cpu())
+                probs.append(predict_views(network, views.to(device)).cpu())
             for position, (good, message) in enumerate(zip(ok, messages), start=offset):
                 if good:
                     readable.append(position)
@@ -88,5 +88,5 @@ def predict_files(
                     errors[position] = message
             offset += len(ok)
             bar.update(len(ok))
-    num_classes = model.hparams.num_classes
+    num_classes = network.num_classes
     return (torch.cat(probs) if probs else torch.empty(0, num_classes)), readable, errors

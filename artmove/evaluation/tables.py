@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from artmove.utils.io import atomic_write
+from artmove.utils.io import atomic_write, printable
 
 
 def cell(value: Any, float_format: str = ".4f") -> str:
@@ -19,12 +18,6 @@ def cell(value: Any, float_format: str = ".4f") -> str:
     if isinstance(value, float):
         return format(value, float_format)
     return printable(str(value))
-
-
-def printable(text: str) -> str:
-    """A file name as valid UTF-8 text: bytes that are not UTF-8 (legal in Linux names, kept by Python as
-    surrogates) shown as ``\\xe9``, so strict readers (pandas, spreadsheets) can open the file."""
-    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def write_csv(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:

@@ -14,30 +14,31 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from artmove.finetune.layers import head_prefixes
 from artmove.utils.io import atomic_write, fingerprint
 from artmove.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
 
-def weights_digest(model: nn.Module) -> str:
-    """A hash of the backbone's parameters and buffers (the classifier left out: it is not used)."""
-    head = head_prefixes(model)
+def weights_digest(backbone: nn.Module) -> str:
+    """A hash of the backbone's parameters and buffers (the network's head is not part of it)."""
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if name.startswith(head):
-            continue
+    for name, tensor in backbone.state_dict(keep_vars=True).items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def cache_tag(head: nn.Module) -> str | None:
+    """What tells a head's cached vectors apart: its settings (None for the linear head: timm's pooled
+    pre-logits, with the keys of caches written before heads existed)."""
+    return None if head.name == "linear" else json.dumps(head.settings, sort_keys=True)
 
 
 def content_digest(dataset: Dataset) -> str:
@@ -65,10 +66,9 @@ def cache_key(backbone: str, weights: str, split: str, content: str, transform: 
 
 
 @torch.inference_mode()
-def extract(vectors: Callable[[nn.Module, torch.Tensor], torch.Tensor], network: nn.Module, dataset: Dataset,
-            batch_size: int, num_workers: int, device: torch.device):  # fmt: skip
-    """(``vectors(network, images)`` as fp16 on CPU, labels) of a whole data set, in order: the
-    classifier head's input (``artmove.models.heads``; linear: timm's pooled pre-logits)."""
+def extract(network: nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device):
+    """(``network.pooled(images)`` as fp16 on CPU, labels) of a whole data set, in order: the vectors
+    the head's trainable part reads (linear: timm's pooled pre-logits; multiscale: the pooled stages)."""
     # Its own generator: extracting leaves the global RNG (the seeded run's shuffling) untouched.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator())
     was_training = network.training
@@ -76,7 +76,7 @@ def extract(vectors: Callable[[nn.Module, torch.Tensor], torch.Tensor], network:
     features, labels = [], []
     with progress(len(dataset), "feature extraction") as bar:
         for images, targets in loader:
-            features.append(vectors(network, images.to(device)).to(torch.float16).cpu())
+            features.append(network.pooled(images.to(device)).to(torch.float16).cpu())
             labels.append(torch.as_tensor(targets, dtype=torch.long))
             bar.update(len(images))
     network.train(was_training)

@@ -1,9 +1,9 @@
 """Fine-tuning policies (``finetune=`` config group) and the layer mechanics they share.
 
-``layers``: weighted layers, timm blocks, heads and norm layers of a backbone (no policy in it);
-``policies``: one class per policy; ``gradual``: the callback of gradual unfreezing.
+``layers``: weighted layers, timm blocks, the head and norm layers of a network (no policy in it);
+``policies``: one class per policy, and the :class:`Finetuning` that binds one to a network.
 """
 
-from artmove.finetune.policies import Discriminative, FinetunePolicy, Fraction, Gradual, Stages
+from artmove.finetune.policies import POLICIES, Discriminative, FinetunePolicy, Finetuning, Fraction, Gradual, Stages, create_policy
 
-__all__ = ["Discriminative", "FinetunePolicy", "Fraction", "Gradual", "Stages"]
+__all__ = ["POLICIES", "Discriminative", "FinetunePolicy", "Finetuning", "Fraction", "Gradual", "Stages", "create_policy"]

@@ -1,26 +1,27 @@
-"""A backbone's layers as the fine-tuning policies see them: weighted layers, blocks, heads, norms.
+"""A network's layers as the fine-tuning policies see them: weighted layers, blocks, the head, norms.
 
 The backbone's weighted layers (modules that own parameters: convolutions, norms,
 linear layers, embeddings) are counted in forward order, grouped into timm's blocks
-(``model.group_matcher(coarse=False)``). ``unfreeze=f`` retrains the top blocks whose
-layer count is nearest to ``f`` x all layers, plus the new head, which always trains.
+(``backbone.group_matcher(coarse=False)``). ``unfreeze=f`` retrains the top blocks whose
+layer count is nearest to ``f`` x all layers, plus the network's head, which always trains.
 For resnet50 (106 layers) ``unfreeze=0.2`` -> 21.2 -> ``layer4`` (20 layers): RASTA's
-"last 20 layers". ``plan_stages`` counts timm's coarse groups (stages) instead.
+"last 20 layers". ``plan_stages`` counts timm's coarse groups (stages) instead. Parameter
+names are the network's (``backbone.layer4.0.conv1.weight``, ``head.fc.weight``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from timm.models import group_parameters
+from timm.models._manipulate import group_with_matcher  # group_parameters, with names of our own
 from torch import nn
 
 
 @dataclass(frozen=True)
 class UnfreezePlan:
     fraction: float
-    head: tuple[str, ...]  # parameter names of the classifier
-    blocks: tuple[tuple[str, ...], ...]  # parameter names per block, forward order, head excluded
+    head: tuple[str, ...]  # parameter names of the head
+    blocks: tuple[tuple[str, ...], ...]  # parameter names per backbone block, forward order
     block_layers: tuple[int, ...]  # weighted layers per block
     trained_blocks: int  # counted from the top
     setting: str = ""  # how the plan was asked for, for the log (default: ``unfreeze=<fraction>``)
@@ -37,15 +38,23 @@ class UnfreezePlan:
     def trained_layers(self) -> int:
         return sum(self.block_layers[len(self.blocks) - self.trained_blocks :])
 
+    def blocks_from_top(self, count: int) -> frozenset[str]:
+        """The head's parameters and those of the top ``count`` blocks."""
+        return frozenset(self.head).union(*self.blocks[len(self.blocks) - count :] if count else ())
+
     @property
     def trainable(self) -> frozenset[str]:
-        top = self.blocks[len(self.blocks) - self.trained_blocks :]
-        return frozenset(self.head).union(*top)
+        return self.blocks_from_top(self.trained_blocks)
 
     def trainable_modules(self) -> list[str]:
-        """Owners of trainable parameters, collapsed to their common block prefixes for display."""
-        top = self.blocks[len(self.blocks) - self.trained_blocks :] + (self.head,)
-        return [_display([_owner(name) for name in block]) for block in top if block]
+        """The retrained blocks by their modules' common prefix, then ``head``: what the log shows."""
+        top = self.blocks[len(self.blocks) - self.trained_blocks :] if self.trained_blocks else ()
+        return [_display([_owner(name).removeprefix(BACKBONE) for name in block]) for block in top] + ["head"]
+
+
+BACKBONE, HEAD = "backbone.", "head."
+#: A parameter name no timm group matcher claims: it joins timm's last group, the one for unmatched names.
+_UNMATCHED = "artmove.unmatched"
 
 
 def _owner(parameter_name: str) -> str:
@@ -71,55 +80,27 @@ def _common_prefix(names: list[str]) -> str:
     return ".".join(common)
 
 
-def classifier_heads(model: nn.Module) -> dict[str, nn.Module]:
-    """The classifier head(s) by module name: what timm's ``get_classifier()`` returns (a pair for
-    distilled DeiT and LeViT) and what the model's pretrained config names (VOLO's ``aux_head`` too);
-    a head inside another one counts as part of it."""
-    returned = model.get_classifier()
-    returned = returned if isinstance(returned, tuple) else (returned,)
-    modules = dict(model.named_modules())
-    by_id = {id(module): name for name, module in modules.items()}
-    configured = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
-    names = [by_id[id(head)] for head in returned] + ([configured] if isinstance(configured, str) else list(configured))
-    names = [name for name in dict.fromkeys(names) if name in modules]
-    outer = [name for name in names if not any(name.startswith(f"{other}.") for other in names)]
-    return {name: modules[name] for name in outer}
-
-
-def output_layer(head: nn.Module) -> nn.Module | None:
-    """The last linear (or convolution) layer of a head: LeViT's is BatchNorm + Linear, some are MLPs."""
-    layers = [module for module in head.modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
-    return layers[-1] if layers else None
-
-
-def head_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """Parameter-name prefixes of the classifier head(s): ``("fc.",)``, ``("head.", "head_dist.")``."""
-    return tuple(f"{name}." for name in classifier_heads(model))
-
-
-def _grouped(model: nn.Module, coarse: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]], bool]:
-    """(classifier parameter names, the other parameters per timm layer group in forward order,
-    whether the last of those groups is a neck that timm groups with the classifier)."""
-    in_head = head_prefixes(model)
-    groups = group_parameters(model, model.group_matcher(coarse=coarse))
-    blocks, head, neck = [], [], False
-    for _, names in sorted(groups.items()):
-        own_head = [n for n in names if n.startswith(in_head)]
-        body = tuple(n for n in names if not n.startswith(in_head))
-        head += own_head
-        if body:
-            blocks.append(body)
-            neck = bool(own_head)
-    return tuple(head), blocks, neck
+def _grouped(backbone: nn.Module, head: nn.Module, coarse: bool) -> tuple[tuple[str, ...], list[tuple[str, ...]], bool]:
+    """(head parameter names, the backbone's parameters per timm layer group in forward order, whether
+    the last group holds what timm's matcher leaves to no group: a neck before the classifier, such as
+    ConvNeXt's ``head.norm`` or a ViT's ``fc_norm``). Names are the network's (``backbone.…``, ``head.…``)."""
+    names = [name for name, _ in backbone.named_parameters()]
+    grouped = group_with_matcher([(name, None) for name in [*names, _UNMATCHED]], backbone.group_matcher(coarse=coarse))
+    groups = [grouped[key] for key in sorted(grouped)]
+    neck = _UNMATCHED in groups[-1] and len(groups[-1]) > 1
+    blocks = [tuple(BACKBONE + name for name in group if name != _UNMATCHED) for group in groups]
+    head_names = tuple(HEAD + name for name, _ in head.named_parameters())
+    return head_names, [block for block in blocks if block], neck
 
 
 def _layer_count(block: tuple[str, ...]) -> int:
     return len({_owner(n) for n in block})
 
 
-def plan_unfreeze(model: nn.Module, fraction: float, setting: str = "") -> UnfreezePlan:
-    """The top blocks whose weighted-layer count is nearest to ``fraction`` x all layers (ties: fewer)."""
-    head, blocks, _ = _grouped(model, coarse=False)
+def plan_unfreeze(network: nn.Module, fraction: float, setting: str = "") -> UnfreezePlan:
+    """The top blocks of ``network.backbone`` whose weighted-layer count is nearest to ``fraction`` x all
+    layers (ties: fewer), and ``network.head``."""
+    head, blocks, _ = _grouped(network.backbone, network.head, coarse=False)
     layers = [_layer_count(block) for block in blocks]
     target = fraction * sum(layers)
     from_top = [0]
@@ -129,19 +110,20 @@ def plan_unfreeze(model: nn.Module, fraction: float, setting: str = "") -> Unfre
     return UnfreezePlan(fraction, head, tuple(blocks), tuple(layers), trained, setting)
 
 
-def plan_stages(model: nn.Module, stages: int) -> UnfreezePlan:
-    """Retrain the last ``stages`` of timm's coarse layer groups (resnet50: stem, layer1..layer4).
+def plan_stages(network: nn.Module, stages: int) -> UnfreezePlan:
+    """Retrain the last ``stages`` of timm's coarse layer groups of ``network.backbone`` (resnet50: stem,
+    layer1..layer4), and ``network.head``.
 
-    Parameters timm groups with the classifier but that are not the classifier (ConvNeXt's
-    ``head.norm``) belong to the last stage; final norms/convs already do (timm's MATCH_PREV_GROUP).
+    A neck (parameters timm groups with no stage, such as ConvNeXt's ``head.norm``) belongs to the
+    last stage; final norms/convs already do (timm's MATCH_PREV_GROUP).
     """
-    head, blocks, neck = _grouped(model, coarse=True)
+    head, blocks, neck = _grouped(network.backbone, network.head, coarse=True)
     if neck and len(blocks) > 1:
         blocks = blocks[:-2] + [blocks[-2] + blocks[-1]]
     if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(blocks):
-        names = ", ".join(_display([_owner(n) for n in block]) for block in blocks)
+        names = ", ".join(_display([_owner(n).removeprefix(BACKBONE) for n in block]) for block in blocks)
         raise ValueError(
-            f"finetune.stages={stages!r}: {type(model).__name__} has {len(blocks)} stages ({names}); "
+            f"finetune.stages={stages!r}: {type(network.backbone).__name__} has {len(blocks)} stages ({names}); "
             f"give a whole number from 0 (head only) to {len(blocks)} (everything)."
         )
     layers = tuple(_layer_count(block) for block in blocks)

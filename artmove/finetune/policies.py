@@ -1,45 +1,52 @@
 """Fine-tuning policies: which part of the backbone retrains, at which learning rates, and when.
 
-One class per ``conf/finetune/*.yaml`` (Hydra builds it from ``_target_``). A policy takes only
-the settings it uses, checks them in its constructor, and answers everything the rest of the
-code asks about fine-tuning: the plan (what trains by the end), the trainable set at the start,
-the optimizer's parameter groups, the callbacks it needs, which norm layers keep fixed statistics,
-and whether the backbone stays frozen (the one place that allows cached features). A new policy
-is a subclass and a yaml file; one from a user's own module works through ``_target_`` too.
+One class per ``conf/finetune/*.yaml``, looked up by name in :data:`POLICIES`. A policy takes only
+the settings it uses and checks them in its constructor, before any data or weights are read.
+:meth:`FinetunePolicy.bind` binds it to one network: the :class:`Finetuning` it returns computes the
+plan once and is the one place that sets what trains (``requires_grad``), epoch by epoch, which norm
+layers keep fixed statistics, and the optimizer's parameter groups.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Real
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import timm
 import torch
-from pytorch_lightning import Callback
-from timm.optim import create_optimizer_v2, param_groups_layer_decay
+from omegaconf import OmegaConf
+from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
 from artmove.errors import ConfigError
 from artmove.finetune.layers import (
+    BACKBONE,
     UnfreezePlan,
     frozen_norm_layers,
     norm_layers_with_statistics,
     plan_stages,
     plan_unfreeze,
 )
+from artmove.utils.registry import Registry
 
+log = logging.getLogger(__name__)
+POLICIES: Registry[type[FinetunePolicy]] = Registry("fine-tuning policy", "finetune")
 NORM_STATS = ("frozen", "all")
 
 
 class FinetunePolicy:
-    """What every policy shares: norm-layer handling, the optimizer, the one-line description.
+    """What every policy shares: norm-layer handling and the one-line description.
 
     ``train_bn=true``: BatchNorm layers train everywhere, frozen blocks included (weights and
     statistics). ``freeze_norm_stats="all"``: no norm layer's running statistics change (retrained
     blocks' norm weights still train); ``"frozen"``: only those of frozen layers stay fixed.
     """
+
+    name: ClassVar[str]
 
     def __init__(self, train_bn: bool = False, freeze_norm_stats: str = "frozen"):
         if not isinstance(train_bn, bool):
@@ -49,96 +56,127 @@ class FinetunePolicy:
         self.train_bn, self.freeze_norm_stats = train_bn, freeze_norm_stats
 
     # --- what a subclass defines ------------------------------------------------------
-    def plan(self, model: nn.Module) -> UnfreezePlan:
+    def plan(self, network: nn.Module) -> UnfreezePlan:
         """The blocks retrained by the end of training."""
         raise NotImplementedError
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The settings that rebuild this policy (``_target_`` included): kept in checkpoints."""
-        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", "train_bn": self.train_bn,
-                "freeze_norm_stats": self.freeze_norm_stats}  # fmt: skip
-
-    def callbacks(self) -> list[Callback]:
-        """Lightning callbacks the policy needs while fitting."""
-        return []
+    def settings(self) -> dict[str, Any]:
+        """``{"name": …, **settings}``: kept in checkpoints and results (data, never built from)."""
+        return {"name": self.name, "train_bn": self.train_bn, "freeze_norm_stats": self.freeze_norm_stats}
 
     @property
     def keeps_backbone_frozen(self) -> bool:
         """True when no backbone parameter ever trains: its features may then be computed once and cached."""
         return False
 
-    def initial_trainable(self, plan: UnfreezePlan) -> frozenset[str]:
-        """Parameter names that train from the first step (gradual: the head only)."""
-        return plan.trainable
+    def blocks_training_at(self, plan: UnfreezePlan, epoch: int) -> int:
+        """How many blocks from the top train in ``epoch`` (gradual: fewer at first)."""
+        return plan.trained_blocks
 
-    def param_groups(self, model: nn.Module, plan: UnfreezePlan, weight_decay: float) -> list[dict[str, Any]] | None:
-        """Optimizer parameter groups with their ``lr_scale``; None: timm's default grouping of the
-        trainable parameters (no weight decay on biases, norms and ``no_weight_decay()`` names)."""
+    @property
+    def layer_decay(self) -> float | None:
+        """Each block from the top trains at ``layer_decay**depth`` x the head's learning rate; None: one rate."""
         return None
 
-    # --- shared mechanics --------------------------------------------------------------
-    def trainable(self, model: nn.Module, plan: UnfreezePlan) -> frozenset[str]:
-        """Every parameter that trains by the end: the plan's, and all norm layers' with ``train_bn``."""
-        if not self.train_bn:
-            return plan.trainable
-        names = {id(p): n for n, p in model.named_parameters()}
-        norms = {names[id(p)] for m in norm_layers_with_statistics(model) for p in m.parameters(recurse=False)}
-        return plan.trainable | norms
+    def bind(self, network: nn.Module) -> Finetuning:
+        return Finetuning(self, network)
 
-    def prepare(self, model: nn.Module) -> UnfreezePlan:
-        """Set ``requires_grad`` for the start of training; return the plan."""
-        plan = self.plan(model)
-        start = self.initial_trainable(plan) | (self.trainable(model, plan) - plan.trainable)
-        set_trainable(model, start)
-        return plan
 
-    def fixed_norm_layers(self, model: nn.Module) -> list[nn.Module]:
+class Finetuning:
+    """A policy bound to one network: the plan is computed once, here, and this object alone sets
+    ``requires_grad`` (:meth:`apply`, at construction and at every epoch's start)."""
+
+    def __init__(self, policy: FinetunePolicy, network: nn.Module):
+        self.policy, self.network = policy, network
+        self.plan = policy.plan(network)
+        names = {id(p): n for n, p in network.named_parameters()}
+        norms = {names[id(p)] for m in norm_layers_with_statistics(network) for p in m.parameters(recurse=False)}
+        self.norms = frozenset(norms) if policy.train_bn else frozenset()  # train_bn: every BatchNorm trains from the start
+        self.trainable = self.plan.trainable | self.norms  # every parameter that trains by the end
+        self.training_blocks = -1
+        self.apply(epoch=0)
+
+    def apply(self, epoch: int) -> None:
+        """``requires_grad`` on exactly the parameters that train in ``epoch``; says so when more start."""
+        depth = self.policy.blocks_training_at(self.plan, epoch)
+        set_trainable(self.network, self.plan.blocks_from_top(depth) | self.norms)
+        if 0 <= self.training_blocks < depth:
+            log.info("epoch %d: %d of %d block(s) training", epoch, depth, self.plan.trained_blocks)
+        self.training_blocks = depth
+
+    def fixed_norm_layers(self) -> list[nn.Module]:
         """Norm layers kept in eval mode (fixed running statistics) while the module trains."""
-        return norm_layers_with_statistics(model) if self.freeze_norm_stats == "all" else frozen_norm_layers(model)
+        if self.policy.freeze_norm_stats == "all":
+            return norm_layers_with_statistics(self.network)
+        return frozen_norm_layers(self.network)
 
-    def create_optimizer(self, model: nn.Module, plan: UnfreezePlan, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
-        """timm's optimizer (``opt``, ``lr``, ``weight_decay``… from ``conf/optimizer``) over the policy's groups."""
+    def optimizer(self, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+        """timm's optimizer (``opt``, ``lr``, ``weight_decay``… from ``conf/optimizer``) over every parameter that
+        trains by the end (a parameter still frozen has no gradient and is not stepped), in timm's weight-decay
+        groups (none on biases, norms and ``no_weight_decay()`` names), each with its ``lr_scale``."""
         settings = dict(settings)
-        groups = self.param_groups(model, plan, settings.get("weight_decay", 0.0))
-        return create_optimizer_v2(model if groups is None else groups, **settings)
+        weight_decay = settings.get("weight_decay", 0.0)
+        with trainable_as(self.network, self.trainable):
+            head = param_groups_weight_decay(self.network.head, weight_decay)
+            decay = self.policy.layer_decay
+            if decay is None:
+                backbone = param_groups_weight_decay(self.network.backbone, weight_decay, self._backbone_no_decay())
+            else:  # timm's layer-decay groups of the backbone, one level below the head
+                backbone = param_groups_layer_decay(self.network.backbone, weight_decay, self._backbone_no_decay(), layer_decay=decay)
+                for group in backbone:
+                    group["lr_scale"] = group["lr_scale"] * decay
+        groups = [group for group in head + backbone if group["params"]]
+        return create_optimizer_v2(groups, **settings)
 
-    def describe(self, model: nn.Module, plan: UnfreezePlan) -> str:
+    def _backbone_no_decay(self) -> set[str]:
+        return {name.removeprefix(BACKBONE) for name in self.network.no_weight_decay()}
+
+    @property
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of the network, and those that train by the end of the run."""
+        return {"trainable_params": sum(p.numel() for n, p in self.network.named_parameters() if n in self.trainable),
+                "total_params": sum(p.numel() for p in self.network.parameters())}  # fmt: skip
+
+    def describe(self) -> str:
         """The log line naming what trains, e.g. ``unfreeze=0.2: retraining 20/106 weighted layers …``."""
-        trainable = self.trainable(model, plan)
-        total = sum(p.numel() for p in model.parameters())
-        count = sum(p.numel() for n, p in model.named_parameters() if n in trainable)
-        return (
-            f"{plan.name}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
-            f"({plan.trained_blocks}/{len(plan.blocks)} blocks) + head; "
-            f"trainable params {count:,} / {total:,} ({100 * count / total:.1f}%); "
-            f"trainable modules: {', '.join(plan.trainable_modules())}"
-        )
+        plan, counts = self.plan, self.parameter_counts
+        trainable, total = counts["trainable_params"], counts["total_params"]
+        line = (f"{plan.name}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
+                f"({plan.trained_blocks}/{len(plan.blocks)} blocks) + head; "
+                f"trainable params {trainable:,} / {total:,} ({100 * trainable / total:.1f}%); "
+                f"trainable modules: {', '.join(plan.trainable_modules())}")  # fmt: skip
+        if isinstance(self.policy, Gradual):
+            line += f"; gradual: head first, one more block every {self.policy.every_epochs} epoch(s)"
+        return line
 
 
+@POLICIES.register
 class Fraction(FinetunePolicy):
     """Retrain the top ``unfreeze`` share of the backbone's weighted layers (snapped to timm's blocks)
     and the head, at one learning rate. README "Unfreeze semantics"."""
 
+    name = "fraction"
     DEFAULT_UNFREEZE = 0.2
 
-    def __init__(self, unfreeze: float | None = None, **norms: Any):
-        super().__init__(**norms)
+    def __init__(self, unfreeze: float | None = None, train_bn: bool = False, freeze_norm_stats: str = "frozen"):
+        super().__init__(train_bn, freeze_norm_stats)
         self.unfreeze = self.DEFAULT_UNFREEZE if unfreeze is None else unfreeze
         check_unfreeze(self.unfreeze)
 
-    def plan(self, model: nn.Module) -> UnfreezePlan:
-        return plan_unfreeze(model, self.unfreeze)
+    def plan(self, network):
+        return plan_unfreeze(network, self.unfreeze, setting=f"{self.name}, unfreeze={self.unfreeze}" if self.name != "fraction" else "")
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "unfreeze": self.unfreeze}
+    def settings(self):
+        return {**super().settings, "unfreeze": self.unfreeze}
 
     @property
-    def keeps_backbone_frozen(self) -> bool:
+    def keeps_backbone_frozen(self):
         return self.unfreeze == 0 and not self.train_bn
 
 
+@POLICIES.register
 class Stages(FinetunePolicy):
     """Retrain the last ``stages`` of timm's coarse layer groups (resnet50: ``stages=1`` = ``layer4``).
 
@@ -146,87 +184,96 @@ class Stages(FinetunePolicy):
     count beyond the backbone's stages fails here, before any data or weights are read.
     """
 
-    def __init__(self, backbone: str, stages: int = 1, unfreeze: float | None = None, **norms: Any):
-        super().__init__(**norms)
+    name = "stages"
+
+    def __init__(self, backbone: str, stages: int = 1, unfreeze: float | None = None, train_bn: bool = False,
+                 freeze_norm_stats: str = "frozen"):  # fmt: skip
+        super().__init__(train_bn, freeze_norm_stats)
         if unfreeze is not None:
             raise ConfigError(
                 f"finetune=stages counts stages, it does not use unfreeze={unfreeze}: drop unfreeze=… "
                 "or use finetune=fraction."
             )
-        with torch.device("meta"):
-            architecture = timm.create_model(backbone, pretrained=False, num_classes=2)
+        with torch.device("meta"):  # the architecture alone: no weights, no head (the stages are the backbone's)
+            architecture = SimpleNamespace(backbone=timm.create_model(backbone, pretrained=False, num_classes=0), head=nn.Module())
         try:
             plan_stages(architecture, stages)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         self.backbone, self.stages = backbone, stages
 
-    def plan(self, model: nn.Module) -> UnfreezePlan:
-        return plan_stages(model, self.stages)
+    def plan(self, network):
+        return plan_stages(network, self.stages)
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "backbone": self.backbone, "stages": self.stages}
+    def settings(self):
+        return {**super().settings, "backbone": self.backbone, "stages": self.stages}
 
     @property
-    def keeps_backbone_frozen(self) -> bool:
+    def keeps_backbone_frozen(self):
         return self.stages == 0 and not self.train_bn
 
 
+@POLICIES.register
 class Discriminative(Fraction):
     """The ``unfreeze`` share (``unfreeze=1``: everything), each timm block at ``layer_decay**depth`` x
     the head's learning rate (timm's ``param_groups_layer_decay``)."""
 
-    def __init__(self, unfreeze: float | None = None, layer_decay: float = 0.75, **norms: Any):
-        super().__init__(unfreeze, **norms)
-        self.layer_decay = check_factor("layer_decay", layer_decay)
+    name = "discriminative"
 
-    def plan(self, model: nn.Module) -> UnfreezePlan:
-        return plan_unfreeze(model, self.unfreeze, setting=f"discriminative, unfreeze={self.unfreeze}")
+    def __init__(self, unfreeze: float | None = None, layer_decay: float = 0.75, train_bn: bool = False,
+                 freeze_norm_stats: str = "frozen"):  # fmt: skip
+        super().__init__(unfreeze, train_bn, freeze_norm_stats)
+        self._layer_decay = check_factor("layer_decay", layer_decay)
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "layer_decay": self.layer_decay}
+    def layer_decay(self):
+        return self._layer_decay
 
-    def param_groups(self, model: nn.Module, plan: UnfreezePlan, weight_decay: float) -> list[dict[str, Any]]:
-        return layer_decay_groups(model, self.trainable(model, plan), weight_decay, self.layer_decay)
+    @property
+    def settings(self):
+        return {**super().settings, "layer_decay": self._layer_decay}
 
 
+@POLICIES.register
 class Gradual(Fraction):
     """ULMFiT-style: the head alone first, then one more block every ``every_epochs`` epochs, down to
     the blocks ``unfreeze`` selects; the k-th block from the top trains at ``lr_decay**k`` x the head's
     learning rate. Every block of the plan is in the optimizer from the start (its ``lr_scale`` set),
     frozen until its epoch comes: nothing is rebuilt mid-run, and a resumed run carries on."""
 
-    def __init__(self, unfreeze: float | None = None, every_epochs: int = 1, lr_decay: float = 0.5, **norms: Any):
-        super().__init__(unfreeze, **norms)
+    name = "gradual"
+
+    def __init__(self, unfreeze: float | None = None, every_epochs: int = 1, lr_decay: float = 0.5, train_bn: bool = False,
+                 freeze_norm_stats: str = "frozen"):  # fmt: skip
+        super().__init__(unfreeze, train_bn, freeze_norm_stats)
         if isinstance(every_epochs, bool) or not isinstance(every_epochs, int) or every_epochs < 1:
             raise ConfigError(f"finetune.every_epochs={every_epochs!r}: give a whole number of epochs >= 1.")
         self.every_epochs, self.lr_decay = every_epochs, check_factor("lr_decay", lr_decay)
 
-    def plan(self, model: nn.Module) -> UnfreezePlan:
-        return plan_unfreeze(model, self.unfreeze, setting=f"gradual, unfreeze={self.unfreeze}")
+    @property
+    def layer_decay(self):
+        return self.lr_decay
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "every_epochs": self.every_epochs, "lr_decay": self.lr_decay}
+    def settings(self):
+        return {**super().settings, "every_epochs": self.every_epochs, "lr_decay": self.lr_decay}
 
-    def initial_trainable(self, plan: UnfreezePlan) -> frozenset[str]:
-        return frozenset(plan.head)
-
-    def blocks_unfrozen_at(self, plan: UnfreezePlan, epoch: int) -> int:
+    def blocks_training_at(self, plan, epoch):
         return min(plan.trained_blocks, epoch // self.every_epochs)
 
-    def param_groups(self, model: nn.Module, plan: UnfreezePlan, weight_decay: float) -> list[dict[str, Any]]:
-        return layer_decay_groups(model, self.trainable(model, plan), weight_decay, self.lr_decay)
 
-    def callbacks(self) -> list[Callback]:
-        from artmove.finetune.gradual import GradualUnfreezing
+def create_policy(settings: Mapping[str, Any]) -> FinetunePolicy:
+    """The policy ``settings`` names (``conf/finetune``: ``{name: fraction, unfreeze: 0.2, …}``)."""
+    return POLICIES.build(OmegaConf.to_container(settings, resolve=True) if OmegaConf.is_config(settings) else settings)
 
-        return [GradualUnfreezing(self)]
 
-    def describe(self, model: nn.Module, plan: UnfreezePlan) -> str:
-        return f"{super().describe(model, plan)}; gradual: head first, one more block every {self.every_epochs} epoch(s)"
+def check_unfreeze(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
+        raise ConfigError(
+            f"unfreeze={value!r} must be a number in [0, 1]: the fraction of the backbone to retrain "
+            "(0 = head only, 0.2 = the top 20%, 1 = everything)."
+        )
 
 
 def check_factor(key: str, value: Any) -> float:
@@ -252,19 +299,3 @@ def trainable_as(model: nn.Module, names: frozenset[str]) -> Iterator[None]:
     finally:
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(before[name])
-
-
-def layer_decay_groups(model: nn.Module, trainable: frozenset[str], weight_decay: float, decay: float) -> list[dict[str, Any]]:
-    """timm's layer-decay groups (weight-decay rule and ``no_weight_decay()`` included) over the
-    parameters that train by the end, each group with ``lr_scale = decay**depth`` from the head down."""
-    no_weight_decay = getattr(model, "no_weight_decay", lambda: set())()
-    with trainable_as(model, trainable):
-        return param_groups_layer_decay(model, weight_decay, no_weight_decay_list=no_weight_decay, layer_decay=decay)
-
-
-def check_unfreeze(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
-        raise ConfigError(
-            f"unfreeze={value!r} must be a number in [0, 1]: the fraction of the backbone to retrain "
-            "(0 = head only, 0.2 = the top 20%, 1 = everything)."
-        )

@@ -1,182 +1,166 @@
-"""Classifier heads: what the backbone's features become before the logits (``conf/head/*.yaml``).
+"""Classifier heads (``head=linear|multiscale|gram``, ``conf/head``): what the backbone's features become.
 
-A head is a small class Hydra builds (``head=linear|multiscale|gram``) that installs its module
-in place of the backbone's classifier, under the same name: everything that asks for "the head"
-(the fine-tuning policies' plans, zero-initialised output layer, packaged-weights loading, the
-feature cache's weights digest) finds it there, so it always trains and never loads ImageNet
-weights. ``linear`` keeps timm's own classifier (global average pooling, then one linear layer).
+A head is an ``nn.Module`` in three steps, so that every user of the network asks the same thing:
+``features`` (what it reads from the timm backbone), ``pool`` (no parameters: the vector that
+``features=cached`` may compute once for a frozen backbone) and ``classify`` (the trainable part,
+its output layer last and zero at the start). Heads are built by name from :data:`HEADS`, from a
+config and from a checkpoint alike.
 
-Style lives in brushwork and palette as much as in objects: ``multiscale`` pools several stages
-of the backbone, ``gram`` keeps second-order statistics (which channels fire together) of the
-last feature map, as in neural style transfer.
+Style lives in brushwork and palette as much as in objects: ``multiscale`` pools several stages of
+the backbone, ``gram`` keeps second-order statistics (which channels fire together) of the last
+feature map, as in neural style transfer. ``linear`` is timm's own classifier: the backbone's pooling,
+dropout, one linear layer.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from artmove.errors import ConfigError
-from artmove.finetune.layers import classifier_heads
+from artmove.utils.registry import Registry
+
+HEADS: Registry[type[Head]] = Registry("head", "head")
+Features = torch.Tensor | list[torch.Tensor]  # a feature map, or several stages' maps (the final one last)
 
 
-class LinearHead:
-    """timm's classifier: the last feature map, average-pooled, then linear (the default)."""
+class Head(nn.Module):
+    """A classifier head; subclasses set ``name`` and build their layers from the backbone's widths."""
 
-    name = "linear"
+    name: ClassVar[str]
     #: The trainable part reads a vector computed from the frozen backbone alone: features=cached can keep it.
-    cacheable = True
+    cacheable: ClassVar[bool] = True
+
+    def __init__(self, num_classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.drop = nn.Dropout(drop_rate)
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The settings that rebuild this head (``_target_`` included): kept in checkpoints."""
-        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}"}
+    def settings(self) -> dict[str, Any]:
+        """``{"name": …, **settings}``: what rebuilds this head (kept in checkpoints and exports)."""
+        return {"name": self.name}
 
-    @property
-    def cache_tag(self) -> str | None:
-        """What tells this head's cached vectors apart in the feature cache's key (linear: nothing, as before heads)."""
-        return None
+    def features(self, backbone: nn.Module, images: torch.Tensor) -> Features:
+        """What the head reads from the backbone: its final feature map (timm's ``forward_features``)."""
+        return backbone.forward_features(images)
 
-    def install(self, network: nn.Module, num_classes: int, drop_rate: float) -> None:
-        """Put this head's module in place of ``network``'s classifier (linear: timm's stays)."""
-        self.drop_rate = drop_rate
-
-    def __call__(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Logits of a batch of images."""
-        return network(images)
-
-    def features(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """The vector the trainable head reads, computed by the backbone alone (what features=cached stores)."""
-        return network.forward_head(network.forward_features(images), pre_logits=True)
-
-    def classify(self, network: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        """Logits of ``features()`` vectors (cached features), with the run's dropout."""
-        return network.get_classifier()(F.dropout(features, p=self.drop_rate, training=network.training))
-
-
-class _ReplacingHead(LinearHead):
-    """A head whose module replaces timm's classifier under the classifier's own name."""
-
-    def module(self, network: nn.Module, num_classes: int, drop_rate: float) -> nn.Module:
+    def pool(self, backbone: nn.Module, features: Features) -> torch.Tensor:
         raise NotImplementedError
 
-    @property
-    def cache_tag(self) -> str | None:
-        return json.dumps(self.config, sort_keys=True)
+    def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
 
-    def install(self, network: nn.Module, num_classes: int, drop_rate: float) -> None:
-        super().install(network, num_classes, drop_rate)
-        heads, name = classifier_heads(network), self.name
-        if len(heads) != 1:
-            raise ConfigError(f"head={name} replaces one classifier; {type(network).__name__} has {len(heads)} "
-                              f"({', '.join(heads)}): use head=linear.")  # fmt: skip
-        network.set_submodule(next(iter(heads)), self.module(network, num_classes, drop_rate))
-
-    def __call__(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        return self.classify(network, self.features(network, images))
+    def zero_output(self, layer: nn.Linear) -> nn.Linear:
+        """The output layer starts at zero (as in BiT): the first predictions are uniform whatever the scale of
+        the backbone's features. timm's init (uniform +-1/sqrt(classes) for EfficientNets) gave large logits on
+        11 classes (first-epoch loss 7.5, ln 11 = 2.4) that 4 epochs of a probe did not undo. Only the output
+        layer: a norm or hidden layer before it at zero would let no gradient through."""
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+        return layer
 
 
-class MultiscaleHead(_ReplacingHead):
+@HEADS.register
+class LinearHead(Head):
+    """timm's classifier: the backbone's own pooling (``forward_head(pre_logits=True)``: average pooling for
+    CNNs, the class token or its norm for ViTs), dropout, then one linear layer (the default)."""
+
+    name = "linear"
+
+    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float = 0.0):
+        super().__init__(num_classes, drop_rate)
+        self.fc = self.zero_output(nn.Linear(backbone.num_features, num_classes))
+
+    def pool(self, backbone, features):
+        return backbone.forward_head(features, pre_logits=True)
+
+    def classify(self, pooled, pre_logits=False):
+        pooled = self.drop(pooled)
+        return pooled if pre_logits else self.fc(pooled)
+
+
+@HEADS.register
+class MultiscaleHead(Head):
     """Average-pool the last ``stages`` stages (the last one as the classifier sees it, after any final
-    conv and norm), normalise each (LayerNorm), concatenate, then one linear layer."""
+    conv and norm), dropout, LayerNorm each stage's vector, concatenate, then one linear layer."""
 
     name = "multiscale"
 
-    def __init__(self, stages: int = 3):
+    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float = 0.0, stages: int = 3):
+        super().__init__(num_classes, drop_rate)
         if isinstance(stages, bool) or not isinstance(stages, int) or not 2 <= stages <= 4:
             raise ConfigError(f"head.stages={stages!r}: give 2, 3 or 4 (the last stages pooled).")
+        if not hasattr(backbone, "forward_intermediates"):
+            raise ConfigError(f"head=multiscale reads the backbone's stages with timm's forward_intermediates, which "
+                              f"{type(backbone).__name__} lacks: use head=linear or head=gram.")  # fmt: skip
         self.stages = stages
+        self.channels = [info["num_chs"] for info in backbone.feature_info[-stages:]]
+        self.channels[-1] = backbone.num_features  # the final feature map (EfficientNet: after conv_head)
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.channels)
+        self.fc = self.zero_output(nn.Linear(sum(self.channels), num_classes))
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "stages": self.stages}
+    def settings(self):
+        return {**super().settings, "stages": self.stages}
 
-    def module(self, network: nn.Module, num_classes: int, drop_rate: float) -> nn.Module:
-        if not hasattr(network, "forward_intermediates"):
-            raise ConfigError(f"head=multiscale reads the backbone's stages with timm's forward_intermediates, which "
-                              f"{type(network).__name__} lacks: use head=linear or head=gram.")  # fmt: skip
-        channels = [info["num_chs"] for info in network.feature_info[-self.stages :]]
-        channels[-1] = network.num_features  # the final feature map (EfficientNet: after conv_head)
-        return StageNormLinear(channels, num_classes)
+    def features(self, backbone, images):
+        final, stages = backbone.forward_intermediates(images, indices=self.stages)
+        return [*stages[:-1], final]
 
-    def features(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        final, stages = network.forward_intermediates(images, indices=self.stages)
-        return torch.cat([_average(x) for x in (*stages[:-1], final)], dim=1)
+    def pool(self, backbone, features):
+        return torch.cat([_average(x) for x in features], dim=1)
+
+    def classify(self, pooled, pre_logits=False):
+        parts = self.drop(pooled).split(self.channels, dim=1)
+        pooled = torch.cat([norm(part) for norm, part in zip(self.norms, parts)], dim=1)
+        return pooled if pre_logits else self.fc(pooled)
 
 
-class GramHead(_ReplacingHead):
+@HEADS.register
+class GramHead(Head):
     """Second-order pooling of the last feature map: a 1x1 convolution down to ``channels``, their Gram
-    matrix over positions (upper triangle), signed square root and LayerNorm, then linear.
+    matrix over positions / (H W), upper triangle (k (k+1) / 2 values), signed square root, LayerNorm,
+    dropout, then linear.
 
-    The channel reduction trains on the feature map itself, which features=cached does not keep.
+    LayerNorm rather than the bilinear-CNN papers' L2 normalisation: a unit vector of 2,080 values
+    has entries near 0.02, and a zero-initialised linear layer at the recipe's learning rate then
+    needs many epochs to reach confident logits (measured: 0.40 test top-1 against 0.63 for the
+    linear head, wikiart_sample, 3 epochs). The channel reduction trains on the feature map itself,
+    which features=cached does not keep.
     """
 
     name = "gram"
     cacheable = False
 
-    def __init__(self, channels: int = 64):
+    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float = 0.0, channels: int = 64):
+        super().__init__(num_classes, drop_rate)
         if isinstance(channels, bool) or not isinstance(channels, int) or not 2 <= channels <= 256:
             raise ConfigError(f"head.channels={channels!r}: give a whole number from 2 to 256 (64 is cheap).")
         self.channels = channels
+        self.reduce = nn.Conv2d(backbone.num_features, channels, kernel_size=1)
+        self.register_buffer("upper", torch.triu_indices(channels, channels), persistent=False)
+        size = channels * (channels + 1) // 2
+        self.norm = nn.LayerNorm(size)
+        self.fc = self.zero_output(nn.Linear(size, num_classes))
 
     @property
-    def config(self) -> dict[str, Any]:
-        return {**super().config, "channels": self.channels}
+    def settings(self):
+        return {**super().settings, "channels": self.channels}
 
-    def module(self, network: nn.Module, num_classes: int, drop_rate: float) -> nn.Module:
-        return GramLinear(network.num_features, self.channels, num_classes, drop_rate)
+    def pool(self, backbone, features):
+        return features  # the map itself: the reduction before the Gram matrix trains
 
-    def __call__(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        return network.get_classifier()(network.forward_features(images))
+    def classify(self, feature_map, pre_logits=False):
+        x = self.reduce(feature_map).flatten(2)  # (N, k, H W)
+        gram = x @ x.transpose(1, 2) / x.shape[-1]
+        vector = gram[:, self.upper[0], self.upper[1]]
+        vector = vector.sign() * vector.abs().add(1e-5).sqrt()  # epsilon: a bounded slope at 0
+        vector = self.drop(self.norm(vector))
+        return vector if pre_logits else self.fc(vector)
 
 
 def _average(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.mean(dim=(2, 3)) if feature_map.ndim == 4 else feature_map.mean(dim=1)
-
-
-class StageNormLinear(nn.Module):
-    """Concatenated per-stage vectors -> one LayerNorm per stage -> linear (the output layer, registered last)."""
-
-    def __init__(self, channels: list[int], num_classes: int):
-        super().__init__()
-        self.channels = list(channels)
-        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in channels)
-        self.fc = nn.Linear(sum(channels), num_classes)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        parts = pooled.split(self.channels, dim=1)
-        return self.fc(torch.cat([norm(part) for norm, part in zip(self.norms, parts)], dim=1))
-
-
-class GramLinear(nn.Module):
-    """Feature map (N, C, H, W) -> 1x1 conv to k channels -> Gram matrix / (H W), upper triangle
-    (k (k+1) / 2 values) -> signed sqrt -> LayerNorm -> dropout -> linear.
-
-    LayerNorm rather than the bilinear-CNN papers' L2 normalisation: a unit vector of 2,080 values
-    has entries near 0.02, and a zero-initialised linear layer at the recipe's learning rate then
-    needs many epochs to reach confident logits (measured: 0.40 test top-1 against 0.63 for the
-    linear head, wikiart_sample, 3 epochs).
-    """
-
-    def __init__(self, in_channels: int, channels: int, num_classes: int, drop_rate: float = 0.0):
-        super().__init__()
-        self.reduce = nn.Conv2d(in_channels, channels, kernel_size=1)
-        self.register_buffer("upper", torch.triu_indices(channels, channels), persistent=False)
-        size = channels * (channels + 1) // 2
-        self.norm = nn.LayerNorm(size)
-        self.dropout = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(size, num_classes)
-
-    def pooled(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """The signed square root of the reduced channels' Gram matrix, upper triangle: (N, k (k+1) / 2)."""
-        x = self.reduce(feature_map).flatten(2)  # (N, k, H W)
-        gram = x @ x.transpose(1, 2) / x.shape[-1]
-        vector = gram[:, self.upper[0], self.upper[1]]
-        return vector.sign() * vector.abs().add(1e-5).sqrt()  # epsilon: a bounded slope at 0
-
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.norm(self.pooled(feature_map))))

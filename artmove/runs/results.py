@@ -1,8 +1,7 @@
-"""The end of a run: the test table on the console and results.json on disk, also for a failed run."""
+"""The end of a run: the test table on the console, and results.json for a run that did not finish."""
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from artmove.data.splits import describe_overlap
-from artmove.utils.io import write_json, write_text
+from artmove.runs.folder import RunFolder
+from artmove.utils.io import write_text
 
 ROWS = (("Top-1", "top1"), ("Top-3", "top3"), ("Top-5", "top5"), ("Top-1 macro (mean per-class)", "top1_macro"))
 
@@ -35,9 +35,6 @@ def format_table(results: dict[str, Any], split: str = "test") -> str:
     return "\n".join(lines)
 
 
-TRACEBACK_FILE = "traceback.txt"
-
-
 def job_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that tell jobs of a sweep apart (read defensively: the config may be the error)."""
     settings = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
@@ -53,26 +50,14 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def record_failure(output_dir: Path, error: BaseException, cfg: DictConfig) -> Path:
+def record_failure(run: RunFolder, error: BaseException, cfg: DictConfig) -> Path:
     """Write ``results.json`` with ``"status": "failed"`` and the error, and the traceback beside it."""
-    output_dir = Path(output_dir)
-    write_text(output_dir / TRACEBACK_FILE, "".join(traceback.format_exception(error)))
-    return record_unfinished(output_dir, "failed", cfg, error=f"{type(error).__name__}: {error}", traceback=TRACEBACK_FILE)
+    write_text(run.traceback_file, "".join(traceback.format_exception(error)))
+    return record_unfinished(run, "failed", cfg, error=f"{type(error).__name__}: {error}", traceback=run.traceback_file.name)
 
 
-def record_unfinished(output_dir: Path, status: str, cfg: DictConfig, **details: Any) -> Path:
+def record_unfinished(run: RunFolder, status: str, cfg: DictConfig, **details: Any) -> Path:
     """Write ``results.json`` with this ``status`` ("failed", "interrupted") and ``details``; a folder
     whose results.json already holds a finished run's results keeps them, and gets ``<status>.json``."""
-    output_dir = Path(output_dir)
-    path = output_dir / "results.json"
-    if finished(path):
-        path = output_dir / f"{status}.json"
-    write_json(path, {"status": status, **details, **job_settings(cfg), "output_dir": str(output_dir)})
-    return path
-
-
-def finished(results_path: Path) -> bool:
-    try:
-        return json.loads(results_path.read_text(encoding="utf-8")).get("status") == "ok"
-    except (OSError, ValueError, AttributeError):
-        return False
+    results = {"status": status, **details, **job_settings(cfg), "output_dir": str(run.path)}
+    return run.write_results(results, status_file=run.finished)

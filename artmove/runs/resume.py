@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from artmove.errors import ConfigError, UnreadableCheckpoint
+from artmove.runs.folder import LAST_CHECKPOINT
 from artmove.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ def resume_checkpoint(resume: bool | str | None, checkpoint_dir: str | Path | No
     if resume in (None, False):
         return None
     if resume is True:
-        last = Path(checkpoint_dir) / "last.ckpt" if checkpoint_dir else None
+        last = Path(checkpoint_dir) / LAST_CHECKPOINT if checkpoint_dir else None
         if last is None or not last.is_file():
             return None
         check_resumable(last)

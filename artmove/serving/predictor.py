@@ -19,10 +19,11 @@ from torchvision.transforms.functional import to_pil_image
 
 from artmove.data.images import load_rgb, to_rgb
 from artmove.data.transforms import decode_size
-from artmove.errors import ConfigError
-from artmove.evaluation.checkpoint import inference_network, load_classifier, resolve_device
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.tta import eval_transform, predict_views, tta_transform
+from artmove.models.trained import TrainedModel, load_trained, resolve_device
+from artmove.release.formats import load_weights_folder
+from artmove.runs.checkpoints import resolve_checkpoint
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 
@@ -54,25 +55,18 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, device: str = "cpu") -> Predictor:
         """A training checkpoint, a run folder (its best checkpoint) or a sweep folder (its best job)."""
-        model = load_classifier(ckpt_path, device)
-        return cls(inference_network(model), model.hparams.class_names, model.preprocessing)
+        return cls.from_trained(load_trained(resolve_checkpoint(ckpt_path).file, device))
+
+    @classmethod
+    def from_trained(cls, trained: TrainedModel) -> Predictor:
+        return cls(trained.network, trained.class_names, trained.preprocessing)
 
     @classmethod
     def from_export(cls, folder: str | Path, device: str = "cpu") -> Predictor:
-        """An export folder (``python -m artmove.export``): timm's config.json + model.safetensors."""
-        import timm
-        from timm.data import resolve_model_data_config
-
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise ConfigError(f"{folder} is not an export folder (no config.json): give the out= folder of python -m artmove.export.")
-        network = timm.create_model(f"local-dir:{folder}", pretrained=True).to(resolve_device(device))
-        names = network.pretrained_cfg.get("label_names") or [str(i) for i in range(network.num_classes)]
-        config = resolve_model_data_config(network)
-        if network.pretrained_cfg.get("test_input_size"):  # test_image_size=: the size the checkpoint evaluated at
-            config["test_input_size"] = network.pretrained_cfg["test_input_size"]
-        preprocessing = {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
-        return cls(network, names, preprocessing)
+        """An export folder (``python -m artmove.export``): its config.json + model.safetensors, timm's layout
+        or artmove's (any head), rebuilt without the training code."""
+        network, names, preprocessing = load_weights_folder(folder)
+        return cls(network.to(resolve_device(device)), names, preprocessing)
 
     def __call__(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, tta: str | None = None,
                  gradcam: bool = False) -> Prediction | list[Prediction]:  # fmt: skip

@@ -3,7 +3,6 @@ runs as a single run in a process of its own."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from artmove.errors import ConfigError
+from artmove.runs.folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def run_in_own_process() -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.output_subdir is None:
         raise ConfigError("trainer=ddp inside a sweep needs the job's saved config: remove hydra.output_subdir=null.")
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    results_path = job_dir / "results.json"
-    results_path.unlink(missing_ok=True)
+    job = RunFolder(Path(hydra_cfg.runtime.output_dir))
+    job_dir = job.path
+    job.results_file.unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "artmove.train",
         "--config-path", str(job_dir / hydra_cfg.output_subdir), "--config-name", "config",
@@ -78,12 +78,12 @@ def run_in_own_process() -> dict[str, Any]:
     ]  # fmt: skip
     log.info("DDP inside a sweep: job %s runs in its own process (%s)", hydra_cfg.job.num, " ".join(command[1:5]))
     returncode = subprocess.run(command, cwd=get_original_cwd()).returncode
-    if not results_path.is_file():
+    if not job.results:
         raise ChildProcessError(
-            f"the job's DDP processes exited with code {returncode} before writing {results_path}: "
+            f"the job's DDP processes exited with code {returncode} before writing {job.results_file}: "
             f"see {job_dir}/train.log and the output above."
         )
-    return json.loads(results_path.read_text(encoding="utf-8"))
+    return job.results
 
 
 def processes_started_externally() -> bool:

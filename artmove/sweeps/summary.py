@@ -1,4 +1,4 @@
-"""The end of a sweep: the report over every job (artmove.report), and an exit code that says
+"""The end of a sweep: the report over every job (artmove.evaluation.report), and an exit code that says
 whether any job failed."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from artmove.runs.folder import SweepFolder
+
 log = logging.getLogger(__name__)
 
 
 def failed_jobs(sweep_dir: Path) -> list[str]:
     """The jobs of a sweep whose results.json is missing or not ``"status": "ok"``."""
-    from artmove.report import find_runs, read_run
-
-    return [row["run"] for row in map(read_run, find_runs([sweep_dir])) if row["status"] != "ok"]
+    return [run.path.name for run in SweepFolder(sweep_dir).runs() if not run.finished]
 
 
 class SweepSummary(Callback):
@@ -28,7 +28,7 @@ class SweepSummary(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from artmove.report import write_report  # matplotlib: imported once the jobs are done
+        from artmove.evaluation.report import write_report  # matplotlib: imported once the jobs are done
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():

@@ -21,6 +21,9 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
+from artmove.runs.folder import RunFolder
+from artmove.runs.results import job_overrides  # Hydra's record of this run's command line
+
 log = logging.getLogger(__name__)
 
 
@@ -156,11 +159,10 @@ class ResumeHint(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero:
             return
-        last = self.output_dir / "checkpoints" / "last.ckpt"
+        last = RunFolder(self.output_dir).last_checkpoint
         if not last.is_file():
             log.warning("stopped before the first checkpoint (%s): nothing to continue from; rerun the same command.", last)
             return
-        from artmove.runs.results import job_overrides  # Hydra's record of this run's command line
 
         overrides = [o for o in job_overrides() if not o.startswith(("hydra.run.dir=", "resume="))]
         command = ["python", "-m", "artmove.train", *overrides, f"hydra.run.dir={self.output_dir}"]

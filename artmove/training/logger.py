@@ -170,14 +170,16 @@ class WandbTestReport(pl.Callback):
     """What Lightning's logger does not send to W&B: parameter counts, the test table,
     per-class scores, the confusion matrix, the most confused pairs and the ``num_samples`` test
     predictions with the highest loss (this process's share of the split), with their images,
-    highest loss first. Closes the W&B run after the last stage (test, or fit when ``test=false``)."""
+    highest loss first. Closes the W&B run after the last stage (test, or fit when ``test=false``).
+
+    The logits are those ``test_step`` returns: one row per painting, however many forwards made it
+    (``model.flip_tta`` averages two)."""
 
     def __init__(self, num_samples: int = 32, finish_after_test: bool = True, top_confused: int = 10):
         self.num_samples, self.finish_after_test, self.top_confused = num_samples, finish_after_test, top_confused
         self._logits: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self._samples: list[torch.Tensor] = []  # the highest-loss images so far, with their logits and labels
-        self._hook = None
 
     @staticmethod
     def _logger(trainer: pl.Trainer) -> ArtmoveWandbLogger | None:
@@ -185,19 +187,18 @@ class WandbTestReport(pl.Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         logger = self._logger(trainer)
-        if logger is not None and hasattr(pl_module, "parameter_counts") and trainer.is_global_zero:
-            logger.experiment.summary.update(pl_module.parameter_counts)
+        if logger is not None and trainer.is_global_zero:
+            logger.experiment.summary.update(pl_module.finetuning.parameter_counts)
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._logits, self._labels, self._samples = [], [], []
-        self._hook = pl_module.register_forward_hook(lambda module, inputs, output: self._logits.append(output.detach().float().cpu()))
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        inputs, labels = batch
-        labels = labels.detach().cpu()
+        logits, labels = outputs["logits"].float().cpu(), outputs["labels"].detach().cpu()
+        self._logits.append(logits)
         self._labels.append(labels)
-        if self.num_samples and inputs.ndim == 4 and inputs.shape[1] == 3 and self._logits:  # images, not cached features
-            logits = self._logits[-1][-len(labels):]  # this batch's forward
+        inputs = batch[0]
+        if self.num_samples and inputs.ndim == 4 and inputs.shape[1] == 3:  # images, not cached features
             batch_samples = (inputs.detach().float().cpu(), logits, labels)
             images, kept_logits, kept_labels = (torch.cat(parts) for parts in zip(*self._samples, batch_samples))
             losses = torch.nn.functional.cross_entropy(kept_logits, kept_labels, reduction="none")
@@ -205,13 +206,10 @@ class WandbTestReport(pl.Callback):
             self._samples = [(images[top], kept_logits[top], kept_labels[top])]
 
     def on_test_end(self, trainer, pl_module) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
         logger = self._logger(trainer)
         if logger is None:
             return
-        num_classes = pl_module.hparams.num_classes
+        num_classes = pl_module.network.num_classes
         logits = torch.cat(self._logits) if self._logits else torch.empty(0, num_classes)
         labels = torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
         logits, labels = _gather(pl_module, logits), _gather(pl_module, labels)  # every rank takes part
@@ -220,8 +218,7 @@ class WandbTestReport(pl.Callback):
         import wandb
 
         probs = logits.softmax(-1)
-        classes = list(pl_module.hparams.get("class_names") or range(probs.shape[1]))
-        classes = [str(name) for name in classes]
+        classes = [str(name) for name in pl_module.hparams.class_names]
         scores = score(probs, labels, classes, "test", self.top_confused)
         summary, per_class, pairs = scores.summary, scores.per_class, scores.most_confused
         images = summary["test/num_images"]
@@ -243,7 +240,7 @@ class WandbTestReport(pl.Callback):
         """Highest loss first: the paintings the model gets most wrong, where to look first."""
         import wandb
 
-        preprocessing = getattr(pl_module, "preprocessing", None) or {"mean": [0.5] * 3, "std": [0.5] * 3}
+        preprocessing = pl_module.preprocessing
         probs, losses = logits.softmax(-1), torch.nn.functional.cross_entropy(logits, labels, reduction="none")
         table = wandb.Table(columns=["image", "true", "predicted", "p_predicted", "p_true", "loss", "correct"])
         for index in losses.argsort(descending=True).tolist():

@@ -106,3 +106,9 @@ def why_unreadable(path: Path, error: Exception) -> str:
     if zip_archive or isinstance(error, EOFError):
         return f"the file ({size} bytes) is truncated or damaged"
     return f"the file ({size} bytes) is not a PyTorch checkpoint"
+
+
+def printable(text: str) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 (legal in Linux names, kept by Python as
+    surrogates) shown as ``\\xe9``, so strict readers (pandas, spreadsheets) can open the file."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")

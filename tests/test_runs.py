@@ -1,13 +1,43 @@
-"""``ckpt_path`` as evaluate, predict, export and the demo read it: a file, a run folder or a sweep folder."""
+"""Run and sweep folders: the layout the config writes and artmove.runs reads, ``ckpt_path`` as evaluate,
+predict, export and the demo resolve it (a file, a run folder or a sweep folder), and a saved config read as data."""
 
 import json
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from artmove.errors import ConfigError
-from artmove.evaluation.checkpoint import resolve_checkpoint
 from artmove.predict import predict
+from artmove.runs.checkpoints import resolve_checkpoint as resolve
+from artmove.runs.folder import RunFolder
 from conftest import compose_config
+
+
+def resolve_checkpoint(path):
+    return resolve(path).file
+
+
+def test_the_config_writes_where_the_run_folder_reads(compose_train, tmp_path):
+    cfg = compose_train()
+    run = RunFolder(tmp_path)
+    assert Path(cfg.paths.checkpoints) == run.checkpoints and Path(cfg.paths.last_checkpoint) == run.last_checkpoint
+    assert Path(cfg.paths.metrics_file) == run.metrics_file
+    assert Path(cfg.callbacks.model_checkpoint.dirpath) == run.checkpoints
+    logger = cfg.logger.csv
+    assert Path(logger.save_dir) / logger.name / "metrics.csv" == run.metrics_file
+
+
+def test_a_saved_config_naming_foreign_code_is_refused(tmp_path):
+    run = RunFolder(tmp_path)
+    run.hydra_file("config").parent.mkdir()
+    OmegaConf.save({"seed": 1, "data": {"_target_": "artmove.data.PaintingDataModule", "source": {"_target_": "artmove.data.sources.RastaWikiPaintings"}}},
+                   run.hydra_file("config"))  # fmt: skip
+    assert run.config().data.source._target_ == "artmove.data.sources.RastaWikiPaintings"
+    OmegaConf.save({"data": {"_target_": "artmove.data.PaintingDataModule", "source": {"_target_": "pathlib.Path.write_text"}}},
+                   run.hydra_file("config"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"names code artmove's own configs never name \(data.source._target_='pathlib.Path.write_text'\)"):
+        run.config()
 
 
 def make_run(folder, *checkpoints, results=None, direction=None):
@@ -37,7 +67,7 @@ def test_results_json_names_the_best_of_several_even_after_the_run_moved(tmp_pat
                    results={"status": "ok", "best_checkpoint": moved})  # fmt: skip
     assert resolve_checkpoint(run).name == "best-epoch003-top10.5000.ckpt"
     ambiguous = make_run(tmp_path / "ambiguous", "best-a.ckpt", "best-b.ckpt")
-    with pytest.raises(ConfigError, match="2 best\\*.ckpt checkpoints and no results.json naming one"):
+    with pytest.raises(ConfigError, match="2 checkpoints and no results.json naming one"):
         resolve_checkpoint(ambiguous)
 
 

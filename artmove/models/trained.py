@@ -1,0 +1,136 @@
+"""A trained network back from its training checkpoint, with no weight download and no code from the file.
+
+The checkpoint is read as tensors and plain containers only (``weights_only=True``); what it says
+is data: the network is rebuilt by :func:`~artmove.models.network.create_network` from the spec it
+records (backbone by timm name, head by artmove's registry name), then its weights load strictly.
+Checkpoints of format 1 (artmove before the one-network redesign: the head inside the timm model,
+classes named by ``_target_``) are read too, their names mapped to the registry's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from artmove.errors import ConfigError, UnreadableCheckpoint
+from artmove.models.network import ArtNetwork, create_network
+from artmove.models.timm_compat import rename_format1_keys
+from artmove.utils.io import read_checkpoint
+
+#: The version of what ``ArtClassifier.on_save_checkpoint`` writes; format 1 is read too.
+CHECKPOINT_FORMAT = 2
+NOT_ARTMOVE = "is not a checkpoint of an artmove training run ({}): give ckpt_path= a run folder or its checkpoints/best-….ckpt or last.ckpt"
+
+
+@dataclass
+class TrainedModel:
+    """The network (eval mode, the EMA's weights when the run kept them) and what it was trained to see."""
+
+    network: ArtNetwork
+    class_names: list[str]
+    preprocessing: dict[str, Any]
+    checkpoint: Path
+    hparams: dict[str, Any]  # the training settings the run recorded (optimizer, label smoothing…), for model cards
+    finetune: dict[str, Any]  # the fine-tuning policy's settings, as recorded
+
+    @property
+    def backbone(self) -> str:
+        return self.network.spec["backbone"]
+
+    @property
+    def head(self) -> str:
+        return self.network.spec["head"]["name"]
+
+    def to(self, device: str | torch.device) -> TrainedModel:
+        self.network.to(resolve_device(device))
+        return self
+
+
+def load_trained(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
+    """The trained network of the checkpoint file ``path`` on ``device`` (``auto``: the GPU when there is one)."""
+    path = Path(path)
+    try:
+        checkpoint = read_checkpoint(path)
+    except UnreadableCheckpoint as error:
+        raise UnreadableCheckpoint(f"{error}. Give ckpt_path= a run folder or its checkpoints/best-….ckpt or last.ckpt.") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters"), dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"{path} {NOT_ARTMOVE.format('no hyper_parameters and state_dict')}.")
+    record = checkpoint.get("artmove") if "artmove" in checkpoint else _format1_record(checkpoint, path)
+    spec, prefix = _checked_record(record, path)
+    hparams = checkpoint["hyper_parameters"]
+    class_names = hparams.get("class_names") or [str(label) for label in range(spec["num_classes"])]
+    preprocessing = hparams.get("preprocessing")
+    if not isinstance(preprocessing, dict) or not isinstance(class_names, list) or len(class_names) != spec["num_classes"]:
+        raise ConfigError(f"{path} {NOT_ARTMOVE.format('its classes or preprocessing are missing')}.")
+    network = create_network(**spec, pretrained=False)
+    weights = {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ConfigError(f"{path}: its weights do not fit the network it records ({str(error).splitlines()[0]}).") from None
+    network.pretrained_cfg = record.get("pretrained_cfg")
+    network.weights_source = f"checkpoint {path.name}"
+    trained = TrainedModel(network.eval(), [str(name) for name in class_names], preprocessing, path, dict(hparams), dict(record.get("finetune") or {}))
+    return trained.to(device)
+
+
+def _checked_record(record: Any, path: Path) -> tuple[dict[str, Any], str]:
+    """The network spec and the state-dict prefix of the inference weights."""
+    if not isinstance(record, dict) or record.get("format") not in (1, CHECKPOINT_FORMAT):
+        raise ConfigError(f"{path} {NOT_ARTMOVE.format('no artmove record of a format this version reads')}.")
+    prefix = record.get("inference_weights")
+    if prefix not in ("network", "ema.module"):
+        raise ConfigError(f"{path} {NOT_ARTMOVE.format(f'inference_weights={prefix!r}')}.")
+    return checked_spec(record.get("network"), path), f"{prefix}."
+
+
+def checked_spec(spec: Any, where: Path) -> dict[str, Any]:
+    """A network spec read from a file (a checkpoint, an export's config.json): plain values under the
+    names :func:`~artmove.models.network.create_network` takes, or a ConfigError. The head is then
+    built by its registry name, never imported."""
+    allowed = {"backbone": str, "num_classes": int, "head": dict, "drop_rate": (int, float), "drop_path_rate": (int, float)}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} records no network: it was not written by artmove (give a run folder, a checkpoint or an export).")
+    wrong = sorted(str(key) for key, value in spec.items() if key not in allowed or not isinstance(value, allowed[key]) or isinstance(value, bool))
+    if wrong or not {"backbone", "num_classes"} <= set(spec):
+        raise ConfigError(f"{where}: its network record has entries artmove does not write ({', '.join(wrong or sorted(map(str, spec)))}): refused.")
+    return spec
+
+
+# --- format 1 ----------------------------------------------------------------------------------
+#: Format 1 named its heads and policies by class path; only these are read (data, never imported).
+FORMAT1_HEADS = {"artmove.models.heads.LinearHead": "linear", "artmove.models.heads.MultiscaleHead": "multiscale",
+                 "artmove.models.heads.GramHead": "gram"}  # fmt: skip
+FORMAT1_POLICIES = {f"artmove.finetune.policies.{name}": name.lower() for name in ("Fraction", "Stages", "Discriminative", "Gradual")}
+
+
+def _format1_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A format-1 checkpoint's record; its state dict renamed in place to format 2's keys."""
+    hparams = checkpoint["hyper_parameters"]
+    head = dict(hparams.get("head") or {"_target_": "artmove.models.heads.LinearHead"})
+    policy = dict(hparams.get("finetune") or {"_target_": "artmove.finetune.policies.Fraction"})
+    head_target, policy_target = head.pop("_target_", None), policy.pop("_target_", None)
+    for what, target, known in (("head", head_target, FORMAT1_HEADS), ("fine-tuning policy", policy_target, FORMAT1_POLICIES)):
+        if target not in known:
+            raise ConfigError(f"{path} names the {what} {target!r}, which is not one of artmove's: a checkpoint may name "
+                              "only artmove's own heads and policies (nothing a file names is imported or run).")  # fmt: skip
+    backbone, num_classes = hparams.get("backbone"), hparams.get("num_classes")
+    if not isinstance(backbone, str) or isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise ConfigError(f"{path} {NOT_ARTMOVE.format('no backbone or num_classes')}.")
+    head_name = FORMAT1_HEADS[head_target]
+    rename_format1_keys(checkpoint["state_dict"], backbone, num_classes, head_name, path)
+    ema = bool(hparams.get("ema_decay")) and any(key.startswith("ema.module.") for key in checkpoint["state_dict"])
+    network = {"backbone": backbone, "num_classes": num_classes, "head": {"name": head_name, **head},
+               "drop_rate": hparams.get("drop_rate", 0.0), "drop_path_rate": hparams.get("drop_path_rate", 0.0)}  # fmt: skip
+    return {"format": 1, "network": network, "inference_weights": "ema.module" if ema else "network",
+            "finetune": {"name": FORMAT1_POLICIES[policy_target], **policy}, "pretrained_cfg": checkpoint.get("pretrained_cfg")}  # fmt: skip
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
