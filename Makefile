@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m artmove.train experiment=demo $(ARGS)
 
-## The default test suite (< 10 min on 2 cores).
+## The default test suite (at most 6 min on 2 cores: heavier runs are marked slow).
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 

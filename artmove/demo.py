@@ -11,7 +11,7 @@ from artmove.errors import ConfigError
 from artmove.models.trained import load_trained
 from artmove.runs.checkpoints import resolve_checkpoint
 from artmove.utils.cli import exit_on_user_error
-from artmove.utils.config import require_settings
+from artmove.utils.config import is_number, require_settings
 
 log = logging.getLogger("artmove.demo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -22,18 +22,33 @@ def build_app(cfg: DictConfig):
     require_settings(cfg)
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
+        import python_multipart  # noqa: F401
     except ModuleNotFoundError as error:
         raise ConfigError(f"the demo page needs {error.name}: pip install 'artmove[demo]' (fastapi, uvicorn, python-multipart).") from None
     from artmove.release.card import RunFacts
     from artmove.serving.demo_app import create_app, headline_numbers
     from artmove.serving.predictor import Predictor
 
+    check_demo_settings(cfg)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     trained = load_trained(checkpoint.file, cfg.device)
     headline = headline_numbers(RunFacts.of(checkpoint, trained))
     predictor = Predictor.from_trained(trained)
-    return create_app(predictor, headline, cfg.top_k, int(cfg.max_upload_mb * 1e6), int(cfg.max_megapixels * 1e6))
+    return create_app(predictor, headline, cfg.top_k, int(cfg.max_upload_mb * 1e6), int(cfg.max_megapixels * 1e6),
+                      cfg.max_parallel, cfg.max_waiting)  # fmt: skip
+
+
+def check_demo_settings(cfg: DictConfig) -> None:
+    """The page's numbers, one line each, before the model loads."""
+    port = cfg.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"port={port!r}: give a TCP port from 1 to 65535, e.g. port=7860.")
+    for key in ("max_upload_mb", "max_megapixels"):
+        if not is_number(cfg[key]) or not 0 < cfg[key] < float("inf"):
+            raise ConfigError(f"{key}={cfg[key]!r}: give a limit > 0, e.g. {key}=20.")
+    for key in ("top_k", "max_parallel", "max_waiting"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r}: give a whole number >= 1.")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="demo")

@@ -27,7 +27,7 @@ from artmove.models.trained import load_trained
 from artmove.runs.checkpoints import evaluation_folder, resolve_checkpoint
 from artmove.runs.results import format_table
 from artmove.utils.cli import exit_on_user_error
-from artmove.utils.config import require_settings
+from artmove.utils.config import check_whole, require_settings
 from artmove.utils.io import write_json
 
 log = logging.getLogger("artmove.evaluate")
@@ -72,6 +72,9 @@ def evaluate(cfg: DictConfig) -> dict:
     check_tta(cfg.tta)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")
+    check_whole("batch_size", cfg.batch_size)
+    check_whole("num_workers", cfg.num_workers, minimum=0)
+    check_whole("gallery", cfg.gallery, minimum=0)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     trained = load_trained(checkpoint.file, cfg.device)
     preprocessing = eval_preprocessing(trained.preprocessing, cfg.image_size)

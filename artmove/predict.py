@@ -21,7 +21,7 @@ from artmove.evaluation.tta import check_tta, eval_transform, tta_transform
 from artmove.models.trained import load_trained
 from artmove.runs.checkpoints import resolve_checkpoint
 from artmove.utils.cli import exit_on_user_error
-from artmove.utils.config import require_settings
+from artmove.utils.config import check_whole, require_settings
 from artmove.utils.io import printable, write_json
 
 log = logging.getLogger("artmove.predict")
@@ -33,6 +33,9 @@ def predict(cfg: DictConfig) -> dict:
     check_tta(cfg.tta)
     if cfg.save not in (None, "csv", "json"):
         raise ConfigError(f"save={cfg.save!r}: use csv, json or null.")
+    check_whole("batch_size", cfg.batch_size)
+    check_whole("num_workers", cfg.num_workers, minimum=0)
+    check_whole("top_k", cfg.top_k)
     paths = list_inputs(cfg.input)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     trained = load_trained(checkpoint.file, cfg.device)

@@ -29,9 +29,9 @@ from artmove.finetune import create_policy
 from artmove.models import ArtClassifier
 from artmove.runs.folder import RunFolder
 from artmove.runs.results import format_table, record_failure, record_unfinished
-from artmove.runs.resume import resume_checkpoint
+from artmove.runs.resume import Resume, check_same_classes, resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
-from artmove.training.callbacks import CheckpointOnStop
+from artmove.training.callbacks import CheckpointOnStop, RunRecordInCheckpoint
 from artmove.training.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step, slurm_usr1_requeues
 from artmove.training.trainer import check_trainer
 from artmove.utils.cli import say_user_error
@@ -41,19 +41,20 @@ from artmove.utils.io import remove_partial_writes
 log = logging.getLogger("artmove.train")
 
 
-def build(cfg: DictConfig) -> tuple[PaintingDataModule, pl.LightningDataModule, ArtClassifier]:
+def build(cfg: DictConfig, resume: Resume | None = None) -> tuple[PaintingDataModule, pl.LightningDataModule, ArtClassifier]:
     """The run's objects, each built from its config node and checked there, in the order that fails
-    soonest: the trainer settings (a GPU trainer without a GPU), the preprocessing (which checks the
-    backbone) and the fine-tuning policy (no weights, no data), the image data module, the network
+    soonest (after :func:`check_train_config`): the preprocessing (which checks the backbone) and the
+    fine-tuning policy (no weights, no data), the image data module, the network
     (weights load) and the classifier that trains it, and with ``features=cached`` the feature data
-    module. Returns (image data module, the data module training reads, classifier)."""
-    check_train_config(cfg)
-    check_trainer(cfg.trainer)
+    module. A run that continues a checkpoint (``resume``) must have its classes. Returns (image data
+    module, the data module training reads, classifier)."""
     preprocessing = instantiate_checked(cfg.preprocessing, "preprocessing")
     # A policy of artmove's by name; a user's own class where their config names it (_target_: my.Policy).
     policy = instantiate_checked(cfg.finetune, "finetune") if "_target_" in cfg.finetune else create_policy(cfg.finetune)
     images = instantiate_checked(cfg.data, "data", preprocessing=preprocessing, _convert_="all")
     classes = images.classes
+    if resume is not None:
+        check_same_classes(resume, classes)
     network = instantiate_checked(cfg.network, "network", num_classes=len(classes), _convert_="all")
     model = instantiate_checked(cfg.model, "model", network=network, finetune=policy, class_names=classes, preprocessing=preprocessing,
                                 class_weights=images.class_weights(), _convert_="all")  # fmt: skip
@@ -65,6 +66,8 @@ def build(cfg: DictConfig) -> tuple[PaintingDataModule, pl.LightningDataModule, 
 def train(cfg: DictConfig) -> dict:
     """Run one training job; return its results (also written to ``<output_dir>/results.json``)."""
     started = time.time()
+    check_train_config(cfg)  # the settings no object checks, and the numbers, before anything is built
+    check_trainer(cfg.trainer)
     run = RunFolder(Path(cfg.paths.output_dir))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
@@ -72,9 +75,11 @@ def train(cfg: DictConfig) -> dict:
     checkpoint_dir = next((c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     if checkpoint_dir and rank_zero_only.rank == 0:
         remove_partial_writes(checkpoint_dir, "*.ckpt")  # left by a writer killed mid-file
-    resume_from = resume_checkpoint(cfg.get("resume", True), checkpoint_dir)  # read now: a bad file costs a second
-    images, datamodule, model = build(cfg)
+    resume = resume_checkpoint(cfg.get("resume", True), checkpoint_dir, cfg)  # read and compared now: a bad file costs a second
+    images, datamodule, model = build(cfg, resume)
     classes, sizes = images.classes, images.split_sizes()
+    resume.record["classes"] = classes
+    callbacks.append(RunRecordInCheckpoint(resume.record))
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
     network = model.network
     log.info("backbone %s, head %s, weights: %s%s", cfg.backbone, network.spec["head"]["name"], network.weights_source,
@@ -82,7 +87,7 @@ def train(cfg: DictConfig) -> dict:
     log.info(model.finetuning.describe())
 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
-    for logger in loggers if resume_from else ():
+    for logger in loggers if resume.checkpoint else ():
         if hasattr(logger, "continue_run"):  # W&B: log into the earlier attempt's run, not a new one
             logger.continue_run()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -100,7 +105,7 @@ def train(cfg: DictConfig) -> dict:
         if finder is not None and not finder.apply:
             return _lr_find_only(cfg, lr_find, run, trainer)
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
         except SIGTERMException:
             _stopped_by_signal(cfg, trainer, run)
 
@@ -123,6 +128,7 @@ def train(cfg: DictConfig) -> dict:
         "trained_layers": model.finetuning.plan.trained_layers,
         "total_layers": model.finetuning.plan.total_layers,
         "epochs": trainer.current_epoch,
+        "attempts": resume.record["attempts"],
         "best_checkpoint": checkpoint,
         "best_val/top1": _finite_or_none(_optimized_value(trainer, "val/top1")),
         "output_dir": str(run.path),

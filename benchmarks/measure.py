@@ -169,3 +169,28 @@ def plain_rate(model: ArtClassifier, batches, warmup: int, **settings) -> float:
             torch.cuda.synchronize()
         ends.append(time.perf_counter())
     return rate(ends, len(batches[0][1]), warmup)
+
+
+@contextmanager
+def serving_in_thread(app):
+    """``app`` (ASGI) served by uvicorn on a free loopback port, in a thread of this process: its URL."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

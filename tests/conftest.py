@@ -81,6 +81,9 @@ def run_cli(module_name: str, *overrides: str) -> Done:
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else int(done.code is not None)
     finally:
+        from artmove.runs.lock import release_held
+
+        release_held()  # what the end of the command's process does
         sys.argv = argv
         GlobalHydra.instance().clear()
         for handler in root.handlers:
@@ -123,16 +126,11 @@ def tiny_run(tmp_path_factory, wikipaintings_small) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(tiny_run, tmp_path_factory):
-    """``tiny_run`` exported to every format through the command line (its own process: one real
-    command-line run), checked on 12 test paintings: (export folder, console output)."""
-    import subprocess
-
+    """``tiny_run`` exported to every format through the command line, checked on 12 test paintings:
+    (export folder, console output)."""
     out = tmp_path_factory.mktemp("export") / "tiny"
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.export", f"ckpt_path={tiny_run}", "formats=[onnx,torchscript,torch_export]", f"out={out}",
-         "check_images=12", f"hydra.run.dir={out.parent / 'log'}"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = run_cli("artmove.export", f"ckpt_path={tiny_run}", "formats=[onnx,torchscript,torch_export]", f"out={out}",
+                   "check_images=12", f"hydra.run.dir={out.parent / 'log'}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done.stdout
 

@@ -11,12 +11,14 @@ import time
 import urllib.request
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from artmove.predict import predict
 from artmove.serving.demo_app import UploadError, create_app, headline_numbers, predict_upload, read_upload
 from artmove.serving.predictor import Predictor
+from benchmarks.measure import serving_in_thread
 from conftest import compose_config
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -190,3 +192,81 @@ def test_the_page_in_headless_chromium_shows_predicts_label(demo_url, tiny_run, 
     expected = predict(compose_config("predict", f"ckpt_path={tiny_run}", f"input={painting}", f"output_dir={tmp_path}",
                                       "num_workers=0"))["predictions"][0]["top"]  # fmt: skip
     page_answers_in_chromium(demo_url, painting, expected, tmp_path)
+
+
+# --- under load ----------------------------------------------------------------------------------
+class SlowNetwork(torch.nn.Module):
+    """A network that takes ``seconds`` per forward (sleeping, as a large model computes: the GIL released)."""
+
+    def __init__(self, network, seconds: float):
+        super().__init__()
+        self.network, self.seconds = network, seconds
+
+    def forward_features(self, images):
+        time.sleep(self.seconds)
+        return self.network.forward_features(images)
+
+    def forward_head(self, features, pre_logits=False):
+        return self.network.forward_head(features, pre_logits)
+
+    def forward(self, images):
+        return self.forward_head(self.forward_features(images))
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams(predictor, tmp_path, monkeypatch):
+    import tempfile
+
+    import httpx
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a spooled upload would land
+    sent = [0]
+
+    def fifty_megabytes():
+        chunk = b"\0" * 65536
+        while sent[0] < 50_000_000:
+            sent[0] += len(chunk)
+            yield chunk
+
+    app = create_app(predictor, {"Model": "m"}, max_bytes=20_000_000)
+    with serving_in_thread(app) as url:
+        boundary = "artmoveboundary"
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
+
+        def body():
+            yield head
+            yield from fifty_megabytes()
+
+        try:
+            answer = httpx.post(f"{url}/predict", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=60)
+        except httpx.TransportError as error:  # the server may close the stream once it has answered
+            pytest.fail(f"no 413 answer: {error}")
+        assert answer.status_code == 413 and "over the 20 MB limit" in answer.json()["error"]
+        assert "transfer-encoding" not in answer.request.headers or answer.request.headers["transfer-encoding"] == "chunked"
+    assert not list(tmp_path.iterdir())  # nothing of the upload written to disk
+
+
+def test_the_page_answers_at_once_during_a_burst_of_predictions(predictor, painting):
+    """8 uploads at once, each taking 0.6 s to classify (two forwards: the top-5 and the Grad-CAM): GET /
+    keeps answering within 2 s (classified on the event loop, it waited for the uploads queued before it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    slow = Predictor(SlowNetwork(predictor.network, 0.3), predictor.class_names, predictor.preprocessing)
+    app = create_app(slow, {"Model": "m"}, max_parallel=1, max_waiting=32)
+    data = painting.read_bytes()
+    with serving_in_thread(app) as url, httpx.Client(timeout=120) as client:
+
+        def upload(_):
+            return client.post(f"{url}/predict", files={"file": ("p.jpg", data, "image/jpeg")}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = pool.map(upload, range(8))
+            page_seconds = []
+            for _ in range(8):
+                started = time.perf_counter()
+                assert httpx.get(url, timeout=30).status_code == 200
+                page_seconds.append(time.perf_counter() - started)
+                time.sleep(0.3)
+            assert list(statuses) == [200] * 8
+    assert max(page_seconds) < 2.0, page_seconds

@@ -1,8 +1,6 @@
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ from artmove.evaluate import eval_dir, evaluate
 from artmove.evaluation.classes import label_map
 from artmove.evaluation.metrics import confusion_matrix, most_confused_pairs, per_class_table, summary_metrics
 from artmove.evaluation.tta import eval_transform, predict_views, tta_transform
-from conftest import compose_config
+from conftest import compose_config, run_cli
 
 # --- numbers on a hand-built case ------------------------------------------------------
 CLASSES = ["A", "B", "C", "D"]
@@ -99,10 +97,7 @@ def test_classes_are_matched_by_name_and_mapped_explicitly():
 # --- on a checkpoint trained on wikipaintings_small -----------------------------------------
 def test_evaluate_cli_on_a_rasta_checkpoint_with_flip_tta(tiny_run):
     ckpt = next((tiny_run / "checkpoints").glob("best-*.ckpt"))
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.evaluate", f"ckpt_path={ckpt}", "tta=flip", "image_size=80", "num_workers=0", "batch_size=16"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_cli("artmove.evaluate", f"ckpt_path={ckpt}", "tta=flip", "image_size=80", "num_workers=0", "batch_size=16")
     assert done.returncode == 0, done.stderr[-3000:]
     out = tiny_run / "eval" / "test-flip-80px"  # the run's own data set, found in its .hydra/config.yaml
     assert "Test split: 249 images, 25 classes" in done.stdout and "Top-5" in done.stdout and f"Outputs: {out}" in done.stdout

@@ -15,7 +15,7 @@ from artmove.errors import ConfigError
 from artmove.evaluation.gradcam import grad_cam
 from artmove.models import load_trained
 from artmove.predict import list_inputs, predict
-from conftest import compose_config
+from conftest import compose_config, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,8 @@ def test_grad_cam_points_at_the_region_that_raised_the_score():
 
 def test_predict_cli_reports_and_skips_unreadable_files(tiny_run, paintings, tmp_path):
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    done = subprocess.run(
-        [sys.executable, "-m", "artmove.predict", f"ckpt_path={ckpt}", f"input={paintings}", "top_k=3", "save=json",
-         "explain=true", "num_workers=0", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_cli("artmove.predict", f"ckpt_path={ckpt}", f"input={paintings}", "top_k=3", "save=json", "explain=true",
+                   "num_workers=0", f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "broken.jpg" in done.stderr and "3 image(s) predicted, 1 skipped" in done.stdout
     saved = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))

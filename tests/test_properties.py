@@ -87,3 +87,84 @@ def test_unfreeze_plan_extremes(network):
     assert nothing.trained_layers == 0 and nothing.trainable == frozenset(nothing.head)
     assert everything.trained_layers == everything.total_layers
     assert everything.trainable == frozenset(name for name, _ in network.named_parameters())
+
+
+# --- files from elsewhere: data, never code ------------------------------------------------------
+CODE = ["os.system", "os.makedirs", "pathlib.Path.write_text", "numpy.load", "builtins.eval", "subprocess.run"]
+names = st.sampled_from(["linear", "multiscale", "gram", "fraction", "resnet", "_target_", "name", "backbone", *CODE])
+leaves = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True), names, st.text(max_size=12))
+plain = st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=4)), max_leaves=12)
+
+
+@st.composite
+def checkpoints(draw) -> dict:
+    """Checkpoint dicts a stranger could write with only tensors and plain values (what weights_only lets in):
+    artmove's record and hyper-parameters mutated, code names sprinkled in."""
+    head = draw(st.one_of(st.fixed_dictionaries({"name": names}), st.dictionaries(names, plain, max_size=3)))
+    spec = draw(st.one_of(plain, st.fixed_dictionaries({"backbone": st.sampled_from(["test_resnet", "os.system"]),
+                                                       "num_classes": st.integers(-1, 4), "head": st.just(head)})))
+    record = draw(st.one_of(st.none(), plain, st.fixed_dictionaries({"format": st.sampled_from([1, 2, 3, "2"]), "network": st.just(spec),
+                                                                     "inference_weights": st.sampled_from(["network", "ema.module", "x"])})))
+    hparams = draw(st.one_of(plain, st.fixed_dictionaries({"backbone": st.sampled_from(["test_resnet", "os.system"]), "num_classes": st.integers(0, 4),
+                                                           "class_names": plain, "preprocessing": plain,
+                                                           "head": st.dictionaries(names, plain, max_size=3),
+                                                           "finetune": st.dictionaries(names, plain, max_size=3)})))
+    checkpoint = {"state_dict": draw(st.one_of(plain, st.just({}))), "hyper_parameters": hparams}
+    if record is not None:
+        checkpoint["artmove"] = record
+    return checkpoint
+
+
+@settings(max_examples=150, deadline=None)
+@given(checkpoints())
+def test_a_mutated_checkpoint_loads_or_is_refused_in_words_and_never_runs_code(tmp_path_factory, checkpoint):
+    """Whatever a file holds: a user error, never another exception, and nothing a file names is called."""
+    import builtins
+    import os
+    import subprocess
+
+    import torch
+
+    from artmove.errors import USER_ERRORS
+    from artmove.models import load_trained
+
+    path = tmp_path_factory.mktemp("ckpt") / "fuzzed.ckpt"
+    torch.save(checkpoint, path)
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        for owner, name in ((os, "system"), (os, "makedirs"), (subprocess, "run"), (builtins, "eval")):
+            patch.setattr(owner, name, lambda *a, _n=name, **k: calls.append(_n))
+        try:
+            load_trained(path)
+        except USER_ERRORS:
+            pass
+    assert calls == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(plain, st.sampled_from(CODE + ["artmove.data.PaintingDataModule", "pytorch_lightning.Trainer"]))
+def test_a_saved_config_may_name_only_what_artmoves_own_configs_name(config, target):
+    from omegaconf import OmegaConf
+
+    from artmove.errors import ConfigError
+    from artmove.runs.folder import check_targets, shipped_targets
+
+    document = {"data": {"source": config, "_target_": target}}
+    named = list(targets_in(document))
+    if all(isinstance(name, str) and name in shipped_targets() for name in named):
+        check_targets(document, Path("config.yaml"))
+        check_targets(OmegaConf.create(document), Path("config.yaml"))  # as OmegaConf.load gives it
+    else:
+        with pytest.raises(ConfigError, match="names code artmove's own configs never name"):
+            check_targets(document, Path("config.yaml"))
+
+
+def targets_in(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                yield value
+            yield from targets_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from targets_in(value)

@@ -1,7 +1,5 @@
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ from PIL import Image
 from artmove.evaluation.report import learning_curves, write_report
 from artmove.runs.folder import find_runs
 from artmove.train import train
-from conftest import compose_config
+from conftest import compose_config, run_cli
 
 
 def make_run(folder: Path, results: dict | None, **config) -> Path:
@@ -100,7 +98,7 @@ def test_a_sweep_of_tiny_rasta_jobs_gives_the_table_and_plots(tmp_path, wikipain
             "image_size=32", "data.batch_size=4", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         ))  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "artmove.report", str(sweep)], capture_output=True, text=True, timeout=300)
+    done = run_cli("artmove.report", str(sweep))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 run(s), 0 failed" in done.stdout and f"Report: {sweep / 'report.md'}" in done.stdout
     rows = list(csv.DictReader((sweep / "runs.csv").open(encoding="utf-8")))

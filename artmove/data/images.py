@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # PIL refuses images over 2 x 89 Mpx as decompression bombs; museum scans of paintings can be
 # larger. Up to 250 Mpx is read (JPEG decodes in draft mode at the size training needs); larger
 # files are refused as unreadable, before their pixels are decoded.
 MAX_PIXELS = 250_000_000
+# A painting longer than this many times its width (or the reverse) is cut to its central part of this
+# aspect ratio once decoded, before any transform: every resize scales the short side to the input
+# size, so a 118-byte 40000 x 1 PNG would become a 10-gigapixel image, while an evaluation's centre
+# crop never reaches beyond the central square. With it, what a transform resizes is at most
+# MAX_ASPECT x S^2 pixels for a short side S (e.g. 0.9 Mpx at S = 293), whatever the file.
+MAX_ASPECT = 10
 
 
 class UnreadableImageError(RuntimeError):
@@ -43,6 +52,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         top = float(array.max()) or 1.0
         return Image.fromarray((array / top * 255.0).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def within_aspect(image: Image.Image, name: str | Path = "image") -> Image.Image:
+    """``image``, or its central part of aspect ratio MAX_ASPECT when it is longer than that (said in the log)."""
+    width, height = image.size
+    if max(width, height) <= MAX_ASPECT * max(1, min(width, height)):
+        return image
+    kept_w, kept_h = min(width, MAX_ASPECT * height), min(height, MAX_ASPECT * width)
+    left, top = (width - kept_w) // 2, (height - kept_h) // 2
+    log.warning("%s: %d x %d pixels, cut to its central %d x %d (longer than %d:1)", name, width, height, kept_w, kept_h, MAX_ASPECT)
+    return image.crop((left, top, left + kept_w, top + kept_h))
 
 
 def load_image(path: Path, min_size: int | None = None) -> Image.Image | np.ndarray:
@@ -91,7 +111,9 @@ def open_image(path: str | Path) -> Image.Image:
     """``Image.open`` (the header only) under artmove's pixel limit: ValueError past ``MAX_PIXELS``."""
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < 2 * MAX_PIXELS:
         Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS  # PIL's own check only past twice the limit: ours comes first
-    image = Image.open(path)
+    with warnings.catch_warnings():  # PIL's DecompressionBombWarning: the check below says it in artmove's words
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
     if image.width * image.height > MAX_PIXELS:
         image.close()
         raise ValueError(f"{image.width} x {image.height} pixels is over the {MAX_PIXELS // 1_000_000} Mpx limit")
@@ -113,7 +135,7 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
                     image.draft("RGB", (int(width / scale) + 1, int(height / scale) + 1))
             rgb = to_rgb(ImageOps.exif_transpose(image))
             rgb.load()
-            return rgb
+            return within_aspect(rgb, path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise UnreadableImageError(
             f"cannot read image {path}: {error}. Remove or replace the file and run again."

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 
 from artmove.errors import ConfigError, UnreadableCheckpoint
+from artmove.models.heads import HEADS
 from artmove.models.network import ArtNetwork, create_network
 from artmove.models.timm_compat import rename_format1_keys
 from artmove.utils.io import read_checkpoint
@@ -98,7 +100,19 @@ def checked_spec(spec: Any, where: Path) -> dict[str, Any]:
     wrong = sorted(str(key) for key, value in spec.items() if key not in allowed or not isinstance(value, allowed[key]) or isinstance(value, bool))
     if wrong or not {"backbone", "num_classes"} <= set(spec):
         raise ConfigError(f"{where}: its network record has entries artmove does not write ({', '.join(wrong or sorted(map(str, spec)))}): refused.")
+    check_file_backbone(spec["backbone"], where)
+    head = spec.get("head", {}).get("name", "linear")
+    if head not in HEADS.names:
+        raise ConfigError(f"{where} names the head {head!r}, which is not one of artmove's ({', '.join(HEADS.names)}): a file may "
+                          "name only artmove's own heads (nothing a file names is imported or run).")  # fmt: skip
     return spec
+
+
+def check_file_backbone(name: str, where: Path) -> None:
+    """A backbone a file names: one of timm's registered architectures (``hf-hub:``/``local-dir:`` names, which
+    a user may give on the command line, would have timm fetch or read a model config the file chose)."""
+    if not timm.is_model(name):
+        raise ConfigError(f"{where} names the backbone {name!r}, which is not one of timm's registered models: refused.")
 
 
 # --- format 1 ----------------------------------------------------------------------------------
@@ -115,12 +129,13 @@ def _format1_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     policy = dict(hparams.get("finetune") or {"_target_": "artmove.finetune.policies.Fraction"})
     head_target, policy_target = head.pop("_target_", None), policy.pop("_target_", None)
     for what, target, known in (("head", head_target, FORMAT1_HEADS), ("fine-tuning policy", policy_target, FORMAT1_POLICIES)):
-        if target not in known:
+        if not isinstance(target, str) or target not in known:
             raise ConfigError(f"{path} names the {what} {target!r}, which is not one of artmove's: a checkpoint may name "
                               "only artmove's own heads and policies (nothing a file names is imported or run).")  # fmt: skip
     backbone, num_classes = hparams.get("backbone"), hparams.get("num_classes")
-    if not isinstance(backbone, str) or isinstance(num_classes, bool) or not isinstance(num_classes, int):
+    if not isinstance(backbone, str) or isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"{path} {NOT_ARTMOVE.format('no backbone or num_classes')}.")
+    check_file_backbone(backbone, path)
     head_name = FORMAT1_HEADS[head_target]
     rename_format1_keys(checkpoint["state_dict"], backbone, num_classes, head_name, path)
     ema = bool(hparams.get("ema_decay")) and any(key.startswith("ema.module.") for key in checkpoint["state_dict"])

@@ -24,15 +24,19 @@ class Checkpoint:
 
 
 def resolve_checkpoint(ckpt_path: str | Path) -> Checkpoint:
+    """The checkpoint ``ckpt_path`` means. Its run folder is data too: a saved config naming code artmove's
+    own configs never name is refused here, whichever command asked (``RunFolder.config``)."""
     path = Path(ckpt_path).expanduser()
     if path.is_file():
-        return Checkpoint(path, RunFolder.of_checkpoint(path))
-    if not path.is_dir():
+        checkpoint = Checkpoint(path, RunFolder.of_checkpoint(path))
+    elif not path.is_dir():
         raise ConfigError(f"checkpoint not found: ckpt_path={ckpt_path} is no file or folder. {CKPT_PATH_FORMS}")
-    if path.name == CHECKPOINTS:
-        path = path.parent
-    run = RunFolder(path) if (path / CHECKPOINTS).is_dir() else SweepFolder(path).best_job()
-    return Checkpoint(run.best_checkpoint(), run)
+    else:
+        path = path.parent if path.name == CHECKPOINTS else path
+        run = RunFolder(path) if (path / CHECKPOINTS).is_dir() else SweepFolder(path).best_job()
+        checkpoint = Checkpoint(run.best_checkpoint(), run)
+    checkpoint.run.config()
+    return checkpoint
 
 
 def evaluation_folder(ckpt_path: str | None) -> Path | None:

@@ -55,6 +55,7 @@ class Results(TypedDict, total=False):
     trained_layers: int
     total_layers: int
     epochs: int
+    attempts: list[dict[str, Any]]  # each attempt in this folder: when, what it resumed from, which settings changed
     best_checkpoint: str | None
     optimized_metric: str
     optimized_value: float | None
@@ -267,7 +268,7 @@ def check_targets(config: Any, where: Path) -> None:
     def visit(node: Any, key: str) -> None:
         if isinstance(node, dict):
             for name, value in node.items():
-                if name == "_target_" and value not in allowed:
+                if name == "_target_" and (not isinstance(value, str) or value not in allowed):
                     foreign.append(f"{key or '<root>'}._target_={value!r}")
                 visit(value, f"{key}.{name}" if key else str(name))
         elif isinstance(node, list):

@@ -1,5 +1,5 @@
-"""A run folder is one run's: ``<run>/.lock`` is held (``filelock``, released when its process ends,
-however it ends) for as long as the run lives.
+"""A run folder is one run's, and a sweep folder one sweep's: ``<folder>/.lock`` is held (``filelock``,
+released when its process ends, however it ends) for as long as the run or the sweep lives.
 
 Taken by a Hydra callback when a single run starts, before Hydra writes anything into the folder
 (its ``.hydra/`` configs, the log): a second run into the same folder stops there with one line and
@@ -49,23 +49,42 @@ def lock_folder(folder: str | os.PathLike) -> FileLock:
     return lock
 
 
+#: The locks this process holds (kept here, not on the callback: Hydra's launchers pickle their callbacks).
+HELD: list[FileLock] = []
+
+
+def release_held() -> None:
+    """Release every run or sweep lock this process holds: at exit, however the command ended."""
+    while HELD:
+        HELD.pop().release(force=True)
+
+
+atexit.register(release_held)
+
+
 class LockRunFolder(Callback):
-    """Hydra callback (``hydra.callbacks``): a single run locks ``hydra.run.dir`` on global rank 0."""
+    """Hydra callback (``hydra.callbacks``): a single run locks ``hydra.run.dir`` on global rank 0, and a
+    sweep its ``hydra.sweep.dir`` (each job then has a folder of its own inside it)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pytorch_lightning.utilities import rank_zero_only
 
-        if rank_zero_only.rank != 0:  # DDP ranks > 0 re-run the command line into the same folder
-            return
-        folder = OmegaConf.select(config, "hydra.run.dir")  # ${now:…} is cached: the folder run_job makes
+        if rank_zero_only.rank == 0:  # DDP ranks > 0 re-run the command line into the same folder
+            self._lock(OmegaConf.select(config, "hydra.run.dir"))  # ${now:…} is cached: the folder run_job makes
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._lock(OmegaConf.select(config, "hydra.sweep.dir"))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_held()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_held()
+
+    @staticmethod
+    def _lock(folder: str) -> None:
         try:
-            self.lock = lock_folder(folder)
+            HELD.append(lock_folder(folder))
         except RunFolderInUse as error:
             print(f"artmove: error: {error}", file=sys.stderr)
             raise SystemExit(2) from None
-        atexit.register(self.lock.release)  # also after an exception or SystemExit
-
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        lock = getattr(self, "lock", None)
-        if lock is not None:
-            lock.release()

@@ -1,7 +1,8 @@
 """The demo page: upload a painting, see the top-5 movements, the Grad-CAM overlay and the model's test scores.
 
 One page and one endpoint (``POST predict``); the page's script draws the answer. Uploads are
-checked before any pixel is decoded: size in bytes, then image dimensions from the header.
+checked before any pixel is decoded: size in bytes while the body streams, then image dimensions
+from the header; predictions run off the event loop, a bounded number at once.
 Needs the ``demo`` extra (fastapi, uvicorn, python-multipart).
 """
 
@@ -11,10 +12,13 @@ import base64
 import html
 import io
 from collections.abc import Mapping
+from functools import partial
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+import anyio
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.transforms import decode_size
@@ -65,29 +69,72 @@ def predict_upload(predictor: Predictor, data: bytes, tta: str = "none", top_k: 
     }
 
 
-def create_app(predictor: Predictor, headline: Mapping[str, str], top_k: int = 5,
-               max_bytes: int = 20_000_000, max_pixels: int = 50_000_000):  # fmt: skip
-    """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``, form ``tta``) the answer."""
+#: What a request may hold besides the file: multipart boundaries, part headers, the tta field.
+FORM_OVERHEAD = 64 * 1024
+
+
+def create_app(predictor: Predictor, headline: Mapping[str, str], top_k: int = 5, max_bytes: int = 20_000_000,
+               max_pixels: int = 50_000_000, max_parallel: int = 1, max_waiting: int = 16):  # fmt: skip
+    """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``, form ``tta``) the answer.
+
+    The body is counted while it streams, chunked or not: past the limit the request ends with 413 and
+    no more of it is read; it is kept in memory, never written to disk. Predictions run in worker
+    threads, ``max_parallel`` at once (torch releases the GIL), so the page and other requests keep
+    answering while paintings are classified; past ``max_waiting`` requests in line, 503."""
     app = FastAPI(title="artmove demo", docs_url=None, redoc_url=None, openapi_url=None)
     page = render_page(headline, max_bytes, max_pixels)
+    limiter = anyio.CapacityLimiter(max_parallel)
+    waiting = [0]
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return page
 
     @app.post("/predict")
-    async def predict(request: Request, file: UploadFile = File(...), tta: str = Form("none")):
+    async def predict(request: Request):
+        if waiting[0] >= max_waiting:
+            return JSONResponse({"error": "The page is busy with other paintings: try again in a moment."}, status_code=503)
+        waiting[0] += 1
         try:
-            if int(request.headers.get("content-length") or 0) > max_bytes + 65536:
-                raise UploadError(f"The file is over the {max_bytes / 1e6:.0f} MB limit.", 413)
-            if tta not in ("none", "flip"):
-                raise UploadError(f"tta={tta!r}: the page offers none or flip.")
-            data = await file.read(max_bytes + 1)
-            return predict_upload(predictor, data, tta, top_k, max_bytes, max_pixels)
+            data, tta = await read_form(request, max_bytes)
+            answer = partial(predict_upload, predictor, data, tta, top_k, max_bytes, max_pixels)
+            return await anyio.to_thread.run_sync(answer, limiter=limiter)
         except UploadError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
+        finally:
+            waiting[0] -= 1
 
     return app
+
+
+async def read_form(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """(file bytes, tta) of the upload, its body read in memory up to ``max_bytes`` + the form's overhead."""
+    limit = max_bytes + FORM_OVERHEAD
+    too_large = UploadError(f"The file is over the {max_bytes / 1e6:.0f} MB limit.", 413)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    parser = MultiPartParser(request.headers, _once(bytes(body)), max_files=1, max_fields=4, max_part_size=limit)
+    parser.spool_max_size = limit + 1  # the file part stays in memory (the body is already within the limit)
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        raise UploadError(f"The upload is not a form with one painting ({error.message}).") from None
+    upload, tta = form.get("file"), form.get("tta", "none")
+    if upload is None or isinstance(upload, str):
+        raise UploadError("The upload has no file: choose a painting (JPEG, PNG, WebP…).")
+    if tta not in ("none", "flip"):
+        raise UploadError(f"tta={tta!r}: the page offers none or flip.")
+    return await upload.read(), tta
+
+
+async def _once(body: bytes):
+    yield body
 
 
 def render_page(headline: Mapping[str, str], max_bytes: int, max_pixels: int) -> str:

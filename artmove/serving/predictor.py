@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import to_pil_image
 
-from artmove.data.images import load_rgb, to_rgb
+from artmove.data.images import load_rgb, to_rgb, within_aspect
 from artmove.data.transforms import decode_size
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.tta import eval_transform, predict_views, tta_transform
@@ -96,9 +96,9 @@ class Predictor:
         if isinstance(image, (str, Path)):
             return load_rgb(image, decode_size(self.preprocessing))
         if isinstance(image, Image.Image):
-            return to_rgb(image)
+            return within_aspect(to_rgb(image))
         if isinstance(image, torch.Tensor) and image.ndim == 3:
-            return to_rgb(to_pil_image(image if image.dtype == torch.uint8 else image.clamp(0, 1)))
+            return within_aspect(to_rgb(to_pil_image(image if image.dtype == torch.uint8 else image.clamp(0, 1))))
         raise TypeError(f"cannot predict a {type(image).__name__}: give a path, a PIL image or a 3 x H x W tensor.")
 
     def explain(self, pictures: list[Image.Image], targets: torch.Tensor) -> list[Image.Image]:

@@ -70,6 +70,7 @@ def run_in_own_process() -> dict[str, Any]:
         raise ConfigError("trainer=ddp inside a sweep needs the job's saved config: remove hydra.output_subdir=null.")
     job = RunFolder(Path(hydra_cfg.runtime.output_dir))
     job_dir = job.path
+    job.config()  # the saved config the new process composes from, read as data first
     job.results_file.unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "artmove.train",

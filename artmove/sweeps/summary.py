@@ -15,9 +15,20 @@ from artmove.runs.folder import SweepFolder
 log = logging.getLogger(__name__)
 
 
+STARTED = ".started"  # touched when a sweep starts: its jobs are the job folders written since (mtimes of one file system)
+
+
 def failed_jobs(sweep_dir: Path) -> list[str]:
-    """The jobs of a sweep whose results.json is missing or not ``"status": "ok"``."""
-    return [run.path.name for run in SweepFolder(sweep_dir).runs() if not run.finished]
+    """The jobs of the sweep that last started in ``sweep_dir`` whose results.json is missing, older than
+    that start, or not ``"status": "ok"`` (an earlier sweep's job folders left there do not count)."""
+    marker = sweep_dir / STARTED
+    since = marker.stat().st_mtime_ns if marker.is_file() else 0
+    jobs = [run for run in SweepFolder(sweep_dir).runs() if not since or _written_since(run.hydra_file("config").parent, since)]
+    return [run.path.name for run in jobs if not run.finished or not _written_since(run.results_file, since)]
+
+
+def _written_since(path: Path, since: int) -> bool:
+    return path.exists() and path.stat().st_mtime_ns >= since
 
 
 class SweepSummary(Callback):
@@ -26,6 +37,11 @@ class SweepSummary(Callback):
     Jobs record their own failures (``results.json`` with ``"status": "failed"``) and return,
     so one bad combination does not stop the others; the sweep's exit code still tells.
     """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / STARTED).touch()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from artmove.evaluation.report import write_report  # matplotlib: imported once the jobs are done

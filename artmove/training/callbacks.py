@@ -23,6 +23,7 @@ from torch import nn
 
 from artmove.runs.folder import RunFolder
 from artmove.runs.results import job_overrides  # Hydra's record of this run's command line
+from artmove.runs.resume import RUN_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,17 @@ class RandomStateInCheckpoint(pl.Callback):
                              numpy["has_gauss"], numpy["cached_gaussian"]))  # fmt: skip
         if "cuda" in state_dict and torch.cuda.is_available() and len(state_dict["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class RunRecordInCheckpoint(pl.Callback):
+    """Checkpoints carry the run's record: the settings that define it, its classes, its config and its
+    attempts (``artmove.runs.resume``), so that a rerun into its folder is compared with what it trained."""
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_RECORD] = self.record
 
 
 class CheckpointOnStop(pl.Callback):

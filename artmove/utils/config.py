@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from numbers import Real
 from typing import Any
@@ -23,19 +24,30 @@ def check_train_config(cfg: DictConfig) -> None:
 
 
 def check_run_numbers(cfg: DictConfig) -> None:
-    """The numbers the optimizer and Lightning's Trainer take, which are built after data and weights."""
+    """The numbers the optimizer, the loss and Lightning's Trainer take, which are built after data and weights."""
     lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
-    if not _is_number(lr) or lr <= 0:
+    if not is_number(lr) or not 0 < lr < math.inf:
         raise ConfigError(f"optimizer.lr={lr!r}: give a learning rate > 0, e.g. optimizer.lr=1e-3.")
     decay = OmegaConf.select(cfg, "optimizer.weight_decay", default=0.0)
-    if not _is_number(decay) or decay < 0:
+    if not is_number(decay) or not 0 <= decay < math.inf:
         raise ConfigError(f"optimizer.weight_decay={decay!r}: give a number >= 0 (0 = none).")
+    smoothing = OmegaConf.select(cfg, "model.label_smoothing", default=0.0)
+    if not is_number(smoothing) or not 0 <= smoothing < 1:
+        raise ConfigError(f"model.label_smoothing={smoothing!r}: give a share in [0, 1), e.g. 0.1 (0 = none).")
     epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or not (epochs >= 1 or epochs == -1)):
         raise ConfigError(f"trainer.max_epochs={epochs!r}: give a whole number of epochs >= 1 (or -1: until max_steps/max_time).")
+    check_whole("seed", OmegaConf.select(cfg, "seed", default=0), minimum=0)
 
 
-def _is_number(value) -> bool:
+def check_whole(key: str, value: Any, minimum: int = 1) -> None:
+    """A whole-number setting (``seed``, ``batch_size``, ``num_workers``…) at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: give a whole number >= {minimum}.")
+
+
+def is_number(value) -> bool:
+    """A real number (not a bool): what a numeric setting must be before its range is checked."""
     return isinstance(value, Real) and not isinstance(value, bool)
 
 

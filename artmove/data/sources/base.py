@@ -81,7 +81,8 @@ def class_folders(root: Path) -> list[str]:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursive, not into linked folders), in ``sorted()`` Path order.
+    """Image files below ``folder`` (recursive, not into linked folders; links to files, even dangling
+    ones, included), in ``sorted()`` Path order.
 
     One ``os.scandir`` pass, names sorted as strings and made Paths once: ``rglob`` + ``is_file``
     spent most of a second run's setup on 80,000 files building and statting Paths.
@@ -92,7 +93,7 @@ def images_in(folder: Path) -> list[Path]:
             for entry in entries:
                 if entry.is_dir() and not entry.is_symlink():
                     folders.append(entry.path)
-                elif is_image_name(entry.name) and entry.is_file():
-                    found.append(entry.path)
+                elif is_image_name(entry.name) and (entry.is_file() or entry.is_symlink()):
+                    found.append(entry.path)  # a dangling link too: listed, then reported as unreadable, never silently dropped
     found.sort(key=lambda path: path.split(os.sep))  # Path's order: component by component
     return [Path(path) for path in found]
