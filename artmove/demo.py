@@ -8,8 +8,9 @@ import hydra
 from omegaconf import DictConfig
 
 from artmove.errors import ConfigError
-from artmove.models.trained import load_trained
-from artmove.runs.checkpoints import resolve_checkpoint
+from artmove.models.calibration import check_threshold
+from artmove.models.ensemble import TrainedEnsemble, load_model
+from artmove.runs.checkpoints import ensemble_size, resolve_checkpoints
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import is_number, require_settings
 
@@ -30,10 +31,17 @@ def build_app(cfg: DictConfig):
     from artmove.serving.predictor import Predictor
 
     check_demo_settings(cfg)
-    checkpoint = resolve_checkpoint(cfg.ckpt_path)
-    trained = load_trained(checkpoint.file, cfg.device)
-    headline = headline_numbers(RunFacts.of(checkpoint, trained))
+    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
+    trained = load_model([c.file for c in checkpoints], cfg.device)
+    ensemble = isinstance(trained, TrainedEnsemble)
+    headline = headline_numbers(RunFacts.of_ensemble(checkpoints, trained) if ensemble else RunFacts.of(checkpoints[0], trained))
     predictor = Predictor.from_trained(trained)
+    if not ensemble and trained.calibration:
+        headline["Calibrated"] = f"temperature {trained.calibration['temperature']:.2f}, fitted on validation"
+    if cfg.get("uncertain_below") is not None:
+        predictor.threshold = float(cfg.uncertain_below)
+    if predictor.threshold is not None:
+        headline["Not sure below"] = f"{predictor.threshold:.0%}" + ("" if cfg.get("uncertain_below") is not None else " (chosen on validation)")
     return create_app(predictor, headline, cfg.top_k, int(cfg.max_upload_mb * 1e6), int(cfg.max_megapixels * 1e6),
                       cfg.max_parallel, cfg.max_waiting)  # fmt: skip
 
@@ -49,6 +57,9 @@ def check_demo_settings(cfg: DictConfig) -> None:
     for key in ("top_k", "max_parallel", "max_waiting"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r}: give a whole number >= 1.")
+    check_threshold("uncertain_below", cfg.get("uncertain_below"))
+    if cfg.get("ensemble") is not None:
+        ensemble_size(cfg.ensemble)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="demo")

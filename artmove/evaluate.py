@@ -1,5 +1,8 @@
 """`python -m artmove.evaluate ckpt_path=…`: the top-1/3/5 table, per-class scores and confusions of a
-checkpoint; with ``gallery=N`` the N highest-loss paintings (with Grad-CAM) and a grid per confused pair."""
+checkpoint (or of an ensemble: ``ckpt_path=[a,b]``, a sweep folder with ``ensemble=all|top3``), how
+calibrated its probabilities are (ECE, NLL, reliability diagram) and how accurate its most confident
+answers are (coverage-accuracy); with ``gallery=N`` the N highest-loss paintings (with Grad-CAM) and a
+grid per confused pair."""
 
 from __future__ import annotations
 
@@ -12,19 +15,20 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from artmove.data.sources.base import SPLITS
-from artmove.data.transforms import eval_input_size
+from artmove.data.transforms import decode_size, eval_input_size
 from artmove.errors import ConfigError
 from artmove.evaluation.classes import label_map, load_class_map
 from artmove.evaluation.data import evaluation_data
 from artmove.evaluation.gallery import write_gallery
 from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
-from artmove.evaluation.plots import plot_confusion_matrix
+from artmove.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_selective
 from artmove.evaluation.tables import markdown_table, write_csv
-from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, tta_transform
+from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, views_transform
+from artmove.models.calibration import accuracy_at_coverage, calibration_scores, check_threshold, kept_at, threshold_for_target
+from artmove.models.ensemble import TrainedEnsemble, load_model
 from artmove.models.preprocessing import check_image_size
-from artmove.models.trained import load_trained
-from artmove.runs.checkpoints import evaluation_folder, resolve_checkpoint
+from artmove.runs.checkpoints import ensemble_size, evaluation_folder, resolve_checkpoints
 from artmove.runs.results import format_table
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import check_whole, require_settings
@@ -32,29 +36,77 @@ from artmove.utils.io import write_json
 
 log = logging.getLogger("artmove.evaluate")
 PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")
+SELECTIVE_COLUMNS = ("coverage", "kept", "threshold", "top1")
 
 
-def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = None, image_size: int | None = None) -> str:
+def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = None, image_size: int | None = None,
+             ensemble: str | None = None) -> str:  # fmt: skip
     """``<run>/eval/test``, ``<run>/eval/test-wikiart-flip``, ``<run>/eval/test-288px``: evaluations live beside their run
-    (a sweep folder's: beside the sweep). Without an existing checkpoint (the command then stops with an
-    error): ``outputs/evaluate/<time>``."""
+    (a sweep folder's: beside the sweep; ``ensemble=top3`` of a sweep: ``<sweep>/eval/test-ensemble_top3``). Without
+    an existing checkpoint (the command then stops with an error) or for a list ``ckpt_path=[a,b]``:
+    ``outputs/evaluate/<time>``."""
     folder = evaluation_folder(ckpt_path)
     if folder is None:
         return f"outputs/evaluate/{datetime.now():%Y-%m-%d/%H-%M-%S}"
     parts = [split] + ([data] if data not in (None, "None", "null") else []) + ([tta] if tta != "none" else [])
     parts += [f"{image_size}px"] if image_size not in (None, "None", "null") else []
+    parts += [f"ensemble_{ensemble}"] if ensemble not in (None, "None", "null") else []
     return str(folder / "-".join(parts))
 
 
 OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
 
 
-def eval_preprocessing(preprocessing: dict, image_size: int | None) -> dict:
-    """The checkpoint's preprocessing, evaluated at ``image_size`` when given (its own eval size otherwise)."""
+def eval_preprocessing(preprocessing: dict | list[dict], image_size: int | None) -> dict | list[dict]:
+    """The checkpoint's preprocessing (an ensemble's: each member's), evaluated at ``image_size`` when given
+    (its own eval size otherwise)."""
     check_image_size("image_size", image_size, "the checkpoint's own")
     if image_size is None:
         return preprocessing
+    if isinstance(preprocessing, list):
+        return [eval_preprocessing(member, image_size) for member in preprocessing]
     return {**preprocessing, "test_input_size": [3, image_size, image_size]}
+
+
+def model_threshold(trained, uncertain_below) -> dict | None:
+    """The "not sure" threshold in force: ``uncertain_below=`` when given, else the one the checkpoint's run
+    chose on validation (an ensemble has none of its own)."""
+    if uncertain_below is not None:
+        return {"threshold": float(uncertain_below), "target": None, "chosen_on": "uncertain_below="}
+    return trained.abstain if trained.threshold is not None else None
+
+
+def describe_model(trained) -> dict:
+    """What metrics.json says of the model: one checkpoint's network, or each member of an ensemble."""
+    if isinstance(trained, TrainedEnsemble):
+        members = trained.members
+        return {"checkpoint": [str(path.resolve()) for path in trained.checkpoints], "backbone": trained.backbone,
+                "head": trained.heads, "unfreeze": [m.finetune.get("unfreeze") for m in members],
+                "weights_source": [m.network.weights_source for m in members], "pretrained_cfg": [m.network.pretrained_cfg for m in members],
+                "ensemble": {"members": len(members), "temperatures": [float(m.network.temperature) for m in members],
+                             "averaged": "calibrated probabilities"}}  # fmt: skip
+    return {"checkpoint": str(trained.checkpoint.resolve()), "backbone": trained.backbone, "head": trained.network.spec["head"],
+            "unfreeze": trained.finetune.get("unfreeze"), "weights_source": trained.network.weights_source,
+            "pretrained_cfg": trained.network.pretrained_cfg}  # fmt: skip
+
+
+def trust_results(trained, probs, labels, split: str, tta: str, threshold: dict | None, target: float | None) -> dict:
+    """ECE and NLL (and of the raw logits, for one calibrated network without TTA), the selective table,
+    the coverage and top-1 at the threshold in force, and the threshold this split would choose for ``target``."""
+    results = {f"{split}/{key}": value for key, value in calibration_scores(probs, labels).items()}
+    temperature = None if isinstance(trained, TrainedEnsemble) else float(trained.network.temperature)
+    if trained.calibration:
+        results["calibration"] = trained.calibration
+    if temperature not in (None, 1.0) and tta == "none":  # softmax(T log p) is the raw softmax, exactly, for one view
+        raw = calibration_scores((temperature * probs.clamp_min(1e-38).log()).softmax(1), labels)
+        results.update({f"{split}/{key}_uncalibrated": value for key, value in raw.items()})
+    results["selective"] = accuracy_at_coverage(probs, labels)
+    if threshold is not None:
+        kept = kept_at(probs, labels, threshold["threshold"])
+        results.update({"abstain": threshold, f"{split}/abstain_coverage": kept["coverage"], f"{split}/abstain_top1": kept["top1"]})
+    if target is not None:
+        results["threshold_for_target"] = {**threshold_for_target(probs, labels, float(target)), "chosen_on": split}
+    return results
 
 
 def split_overlap(datamodule, split: str) -> dict | None:
@@ -75,15 +127,24 @@ def evaluate(cfg: DictConfig) -> dict:
     check_whole("batch_size", cfg.batch_size)
     check_whole("num_workers", cfg.num_workers, minimum=0)
     check_whole("gallery", cfg.gallery, minimum=0)
-    checkpoint = resolve_checkpoint(cfg.ckpt_path)
-    trained = load_trained(checkpoint.file, cfg.device)
+    check_threshold("uncertain_below", cfg.get("uncertain_below"))
+    if cfg.get("abstain_target") is not None:
+        check_threshold("abstain_target", cfg.abstain_target)
+    if cfg.get("ensemble") is not None:
+        ensemble_size(cfg.ensemble)
+    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
+    checkpoint = checkpoints[0]  # the data set (and its split seed) of the first member's run
+    if cfg.gallery and len(checkpoints) > 1:
+        raise ConfigError("gallery= explains one network's mistakes with Grad-CAM: evaluate a member of the ensemble for it.")
+    trained = load_model([c.file for c in checkpoints], cfg.device)
     preprocessing = eval_preprocessing(trained.preprocessing, cfg.image_size)
     classes = trained.class_names
-    datamodule = evaluation_data(cfg, checkpoint.run, preprocessing)
+    reading = preprocessing if isinstance(preprocessing, dict) else max(preprocessing, key=decode_size)
+    datamodule = evaluation_data(cfg, checkpoint.run, reading)
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
     # The split as training saw it (screened, grouped by artist); originals, so predictions.csv names them.
     split = datamodule.images(cfg.split, use_cache=False)
-    dataset = MappedViews(split, tta_transform(preprocessing, cfg.tta), mapping)
+    dataset = MappedViews(split, views_transform(preprocessing, cfg.tta), mapping)
     log.info("%s split: %d images (%d dropped by class_map), tta=%s", cfg.split, len(dataset), len(split) - len(dataset), cfg.tta)
     if not len(dataset):
         raise ConfigError(f"the {cfg.split} split has no images to evaluate ({len(split)} before class_map): choose another split=.")
@@ -91,16 +152,12 @@ def evaluate(cfg: DictConfig) -> dict:
 
     scores = score(probs, labels, classes, cfg.split, cfg.top_confused)
     pairs = scores.most_confused
+    threshold = model_threshold(trained, cfg.get("uncertain_below"))
     results = {
-        "checkpoint": str(checkpoint.file.resolve()),
-        "backbone": trained.backbone,
-        "head": trained.network.spec["head"],
-        "unfreeze": trained.finetune.get("unfreeze"),
-        "weights_source": trained.network.weights_source,
-        "pretrained_cfg": trained.network.pretrained_cfg,
+        **describe_model(trained),
         "split": cfg.split,
         "tta": cfg.tta,
-        "image_size": eval_input_size(preprocessing)[1],
+        "image_size": eval_input_size(reading)[1] if isinstance(preprocessing, dict) else [eval_input_size(p)[1] for p in preprocessing],
         "views_per_image": TTA_MODES[cfg.tta],
         "data": {"source": type(datamodule.source).__name__, "root": datamodule.root},
         "artist_overlap": split_overlap(datamodule, cfg.split),
@@ -108,6 +165,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "classes": classes,
         "class_map": {name: None if target is None else classes[target] for name, target in zip(datamodule.classes, mapping)},
         **scores.summary,
+        **trust_results(trained, probs, labels, cfg.split, cfg.tta, threshold, cfg.get("abstain_target")),
         "dropped_images": len(split) - len(dataset),
         "most_confused": pairs,
         "wall_time_s": round(time.time() - started, 1),
@@ -120,6 +178,7 @@ def evaluate(cfg: DictConfig) -> dict:
                                 Path(cfg.output_dir))  # fmt: skip
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
+    print(selective_line(results), flush=True)
     if pairs:
         top = pairs[0]
         print(f"  most confused: {top['class_a']} <-> {top['class_b']} ({top['a_as_b']} + {top['b_as_a']} images)")
@@ -127,6 +186,19 @@ def evaluate(cfg: DictConfig) -> dict:
         print(f"  gallery: {', '.join(str(path.relative_to(cfg.output_dir)) for path in figures)}")
     print(f"Outputs: {cfg.output_dir}", flush=True)
     return results
+
+
+def selective_line(results: dict) -> str:
+    """The selective table in one line, and the threshold this split would choose for abstain_target."""
+    rows = ", ".join(f"{100 * row['coverage']:.0f} % {row['top1']:.3f}" for row in results["selective"])
+    line = f"  top-1 of the most confident answers, by coverage: {rows}"
+    chosen = results.get("threshold_for_target")
+    if chosen and chosen["reached"]:
+        line += (f"\n  on this split ({chosen['chosen_on']}), answers at p >= {chosen['threshold']:.3f} reach top-1 {chosen['target']:.2f} "
+                 f"({100 * chosen['coverage']:.1f} % kept)" + ("" if chosen["chosen_on"] == "val" else ": choose a threshold on split=val"))  # fmt: skip
+    elif chosen:
+        line += f"\n  on this split, no threshold reaches top-1 {chosen['target']:.2f}"
+    return line
 
 
 def write_outputs(out: Path, results: dict, scores: Scores, probs, labels, dataset: MappedViews) -> None:
@@ -141,15 +213,31 @@ def write_outputs(out: Path, results: dict, scores: Scores, probs, labels, datas
          "p_true": float(probs[i, label]), "correct": int(label == pred)}
         for i, (label, pred, p) in enumerate(zip(labels.tolist(), top.indices.tolist(), top.values.tolist()))
     ]  # fmt: skip
-    write_csv(out / "predictions.csv", predictions, ["path", "true", "predicted", "p_predicted", "p_true", "correct"])
+    threshold = (results.get("abstain") or {}).get("threshold")
+    if threshold is not None:
+        for row in predictions:
+            row["uncertain"] = int(row["p_predicted"] < threshold)
+    write_csv(out / "predictions.csv", predictions, ["path", "true", "predicted", "p_predicted", "p_true", "correct"]
+              + (["uncertain"] if threshold is not None else []))  # fmt: skip
+    write_csv(out / "probabilities.csv", [{"path": dataset.path(i), "true": classes[label], **{c: f"{p:.9g}" for c, p in zip(classes, row)}}
+                                          for i, (label, row) in enumerate(zip(labels.tolist(), probs.tolist()))], ["path", "true", *classes])  # fmt: skip
+    write_csv(out / "selective.csv", results["selective"], SELECTIVE_COLUMNS)
     title = f"{results['backbone']} on {split} ({results[f'{split}/num_images']} images), tta={results['tta']}: % of each true class"
     plot_confusion_matrix(counts.numpy(), classes, out / "confusion_matrix.png", title)
+    what = f"{results['backbone']} on {split} ({results[f'{split}/num_images']} images)"
+    plot_reliability(probs, labels, out / "calibration.png", f"Reliability: {what}")
+    plot_selective(probs, labels, out / "selective.png", f"Coverage and accuracy: {what}", threshold)
     markdown = [
         f"# Evaluation of {results['checkpoint']}", "", "```", format_table(results, split=split), "```", "",
         "## Per class", "", "`accuracy` is the class's top-1 accuracy (= recall); top-1 macro is its mean.", "",
         markdown_table(per_class, PER_CLASS_COLUMNS), "",
         "## Most confused pairs", "", "Images of A predicted as B and of B predicted as A.", "",
         markdown_table(results["most_confused"], PAIR_COLUMNS), "", "![confusion matrix](confusion_matrix.png)", "",
+        "## Calibration", "", f"ECE {results[f'{split}/ece']:.4f} (15 equal-width bins of top-1 confidence), NLL {results[f'{split}/nll']:.4f}.", "",
+        "![reliability diagram](calibration.png)", "",
+        "## The most confident answers", "", "Top-1 of the answers kept when the least confident are set aside.", "",
+        markdown_table(results["selective"], SELECTIVE_COLUMNS, ("coverage", "answers kept", "lowest probability kept", "top-1")), "",
+        "![coverage and accuracy](selective.png)", "",
     ]  # fmt: skip
     (out / "per_class.md").write_text("\n".join(markdown), encoding="utf-8")
 

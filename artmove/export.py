@@ -24,12 +24,13 @@ from artmove.data.transforms import decode_size, eval_input_size
 from artmove.errors import ConfigError, ExportCheckError
 from artmove.evaluation.data import evaluation_data
 from artmove.evaluation.tta import eval_transform
-from artmove.models.trained import TrainedModel, load_trained
+from artmove.models.ensemble import TrainedEnsemble, eval_view, load_model
+from artmove.models.trained import TrainedModel
 from artmove.release.card import RunFacts, write_card
 from artmove.release.check import compare, failures
 from artmove.release.formats import WeightsFolder
 from artmove.release.hub import check_hub_target, push
-from artmove.runs.checkpoints import Checkpoint, resolve_checkpoint
+from artmove.runs.checkpoints import Checkpoint, ensemble_size, is_list, resolve_checkpoints
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import instantiate_checked, require_settings
 from artmove.utils.io import write_json
@@ -42,22 +43,29 @@ def export(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt_path``; return what export.json records."""
     started = time.time()
     require_settings(cfg)
-    checkpoint = resolve_checkpoint(cfg.ckpt_path)
+    if cfg.get("ensemble") is not None:
+        ensemble_size(cfg.ensemble)
+    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
+    checkpoint = checkpoints[0]
+    if len(checkpoints) > 1 and not cfg.out and is_list(cfg.ckpt_path):
+        raise ConfigError("ckpt_path=[…]: an ensemble of runs has no one folder to export beside: give out=DIR.")
     weights = WeightsFolder()
     formats = [weights, *(instantiate_checked(node, f"formats.{name}") for name, node in (cfg.formats or {}).items())]
     if cfg.hub:
         check_hub_target(cfg.hub)
-    out = Path(cfg.out) if cfg.out else checkpoint.run.export_dir
+    out = Path(cfg.out) if cfg.out else default_out(cfg, checkpoints)
     check_out_folder(out)
-    trained = load_trained(checkpoint.file, "cpu")
+    trained = load_model([c.file for c in checkpoints], "cpu")
+    if isinstance(trained, TrainedEnsemble):
+        check_one_input(trained)
     network, classes = trained.network, trained.class_names
-    facts = RunFacts.of(checkpoint, trained)
+    facts = RunFacts.of_ensemble(checkpoints, trained) if isinstance(trained, TrainedEnsemble) else RunFacts.of(checkpoint, trained)
     images = check_images(cfg, checkpoint, trained, facts)
 
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    config = {"label_names": classes, "preprocessing": trained.preprocessing}
+    config = {"label_names": classes, "preprocessing": trained.preprocessing, "calibration": calibration_config(trained)}
     example = images[:2] if len(images) >= 2 else torch.zeros(2, *eval_input_size(trained.preprocessing))
     files = {}
     for fmt in formats:
@@ -66,9 +74,12 @@ def export(cfg: DictConfig) -> dict:
     timm_layout = weights.layout == "timm"
     checks = compare(network, {fmt.name: fmt.runner(staging) for fmt in formats}, images) if len(images) else {}
     write_card(facts, staging, checks, files, cfg.hub, timm_layout)
-    record = {"checkpoint": str(checkpoint.file.resolve()), "backbone": trained.backbone, "head": network.spec["head"],
+    ensemble = isinstance(trained, TrainedEnsemble)
+    record = {"checkpoint": [str(c.file.resolve()) for c in checkpoints] if ensemble else str(checkpoint.file.resolve()),
+              "backbone": trained.backbone, "head": trained.heads if ensemble else network.spec["head"],
               "layout": "timm" if timm_layout else "artmove", "classes": classes, "preprocessing": trained.preprocessing,
-              "files": files, "checks": checks, "check_atol": cfg.check_atol, "wall_time_s": round(time.time() - started, 1)}  # fmt: skip
+              "calibration": config["calibration"], "files": files, "checks": checks, "check_atol": cfg.check_atol,
+              "wall_time_s": round(time.time() - started, 1)}  # fmt: skip
     write_json(staging / EXPORT_RECORD, record)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
@@ -80,6 +91,46 @@ def export(cfg: DictConfig) -> dict:
         record["hub"] = push(out, cfg.hub, private=cfg.private)
         print(f"Pushed to the Hub: {record['hub']}", flush=True)
     return record
+
+
+def default_out(cfg: DictConfig, checkpoints: list[Checkpoint]) -> Path:
+    """``<run>/export``; an ensemble of a sweep's jobs: ``<sweep>/export-ensemble_<all|topK>``."""
+    if len(checkpoints) == 1:
+        return checkpoints[0].run.export_dir
+    return Path(str(cfg.ckpt_path)).expanduser() / f"export-ensemble_{cfg.ensemble}"
+
+
+def check_one_input(ensemble: TrainedEnsemble) -> None:
+    """One exported graph takes one input: the members must share their eval transform (seeds of one recipe
+    do); members that differ are refused, in one line."""
+    views = [eval_view(member.preprocessing) for member in ensemble.members]
+    if len(set(views)) > 1:
+        differ = next(i for i, view in enumerate(views) if view != views[0])
+        first, other = ensemble.members[0], ensemble.members[differ]
+        raise ConfigError(f"the ensemble's members see paintings differently ({first.checkpoint.name}: {_view(views[0])}; "
+                          f"{other.checkpoint.name}: {_view(views[differ])}), and one exported graph takes one input: export "
+                          "members that share their preprocessing, or use the ensemble in Python (Predictor.from_checkpoint([...]) "
+                          "gives each member its own).")  # fmt: skip
+
+
+def _view(view: tuple) -> str:
+    size, interpolation, mean, std, crop_pct, crop_mode = view
+    return f"{size[1]}x{size[2]} px, {interpolation}, crop_pct {crop_pct} ({crop_mode}), mean {list(mean)}, std {list(std)}"
+
+
+def calibration_config(trained: TrainedModel | TrainedEnsemble) -> dict | None:
+    """What config.json (and the ONNX metadata) says of calibration: the temperature(s) the files apply and
+    the "not sure" threshold (``uncertain_below``) with where it was chosen; None for a network never calibrated."""
+    if isinstance(trained, TrainedEnsemble):
+        return {"temperatures": [float(member.network.temperature) for member in trained.members], "uncertain_below": None,
+                "output": "log of the mean of the members' calibrated softmax probabilities"}  # fmt: skip
+    if trained.calibration is None and trained.abstain is None:
+        return None
+    config = {"temperature": float(trained.network.temperature), "applied": "the logits of every file are divided by it already",
+              "uncertain_below": trained.threshold}  # fmt: skip
+    if trained.abstain is not None:
+        config["threshold_chosen"] = {key: trained.abstain.get(key) for key in ("target", "reached", "chosen_on", "val/coverage", "val/top1")}
+    return config
 
 
 def check_out_folder(out: Path) -> None:

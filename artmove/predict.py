@@ -1,4 +1,6 @@
-"""`python -m artmove.predict ckpt_path=… input=PATH`: the top-k movements of new paintings."""
+"""`python -m artmove.predict ckpt_path=… input=PATH`: the top-k movements of new paintings, each marked
+uncertain when its top probability is below the model's "not sure" threshold (or ``uncertain_below=``).
+``ckpt_path=[a,b]`` or a sweep folder with ``ensemble=all|top3``: an ensemble's averaged probabilities."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from artmove.errors import ConfigError
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
 from artmove.evaluation.tables import write_csv
-from artmove.evaluation.tta import check_tta, eval_transform, tta_transform
-from artmove.models.trained import load_trained
-from artmove.runs.checkpoints import resolve_checkpoint
+from artmove.evaluation.tta import check_tta, eval_transform, views_transform
+from artmove.models.calibration import check_threshold
+from artmove.models.ensemble import load_model
+from artmove.runs.checkpoints import ensemble_size, resolve_checkpoints
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import check_whole, require_settings
 from artmove.utils.io import printable, write_json
@@ -36,18 +39,25 @@ def predict(cfg: DictConfig) -> dict:
     check_whole("batch_size", cfg.batch_size)
     check_whole("num_workers", cfg.num_workers, minimum=0)
     check_whole("top_k", cfg.top_k)
+    check_threshold("uncertain_below", cfg.get("uncertain_below"))
+    if cfg.get("ensemble") is not None:
+        ensemble_size(cfg.ensemble)
     paths = list_inputs(cfg.input)
-    checkpoint = resolve_checkpoint(cfg.ckpt_path)
-    trained = load_trained(checkpoint.file, cfg.device)
+    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
+    if cfg.explain and len(checkpoints) > 1:
+        raise ConfigError("explain=true draws one network's Grad-CAM: predict with a member of the ensemble for it.")
+    trained = load_model([c.file for c in checkpoints], cfg.device)
     network, preprocessing, classes = trained.network, trained.preprocessing, trained.class_names
+    threshold = cfg.get("uncertain_below") if cfg.get("uncertain_below") is not None else trained.threshold
     top_k = max(1, min(int(cfg.top_k), len(classes)))
-    dataset = ImageFiles(paths, tta_transform(preprocessing, cfg.tta), decode_size(preprocessing))
+    dataset = ImageFiles(paths, views_transform(preprocessing, cfg.tta), decode_size(preprocessing))
     probs, readable, errors = predict_files(network, dataset, cfg.batch_size, cfg.num_workers)
 
     best = probs.topk(top_k, dim=1)
     predictions = [
         {"path": str(paths[index]),
-         "top": [{"movement": classes[c], "probability": float(p)} for c, p in zip(best.indices[row].tolist(), best.values[row].tolist())]}
+         "top": [{"movement": classes[c], "probability": float(p)} for c, p in zip(best.indices[row].tolist(), best.values[row].tolist())],
+         **({"uncertain": bool(best.values[row, 0] < threshold)} if threshold is not None else {})}
         for row, index in enumerate(readable)
     ]  # fmt: skip
     skipped = [{"path": str(paths[index]), "error": message} for index, message in sorted(errors.items())]
@@ -56,27 +66,47 @@ def predict(cfg: DictConfig) -> dict:
         explain(network, preprocessing, [paths[i] for i in readable], best.indices[:, 0], out / "explain", cfg.batch_size)
         for item, name in zip(predictions, _unique_names([paths[i] for i in readable])):
             item["explanation"] = str(out / "explain" / f"{name}.gradcam.png")
-    print_predictions(predictions, skipped)
+    print_predictions(predictions, skipped, threshold)
     if not predictions:
         raise ConfigError(f"none of the {len(paths)} input file(s) could be read as an image (see above).")
     if cfg.save == "csv":
-        rows = [{"path": p["path"], "rank": rank, **top} for p in predictions for rank, top in enumerate(p["top"], start=1)]
-        print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability'])}")
+        rows = [{"path": p["path"], "rank": rank, **top, "uncertain": _flag(p.get("uncertain"))}
+                for p in predictions for rank, top in enumerate(p["top"], start=1)]  # fmt: skip
+        print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability', 'uncertain'])}")
     elif cfg.save == "json":
-        payload = {"checkpoint": str(checkpoint.file), "tta": cfg.tta, "predictions": predictions, "skipped": skipped}
+        members = [str(c.file) for c in checkpoints]
+        payload = {"checkpoint": members[0] if len(members) == 1 else members, "tta": cfg.tta, "uncertain_below": threshold,
+                   "threshold_from": threshold_source(trained, cfg.get("uncertain_below")), "predictions": predictions, "skipped": skipped}  # fmt: skip
         write_json(out / "predictions.json", payload)
         print(f"Predictions: {out / 'predictions.json'}")
     return {"predictions": predictions, "skipped": skipped}
 
 
-def print_predictions(predictions: list[dict], skipped: list[dict]) -> None:
+def threshold_source(trained, uncertain_below) -> str | None:
+    """Where the "not sure" threshold comes from, in words (None: there is none)."""
+    if uncertain_below is not None:
+        return "uncertain_below="
+    if trained.threshold is None:
+        return None
+    abstain = trained.abstain
+    return f"chosen on validation for top-1 {abstain['target']} (abstain_target)" if abstain.get("target") is not None else "the checkpoint's"
+
+
+def _flag(uncertain: bool | None) -> int | None:
+    return None if uncertain is None else int(uncertain)
+
+
+def print_predictions(predictions: list[dict], skipped: list[dict], threshold: float | None = None) -> None:
     for item in predictions:
-        print(printable(item["path"]))
+        note = f"   (not sure: below p={threshold:.3f})" if item.get("uncertain") else ""
+        print(printable(item["path"]) + note)
         for rank, top in enumerate(item["top"], start=1):
             print(f"  {rank}. {top['movement']:<32}{top['probability']:.4f}")
     for item in skipped:
         print(f"skipped (unreadable) {printable(item['error'])}", file=sys.stderr)
-    print(f"{len(predictions)} image(s) predicted, {len(skipped)} skipped (unreadable).", flush=True)
+    unsure = sum(1 for item in predictions if item.get("uncertain"))
+    marked = f"; {unsure} marked not sure (top probability below {threshold:.3f})" if threshold is not None else ""
+    print(f"{len(predictions)} image(s) predicted, {len(skipped)} skipped (unreadable){marked}.", flush=True)
 
 
 def explain(network, preprocessing: dict, paths: list[Path], targets: torch.Tensor, folder: Path, batch_size: int) -> None:

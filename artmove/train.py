@@ -31,6 +31,7 @@ from artmove.runs.folder import RunFolder
 from artmove.runs.results import format_table, record_failure, record_unfinished
 from artmove.runs.resume import Resume, check_same_classes, resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
+from artmove.training.calibration import calibrate_run, check_trust_settings
 from artmove.training.callbacks import CheckpointOnStop, RunRecordInCheckpoint
 from artmove.training.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step, slurm_usr1_requeues
 from artmove.training.trainer import check_trainer
@@ -68,6 +69,7 @@ def train(cfg: DictConfig) -> dict:
     started = time.time()
     check_train_config(cfg)  # the settings no object checks, and the numbers, before anything is built
     check_trainer(cfg.trainer)
+    check_trust_settings(cfg.get("calibrate", True), cfg.get("abstain_target"))
     run = RunFolder(Path(cfg.paths.output_dir))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
@@ -138,6 +140,8 @@ def train(cfg: DictConfig) -> dict:
     metric = cfg.get("optimized_metric", "val/top1")
     optimized = results["best_val/top1"] if metric == "val/top1" else _finite_or_none(_optimized_value(trainer, metric))
     results.update(optimized_metric=metric, optimized_value=optimized)
+    # Temperature and "not sure" threshold, fitted on validation, written into the checkpoints before the test reads them.
+    results.update(calibrate_run(trainer, model, datamodule, checkpoint, checkpoint_dir, cfg.get("calibrate", True), cfg.get("abstain_target")))
     if cfg.get("test", True):
         metrics = trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0]
         results.update({k: float(v) for k, v in metrics.items()})

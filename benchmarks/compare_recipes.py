@@ -91,7 +91,7 @@ python -m artmove.evaluate ckpt_path=<run> data=rasta data.root=/path/to/other/p
 
 {measured}
 
-Data: `wikiart_sample` (ArtGAN's WikiArt style split, 11 styles; `data=wikiart data.source.test_from=val`:
+{trust}Data: `wikiart_sample` (ArtGAN's WikiArt style split, 11 styles; `data=wikiart data.source.test_from=val`:
 the official val images are the test split, 10 % of train carved off for validation) and
 `wikipaintings_small` (RASTA layout, 25 movements, its own train/val/test folders).
 
@@ -324,8 +324,14 @@ def _shown(path: Path) -> str:
     return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
 
 
-def render(sections: list[tuple[dict, Path]]) -> str:
-    return TEMPLATE.format(measured="\n\n".join(measured_section(record, path) for record, path in sections))
+def render(sections: list[tuple[dict, Path]], trust: Path | None = None) -> str:
+    """The doc: the measured sections, then calibration and ensembles (benchmarks.compare_trust's results, once measured)."""
+    from benchmarks.compare_trust import RESULTS as TRUST
+    from benchmarks.compare_trust import doc_section
+
+    calibrated = doc_section(trust or TRUST)
+    return TEMPLATE.format(measured="\n\n".join(measured_section(record, path) for record, path in sections),
+                           trust=calibrated + "\n\n" if calibrated else "")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -345,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--also", type=Path, nargs="*", default=[REDUCED], metavar="RESULTS",
                         help="results files shown in the doc beside this one (default: the reduced-scale variants)")  # fmt: skip
     parser.add_argument("--render", action="store_true", help="only rewrite the doc from the results JSON")
+    parser.add_argument("--trust", type=Path, default=None, metavar="RESULTS",
+                        help="benchmarks.compare_trust's results shown in the doc (default: benchmarks/results/trust.json, when measured)")  # fmt: skip
     parser.add_argument("--add", action="store_true", help="keep the runs already in the results JSON (same scale) and add these")
     args = parser.parse_args(argv)
     if args.render:
@@ -381,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     sections = [(record, args.results)] + [(json.loads(path.read_text()), path) for path in args.also
                                             if path.is_file() and path.resolve() != args.results.resolve()]  # fmt: skip
     sections.sort(key=lambda section: bool(section[0]["extra"]))  # full scale first
-    args.doc.write_text(render(sections))
+    args.doc.write_text(render(sections, args.trust))
     print(f"-> {args.doc}, {args.results}", flush=True)
 
 

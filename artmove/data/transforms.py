@@ -196,6 +196,9 @@ def _pixel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: to
 def decode_size(preprocessing: Mapping[str, Any], training: bool = False) -> int:
     """Shortest side worth decoding (JPEG draft mode, the prepared cache) for the transform that reads the
     image: an evaluation's resize before its centre crop (``test_input_size`` / crop_pct), or for the
-    training crops the same at the training size (what it was before evaluations had their own size)."""
+    training crops the same at the training size (what it was before evaluations had their own size). Several
+    preprocessings (an ensemble's members): the largest of theirs."""
+    if not isinstance(preprocessing, Mapping):
+        return max(decode_size(member, training) for member in preprocessing)
     size = preprocessing["input_size"] if training else eval_input_size(preprocessing)
     return math.ceil(max(size[1:]) / preprocessing["crop_pct"])

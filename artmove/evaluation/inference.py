@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from artmove.data.images import UnreadableImageError, load_rgb
-from artmove.evaluation.tta import predict_views
+from artmove.evaluation.tta import predict_views, stack_views, views_to
 from artmove.utils.progress import progress
 
 
@@ -54,7 +54,7 @@ class ImageFiles(Dataset):
 
 def _collate_files(batch):
     readable = [views for views, _ in batch if views is not None]
-    return (torch.stack(readable) if readable else None), [views is not None for views, _ in batch], [e for _, e in batch]
+    return (stack_views(readable) if readable else None), [views is not None for views, _ in batch], [e for _, e in batch]
 
 
 def predict_split(network: torch.nn.Module, dataset: MappedViews, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +64,7 @@ def predict_split(network: torch.nn.Module, dataset: MappedViews, batch_size: in
     probs, labels = [], []
     with progress(len(dataset), "evaluate") as bar:
         for views, batch_labels in loader:
-            probs.append(predict_views(network, views.to(device)).cpu())
+            probs.append(predict_views(network, views_to(views, device)).cpu())
             labels.append(batch_labels)
             bar.update(len(batch_labels))
     return torch.cat(probs), torch.cat(labels)
@@ -80,7 +80,7 @@ def predict_files(
     with progress(len(dataset), "predict") as bar:
         for views, ok, messages in loader:
             if views is not None:
-                probs.append(predict_views(network, views.to(device)).cpu())
+                probs.append(predict_views(network, views_to(views, device)).cpu())
             for position, (good, message) in enumerate(zip(ok, messages), start=offset):
                 if good:
                     readable.append(position)

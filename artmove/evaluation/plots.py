@@ -49,3 +49,61 @@ def save_png(fig: Figure, path: Path, dpi: int = 120) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def plot_reliability(probs, labels, path: Path, title: str = "", bins: int = 15) -> Path:
+    """Reliability diagram: per equal-width bin of top-1 confidence, the accuracy of its answers against
+    the diagonal (a calibrated model's bars touch it; the ECE is the gaps weighted by the bins' images),
+    and below, how many answers fall in each bin."""
+    from artmove.models.calibration import expected_calibration_error
+
+    confidence, predicted = (np.asarray(t) for t in probs.max(1))
+    correct = predicted == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    accuracy = np.divide(np.bincount(index, weights=correct, minlength=bins), counts, out=np.zeros(bins), where=counts > 0)
+    mean_conf = np.divide(np.bincount(index, weights=confidence, minlength=bins), counts, out=np.zeros(bins), where=counts > 0)
+    centres, width = (edges[:-1] + edges[1:]) / 2, 1.0 / bins
+    fig = Figure(figsize=(5.2, 6.2))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    shown = counts > 0
+    top.bar(centres[shown], accuracy[shown], width=width * 0.95, color="#4f7cc1", edgecolor="white", label="top-1 accuracy of the bin")
+    top.bar(centres[shown], (mean_conf - accuracy)[shown], bottom=accuracy[shown], width=width * 0.95, color="none",
+            edgecolor="#c0392b", hatch="//", linewidth=0.8, label="gap to the bin's mean confidence")  # fmt: skip
+    top.plot([0, 1], [0, 1], linestyle="--", color="#333", linewidth=1, label="calibrated")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left", fontsize=8)
+    ece = expected_calibration_error(probs, labels, bins)
+    top.set_title(f"{title}\nECE {ece:.4f} ({bins} bins, top-1 confidence)" if title else f"ECE {ece:.4f} ({bins} bins)", fontsize=10)
+    bottom.bar(centres, counts, width=width * 0.95, color="#888")
+    bottom.set_xlabel("top-1 probability (confidence)")
+    bottom.set_ylabel("images")
+    return save_png(fig, path)
+
+
+def plot_selective(probs, labels, path: Path, title: str = "", threshold: float | None = None) -> Path:
+    """Coverage-accuracy curve: the top-1 of the answers kept when the least confident are set aside,
+    against the share kept; a dot at the model's "not sure" threshold when it has one."""
+    from artmove.models.calibration import coverage_curve, kept_at
+
+    coverage, accuracy, _ = (np.asarray(t) for t in coverage_curve(probs, labels))
+    fig = Figure(figsize=(5.2, 4.2))
+    ax = fig.subplots()
+    ax.plot(100 * coverage, accuracy, color="#4f7cc1", linewidth=1.8, label="answers kept, most confident first")
+    if len(accuracy):
+        ax.axhline(accuracy[-1], color="#888", linestyle=":", linewidth=1, label=f"all answers: top-1 {accuracy[-1]:.3f}")
+    if threshold is not None:
+        kept = kept_at(probs, labels, threshold)
+        if kept["kept"]:
+            ax.scatter([100 * kept["coverage"]], [kept["top1"]], color="#e07a5f", zorder=3,
+                       label=f"not sure below p={threshold:.2f}: {100 * kept['coverage']:.0f} % kept, top-1 {kept['top1']:.3f}")  # fmt: skip
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("coverage (% of answers kept)")
+    ax.set_ylabel("top-1 of the kept answers")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title or "Selective prediction", fontsize=10)
+    return save_png(fig, path)

@@ -7,8 +7,8 @@ model's own eval transform, so ``none`` is exactly what training evaluated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
 import torch
 from torchvision import transforms as T
@@ -17,6 +17,9 @@ from artmove.data.transforms import build_transforms, eval_input_size
 from artmove.errors import ConfigError
 
 TTA_MODES = {"none": 1, "flip": 2, "five_crop": 5, "ten_crop": 10}
+#: ``[views, C, H, W]``, or one such tensor per ensemble member when the members' preprocessings differ
+#: (batched: ``[B, views, C, H, W]``, or a list of them).
+Views = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
 def check_tta(mode: str) -> None:
@@ -44,13 +47,37 @@ def tta_transform(preprocessing: Mapping[str, Any], mode: str) -> Callable[[Any]
     return lambda image: torch.stack([finish(crop) for crop in crops(resize(image))])
 
 
+def views_transform(preprocessing: Mapping[str, Any] | Sequence[Mapping[str, Any]], mode: str) -> Callable[[Any], Views]:
+    """:func:`tta_transform` of one preprocessing, or of each ensemble member's (a tuple of views per image)."""
+    if isinstance(preprocessing, Mapping):
+        return tta_transform(preprocessing, mode)
+    transforms = [tta_transform(member, mode) for member in preprocessing]
+    return lambda image: tuple(transform(image) for transform in transforms)
+
+
+def stack_views(items: Sequence[Views]) -> Views:
+    """Several images' views as one batch (per member, for an ensemble's tuples)."""
+    if isinstance(items[0], torch.Tensor):
+        return torch.stack(list(items))
+    return [torch.stack(parts) for parts in zip(*items)]
+
+
+def views_to(views: Views, device: torch.device) -> Views:
+    return views.to(device) if isinstance(views, torch.Tensor) else [member.to(device) for member in views]
+
+
 def _with_mirror(image: torch.Tensor) -> torch.Tensor:
     return torch.stack([image, image.flip(-1)])
 
 
 @torch.no_grad()
-def predict_views(model: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
-    """``[B, V, C, H, W]`` -> class probabilities ``[B, classes]``, the mean over the V views."""
-    batch, count = views.shape[:2]
-    probs = model(views.flatten(0, 1)).softmax(-1)
+def predict_views(model: torch.nn.Module, views: Views) -> torch.Tensor:
+    """``[B, V, C, H, W]`` (or one such batch per ensemble member) -> class probabilities ``[B, classes]``, the
+    mean over the V views."""
+    if isinstance(views, torch.Tensor):
+        batch, count = views.shape[:2]
+        probs = model(views.flatten(0, 1)).softmax(-1)
+    else:
+        batch, count = views[0].shape[:2]
+        probs = model([member.flatten(0, 1) for member in views]).softmax(-1)
     return probs.view(batch, count, -1).mean(1)

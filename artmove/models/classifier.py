@@ -22,6 +22,7 @@ from torchmetrics import CatMetric, SumMetric
 
 from artmove.errors import ConfigError
 from artmove.finetune import FinetunePolicy
+from artmove.models.calibration import calibration_scores, kept_at
 from artmove.models.compiled import CompiledForward
 from artmove.models.metrics import bootstrap_interval, classification_metrics
 from artmove.models.network import ArtNetwork
@@ -34,6 +35,11 @@ class ArtClassifier(pl.LightningModule):
 
     ``test_step`` returns each batch's logits and labels: callbacks read them from its outputs (the W&B
     report), so a forward averaged over two views (``flip_tta``) counts each painting once.
+
+    ``calibration`` and ``abstain`` (set by ``artmove.training.calibration`` once training ends, None
+    before) go into the checkpoints it saves and into the test: ``test/ece`` and ``test/nll`` as the
+    network predicts (calibrated), ``…_uncalibrated`` of the raw logits, and the test coverage and top-1
+    of the answers at or above the "not sure" threshold chosen on validation.
     """
 
     def __init__(
@@ -71,6 +77,9 @@ class ArtClassifier(pl.LightningModule):
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.image_counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
         self.test_correct = CatMetric()  # per-image top-1 correctness, for the bootstrap interval
+        self.test_logits, self.test_labels = CatMetric(nan_strategy="disable"), CatMetric()  # calibration and selective prediction
+        self.calibration: dict[str, Any] | None = None
+        self.abstain: dict[str, Any] | None = None
         self.mixup = None
         if mixup or cutmix:
             self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
@@ -91,7 +100,15 @@ class ArtClassifier(pl.LightningModule):
             "inference_weights": "ema.module" if self.ema is not None else "network",
             "finetune": self.finetuning.policy.settings,
             "pretrained_cfg": self.network.pretrained_cfg,
+            **({"calibration": self.calibration} if self.calibration else {}),
+            **({"abstain": self.abstain} if self.abstain else {}),
         }
+
+    def set_temperature(self, temperature: float) -> None:
+        """The logits of the network (and of its EMA average) divided by ``temperature`` from now on."""
+        self.network.set_temperature(temperature)
+        if self.ema is not None:
+            self.ema.module.set_temperature(temperature)
 
     # --- what trains -----------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -113,7 +130,7 @@ class ArtClassifier(pl.LightningModule):
         trainable part runs)."""
         network = self.network if self.training else self.inference_network
         if images.ndim == 2:
-            return network.head.classify(images)
+            return network.classify(images)
         if self.compiled is not None and network is self.network:
             return self.compiled(images)
         return network(images)
@@ -137,6 +154,8 @@ class ArtClassifier(pl.LightningModule):
         metrics.update(logits, labels)
         if stage == "test":
             self.test_correct.update((logits.argmax(dim=1) == labels).float())
+            self.test_logits.update(logits.detach().float())
+            self.test_labels.update(labels)
         if stage in self.image_counts:
             self.image_counts[stage].update(len(labels))
             self.log(f"{stage}/num_images", self.image_counts[stage], on_step=False, on_epoch=True)
@@ -163,7 +182,26 @@ class ArtClassifier(pl.LightningModule):
         sampling alone could move it), from every process's images."""
         low, high = bootstrap_interval(self.test_correct.compute())
         self.test_correct.reset()
-        self.log_dict({"test/top1_ci95_low": low, "test/top1_ci95_high": high})
+        self.log_dict({"test/top1_ci95_low": low, "test/top1_ci95_high": high, **self.trust_scores()})
+
+    def trust_scores(self) -> dict[str, float]:
+        """``test/ece``, ``test/nll`` (as the network predicts), ``…_uncalibrated`` (the raw logits: the calibrated
+        ones times the temperature) and ``test/abstain_coverage`` / ``_top1`` at the threshold, from every process's images."""
+        if not self.test_labels.update_count:
+            return {}
+        logits, labels = self.test_logits.compute(), self.test_labels.compute().long()
+        self.test_logits.reset()
+        self.test_labels.reset()
+        logits = logits.view(len(labels), -1)
+        scores = {f"test/{key}": value for key, value in calibration_scores(logits.softmax(1), labels).items()}
+        temperature = float(self.inference_network.temperature)
+        if temperature != 1:
+            raw = calibration_scores((logits * temperature).softmax(1), labels)
+            scores.update({f"test/{key}_uncalibrated": value for key, value in raw.items()})
+        if self.abstain is not None:
+            kept = kept_at(logits.softmax(1), labels, self.abstain["threshold"])
+            scores.update({"test/abstain_coverage": kept["coverage"], "test/abstain_top1": kept["top1"]})
+        return scores
 
     # --- optimisation ----------------------------------------------------------------
     @property

@@ -24,6 +24,11 @@ class ArtNetwork(nn.Module):
 
     ``spec`` rebuilds it (``create_network(**spec, pretrained=False)``, then the weights);
     ``weights_source`` and ``pretrained_cfg`` say which ImageNet weights it started from.
+
+    ``temperature`` (a buffer, 1 until a run is calibrated; artmove/models/calibration.py) divides the
+    logits, so every user of the network, and every file exported from it, gives calibrated
+    probabilities. It is not in the state dict (checkpoints of every format load as they are): the
+    spec records it (``spec["temperature"]``, absent for 1), and :func:`create_network` sets it back.
     """
 
     def __init__(self, backbone: nn.Module, head: Head, spec: Mapping[str, Any]):
@@ -35,12 +40,28 @@ class ArtNetwork(nn.Module):
         self.num_prefix_tokens = getattr(backbone, "num_prefix_tokens", 0)
         self.weights_source: str = "random init"
         self.pretrained_cfg: dict[str, Any] | None = None
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
+
+    def set_temperature(self, value: float) -> None:
+        """Divide the logits by ``value`` from now on (1: the raw logits), and record it in the spec."""
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
+            raise ConfigError(f"temperature={value!r}: give a number > 0.")
+        self.temperature.fill_(float(value))
+        if value == 1:
+            self.spec.pop("temperature", None)
+        else:
+            self.spec["temperature"] = float(value)
 
     def forward_features(self, images: torch.Tensor) -> Features:
         return self.head.features(self.backbone, images)
 
     def forward_head(self, features: Features, pre_logits: bool = False) -> torch.Tensor:
-        return self.head.classify(self.head.pool(self.backbone, features), pre_logits)
+        pooled = self.head.pool(self.backbone, features)
+        return self.head.classify(pooled, pre_logits) if pre_logits else self.classify(pooled)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits of the head's pooled vectors (what ``features=cached`` stores), divided by the temperature."""
+        return self.head.classify(pooled) / self.temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
@@ -55,11 +76,13 @@ class ArtNetwork(nn.Module):
 
 
 def create_network(backbone: str, num_classes: int, head: Mapping[str, Any] | None = None, pretrained: bool = True,
-                   weights: str | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> ArtNetwork:  # fmt: skip
+                   weights: str | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                   temperature: float = 1.0) -> ArtNetwork:  # fmt: skip
     """A timm ``backbone`` (ImageNet weights from the first source that has them, see
     ``artmove.models.pretrained``) with the ``head`` its settings name (``{"name": "linear"}`` when
     None) for ``num_classes`` classes. ``drop_rate``: dropout before the head's output layer;
-    ``drop_path_rate``: stochastic depth, for backbones that have it."""
+    ``drop_path_rate``: stochastic depth, for backbones that have it; ``temperature``: what the logits
+    are divided by (a calibrated network's, from its spec)."""
     head = {"name": "linear", **(head or {})}
     HEADS.settings_of(head, ("backbone", "num_classes", "drop_rate"))  # a bad head fails before weights load
     for key, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
@@ -77,6 +100,7 @@ def create_network(backbone: str, num_classes: int, head: Mapping[str, Any] | No
             "drop_path_rate": drop_path_rate}  # fmt: skip
     network = ArtNetwork(model, module, spec)
     network.weights_source, network.pretrained_cfg = source, pretrained_record(model, source)
+    network.set_temperature(temperature)
     return network
 
 

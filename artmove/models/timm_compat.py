@@ -30,15 +30,17 @@ def classifier_names(model: nn.Module) -> list[str]:
 
 def as_timm_model(network: ArtNetwork) -> nn.Module | None:
     """``network`` as timm's own model, its linear head as timm's classifier(s) (a distilled model's two
-    heads both get it: timm averages them at inference, as the network averages their tokens). None
-    unless the head is linear and the backbone's classifiers are plain linear layers."""
+    heads both get it: timm averages them at inference, as the network averages their tokens), the
+    network's temperature folded into it (timm's model gives the calibrated logits). None unless the
+    head is linear and the backbone's classifiers are plain linear layers."""
     if network.spec["head"]["name"] != "linear":
         return None
     model = timm.create_model(network.spec["backbone"], pretrained=False, num_classes=network.num_classes)
     names, modules = classifier_names(model), dict(model.named_modules())
     if not names or not all(type(modules[name]) is nn.Linear for name in names):
         return None
-    head = network.head.fc.state_dict()
+    # A calibrated network's temperature folded into the classifier: (W x + b) / T = (W / T) x + b / T.
+    head = {key: value / network.temperature for key, value in network.head.fc.state_dict().items()}
     state = {**network.backbone.state_dict(), **{f"{name}.{key}": value for name in names for key, value in head.items()}}
     try:
         model.load_state_dict(state)

@@ -38,6 +38,13 @@ class TrainedModel:
     checkpoint: Path
     hparams: dict[str, Any]  # the training settings the run recorded (optimizer, label smoothing…), for model cards
     finetune: dict[str, Any]  # the fine-tuning policy's settings, as recorded
+    calibration: dict[str, Any] | None = None  # temperature scaling as fitted at the end of training (None: not calibrated)
+    abstain: dict[str, Any] | None = None  # the "not sure" threshold chosen on validation (None: none chosen)
+
+    @property
+    def threshold(self) -> float | None:
+        """Answers whose top-1 probability is below this are marked uncertain (None: never)."""
+        return None if self.abstain is None else self.abstain.get("threshold")
 
     @property
     def backbone(self) -> str:
@@ -76,8 +83,24 @@ def load_trained(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
         raise ConfigError(f"{path}: its weights do not fit the network it records ({str(error).splitlines()[0]}).") from None
     network.pretrained_cfg = record.get("pretrained_cfg")
     network.weights_source = f"checkpoint {path.name}"
-    trained = TrainedModel(network.eval(), [str(name) for name in class_names], preprocessing, path, dict(hparams), dict(record.get("finetune") or {}))
+    trained = TrainedModel(network.eval(), [str(name) for name in class_names], preprocessing, path, dict(hparams),
+                           dict(record.get("finetune") or {}), *trust_records(record, path))  # fmt: skip
     return trained.to(device)
+
+
+def trust_records(record: dict[str, Any], where: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(calibration, abstain) records of a checkpoint (``artmove.training.calibration`` writes them): plain
+    numbers, or a ConfigError. Checkpoints from before calibration have neither."""
+    found = []
+    for key in ("calibration", "abstain"):
+        value = record.get(key)
+        if value is not None and (not isinstance(value, dict) or not all(isinstance(k, str) for k in value)):
+            raise ConfigError(f"{where}: its {key} record is not one artmove writes: refused.")
+        found.append(dict(value) if value is not None else None)
+    threshold = (found[1] or {}).get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1):
+        raise ConfigError(f"{where}: its abstain threshold {threshold!r} is not a probability: refused.")
+    return found[0], found[1]
 
 
 def _checked_record(record: Any, path: Path) -> tuple[dict[str, Any], str]:
@@ -94,13 +117,16 @@ def checked_spec(spec: Any, where: Path) -> dict[str, Any]:
     """A network spec read from a file (a checkpoint, an export's config.json): plain values under the
     names :func:`~artmove.models.network.create_network` takes, or a ConfigError. The head is then
     built by its registry name, never imported."""
-    allowed = {"backbone": str, "num_classes": int, "head": dict, "drop_rate": (int, float), "drop_path_rate": (int, float)}
+    allowed = {"backbone": str, "num_classes": int, "head": dict, "drop_rate": (int, float), "drop_path_rate": (int, float),
+               "temperature": (int, float)}  # fmt: skip
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} records no network: it was not written by artmove (give a run folder, a checkpoint or an export).")
     wrong = sorted(str(key) for key, value in spec.items() if key not in allowed or not isinstance(value, allowed[key]) or isinstance(value, bool))
     if wrong or not {"backbone", "num_classes"} <= set(spec):
         raise ConfigError(f"{where}: its network record has entries artmove does not write ({', '.join(wrong or sorted(map(str, spec)))}): refused.")
     check_file_backbone(spec["backbone"], where)
+    if not 0 < spec.get("temperature", 1.0) < float("inf"):
+        raise ConfigError(f"{where}: its network records the temperature {spec['temperature']!r}, not a number > 0: refused.")
     head = spec.get("head", {}).get("name", "linear")
     if head not in HEADS.names:
         raise ConfigError(f"{where} names the head {head!r}, which is not one of artmove's ({', '.join(HEADS.names)}): a file may "

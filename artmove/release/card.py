@@ -45,6 +45,9 @@ class RunFacts:
     config: Any = None  # the run's .hydra/config.yaml, if kept
     evaluation: Path | None = None  # an evaluate output folder of the test split on the training data
     split_artists: dict | None = None  # {"test_artists": n, "shared_with_train": m}, when the data has files
+    calibration: dict | None = None  # temperature scaling as fitted at the end of training
+    abstain: dict | None = None  # the "not sure" threshold chosen on validation
+    members: list[dict] | None = None  # an ensemble's: checkpoint, backbone, head, temperature, validation top-1 of each
 
     @classmethod
     def of(cls, checkpoint: Checkpoint, trained: TrainedModel) -> RunFacts:
@@ -52,8 +55,26 @@ class RunFacts:
         results = dict(run.results)
         return cls(checkpoint=checkpoint.file, backbone=trained.backbone, head=trained.head, class_names=trained.class_names,
                    preprocessing=trained.preprocessing, hparams=trained.hparams, finetune=trained.finetune,
-                   spec=trained.network.spec, results=results,
-                   config=run.config(), evaluation=find_evaluation(run, (results.get("data") or {}).get("root")))  # fmt: skip
+                   spec=trained.network.spec, results=results, config=run.config(),
+                   evaluation=find_evaluation(run, (results.get("data") or {}).get("root")),
+                   calibration=trained.calibration, abstain=trained.abstain)  # fmt: skip
+
+    @classmethod
+    def of_ensemble(cls, checkpoints: list[Checkpoint], ensemble) -> RunFacts:
+        """An ensemble's facts: the first member's run for the data and training settings (every member shares
+        its classes), no test scores but an evaluation of these very members (``evaluate … ensemble=…``
+        beside their sweep), and a row per member."""
+        first, run = ensemble.members[0], checkpoints[0].run
+        results = {key: value for key, value in run.results.items() if not key.startswith(("test/", "best_val/", "calibration", "abstain"))}
+        members = [{"checkpoint": str(c.file), "backbone": m.backbone, "head": m.network.spec["head"],
+                    "temperature": float(m.network.temperature), "best_val/top1": c.run.results.get("best_val/top1"),
+                    "seed": c.run.results.get("seed")} for c, m in zip(checkpoints, ensemble.members)]  # fmt: skip
+        files = [str(c.file.resolve()) for c in checkpoints]
+        results["seed"] = " ".join(str(member["seed"]) for member in members)
+        return cls(checkpoint=checkpoints[0].file, backbone=ensemble.backbone, head="ensemble", class_names=ensemble.class_names,
+                   preprocessing=first.preprocessing, hparams=first.hparams, finetune=first.finetune,
+                   spec={"head": {"name": "ensemble"}}, results=results, config=run.config(),
+                   evaluation=find_ensemble_evaluation(checkpoints, files), members=members)  # fmt: skip
 
     @property
     def test_metrics(self) -> tuple[dict, str]:
@@ -77,6 +98,19 @@ def find_evaluation(run: RunFolder, data_root: str | None) -> Path | None:
     return min(candidates)[1] if candidates else None
 
 
+def find_ensemble_evaluation(checkpoints: list[Checkpoint], files: list[str]) -> Path | None:
+    """An evaluation of exactly these members on the test split (``evaluate ckpt_path=<sweep> ensemble=…``
+    writes it beside the sweep, which holds every member's run)."""
+    parents = {c.run.path.resolve().parent for c in checkpoints}
+    for folder in sorted(next(iter(parents)).glob("eval/test*")) if len(parents) == 1 else []:
+        metrics_file = folder / "metrics.json"
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+            if metrics.get("split") == "test" and metrics.get("checkpoint") == files and metrics.get("tta") == "none":
+                return folder
+    return None
+
+
 def write_card(facts: RunFacts, out: Path, checks: Mapping[str, dict], files: Mapping[str, str], hub_repo: str | None,
                timm_layout: bool) -> Path:  # fmt: skip
     """``out/README.md``, with the evaluation's confusion-matrix figure copied beside it; ``timm_layout``: the
@@ -84,8 +118,9 @@ def write_card(facts: RunFacts, out: Path, checks: Mapping[str, dict], files: Ma
     figure = None
     if facts.evaluation is not None and (facts.evaluation / "confusion_matrix.png").is_file():
         figure = shutil.copy(facts.evaluation / "confusion_matrix.png", out / "confusion_matrix.png")
-    sections = [title(facts), usage(hub_repo, timm_layout, files), model_section(facts), data_section(facts), settings_section(facts),
-                results_section(facts, figure is not None), checks_section(checks, files), limitations(facts)]  # fmt: skip
+    model = ensemble_section(facts) if facts.members else model_section(facts)
+    sections = [title(facts), usage(hub_repo, timm_layout, files), model, data_section(facts), settings_section(facts),
+                results_section(facts, figure is not None), trust_section(facts), checks_section(checks, files), limitations(facts)]  # fmt: skip
     card = ModelCard(f"---\n{card_data(facts, timm_layout).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
     path = out / "README.md"
     card.save(path)
@@ -144,6 +179,10 @@ def timm_tag(backbone: str) -> str:
 
 def title(facts: RunFacts) -> str:
     count = len(facts.class_names)
+    if facts.members:
+        return (f"# {facts.backbone}: art movement of a painting ({count} movements, {data_name(facts)})\n\n"
+                f"{len(facts.members)} networks fine-tuned with artmove to name the art movement of a painting among the {count} "
+                f"movements of the {data_name(facts)} data set, their calibrated probabilities averaged.")  # fmt: skip
     return (
         f"# {facts.backbone}: art movement of a painting ({count} movements, {data_name(facts)})\n\n"
         f"A {facts.backbone} fine-tuned with artmove to name the art movement of a painting "
@@ -220,6 +259,51 @@ def generated(facts: RunFacts) -> bool:
     """Trained on images the data source draws (synthetic), not on files: no artists, no paintings."""
     data = facts.results.get("data") or {}
     return not (data.get("root") or _setting(facts, "data.root")) and (bool(data) or facts.config is not None)
+
+
+def ensemble_section(facts: RunFacts) -> str:
+    """An ensemble's members, one row each, and what the files compute."""
+    rows = [{"checkpoint": f"`{Path(m['checkpoint']).parent.parent.name}/{Path(m['checkpoint']).name}`", "backbone": m["backbone"],
+             "head": m["head"]["name"], "seed": m["seed"], "temperature": m["temperature"], "val": m["best_val/top1"]} for m in facts.members]  # fmt: skip
+    return ("## Model\n\nAn ensemble: each member divides its logits by its own temperature (fitted on validation when it was "
+            "trained), the softmax probabilities are averaged, and the files output the log of that average (its softmax is the "
+            "average; its argmax the answer).\n\n"
+            + markdown_table(rows, ("checkpoint", "backbone", "head", "seed", "temperature", "val"),
+                             ("member", "backbone", "head", "seed", "temperature", "best validation top-1")))  # fmt: skip
+
+
+def trust_section(facts: RunFacts) -> str:
+    """Calibration (temperature, ECE and NLL before and after) and the "not sure" threshold, chosen on
+    validation and measured on test."""
+    metrics, _ = facts.test_metrics
+    rows = []
+    calibration = facts.calibration
+    if calibration:
+        rows += [("Temperature", f"{calibration['temperature']:.3f}: fitted on {calibration['images']} validation paintings (LBFGS on the "
+                                 "NLL, Guo et al. 2017); the logits of every file here are divided by it"),
+                 ("Validation ECE (15 bins)", f"{calibration['val/ece_before']:.4f} before, {calibration['val/ece_after']:.4f} after"),
+                 ("Validation NLL", f"{calibration['val/nll_before']:.4f} before, {calibration['val/nll_after']:.4f} after")]  # fmt: skip
+    elif facts.members:
+        rows.append(("Temperatures", ", ".join(f"{m['temperature']:.3f}" for m in facts.members) + " (each member's own)"))
+    if metrics.get("test/ece") is not None:
+        raw = metrics.get("test/ece_uncalibrated")
+        rows.append(("Test ECE (15 bins)", f"{metrics['test/ece']:.4f}" + (f" (raw logits: {raw:.4f})" if raw is not None else "")))
+    abstain = facts.abstain
+    if abstain and abstain.get("threshold") is not None:
+        if abstain.get("reached"):
+            chosen = (f"p < {abstain['threshold']:.3f}: the lowest top-1 probability at which the validation answers kept reach top-1 "
+                      f"{abstain['target']:.2f} ({100 * abstain['val/coverage']:.0f} % of {abstain['images']} validation paintings kept)")  # fmt: skip
+        else:
+            chosen = f"no threshold reaches top-1 {abstain['target']:.2f} on validation: every answer short of p=1 is marked not sure"
+        rows.append(('"Not sure" threshold', chosen))
+        coverage, top1 = metrics.get("test/abstain_coverage"), metrics.get("test/abstain_top1")
+        if coverage is not None:
+            kept = f"top-1 {top1:.4f}" if top1 is not None and top1 == top1 else "no answer kept"
+            rows.append(("Test, answers at or above it", f"{100 * coverage:.1f} % of the test paintings, {kept} (measured on test, "
+                                                         "after the threshold was chosen on validation)"))  # fmt: skip
+    if not rows:
+        return "## Calibration\n\nNot calibrated (trained with `calibrate=false`, or before artmove calibrated): the probabilities are the raw softmax."
+    return '## Calibration and "not sure"\n\n' + _pairs(rows)
 
 
 def data_section(facts: RunFacts) -> str:

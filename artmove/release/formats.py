@@ -5,6 +5,15 @@ names and preprocessing, ``model.safetensors``): timm's own layout for a linear 
 ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds without artmove, else artmove's,
 which :func:`load_weights_folder` rebuilds with the network factory alone (no training code, nothing
 imported because a file says so). ``formats=onnx|torchscript|torch_export`` add a file beside it.
+
+A calibrated network's temperature is in every file: ONNX, TorchScript and torch.export trace the
+network, which divides its logits by it; artmove's layout records it in the network's spec; timm's
+layout (a plain timm model, which knows nothing of temperatures) has it folded into its linear
+classifier, weight and bias divided by T (exact: ``(W x + b) / T = (W / T) x + b / T``). An ensemble
+(:class:`~artmove.models.ensemble.Ensemble`) is written in artmove's layout (each member's spec under
+``"ensemble"``) and traced as one graph; its output is the log of the averaged probabilities.
+``config.json``'s ``"calibration"`` (and the ONNX metadata's) says what the files apply: the
+temperature(s) and the "not sure" threshold (``uncertain_below``) with where it was chosen.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import torch
 from torch import nn
 
 from artmove.errors import ConfigError
+from artmove.models.ensemble import Ensemble
 from artmove.models.network import create_network
 from artmove.models.timm_compat import as_timm_model
 from artmove.utils.io import write_json
@@ -53,17 +63,22 @@ class WeightsFolder(ExportFormat):
     def write(self, network, folder, example, config):
         from timm.models import save_for_hf
 
-        timm_model = as_timm_model(network)
+        timm_model = None if isinstance(network, Ensemble) else as_timm_model(network)
         self.layout = "artmove" if timm_model is None else "timm"
+        calibration = {"calibration": dict(config["calibration"])} if config.get("calibration") else {}
         if timm_model is not None:
             save_for_hf(timm_model, folder, model_config={"label_names": list(config["label_names"])},
                         data_config=dict(config["preprocessing"]), safe_serialization=True)  # fmt: skip
+            if calibration:  # beside timm's keys, which timm reads; it ignores this one
+                timm_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                write_json(folder / "config.json", {**timm_config, **calibration})
             return folder / self.filename
         from safetensors.torch import save_file
 
         save_file({key: value.contiguous() for key, value in network.state_dict().items()}, folder / self.filename, metadata={"format": "pt"})
-        write_json(folder / "config.json", {"artmove": {"format": ARTMOVE_FOLDER_FORMAT, "network": network.spec},
-                                            "label_names": list(config["label_names"]), "pretrained_cfg": dict(config["preprocessing"])})  # fmt: skip
+        record = {"ensemble": network.specs} if isinstance(network, Ensemble) else {"network": network.spec}
+        write_json(folder / "config.json", {"artmove": {"format": ARTMOVE_FOLDER_FORMAT, **record}, "label_names": list(config["label_names"]),
+                                            "pretrained_cfg": dict(config["preprocessing"]), **calibration})  # fmt: skip
         return folder / self.filename
 
     def runner(self, folder):
@@ -82,21 +97,14 @@ ARTMOVE_FOLDER_FORMAT = 1
 
 def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
     """(network, class names, preprocessing) of a weights folder in either layout. artmove's: the network
-    rebuilt by name from the spec in config.json (checked as a checkpoint's is), its safetensors loaded
-    strictly; timm's: ``timm.create_model("local-dir:…")``."""
+    (or each member of an ensemble) rebuilt by name from the spec in config.json (checked as a
+    checkpoint's is), its safetensors loaded strictly; timm's: ``timm.create_model("local-dir:…")``."""
     import timm
     from timm.data import resolve_model_data_config
 
     folder = Path(folder)
     config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ConfigError(f"{folder} is not an export folder (no config.json): give the out= folder of python -m artmove.export.")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ConfigError(f"{config_file} is not JSON ({error}).") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{config_file} holds no export config.")
+    config = _read_config(folder)
     if "artmove" not in config:
         network = timm.create_model(f"local-dir:{folder}", pretrained=True)
         names = network.pretrained_cfg.get("label_names") or [str(i) for i in range(network.num_classes)]
@@ -109,8 +117,10 @@ def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[
     from artmove.models.trained import checked_spec
 
     record = config["artmove"]
-    spec = checked_spec(record.get("network") if isinstance(record, dict) else None, config_file)
-    network = create_network(**spec, pretrained=False)
+    if isinstance(record, dict) and isinstance(record.get("ensemble"), list) and len(record["ensemble"]) >= 2:
+        network = Ensemble([create_network(**checked_spec(spec, config_file), pretrained=False) for spec in record["ensemble"]])
+    else:
+        network = create_network(**checked_spec(record.get("network") if isinstance(record, dict) else None, config_file), pretrained=False)
     try:
         network.load_state_dict(load_file(folder / "model.safetensors"))
     except (RuntimeError, OSError) as error:
@@ -119,6 +129,29 @@ def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[
     if not isinstance(names, list) or not isinstance(preprocessing, dict):
         raise ConfigError(f"{config_file} lacks label_names or pretrained_cfg: export the checkpoint again.")
     return network.eval(), [str(name) for name in names], preprocessing
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{folder} is not an export folder (no config.json): give the out= folder of python -m artmove.export.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ConfigError(f"{config_file} is not JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_file} holds no export config.")
+    return config
+
+
+def export_threshold(folder: str | Path) -> float | None:
+    """The "not sure" threshold an export folder's config.json records (``calibration.uncertain_below``), or None."""
+    config_file = Path(folder) / "config.json"
+    calibration = _read_config(Path(folder)).get("calibration")
+    threshold = calibration.get("uncertain_below") if isinstance(calibration, dict) else None
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1):
+        raise ConfigError(f"{config_file}: calibration.uncertain_below={threshold!r} is not a probability: refused.")
+    return threshold
 
 
 class Onnx(ExportFormat):
@@ -139,7 +172,9 @@ class Onnx(ExportFormat):
             torch.onnx.export(network, (example,), str(path), dynamo=True, input_names=["input"], output_names=["logits"],
                               dynamic_shapes=({0: batch},), external_data=False, verbose=False)  # fmt: skip
         model = onnx.load(str(path))
-        for key in ("label_names", "preprocessing"):
+        for key in ("label_names", "preprocessing", "calibration"):
+            if config.get(key) is None:
+                continue
             entry = model.metadata_props.add()
             entry.key, entry.value = key, json.dumps(config[key])
         onnx.checker.check_model(model)

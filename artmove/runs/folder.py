@@ -59,6 +59,8 @@ class Results(TypedDict, total=False):
     best_checkpoint: str | None
     optimized_metric: str
     optimized_value: float | None
+    calibration: dict[str, Any]  # temperature scaling fitted on validation: temperature, val/ece_before/_after, val/nll_before/_after
+    abstain: dict[str, Any]  # the "not sure" threshold chosen on validation: target, threshold, reached, val/coverage, val/top1
     wall_time_s: float
     output_dir: str
     error: str  # failed runs
@@ -184,6 +186,11 @@ class SweepFolder:
         """The job with the best ``optimized_value`` among those that finished with checkpoints: maximised,
         or minimised where the sweeper says so (``hydra.sweeper.direction``) or, without one, where the
         metric is a loss."""
+        return self.ranked_jobs()[0]
+
+    def ranked_jobs(self) -> list[RunFolder]:
+        """The jobs that finished with a score and checkpoints, best ``optimized_value`` first (as
+        :meth:`best_job` ranks them; equal scores in folder order)."""
         jobs = [run for run in self.runs() if run.path != self.path]
         scored = [run for run in jobs if run.finished and isinstance(run.results.get("optimized_value"), (int, float))
                   and run.checkpoints.is_dir()]  # fmt: skip
@@ -191,7 +198,7 @@ class SweepFolder:
             found = f"{len(jobs)} job folder(s), none finished with a score and checkpoints" if jobs else "no training run or job folders below it"
             raise ConfigError(f"ckpt_path={self.path}: {found}. {CKPT_PATH_FORMS}")
         sign = -1 if _direction(scored[0]) == "minimize" else 1
-        return max(scored, key=lambda run: sign * run.results["optimized_value"])
+        return sorted(scored, key=lambda run: -sign * run.results["optimized_value"])
 
 
 CKPT_PATH_FORMS = "Give a .ckpt file, a training run folder (with checkpoints/) or a sweep folder (multirun)."

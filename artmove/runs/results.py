@@ -27,12 +27,33 @@ def format_table(results: dict[str, Any], split: str = "test") -> str:
     low, high = results.get(f"{split}/top1_ci95_low"), results.get(f"{split}/top1_ci95_high")
     if low is not None and high is not None:
         lines.append(f"  Top-1 bootstrap 95% interval [{low:.4f}, {high:.4f}] (resampling the {images} test images)")
+    lines += trust_lines(results, split)
     overlap = results.get("artist_overlap")
     if overlap and "unknown" in overlap:
         lines.append(f"  Artist overlap with train: unknown ({overlap['unknown']})")
     elif overlap and split in overlap:
         lines.append(f"  Artist overlap with train, {describe_overlap(split, overlap[split])}")
     return "\n".join(lines)
+
+
+def trust_lines(results: dict[str, Any], split: str) -> list[str]:
+    """Calibration (ECE over 15 bins of top-1 confidence, NLL; before temperature scaling too) and the
+    answers kept at the "not sure" threshold, when the results have them."""
+    lines = []
+    ece, nll = results.get(f"{split}/ece"), results.get(f"{split}/nll")
+    if ece is not None and nll is not None:
+        line = f"  Calibration: ECE {ece:.4f} (15 bins), NLL {nll:.4f}"
+        temperature = (results.get("calibration") or {}).get("temperature")
+        raw_ece, raw_nll = results.get(f"{split}/ece_uncalibrated"), results.get(f"{split}/nll_uncalibrated")
+        if temperature is not None and raw_ece is not None and raw_nll is not None:
+            line += f"; raw logits: ECE {raw_ece:.4f}, NLL {raw_nll:.4f} (temperature {temperature:.3f}, fitted on validation)"
+        lines.append(line)
+    abstain, coverage, top1 = results.get("abstain") or {}, results.get(f"{split}/abstain_coverage"), results.get(f"{split}/abstain_top1")
+    if abstain.get("threshold") is not None and coverage is not None:
+        kept = f"top-1 of the kept answers {top1:.4f}" if top1 is not None and top1 == top1 else "no answer kept"
+        chosen = f"chosen on validation for top-1 {abstain['target']:.2f}" if abstain.get("target") is not None else "given"
+        lines.append(f"  Not sure below p={abstain['threshold']:.3f} ({chosen}): {split} coverage {100 * coverage:.1f} %, {kept}")
+    return lines
 
 
 def job_settings(cfg: DictConfig) -> dict[str, Any]:

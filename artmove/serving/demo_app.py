@@ -56,15 +56,21 @@ def read_upload(data: bytes, max_bytes: int, max_pixels: int, min_size: int | No
 
 def predict_upload(predictor: Predictor, data: bytes, tta: str = "none", top_k: int = 5,
                    max_bytes: int = 20_000_000, max_pixels: int = 50_000_000) -> dict:  # fmt: skip
-    """What the page shows for one upload: ``{"top": [{"label", "prob"}], "gradcam": data URL}``."""
+    """What the page shows for one upload: ``{"top": [{"label", "prob"}], "gradcam": data URL or None (an
+    ensemble has no one network to explain), "uncertain": bool or None, "threshold"}``."""
     check_tta(tta)
     image = read_upload(data, max_bytes, max_pixels, decode_size(predictor.preprocessing))
-    prediction = predictor(image, top_k=top_k, tta=tta, gradcam=True)
-    buffer = io.BytesIO()
-    prediction.gradcam.save(buffer, format="PNG")
+    prediction = predictor(image, top_k=top_k, tta=tta, gradcam=predictor.explains)
+    gradcam = None
+    if prediction.gradcam is not None:
+        buffer = io.BytesIO()
+        prediction.gradcam.save(buffer, format="PNG")
+        gradcam = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     return {
         "top": [{"label": label, "prob": prob} for label, prob in prediction.top],
-        "gradcam": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+        "gradcam": gradcam,
+        "uncertain": prediction.uncertain,
+        "threshold": predictor.threshold,
         "tta": tta,
     }
 
@@ -173,6 +179,7 @@ PAGE = """<!doctype html>
  .bar b{display:block;height:1rem;background:#e5e7eb;border-radius:3px}
  .bar i{display:block;height:100%;background:#4f7cc1;border-radius:3px}
  #message{color:#b00020;font-weight:600;min-height:1.2rem}
+ #unsure{color:#8a5a00;font-size:.9rem}
  img{max-width:100%;border-radius:6px}
  figure{margin:0} figcaption{font-size:.8rem;color:#555}
 </style></head>
@@ -185,14 +192,15 @@ PAGE = """<!doctype html>
  <small>JPEG, PNG, WebP…, {limits}</small>
 </form>
 <p id="message" role="alert"></p>
-<p>Prediction: <strong id="label" data-state="idle">none yet</strong></p>
+<p>Prediction: <strong id="label" data-state="idle">none yet</strong> <em id="unsure"></em></p>
 <div id="result">
  <div><h2>Top 5</h2><div id="topk"></div></div>
- <figure><h2>Grad-CAM</h2><img id="gradcam" alt=""><figcaption>Regions that raised the top movement's score (red: most).</figcaption></figure>
+ <figure id="gradcam-figure"><h2>Grad-CAM</h2><img id="gradcam" alt=""><figcaption>Regions that raised the top movement's score (red: most).</figcaption></figure>
 </div>
 <script>
 const input = document.getElementById("image"), tta = document.getElementById("tta");
 const label = document.getElementById("label"), message = document.getElementById("message");
+const unsure = document.getElementById("unsure"), gradcam = document.getElementById("gradcam"), gradcamFigure = document.getElementById("gradcam-figure");
 const pretty = s => s.replaceAll("_", " ");
 async function send() {
   if (!input.files.length) return;
@@ -206,12 +214,15 @@ async function send() {
     if (!answer.ok) throw new Error(data.error || data.detail || answer.statusText);
     document.getElementById("topk").innerHTML = data.top.map(t =>
       `<div class="bar"><span>${pretty(t.label)}</span><b><i style="width:${(100 * t.prob).toFixed(1)}%"></i></b><span>${(100 * t.prob).toFixed(1)}%</span></div>`).join("");
-    document.getElementById("gradcam").src = data.gradcam;
     label.textContent = pretty(data.top[0].label); label.dataset.label = data.top[0].label;
+    label.dataset.uncertain = data.uncertain === true ? "true" : "false";
+    unsure.textContent = data.uncertain ? `not sure: ${(100 * data.top[0].prob).toFixed(1)}% is below this model's threshold of ${(100 * data.threshold).toFixed(1)}%; check it by hand` : "";
+    if (data.gradcam) { gradcam.src = data.gradcam; } else { gradcam.removeAttribute("src"); }
+    gradcamFigure.hidden = !data.gradcam;
     label.dataset.state = "done";
   } catch (error) {
-    message.textContent = error.message; label.textContent = "none"; label.dataset.state = "error";
-    document.getElementById("topk").innerHTML = ""; document.getElementById("gradcam").removeAttribute("src");
+    message.textContent = error.message; label.textContent = "none"; label.dataset.state = "error"; unsure.textContent = "";
+    document.getElementById("topk").innerHTML = ""; gradcam.removeAttribute("src");
   }
 }
 input.addEventListener("change", send);

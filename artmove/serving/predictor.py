@@ -3,6 +3,12 @@
     from artmove import Predictor
     predictor = Predictor.from_checkpoint("outputs/2026-12-01/12-00-00")   # or .from_export(folder)
     predictor("painting.jpg").top   # [("Impressionism", 0.71), ("Post-Impressionism", 0.12), ...]
+    predictor("painting.jpg").uncertain   # True: the top probability is below the model's "not sure" threshold
+
+The probabilities are calibrated (the temperature fitted at the end of training is inside the network);
+an ensemble (``Predictor.from_checkpoint(["run_a", "run_b"])``, or a sweep folder with ``ensemble="all"``)
+averages its members' calibrated probabilities, each member reading the painting through its own
+preprocessing.
 """
 
 from __future__ import annotations
@@ -19,21 +25,26 @@ from torchvision.transforms.functional import to_pil_image
 
 from artmove.data.images import load_rgb, to_rgb, within_aspect
 from artmove.data.transforms import decode_size
+from artmove.errors import ConfigError
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
-from artmove.evaluation.tta import eval_transform, predict_views, tta_transform
-from artmove.models.trained import TrainedModel, load_trained, resolve_device
-from artmove.release.formats import load_weights_folder
-from artmove.runs.checkpoints import resolve_checkpoint
+from artmove.evaluation.tta import eval_transform, predict_views, stack_views, views_to, views_transform
+from artmove.models.calibration import check_threshold
+from artmove.models.ensemble import Ensemble, TrainedEnsemble, load_model
+from artmove.models.trained import TrainedModel, resolve_device
+from artmove.release.formats import export_threshold, load_weights_folder
+from artmove.runs.checkpoints import resolve_checkpoints
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The top-k movements with their probabilities, best first; the Grad-CAM overlay when asked for."""
+    """The top-k movements with their probabilities, best first; the Grad-CAM overlay when asked for;
+    ``uncertain``: the top probability is below the predictor's threshold (None: it has none)."""
 
     top: list[tuple[str, float]]
     gradcam: Image.Image | None = None
+    uncertain: bool | None = None
 
     @property
     def label(self) -> str:
@@ -45,28 +56,39 @@ class Prediction:
 
 
 class Predictor:
-    """A classifier ready for new paintings: its network, class names and eval preprocessing."""
+    """A classifier ready for new paintings: its network (or ensemble), class names, eval preprocessing (an
+    ensemble's: one per member when theirs differ) and "not sure" threshold (``threshold``: answers whose
+    top probability is below it are marked uncertain; None: never; settable)."""
 
-    def __init__(self, network: nn.Module, class_names: Sequence[str], preprocessing: Mapping[str, Any], batch_size: int = 32):
+    def __init__(self, network: nn.Module, class_names: Sequence[str], preprocessing: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                 batch_size: int = 32, threshold: float | None = None):  # fmt: skip
+        check_threshold("threshold", threshold)
         self.network, self.class_names = network.eval(), list(class_names)
-        self.preprocessing, self.batch_size = dict(preprocessing), batch_size
+        self.preprocessing = dict(preprocessing) if isinstance(preprocessing, Mapping) else [dict(p) for p in preprocessing]
+        self.batch_size, self.threshold = batch_size, threshold
         self.device = next(network.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path, device: str = "cpu") -> Predictor:
-        """A training checkpoint, a run folder (its best checkpoint) or a sweep folder (its best job)."""
-        return cls.from_trained(load_trained(resolve_checkpoint(ckpt_path).file, device))
+    def from_checkpoint(cls, ckpt_path: str | Path | Sequence[str | Path], device: str = "cpu", ensemble: str | None = None) -> Predictor:
+        """A training checkpoint, a run folder (its best checkpoint) or a sweep folder (its best job); an ensemble:
+        a list of them, or a sweep folder with ``ensemble="all"`` or ``"top3"``."""
+        return cls.from_trained(load_model([c.file for c in resolve_checkpoints(ckpt_path, ensemble)], device))
 
     @classmethod
-    def from_trained(cls, trained: TrainedModel) -> Predictor:
-        return cls(trained.network, trained.class_names, trained.preprocessing)
+    def from_trained(cls, trained: TrainedModel | TrainedEnsemble) -> Predictor:
+        return cls(trained.network, trained.class_names, trained.preprocessing, threshold=trained.threshold)
 
     @classmethod
     def from_export(cls, folder: str | Path, device: str = "cpu") -> Predictor:
         """An export folder (``python -m artmove.export``): its config.json + model.safetensors, timm's layout
-        or artmove's (any head), rebuilt without the training code."""
+        or artmove's (any head, or an ensemble), rebuilt without the training code; its threshold with it."""
         network, names, preprocessing = load_weights_folder(folder)
-        return cls(network.to(resolve_device(device)), names, preprocessing)
+        return cls(network.to(resolve_device(device)), names, preprocessing, threshold=export_threshold(folder))
+
+    @property
+    def explains(self) -> bool:
+        """Grad-CAM needs one network: an ensemble has none to explain."""
+        return not isinstance(self.network, Ensemble)
 
     def __call__(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, tta: str | None = None,
                  gradcam: bool = False) -> Prediction | list[Prediction]:  # fmt: skip
@@ -77,16 +99,20 @@ class Predictor:
         pictures = [self.picture(image) for image in ([images] if single else images)]
         if not pictures:
             return []
+        if gradcam and not self.explains:
+            raise ConfigError("gradcam=True draws one network's Grad-CAM: an ensemble has none; use a member's Predictor.")
         k = max(1, min(int(top_k), len(self.class_names)))
-        views = tta_transform(self.preprocessing, tta or "none")
+        views = views_transform(self.preprocessing, tta or "none")
         probs = torch.cat([
-            predict_views(self.network, torch.stack([views(p) for p in pictures[start : start + self.batch_size]]).to(self.device)).cpu()
+            predict_views(self.network, views_to(stack_views([views(p) for p in pictures[start : start + self.batch_size]]), self.device)).cpu()
             for start in range(0, len(pictures), self.batch_size)
         ])  # fmt: skip
         best = probs.topk(k, dim=1)
         overlays = self.explain(pictures, best.indices[:, 0]) if gradcam else [None] * len(pictures)
+        threshold = self.threshold
         predictions = [
-            Prediction([(self.class_names[c], float(p)) for c, p in zip(indices.tolist(), values.tolist())], overlays[row])
+            Prediction([(self.class_names[c], float(p)) for c, p in zip(indices.tolist(), values.tolist())], overlays[row],
+                       None if threshold is None else bool(values[0] < threshold))  # fmt: skip
             for row, (indices, values) in enumerate(zip(best.indices, best.values))
         ]
         return predictions[0] if single else predictions

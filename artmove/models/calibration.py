@@ -1,0 +1,137 @@
+"""How far a classifier's probabilities can be taken at their word, and when it should say "not sure".
+
+- **Calibration, measured**: the expected calibration error (ECE: 15 equal-width bins of top-1
+  confidence, the mean gap between confidence and accuracy weighted by the share of images in each
+  bin; torchmetrics' ``MulticlassCalibrationError``) and the negative log-likelihood of the true class.
+- **Calibration, fixed**: temperature scaling (Guo et al. 2017, "On calibration of modern neural
+  networks"): one scalar ``T > 0`` divides the logits; fitted on the validation split by LBFGS on the
+  NLL, over ``log T`` (T stays positive). It never changes a top-1 answer (or any ranking).
+- **Selective prediction**: the accuracy of the answers kept when the least confident are set aside
+  (coverage-accuracy curve), and the lowest confidence threshold whose kept answers reach a target
+  top-1, chosen on one split (validation) and then measured on another (test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassCalibrationError
+
+from artmove.errors import ConfigError
+
+ECE_BINS = 15
+#: The coverages of evaluate's table: all answers, then the 90 / 80 / 50 % most confident.
+COVERAGES = (1.0, 0.9, 0.8, 0.5)
+#: The temperature is kept in [1/100, 100]: a validation split with no mistakes would drive it to 0.
+TEMPERATURE_RANGE = (0.01, 100.0)
+
+
+def check_threshold(key: str, value) -> None:
+    """A "not sure" threshold or target setting: null or a probability in [0, 1]."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+        raise ConfigError(f"{key}={value!r}: give a top-1 probability in [0, 1] (answers below it are marked uncertain), or null.")
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """ECE of class probabilities ``[N, classes]`` (top-1 confidence, ``bins`` equal-width bins, L1)."""
+    if not len(labels):
+        return math.nan
+    metric = MulticlassCalibrationError(num_classes=probs.shape[1], n_bins=bins, norm="l1")
+    return float(metric(probs.float(), labels))
+
+
+def negative_log_likelihood(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean ``-log p(true class)`` (natural log); a probability of 0 counts as the smallest float32."""
+    if not len(labels):
+        return math.nan
+    true = probs.double().gather(1, labels.view(-1, 1)).squeeze(1)
+    return float(-true.clamp_min(torch.finfo(torch.float32).tiny).log().mean())
+
+
+def calibration_scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """``{"ece": …, "nll": …}`` of class probabilities."""
+    return {"ece": expected_calibration_error(probs, labels), "nll": negative_log_likelihood(probs, labels)}
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
+    """The temperature ``T`` minimising the NLL of ``softmax(logits / T)`` (LBFGS over ``log T``, in float64).
+
+    1.0 when there is nothing to fit (no images) or the fit would not lower the NLL; clipped to
+    :data:`TEMPERATURE_RANGE` (a split without mistakes has its optimum at T -> 0)."""
+    if not len(labels):
+        return 1.0
+    logits, labels = logits.detach().double().cpu(), labels.detach().cpu()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    low, high = (math.log(bound) for bound in TEMPERATURE_RANGE)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.clamp(low, high).exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperature = float(log_t.detach().clamp(low, high).exp())
+    with torch.no_grad():
+        before = F.cross_entropy(logits, labels)
+        after = F.cross_entropy(logits / temperature, labels)
+    return temperature if math.isfinite(temperature) and after <= before else 1.0
+
+
+# --- selective prediction ------------------------------------------------------------------------
+def _ranked(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 confidences, most confident first, and whether each of those answers is right."""
+    confidence, predicted = probs.max(1)
+    order = torch.argsort(confidence, descending=True, stable=True)
+    return confidence[order], (predicted[order] == labels[order]).double()
+
+
+def coverage_curve(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(coverage, top-1 of the kept answers, threshold) when the k most confident answers are kept, k = 1…N."""
+    confidence, correct = _ranked(probs, labels)
+    kept = torch.arange(1, len(labels) + 1, dtype=torch.float64)
+    return kept / max(1, len(labels)), correct.cumsum(0) / kept, confidence
+
+
+def accuracy_at_coverage(probs: torch.Tensor, labels: torch.Tensor, coverages: Sequence[float] = COVERAGES) -> list[dict]:
+    """Per coverage c: the ``round(c N)`` most confident answers kept (at least one), their top-1 and the
+    confidence of the last one kept."""
+    confidence, correct = _ranked(probs, labels)
+    rows = []
+    for coverage in coverages:
+        kept = max(1, round(coverage * len(labels))) if len(labels) else 0
+        rows.append({"coverage": coverage, "kept": kept, "top1": float(correct[:kept].mean()) if kept else math.nan,
+                     "threshold": float(confidence[kept - 1]) if kept else math.nan})  # fmt: skip
+    return rows
+
+
+def kept_at(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> dict[str, float]:
+    """Coverage (share of answers with top-1 probability >= ``threshold``) and their top-1 (NaN: none kept)."""
+    confidence, predicted = probs.max(1)
+    keep = confidence >= threshold
+    kept = int(keep.sum())
+    top1 = float((predicted[keep] == labels[keep]).double().mean()) if kept else math.nan
+    return {"coverage": kept / len(labels) if len(labels) else math.nan, "top1": top1, "kept": kept}
+
+
+def threshold_for_target(probs: torch.Tensor, labels: torch.Tensor, target: float) -> dict:
+    """The lowest top-1 probability ``t`` at which the answers with confidence >= ``t`` reach ``target`` top-1,
+    i.e. the most answers kept at that accuracy; ``reached`` false (and ``t`` = 1.0: every answer is
+    "not sure" short of certainty) when no threshold does. With its coverage and top-1 on these images."""
+    confidence, correct = _ranked(probs, labels)
+    if not len(labels):
+        return {"target": target, "threshold": 1.0, "reached": False, "coverage": math.nan, "top1": math.nan}
+    accuracy = correct.cumsum(0) / torch.arange(1, len(labels) + 1, dtype=torch.float64)
+    # A threshold keeps every answer at least as confident: only the last of a run of equal confidences is a candidate.
+    ends = torch.ones(len(labels), dtype=torch.bool)
+    ends[:-1] = confidence[1:] != confidence[:-1]
+    good = torch.nonzero(ends & (accuracy >= target - 1e-12)).flatten()
+    if not len(good):
+        return {"target": target, "threshold": 1.0, "reached": False, **kept_at(probs, labels, 1.0)}
+    last = int(good[-1])
+    threshold = float(confidence[last])
+    return {"target": target, "threshold": threshold, "reached": True, **kept_at(probs, labels, threshold)}

@@ -1,0 +1,136 @@
+"""Several trained networks as one classifier: their calibrated probabilities averaged.
+
+``ckpt_path=[run_a,run_b]`` or a sweep folder with ``ensemble=all|top3`` (``artmove.runs.checkpoints``)
+gives the members; they must name the same classes in the same order, and may differ in backbone,
+head and preprocessing: each member then sees the painting through its own eval transform
+(``artmove.evaluation.tta.views_transform`` makes one view per member), and :class:`Ensemble` takes
+one tensor per member. Each member divides its logits by its own temperature (inside its network),
+so the average is of calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from artmove.data.transforms import decode_size, eval_input_size
+from artmove.errors import ConfigError
+from artmove.models.trained import TrainedModel, load_trained
+
+
+class Ensemble(nn.Module):
+    """``forward(images)`` -> the log of the mean of the members' softmax probabilities: its softmax is that
+    mean exactly, its argmax the ensemble's answer, so it stands where a network's logits do (evaluation,
+    prediction, export and its numeric check). ``images``: one batch all members read, or one per member."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.num_classes = members[0].num_classes
+
+    def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        inputs = list(images) if isinstance(images, (list, tuple)) else [images] * len(self.members)
+        log_probs = torch.stack([member(batch).log_softmax(-1) for member, batch in zip(self.members, inputs)])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+    @property
+    def specs(self) -> list[dict[str, Any]]:
+        """Each member network's spec (temperature included): what rebuilds the ensemble."""
+        return [dict(member.spec) for member in self.members]
+
+
+def eval_view(preprocessing: Mapping[str, Any]) -> tuple:
+    """What the eval transform of a preprocessing depends on: two members with the same see the same crop."""
+    return (tuple(eval_input_size(preprocessing)), preprocessing["interpolation"], tuple(preprocessing["mean"]),
+            tuple(preprocessing["std"]), preprocessing["crop_pct"], preprocessing.get("crop_mode", "center"))  # fmt: skip
+
+
+def shared_preprocessing(preprocessings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """The first member's preprocessing when every member's eval transform is the same, else one per member."""
+    if len({eval_view(p) for p in preprocessings}) == 1:
+        return dict(preprocessings[0])
+    return [dict(p) for p in preprocessings]
+
+
+@dataclass
+class TrainedEnsemble:
+    """The members (each a :class:`TrainedModel`), their :class:`Ensemble` and what the commands read of a model."""
+
+    members: list[TrainedModel]
+    network: Ensemble
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.members[0].class_names
+
+    @property
+    def preprocessing(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """One preprocessing when the members share their eval transform, else one per member (in order)."""
+        return shared_preprocessing([member.preprocessing for member in self.members])
+
+    @property
+    def largest_preprocessing(self) -> dict[str, Any]:
+        """The member preprocessing that decodes the largest image (what a data module reads files for)."""
+        return max((member.preprocessing for member in self.members), key=decode_size)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.members[0].checkpoint
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        return [member.checkpoint for member in self.members]
+
+    @property
+    def backbone(self) -> str:
+        return f"ensemble of {len(self.members)} ({', '.join(dict.fromkeys(member.backbone for member in self.members))})"
+
+    @property
+    def heads(self) -> list[dict[str, Any]]:
+        return [member.network.spec["head"] for member in self.members]
+
+    @property
+    def calibration(self) -> None:
+        """An ensemble's members are calibrated each, by their own temperature; the average has none of its own."""
+        return None
+
+    @property
+    def abstain(self) -> None:
+        """No threshold of its own: members' thresholds were chosen for themselves (``uncertain_below=`` gives one)."""
+        return None
+
+    @property
+    def threshold(self) -> None:
+        return None
+
+    def to(self, device: str | torch.device) -> TrainedEnsemble:
+        for member in self.members:
+            member.to(device)
+        return self
+
+
+def load_model(files: Sequence[str | Path], device: str = "cpu") -> TrainedModel | TrainedEnsemble:
+    """One checkpoint's :class:`TrainedModel`, or several as a :class:`TrainedEnsemble` (their classes checked)."""
+    if len(files) == 1:
+        return load_trained(files[0], device)
+    members = [load_trained(path, device) for path in files]
+    check_same_classes(members)
+    return TrainedEnsemble(members, Ensemble([member.network for member in members]).eval())
+
+
+def check_same_classes(members: Sequence[TrainedModel]) -> None:
+    """Every member names the first one's classes, in its order: one line naming the first that does not."""
+    first = members[0]
+    for member in members[1:]:
+        if member.class_names != first.class_names:
+            differ = sorted(set(member.class_names) ^ set(first.class_names))
+            how = (f"{len(differ)} class(es) in one and not the other: {', '.join(differ[:5])}{' …' if len(differ) > 5 else ''}" if differ
+                   else "the same classes in another order")  # fmt: skip
+            raise ConfigError(f"the ensemble's members do not share their classes: {member.checkpoint} has {len(member.class_names)}, "
+                              f"{first.checkpoint} {len(first.class_names)} ({how}). Ensemble runs trained on the same classes.")  # fmt: skip
