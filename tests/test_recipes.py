@@ -60,3 +60,45 @@ def test_the_verdict_judges_the_preset_and_names_the_variant_validation_favours(
     lines = verdict({"runs": runs, "extra": [], "seeds": [1, 2, 3]}).splitlines()
     assert lines == ["- wikiart_sample: the recipe (`experiment=paintings`) vs plain unfreeze=0.2: +4.0 points mean test "
                      "top-1 over 3 seed(s); validation favours recipe, head=gram here (+1.0 points)."]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_compare_trust_smoke(tmp_path, wikiart_sample):
+    """Two recipe seeds at a tiny scale: calibration and the threshold from their results.json, their ensemble
+    evaluated against each seed alone, the section written into a copy of the doc."""
+    command = [sys.executable, "-m", "benchmarks.compare_trust", "--seeds", "1", "2", "--data", "wikiart_sample", "--settings", "recipe",
+               *(f"--set={o}" for o in TINY), "--threads", "1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "trust.json"),
+               "--doc", str(tmp_path / "recipes.md")]  # fmt: skip
+    env = {**os.environ, "ARTMOVE_DATA": str(wikiart_sample.parent)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "trust.json").read_text())
+    assert [(r["name"], r["seed"]) for r in record["runs"]] == [("recipe", 1), ("recipe", 2)]
+    assert all(r["calibration"]["temperature"] > 0 and r["abstain"]["target"] == 0.9 for r in record["runs"])
+    (ensemble,) = record["ensembles"]
+    assert ensemble["seeds"] == [1, 2] and len(ensemble["singles"]) == 2 and ensemble["ensemble"]["test/num_images"] > 8
+    doc = (tmp_path / "recipes.md").read_text()
+    assert '## Calibrated probabilities, "not sure", and the ensemble of a sweep\'s seeds' in doc and "**Reduced scale**" in doc
+    assert f"| ensemble of 2 | {ensemble['ensemble']['test/top1']:.3f} |" in doc
+    assert "## Measured at full scale" in doc  # the rest of the doc, rendered as before
+
+
+def test_the_trust_section_judges_the_targets(tmp_path):
+    from benchmarks.compare_trust import doc_section
+
+    def run(name, seed, ece, raw):
+        return {"data": "wikiart_sample", "name": name, "seed": seed, "test/top1": 0.7, "test/ece": ece, "test/ece_uncalibrated": raw,
+                "test/nll": 1.0, "test/nll_uncalibrated": 1.1, "test/abstain_coverage": 0.5, "test/abstain_top1": 0.9,
+                "calibration": {"temperature": 1.2}, "abstain": {"threshold": 0.6, "val/coverage": 0.4}}  # fmt: skip
+
+    singles = [{"test/top1": top1, "test/top5": 0.9, "test/ece": 0.03} for top1 in (0.70, 0.72)]
+    record = {"date": "2026-12-03", "machine": {"cpu_count": 2}, "seeds": [1, 2, 3], "data": ["wikiart_sample"], "settings": ["recipe"],
+              "extra": [], "jobs": 1, "threads": 2, "accelerator": "cpu", "runs": [run("recipe", s, 0.02, 0.08) for s in (1, 2, 3)],
+              "ensembles": [{"data": "wikiart_sample", "setting": "recipe", "seeds": [1, 2, 3], "singles": singles,
+                             "ensemble": {"test/top1": 0.74, "test/top5": 0.93, "test/ece": 0.02}}]}  # fmt: skip
+    (tmp_path / "trust.json").write_text(json.dumps(record))
+    section = doc_section(tmp_path / "trust.json")
+    assert "- wikiart_sample, recipe: mean test ECE after temperature scaling 0.0200 (raw logits: 0.0800): meets the target (<= 0.03)." in section
+    assert "- wikiart_sample: the ensemble of 3 recipe seeds vs the mean single seed: +3.0 points test top-1: meets the target" in section
+    assert "| ensemble − mean single seed | +3.0 points | +3.0 points | -0.0100 |" in section
+    assert "indicative only" not in section and doc_section(tmp_path / "absent.json") == ""

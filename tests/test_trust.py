@@ -230,3 +230,45 @@ def test_onnx_exports_of_a_calibrated_model_and_of_an_ensemble_agree_with_pytorc
         assert np.abs(session.run(None, {"input": images.numpy()})[0] - expected).max() < 1e-4
     rebuilt = Predictor.from_export(tmp_path / "ensemble")
     assert rebuilt.explains is False and rebuilt.threshold is None
+
+
+def test_members_with_other_input_sizes_each_read_their_own_view(sweep, tmp_path):
+    """A member evaluated at 40 px beside one at 32 px: the ensemble gives each its own transform (Predictor),
+    and one exported graph, which takes one input, refuses them in one line."""
+    from artmove import Predictor
+
+    checkpoint = torch.load(resolve_checkpoints(sweep / "1")[0].file, weights_only=True)
+    checkpoint["hyper_parameters"]["preprocessing"]["test_input_size"] = [3, 40, 40]
+    (tmp_path / "other" / "checkpoints").mkdir(parents=True)
+    torch.save(checkpoint, tmp_path / "other" / "checkpoints" / "last.ckpt")
+    members = [sweep / "0", tmp_path / "other" / "checkpoints" / "last.ckpt"]
+    ensemble = Predictor.from_checkpoint(members)
+    assert [p["test_input_size"] if "test_input_size" in p else p["input_size"] for p in ensemble.preprocessing] == [[3, 32, 32], [3, 40, 40]]
+    painting = paintings(tmp_path / "in") / "bright.png"
+    alone = [Predictor.from_checkpoint(member)(painting, top_k=10) for member in members]
+    expected = torch.tensor([[p for _, p in sorted(a.top)] for a in alone]).mean(0)
+    assert [p for _, p in sorted(ensemble(painting, top_k=10).top)] == pytest.approx(expected.tolist(), abs=1e-6)
+    done = run_cli("artmove.export", f"ckpt_path=[{members[0]},{members[1]}]", f"out={tmp_path / 'export'}", f"hydra.run.dir={tmp_path / 'log'}")
+    assert done.returncode == 2 and "one exported graph takes one input" in done.stderr and "40x40 px" in done.stderr
+
+
+def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
+    from artmove.release.card import RunFacts, write_card
+
+    calibration = {"temperature": 1.4, "images": 111, "val/ece_before": 0.081, "val/ece_after": 0.024, "val/nll_before": 1.3,
+                   "val/nll_after": 1.2}  # fmt: skip
+    abstain = {"target": 0.9, "threshold": 0.62, "reached": True, "images": 111, "val/coverage": 0.41, "val/top1": 0.9}
+    results = {"test/top1": 0.7, "test/top3": 0.8, "test/top5": 0.9, "test/top1_macro": 0.6, "test/num_images": 155, "test/ece": 0.031,
+               "test/ece_uncalibrated": 0.09, "test/abstain_coverage": 0.38, "test/abstain_top1": 0.87}  # fmt: skip
+    facts = RunFacts(checkpoint=tmp_path / "best.ckpt", backbone="resnet50", head="linear", class_names=["a", "b"],
+                     preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.95, "mean": [0.5] * 3,
+                                    "std": [0.5] * 3}, hparams={}, finetune={}, spec={"head": {"name": "linear"}}, results=results,
+                     calibration=calibration, abstain=abstain)  # fmt: skip
+    card = write_card(facts, tmp_path, {}, {}, None, True).read_text(encoding="utf-8")
+    assert '## Calibration and "not sure"' in card and "| Temperature | 1.400: fitted on 111 validation paintings" in card
+    assert "| Validation ECE (15 bins) | 0.0810 before, 0.0240 after |" in card and "| Test ECE (15 bins) | 0.0310 (raw logits: 0.0900) |" in card
+    assert "p < 0.620: the lowest top-1 probability at which the validation answers kept reach top-1 0.90 (41 % of 111" in card
+    assert "| Test, answers at or above it | 38.0 % of the test paintings, top-1 0.8700 (measured on test" in card
+    facts.calibration = facts.abstain = None
+    facts.results = {}
+    assert "Not calibrated" in write_card(facts, tmp_path, {}, {}, None, True).read_text(encoding="utf-8")

@@ -23,8 +23,10 @@ from artmove.models.network import ArtNetwork, create_network
 from artmove.models.timm_compat import rename_format1_keys
 from artmove.utils.io import read_checkpoint
 
-#: The version of what ``ArtClassifier.on_save_checkpoint`` writes; format 1 is read too.
-CHECKPOINT_FORMAT = 2
+#: The version of what ``ArtClassifier.on_save_checkpoint`` writes (3: the network spec may hold a
+#: ``temperature``, and the record ``calibration`` and ``abstain``); formats 1 and 2 are read too (temperature 1).
+CHECKPOINT_FORMAT = 3
+FORMATS_READ = (1, 2, CHECKPOINT_FORMAT)
 NOT_ARTMOVE = "is not a checkpoint of an artmove training run ({}): give ckpt_path= a run folder or its checkpoints/best-….ckpt or last.ckpt"
 
 
@@ -88,24 +90,36 @@ def load_trained(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
     return trained.to(device)
 
 
+#: The numbers each trust record must hold (None: a share no answer was kept for), as ``artmove.training.calibration`` writes them.
+TRUST_NUMBERS = {"calibration": ("temperature", "images", "val/ece_before", "val/ece_after", "val/nll_before", "val/nll_after"),
+                 "abstain": ("target", "threshold", "images", "val/coverage", "val/top1")}  # fmt: skip
+
+
 def trust_records(record: dict[str, Any], where: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(calibration, abstain) records of a checkpoint (``artmove.training.calibration`` writes them): plain
-    numbers, or a ConfigError. Checkpoints from before calibration have neither."""
+    """(calibration, abstain) records of a checkpoint (``artmove.training.calibration`` writes them): the
+    numbers they must hold, plain values besides, or a ConfigError. Checkpoints from before calibration have neither."""
     found = []
-    for key in ("calibration", "abstain"):
+    for key, numbers in TRUST_NUMBERS.items():
         value = record.get(key)
-        if value is not None and (not isinstance(value, dict) or not all(isinstance(k, str) for k in value)):
+        if value is None:
+            found.append(None)
+            continue
+        plain = isinstance(value, dict) and all(isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool))) for k, v in value.items())
+        if not plain or not all(k in value and (value[k] is None or (isinstance(value[k], (int, float)) and not isinstance(value[k], bool)))
+                                for k in numbers):  # fmt: skip
             raise ConfigError(f"{where}: its {key} record is not one artmove writes: refused.")
-        found.append(dict(value) if value is not None else None)
+        found.append(dict(value))
     threshold = (found[1] or {}).get("threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1):
+    if found[1] is not None and (threshold is None or not 0 <= threshold <= 1):
         raise ConfigError(f"{where}: its abstain threshold {threshold!r} is not a probability: refused.")
+    if found[0] is not None and (found[0]["temperature"] is None or not 0 < found[0]["temperature"] < float("inf")):
+        raise ConfigError(f"{where}: its calibration records the temperature {found[0]['temperature']!r}, not a number > 0: refused.")
     return found[0], found[1]
 
 
 def _checked_record(record: Any, path: Path) -> tuple[dict[str, Any], str]:
     """The network spec and the state-dict prefix of the inference weights."""
-    if not isinstance(record, dict) or record.get("format") not in (1, CHECKPOINT_FORMAT):
+    if not isinstance(record, dict) or record.get("format") not in FORMATS_READ:
         raise ConfigError(f"{path} {NOT_ARTMOVE.format('no artmove record of a format this version reads')}.")
     prefix = record.get("inference_weights")
     if prefix not in ("network", "ema.module"):

@@ -281,8 +281,8 @@ def trust_section(facts: RunFacts) -> str:
     if calibration:
         rows += [("Temperature", f"{calibration['temperature']:.3f}: fitted on {calibration['images']} validation paintings (LBFGS on the "
                                  "NLL, Guo et al. 2017); the logits of every file here are divided by it"),
-                 ("Validation ECE (15 bins)", f"{calibration['val/ece_before']:.4f} before, {calibration['val/ece_after']:.4f} after"),
-                 ("Validation NLL", f"{calibration['val/nll_before']:.4f} before, {calibration['val/nll_after']:.4f} after")]  # fmt: skip
+                 ("Validation ECE (15 bins)", f"{_n(calibration['val/ece_before'])} before, {_n(calibration['val/ece_after'])} after"),
+                 ("Validation NLL", f"{_n(calibration['val/nll_before'])} before, {_n(calibration['val/nll_after'])} after")]  # fmt: skip
     elif facts.members:
         rows.append(("Temperatures", ", ".join(f"{m['temperature']:.3f}" for m in facts.members) + " (each member's own)"))
     if metrics.get("test/ece") is not None:
@@ -291,10 +291,12 @@ def trust_section(facts: RunFacts) -> str:
     abstain = facts.abstain
     if abstain and abstain.get("threshold") is not None:
         if abstain.get("reached"):
+            coverage = abstain["val/coverage"]
             chosen = (f"p < {abstain['threshold']:.3f}: the lowest top-1 probability at which the validation answers kept reach top-1 "
-                      f"{abstain['target']:.2f} ({100 * abstain['val/coverage']:.0f} % of {abstain['images']} validation paintings kept)")  # fmt: skip
+                      f"{_n(abstain['target'], '.2f')} ({_n(None if coverage is None else 100 * coverage, '.0f')} % of {abstain['images']} "
+                      "validation paintings kept)")  # fmt: skip
         else:
-            chosen = f"no threshold reaches top-1 {abstain['target']:.2f} on validation: every answer short of p=1 is marked not sure"
+            chosen = f"no threshold reaches top-1 {_n(abstain['target'], '.2f')} on validation: every answer short of p=1 is marked not sure"
         rows.append(('"Not sure" threshold', chosen))
         coverage, top1 = metrics.get("test/abstain_coverage"), metrics.get("test/abstain_top1")
         if coverage is not None:
@@ -304,6 +306,11 @@ def trust_section(facts: RunFacts) -> str:
     if not rows:
         return "## Calibration\n\nNot calibrated (trained with `calibrate=false`, or before artmove calibrated): the probabilities are the raw softmax."
     return '## Calibration and "not sure"\n\n' + _pairs(rows)
+
+
+def _n(value: Any, spec: str = ".4f") -> str:
+    """A number of a record read from a file, or "–" where it holds none."""
+    return "–" if value is None else format(value, spec)
 
 
 def data_section(facts: RunFacts) -> str:
