@@ -103,10 +103,16 @@ def trust_results(trained, probs, labels, split: str, tta: str, threshold: dict 
     results["selective"] = accuracy_at_coverage(probs, labels)
     if threshold is not None:
         kept = kept_at(probs, labels, threshold["threshold"])
-        results.update({"abstain": threshold, f"{split}/abstain_coverage": kept["coverage"], f"{split}/abstain_top1": kept["top1"]})
+        results.update({"abstain": threshold, f"{split}/abstain_coverage": kept["coverage"], f"{split}/abstain_top1": _finite(kept["top1"])})
     if target is not None:
-        results["threshold_for_target"] = {**threshold_for_target(probs, labels, float(target)), "chosen_on": split}
+        chosen = threshold_for_target(probs, labels, float(target))
+        results["threshold_for_target"] = {**{key: _finite(value) for key, value in chosen.items()}, "chosen_on": split}
     return results
+
+
+def _finite(value):
+    """NaN (no answer kept) as None: metrics.json holds plain JSON numbers."""
+    return None if isinstance(value, float) and value != value else value
 
 
 def split_overlap(datamodule, split: str) -> dict | None:

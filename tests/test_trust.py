@@ -272,3 +272,13 @@ def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
     facts.calibration = facts.abstain = None
     facts.results = {}
     assert "Not calibrated" in write_card(facts, tmp_path, {}, {}, None, True).read_text(encoding="utf-8")
+
+
+def test_bad_trust_settings_stop_in_one_line_before_compute(tmp_path):
+    for module, setting, message in (("artmove.train", "calibrate=sometimes", "calibrate='sometimes': give true"),
+                                     ("artmove.train", "abstain_target=1.5", "abstain_target=1.5: give the top-1"),
+                                     ("artmove.evaluate", "uncertain_below=2", "uncertain_below=2: give a top-1 probability"),
+                                     ("artmove.evaluate", "ensemble=best", "ensemble='best': give ensemble=all")):  # fmt: skip
+        done = run_cli(module, "ckpt_path=absent" if module.endswith("evaluate") else "pretrained=false", setting,
+                       f"hydra.run.dir={tmp_path / setting.split('=')[0]}")  # fmt: skip
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (setting, done.stderr[-2000:])

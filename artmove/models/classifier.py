@@ -200,7 +200,9 @@ class ArtClassifier(pl.LightningModule):
             scores.update({f"test/{key}_uncalibrated": value for key, value in raw.items()})
         if self.abstain is not None:
             kept = kept_at(logits.softmax(1), labels, self.abstain["threshold"])
-            scores.update({"test/abstain_coverage": kept["coverage"], "test/abstain_top1": kept["top1"]})
+            scores["test/abstain_coverage"] = kept["coverage"]
+            if kept["kept"]:  # no answer kept: no top-1 to report (results.json holds no NaN)
+                scores["test/abstain_top1"] = kept["top1"]
         return scores
 
     # --- optimisation ----------------------------------------------------------------

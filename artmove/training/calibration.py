@@ -61,6 +61,8 @@ def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl
         files.append(last)
     fits: dict[Any, dict[str, Any]] = {}
     tested_fit = None
+    # No tested checkpoint: the test reads the weights in memory, which fitting last.ckpt would replace.
+    in_memory = {key: value.clone() for key, value in model.state_dict().items()} if tested is None and len(files) > 1 else None
     for path in files:
         checkpoint = read_checkpoint(path) if path is not None else None
         key = "in memory" if checkpoint is None else (checkpoint.get("epoch"), checkpoint.get("global_step"))
@@ -76,6 +78,8 @@ def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl
             write_into(path, checkpoint, fits[key])
         tested_fit = tested_fit or fits[key]
     trainer.strategy.barrier()
+    if in_memory is not None:
+        model.load_state_dict(in_memory)
     model.set_temperature(tested_fit["calibration"]["temperature"] if tested_fit["calibration"] else 1.0)
     model.calibration, model.abstain = tested_fit["calibration"], tested_fit["abstain"]
     describe(tested_fit)
