@@ -10,10 +10,12 @@ from pathlib import Path
 
 from artmove.evaluation.report import METRICS, write_report
 from artmove.runs.folder import find_runs
+from artmove.utils.help import argparse_description, argparse_epilog
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip("`"))
+    parser = argparse.ArgumentParser(prog="python -m artmove.report", description=argparse_description("artmove.report"),
+                                     epilog=argparse_epilog("report"), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="a multirun folder, run folders, or folders holding runs")
     parser.add_argument("--out", help="where to write report.md, the CSVs and PNGs (default: PATH, or the paths' common folder)")
     parser.add_argument("--metric", default="test/top1", choices=METRICS, help="the column runs are sorted by (default test/top1)")
