@@ -36,6 +36,13 @@ def data_root(option, rasta, wikiart, tmp_path):
     if option == "csv":
         (tmp_path / "manifest.csv").write_text("".join(f"{p},{p.parent.name}\n" for p in train), encoding="utf-8")
         return tmp_path / "manifest.csv"
+    if option == "hf":  # a parquet set in huggan/wikiart's schema, of generated paintings (tests/test_hf_data.py)
+        pytest.importorskip("pyarrow")
+        from test_hf_data import write_wikiart_parquet
+
+        styles = [f"Style_{k}" for k in range(10)]
+        write_wikiart_parquet(tmp_path / "hf", styles=styles, painted=styles)
+        return tmp_path / "hf"
     return {"folder": rasta / "wikipaintings_train", "wikiart": wikiart}.get(option, rasta)
 
 
@@ -52,6 +59,7 @@ def test_every_config_option_is_built(compose_train, group, option, wikipainting
     overrides = [f"{group}={option}"]
     if group == "data" and option != "synthetic":
         overrides.append(f"data.root={data_root(option, wikipaintings_small, wikiart_sample, tmp_path)}")
+        overrides += [f"data.prepared_dir={tmp_path / 'cache'}"] if option == "hf" else []  # its images are written there
     if group == "data":  # the data module on a set of its own layout, screened, with a network for it
         images, _, model = build(compose_train(*overrides, "backbone=test_resnet", "pretrained=false"))
         assert len(images.classes) >= 10 and model.network.num_classes == len(images.classes)
