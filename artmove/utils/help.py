@@ -84,16 +84,19 @@ def _for_this_command(doc: str, command: str) -> tuple[bool, str]:
 
 
 def _value(entry: confdoc.Entry, cfg: Mapping[str, Any] | None) -> str:
-    if cfg is not None and entry.name in cfg:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    """The key's value in the composed config as written (``${…}`` unresolved), ``…`` for a mapping;
+    the file's text without a composed config."""
+    from omegaconf import DictConfig, ListConfig
 
-        node = cfg._get_node(entry.name) if hasattr(cfg, "_get_node") else None
-        if node is not None and not isinstance(node, (DictConfig, ListConfig)):
-            raw = node._value()
-            return "???" if raw == "???" else ("null" if raw is None else str(raw).lower() if isinstance(raw, bool) else str(raw))
-        if isinstance(node, (DictConfig, ListConfig)) and not OmegaConf.is_missing(cfg, entry.name):
-            return "…" if isinstance(node, DictConfig) else entry.value
-    return entry.value or "…"
+    node = cfg._get_node(entry.name) if isinstance(cfg, DictConfig) and entry.name in cfg else None
+    if node is None:
+        return entry.value or "…"
+    if isinstance(node, DictConfig):
+        return "…"
+    if isinstance(node, ListConfig):
+        return entry.value or "…"
+    raw = node._value()
+    return "null" if raw is None else str(raw).lower() if isinstance(raw, bool) else str(raw)
 
 
 def command_help(config_name: str, command: str, cfg: Mapping[str, Any] | None = None) -> str:
