@@ -5,14 +5,17 @@ chosen fine-tuning policy does not use."""
 
 import csv
 import json
+import logging
 import re
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image, ImageStat
 
 from artmove.runs.resume import resume_folder_arguments
+from artmove.training.figures import LearningCurves
 from conftest import run_cli
 
 # A tiny real run: 10 generated styles x 1 painting per split, 32 px, a 30-layer test ResNet, 2 epochs.
@@ -54,6 +57,20 @@ def test_the_run_folder_gets_its_curves_and_test_confusion_matrix(two_epochs):
     assert sum(int(count) for row in rows[1:] for count in row[1:]) == results["test/num_images"]
     with Image.open(run / "test_confusion_matrix.png") as png:
         assert png.width > 500 and len(png.convert("RGB").getcolors(2**20)) > 20
+
+
+def test_curves_are_drawn_after_a_stop_and_a_figure_that_fails_is_a_warning(tmp_path, caplog):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,train/loss_epoch,val/top1\n0,9,,0.30\n0,9,2.5,\n1,19,,0.40\n1,19,2.0,\n")
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[])
+    LearningCurves(str(tmp_path)).on_exception(trainer, None, KeyboardInterrupt())  # stopped after two epochs
+    with Image.open(tmp_path / "curves.png") as png:
+        assert png.width >= 900
+    (tmp_path / "curves.png").unlink()
+    (tmp_path / "curves.png").mkdir()  # where the figure goes, something it cannot be written over
+    with caplog.at_level(logging.WARNING, logger="artmove.training.figures"):
+        LearningCurves(str(tmp_path)).on_fit_end(trainer, None)  # no exception: the run's results stand
+    assert f"could not draw {tmp_path / 'curves.png'} (IsADirectoryError" in caplog.text
 
 
 def test_resume_with_another_backbone_is_refused_naming_it(two_epochs):

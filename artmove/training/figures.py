@@ -25,7 +25,7 @@ class LearningCurves(pl.Callback):
     """``<run>/curves.png``: loss and accuracy per epoch, training and validation, from the run's own
     ``csv/metrics.csv`` (an earlier attempt's epochs included, ``KeepLoggedMetrics``). Written when fit
     ends, early stopping included, and when it stops on an exception (a signal, Ctrl-C, a failure) with
-    the epochs logged so far."""
+    the epochs logged so far, once there are two (one epoch is a point per series: its line in the log)."""
 
     def __init__(self, output_dir: str):
         self.run = RunFolder(Path(output_dir))
@@ -47,9 +47,10 @@ class LearningCurves(pl.Callback):
                 if isinstance(logger, CSVLogger):
                     logger.save()  # the rows logged since its last flush
             curves = learning_curves(self.run.path, tuple(RUN_CURVES))
-            if not curves:
+            epochs = len({epoch for points in curves.values() for epoch, _ in points})
+            if epochs < 2:  # a point per series: the epoch line in train.log says as much
+                log.info("no %s: %s epoch logged, a curve needs two", self.run.curves_file.name, epochs)
                 return None
-            epochs = max(epoch for points in curves.values() for epoch, _ in points) + 1
             path = plot_run_curves(curves, self.run.curves_file, f"{self.run.path.name}: {epochs} epoch(s)")
         except Exception as error:  # noqa: BLE001 - a figure never fails a run
             log.warning("could not draw %s (%s: %s); the run's results are not affected", self.run.curves_file, type(error).__name__, error)
