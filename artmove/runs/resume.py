@@ -88,11 +88,13 @@ def resume_checkpoint(resume: bool | str | None, checkpoint_dir: str | Path | No
     old = previous.get("settings") or {}
     changed = {key: [old.get(key), value] for key, value in settings.items() if old.get(key) != value}
     changed.update({key: [value, None] for key, value in old.items() if key not in settings})
+    changed.pop("resume", None)  # how this attempt started: resumed_from says it
     attempts = [*previous.get("attempts", []), {**started, "attempt": len(previous.get("attempts", [])) + 1,
                 "resumed_from": {"checkpoint": str(path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")},
                 "changed": changed}]  # fmt: skip
-    log.info("resuming from %s (%s)%s", path, "resume=PATH" if resume is not True else "an earlier attempt of this run; resume=false "
-             "starts over", f"; changed since: {', '.join(changed)}" if changed else "")  # fmt: skip
+    how = ("an earlier attempt of this run; resume=false starts over" if resume is True
+           else "resume=<run folder>" if Path(str(resume)).expanduser().is_dir() else "resume=PATH")  # fmt: skip
+    log.info("resuming from %s (%s)%s", path, how, f"; changed since: {', '.join(changed)}" if changed else "")
     return Resume(str(path), {**previous, "settings": settings, "attempts": attempts})
 
 

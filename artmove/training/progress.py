@@ -24,6 +24,8 @@ import torch
 from pytorch_lightning.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
+from artmove.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +67,7 @@ class PlainProgress(ProgressBar):
     def __init__(self, every_s: float = 30.0):
         super().__init__()
         if not isinstance(every_s, (int, float)) or isinstance(every_s, bool) or not every_s >= 0:
-            raise ValueError(f"callbacks.progress.every_s={every_s!r}: give seconds >= 0 (0: a line every batch).")
+            raise ConfigError(f"callbacks.progress.every_s={every_s!r}: give seconds >= 0 (0: a line every batch).")
         self.every_s, self.enabled = float(every_s), True
         self._last = self._started = 0.0
         self._images = 0
