@@ -73,8 +73,7 @@ def test_next_commands_without_files_name_a_placeholder(tmp_path):
     assert text.splitlines()[2].endswith("input=PATH/TO/PAINTINGS")
 
 
-def test_an_interrupted_run_says_how_to_continue(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("artmove.training.callbacks.job_overrides", lambda: ["data=folder", "data.root=/my paintings", "resume=false"])
+def test_an_interrupted_run_says_how_to_continue(tmp_path, caplog):
     hint, trainer = ResumeHint(str(tmp_path)), SimpleNamespace(is_global_zero=True, current_epoch=3)
     with caplog.at_level(logging.WARNING, logger="artmove.training.callbacks"):
         hint.on_exception(trainer, None, KeyboardInterrupt())
@@ -85,4 +84,4 @@ def test_an_interrupted_run_says_how_to_continue(tmp_path, caplog, monkeypatch):
     with caplog.at_level(logging.WARNING, logger="artmove.training.callbacks"):
         hint.on_exception(trainer, None, KeyboardInterrupt())
     command = shlex.split(caplog.text.split("(epoch 3): ", 1)[1])
-    assert command == ["python", "-m", "artmove.train", "data=folder", "data.root=/my paintings", f"hydra.run.dir={tmp_path}"]
+    assert command == ["python", "-m", "artmove.train", f"resume={tmp_path}"]  # the run's own command line, from its folder
