@@ -1,7 +1,6 @@
-"""One hop between commands: console scripts with --help, checkpoint names that read right, the
+"""One hop between commands: checkpoint names that read right, the
 evaluate/predict lines a run ends with (run as printed), and the line that continues an interrupted run."""
 
-import importlib
 import logging
 import re
 import shlex
@@ -11,34 +10,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import tomllib
 from PIL import Image
 
-from artmove.report import main as report_main
 from artmove.train import next_commands
 from artmove.training.callbacks import ResumeHint
-from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = {"train", "evaluate", "predict", "report", "inspect", "verify", "prepare", "export", "demo"}
-
-
-def test_every_command_has_a_console_script():
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-    assert {name.removeprefix("artmove-") for name in scripts} == COMMANDS
-    for name, target in scripts.items():
-        module, function = target.split(":")
-        assert module.rsplit(".", 1)[-1] == name.removeprefix("artmove-")
-        assert callable(getattr(importlib.import_module(module), function))
-
-
-def test_help_lists_only_real_choices(capsys):
-    done = run_cli("artmove.train", "--help")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "data: csv, folder, pandora, rasta, synthetic, wikiart\n" in done.stdout and "_base" not in done.stdout
-    with pytest.raises(SystemExit) as exit_code:  # report takes plain arguments (argparse)
-        report_main(["--help"])
-    assert exit_code.value.code == 0 and "--metric" in capsys.readouterr().out
 
 
 @pytest.mark.slow
