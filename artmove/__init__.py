@@ -32,3 +32,13 @@ def _scaled(pixels: int | None, factor: float) -> int | None:
 # `test_image_size: ${artmove.scaled:${image_size},1.143}` in conf/experiment/paintings.yaml: a size that
 # follows image_size= (224 -> 256); null stays null (the backbone's own size).
 OmegaConf.register_new_resolver("artmove.scaled", _scaled, replace=True)
+
+
+def _help(config_name: str, command: str, *, _root_=None) -> str:
+    from artmove.utils.help import help_resolver
+
+    return help_resolver(config_name, command, _root_=_root_)
+
+
+# `--help` of every Hydra command (conf/hydra/help/artmove.yaml): its own keys and groups, described by their YAML comments.
+OmegaConf.register_new_resolver("artmove.help", _help, replace=True)

@@ -26,10 +26,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from artmove.data.datamodule import PaintingDataModule
 from artmove.errors import USER_ERRORS, user_error_behind
 from artmove.finetune import create_policy
+from artmove.finetune.policies import drop_unused_settings
 from artmove.models import ArtClassifier
 from artmove.runs.folder import RunFolder
-from artmove.runs.results import format_table, record_failure, record_unfinished
-from artmove.runs.resume import Resume, check_same_classes, resume_checkpoint
+from artmove.runs.results import format_table, job_overrides, record_failure, record_unfinished
+from artmove.runs.resume import Resume, accepts_resume_folder, check_same_classes, resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
 from artmove.training.calibration import calibrate_run, check_trust_settings
 from artmove.training.callbacks import CheckpointOnStop, RunRecordInCheckpoint
@@ -67,6 +68,8 @@ def build(cfg: DictConfig, resume: Resume | None = None) -> tuple[PaintingDataMo
 def train(cfg: DictConfig) -> dict:
     """Run one training job; return its results (also written to ``<output_dir>/results.json``)."""
     started = time.time()
+    # A preset's value the chosen policy does not use is dropped; the user's own (on the command line) is refused.
+    drop_unused_settings(cfg, job_overrides() if HydraConfig.initialized() else None)
     check_train_config(cfg)  # the settings no object checks, and the numbers, before anything is built
     check_trainer(cfg.trainer)
     check_trust_settings(cfg.get("calibrate", True), cfg.get("abstain_target"))
@@ -194,7 +197,7 @@ def _stopped_by_signal(cfg: DictConfig, trainer: pl.Trainer, run: RunFolder) -> 
     saved = next((c.path for c in trainer.callbacks if isinstance(c, CheckpointOnStop)), None)
     if trainer.is_global_zero:
         record_unfinished(run, "interrupted", cfg, epoch=trainer.current_epoch, step=trainer.global_step, checkpoint=saved)
-        how = f"saved {saved}; to continue, run the same command with hydra.run.dir={run.path}" if saved else "no checkpoint saved"
+        how = f"saved {saved}; to continue: python -m artmove.train resume={run.path}" if saved else "no checkpoint saved"
         print(f"artmove: stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}: {how}.", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_INTERRUPTED)
 
@@ -223,6 +226,7 @@ def _report_failure(cfg: DictConfig, error: Exception) -> None:
         log.error("job failed: %s: %s (traceback in %s)", type(error).__name__, error, run.traceback_file)
 
 
+@accepts_resume_folder  # resume=<run folder>: that run's command line, then this one's overrides (artmove/runs/resume.py)
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Return the optimised metric (``optimized_metric``, default val/top1) for sweepers.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,7 @@ def run_cli(module_name: str, *overrides: str) -> Done:
         release_held()  # what the end of the command's process does
         sys.argv = argv
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # a later train(cfg) from Python reads no command line of this one
         for handler in root.handlers:
             if handler not in handlers:
                 handler.close()

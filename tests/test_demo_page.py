@@ -1,6 +1,7 @@
 """`python -m artmove.demo`: the prediction function and bad uploads without a browser, then the page in
 headless Chromium (Debian's chromium + chromium-driver) against `artmove.predict`."""
 
+import base64
 import contextlib
 import io
 import shutil
@@ -148,7 +149,8 @@ needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no c
 
 def page_answers_in_chromium(url, painting, expected, screenshots) -> None:
     """Upload ``painting`` on the page in headless Chromium: the label, the top-k bars and the Grad-CAM are
-    ``expected`` (predict's top-k rows); a text file then gets the page's message."""
+    ``expected`` (predict's top-k rows); a text file then gets the page's message; the painting dropped on
+    the page gets the same label."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -182,9 +184,31 @@ def page_answers_in_chromium(url, painting, expected, screenshots) -> None:
         WebDriverWait(browser, 60).until(lambda _: label.get_attribute("data-state") == "error")
         browser.save_screenshot(str(screenshots / "demo-error.png"))
         assert browser.find_element(By.ID, "message").text.startswith("That file is not an image this page can read")
+
+        # The same painting dragged onto the page: a drop event carrying it as a File, as a browser sends one.
+        dragging = browser.execute_script(DROP, base64.b64encode(painting.read_bytes()).decode("ascii"), painting.name)
+        assert dragging  # the drop box showed where it would land
+        WebDriverWait(browser, 120).until(settled)
+        assert label.get_attribute("data-state") == "done", browser.find_element(By.ID, "message").text
+        assert label.get_attribute("data-label") == expected[0]["movement"]
+        assert "dragging" not in browser.find_element(By.ID, "drop").get_attribute("class")
     finally:
         browser.quit()
     print(f"screenshots: {screenshots / 'demo.png'}, {screenshots / 'demo-error.png'}")
+
+
+#: Drag a painting (base64 bytes, name) over the page and drop it: returns whether the drop box lit up.
+DROP = """
+const [data, name] = arguments;
+const file = new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name, {type: "image/jpeg"});
+const transfer = new DataTransfer();
+transfer.items.add(file);
+const box = document.getElementById("drop");
+box.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+const lit = box.classList.contains("dragging");
+box.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+return lit;
+"""
 
 
 @needs_browser

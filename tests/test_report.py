@@ -85,6 +85,34 @@ def test_report_sorts_by_the_metric_and_keeps_failed_jobs(sweep, tmp_path):
             assert png.width > 400
 
 
+def test_a_sweep_report_ranks_by_validation_and_marks_the_job_ckpt_path_loads(tmp_path):
+    """Job 1 is best on validation (what the sweep optimised and ckpt_path=<sweep> picks), job 2 on test:
+    the report ranks by validation, shows test beside it, and marks job 1, as resolve_checkpoint does."""
+    from artmove.runs.checkpoints import resolve_checkpoint
+
+    root = tmp_path / "multirun"
+    for job, (val, test) in enumerate([(0.50, 0.55), (0.70, 0.52), (0.60, 0.80)]):
+        folder = make_run(root / str(job), ok(test, optimized_metric="val/top1", optimized_value=val), backbone="resnet50", unfreeze=0.2,
+                          seed=job)  # fmt: skip
+        (folder / "checkpoints").mkdir()
+        (folder / "checkpoints" / f"best-epoch001-val_acc{val:.4f}.ckpt").touch()
+    done = run_cli("artmove.report", str(root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert resolve_checkpoint(root).run.path == root / "1"
+    text = (root / "report.md").read_text(encoding="utf-8")
+    assert "ranked by the metric each job was selected on (`val/top1`: its `optimized_value`, highest first)" in text
+    assert f"→ marks the job `ckpt_path={root}` loads (evaluate, predict, export, demo): 1." in text
+    runs = [line for line in text.split("## Runs", 1)[1].splitlines() if line.startswith("|")][2:]  # below the header
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in runs]
+    assert [(row[0], row[1], row[9], row[10], row[11]) for row in cells] == [
+        ("→", "1", "val/top1", "0.7000", "0.5200"), ("–", "2", "val/top1", "0.6000", "0.8000"), ("–", "0", "val/top1", "0.5000", "0.5500")]
+    rows = list(csv.DictReader((root / "runs.csv").open(encoding="utf-8")))
+    assert [(r["run"], r["loaded"]) for r in rows] == [("1", "True"), ("2", "False"), ("0", "False")]
+    by_test = run_cli("artmove.report", str(root), "--metric", "test/top1", "--out", str(tmp_path / "by_test"))
+    assert by_test.returncode == 0 and "sorted by `test/top1` (the test split: choose on validation" in by_test.stdout
+    assert [r["run"] for r in csv.DictReader((tmp_path / "by_test" / "runs.csv").open(encoding="utf-8"))] == ["2", "0", "1"]
+
+
 def test_learning_curves_merge_lightning_csv_rows_per_epoch(sweep):
     assert learning_curves(sweep / "0") == {"val/top1": [(0, 0.30), (1, 0.40)], "train/loss_epoch": [(0, 2.5), (1, 2.0)]}
 

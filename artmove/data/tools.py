@@ -21,7 +21,7 @@ def load_datamodule(cfg: DictConfig) -> PaintingDataModule:
         raise ConfigError("this data set needs its location: add data.root=/path/to/the/data set.")
     datamodule = instantiate(cfg.data)
     if not isinstance(datamodule.source.split("train"), LabelledFiles):
-        raise ConfigError("this data set is generated, not read from files: choose data=rasta|wikiart|pandora|csv|folder.")
+        raise ConfigError("this data set is generated, not read from files: choose data=rasta|wikiart|pandora|csv|folder|hf.")
     return datamodule
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def display_name(name: str) -> str:
@@ -43,6 +44,37 @@ def plot_confusion_matrix(counts: np.ndarray, class_names: Sequence[str], path: 
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="share of the true class")
     ax.set_title(title or "Confusion matrix (row-normalised, % of each true class)", fontsize=10)
     return save_png(fig, path, dpi=130)
+
+
+#: A run's curves (the names its CSV logger writes), each with its panel, legend label and line style.
+RUN_CURVES = {
+    "train/loss_epoch": ("loss", "train", "-"),
+    "val/loss": ("loss", "validation", "-"),
+    "train/top1": ("accuracy", "train top-1", "-"),
+    "val/top1": ("accuracy", "validation top-1", "-"),
+    "val/top5": ("accuracy", "validation top-5", "--"),
+}
+
+
+def plot_run_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
+    """One run's loss and accuracy per epoch, training and validation, side by side (epochs counted from 1)."""
+    fig = Figure(figsize=(11, 4.2))
+    panels = dict(zip(("loss", "accuracy"), fig.subplots(1, 2)))
+    for name, (panel, label, style) in RUN_CURVES.items():
+        points = curves.get(name)
+        if points:
+            epochs, values = zip(*points)
+            panels[panel].plot([e + 1 for e in epochs], values, style, marker="o", markersize=3, label=label)
+    for name, ax in panels.items():
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    panels["accuracy"].set_ylim(-0.02, 1.02)
+    fig.suptitle(title or "Learning curves")
+    return save_png(fig, path)
 
 
 def save_png(fig: Figure, path: Path, dpi: int = 120) -> Path:

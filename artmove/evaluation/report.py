@@ -6,6 +6,12 @@ its composed config (``.hydra/config.yaml``) and ``results.json``. A failed job 
 with its error; a folder that never wrote results.json (a killed job) too. Settings run with
 several seeds are summarised as mean ± std; a setting run once shows its top-1 with the bootstrap
 95 % interval training stored (``test/top1_ci95_low``/``_high``: the test split's sampling noise).
+
+Runs are ranked by what they were selected on: each job's ``optimized_value`` (its
+``optimized_metric``, validation top-1 by default: what a sweeper optimises and what
+``ckpt_path=<sweep folder>`` picks the best job by), with the test scores beside it, never used to
+rank. The job ``ckpt_path=<sweep folder>`` loads is marked, found by the same resolution
+(``artmove.runs.checkpoints.resolve_checkpoint``), so the report and the commands cannot disagree.
 """
 
 from __future__ import annotations
@@ -23,18 +29,26 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 
+from artmove.errors import ConfigError
 from artmove.evaluation.plots import save_png
 from artmove.evaluation.tables import markdown_table, write_csv
-from artmove.runs.folder import RunFolder, find_runs
+from artmove.runs.checkpoints import resolve_checkpoint
+from artmove.runs.folder import RunFolder, find_runs, selection_direction
 
+#: Each job's value of the metric it was selected on (results.json ``optimized_value``): the default ranking.
+SELECTED = "optimized_value"
 METRICS = ("test/top1", "test/top3", "test/top5", "test/top1_macro", "best_val/top1")
+RANKINGS = (SELECTED, *METRICS)
 # A setting = everything but the seed: runs that differ only by seed are averaged together.
 SETTING = ("data", "backbone", "policy", "unfreeze", "other")
 CI95 = ("test/top1_ci95_low", "test/top1_ci95_high")
-RUN_COLUMNS = ("run", "status", *SETTING, "seed", *METRICS, *CI95, "test_artist_overlap", "weights", "epochs", "wall_time_s", "error")
-RUN_HEADERS = ("run", "status", "data", "backbone", "policy", "unfreeze", "other overrides", "seed", "top-1", "top-3", "top-5",
-               "top-1 macro", "best val top-1", "top-1 95% low", "top-1 95% high", "test images by train artists", "weights",
-               "epochs", "wall time (s)", "error")  # fmt: skip
+RUN_COLUMNS = ("loaded", "run", "status", *SETTING, "seed", "optimized_metric", SELECTED, *METRICS, *CI95, "test_artist_overlap", "weights",
+               "epochs", "wall_time_s", "error")  # fmt: skip
+RUN_HEADERS = ("ckpt_path", "run", "status", "data", "backbone", "policy", "unfreeze", "other overrides", "seed", "selected on",
+               "selected value", "test top-1", "test top-3", "test top-5", "test top-1 macro", "best val top-1", "top-1 95% low",
+               "top-1 95% high", "test images by train artists", "weights", "epochs", "wall time (s)", "error")  # fmt: skip
+#: How report.md marks the job ``ckpt_path=<sweep folder>`` loads.
+LOADED = "→"
 
 
 # --- collecting runs -------------------------------------------------------------------------
@@ -55,6 +69,9 @@ def read_run(run: RunFolder, root: Path | None = None) -> dict[str, Any]:
 
     data = results.get("data") or {}
     error = str(results.get("error") or "").strip().splitlines()
+    selected, metric = results.get(SELECTED), results.get("optimized_metric")
+    if not isinstance(selected, (int, float)) and isinstance(results.get("best_val/top1"), (int, float)):
+        selected, metric = results["best_val/top1"], "val/top1"  # written before optimized_value was
     row = {
         "run": folder.name if root is None or folder == root else os.path.relpath(folder, root),
         "status": results.get("status", "ok"),
@@ -66,10 +83,13 @@ def read_run(run: RunFolder, root: Path | None = None) -> dict[str, Any]:
         "other": " ".join(_other_overrides(run)),
         "test_artist_overlap": test_artist_overlap(results.get("artist_overlap")),
         "weights": weights_name(results.get("pretrained_cfg")),
+        "optimized_metric": metric,
+        SELECTED: selected,
         "epochs": results.get("epochs"),
         "wall_time_s": results.get("wall_time_s"),
         "error": error[0] if error else "",
         "folder": str(folder),
+        "loaded": False,
     }  # fmt: skip
     row.update({metric: results.get(metric) for metric in (*METRICS, *CI95)})
     return row
@@ -127,18 +147,33 @@ def _data_name(root: str | None, source: str | None, run: RunFolder) -> str:
 
 
 # --- tables ----------------------------------------------------------------------------------
-def sort_runs(rows: list[dict], metric: str) -> list[dict]:
-    """Best first; failed runs and runs without the metric last."""
+def sort_runs(rows: list[dict], metric: str, minimize: bool = False) -> list[dict]:
+    """Best first (the highest, or the lowest with ``minimize``); failed runs and runs without the metric last."""
+    sign = 1.0 if minimize else -1.0
 
     def key(row):
         value = row.get(metric)
         scored = row["status"] == "ok" and isinstance(value, (int, float)) and not math.isnan(value)
-        return (not scored, -(value if scored else 0.0), row["run"])
+        return (not scored, sign * (value if scored else 0.0), row["run"])
 
     return sorted(rows, key=key)
 
 
-def summarise(rows: list[dict], metric: str) -> list[dict]:
+def loaded_jobs(paths: Sequence[str | Path]) -> tuple[dict[Path, Path], list[str]]:
+    """For each path that is a sweep folder (not a run): the job ``ckpt_path=<path>`` loads, resolved as the
+    commands resolve it (``{job folder: sweep folder}``), and a line for each sweep it resolves for none."""
+    loaded, notes = {}, []
+    for path in map(Path, paths):
+        if RunFolder.is_run(path):
+            continue
+        try:
+            loaded[resolve_checkpoint(path).run.path.resolve()] = path
+        except Exception as error:  # noqa: BLE001 - the report says so and goes on: it only reads
+            notes.append(f"`ckpt_path={path}` loads no job: {error if isinstance(error, ConfigError) else f'{type(error).__name__}: {error}'}")
+    return loaded, notes
+
+
+def summarise(rows: list[dict], metric: str, minimize: bool = False) -> list[dict]:
     """Per setting (data, backbone, policy, unfreeze): mean ± std of each metric over its seeds (ok runs)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
@@ -147,14 +182,15 @@ def summarise(rows: list[dict], metric: str) -> list[dict]:
     summary = []
     for setting, members in groups.items():
         item = dict(zip(SETTING, setting), runs=len(members), seeds=" ".join(map(str, sorted((m["seed"] for m in members), key=_seed_key))))
-        for name in (*METRICS, "wall_time_s"):
+        for name in (*RANKINGS, "wall_time_s"):
             values = [m[name] for m in members if isinstance(m.get(name), (int, float))]
             item[f"{name} mean"] = statistics.fmean(values) if values else None
             item[f"{name} std"] = statistics.stdev(values) if len(values) > 1 else None
         interval = [members[0].get(key) for key in CI95]
         item["test/top1 ci95"] = interval if len(members) == 1 and None not in interval else None
         summary.append(item)
-    return sorted(summary, key=lambda s: -(s[f"{metric} mean"] if s[f"{metric} mean"] is not None else -1.0))
+    sign = 1.0 if minimize else -1.0
+    return sorted(summary, key=lambda s: (s[f"{metric} mean"] is None, sign * (s[f"{metric} mean"] or 0.0)))
 
 
 def _seed_key(seed) -> tuple:
@@ -164,6 +200,8 @@ def _seed_key(seed) -> tuple:
 def _shown(row: dict) -> dict:
     """Settings as typed (unfreeze 0.2, not 0.2000) and wall time to the tenth of a second."""
     shown = dict(row)
+    if "loaded" in row:
+        shown["loaded"] = LOADED if row["loaded"] else ""
     if isinstance(row.get("unfreeze"), float):
         shown["unfreeze"] = f"{row['unfreeze']:g}"
     if isinstance(row.get("wall_time_s"), (int, float)):
@@ -184,9 +222,10 @@ def _mean_std(item: dict, name: str) -> str:
 
 def summary_markdown(summary: list[dict]) -> str:
     rows = [{**{k: _shown(s)[k] for k in SETTING}, "runs": s["runs"], "seeds": s["seeds"],
-             **{m: _mean_std(s, m) for m in METRICS}, "wall": _mean_std(s, "wall_time_s")} for s in summary]  # fmt: skip
-    return markdown_table(rows, [*SETTING, "runs", "seeds", *METRICS, "wall"],
-                          [*SETTING[:-1], "other overrides", "runs", "seeds", "top-1", "top-3", "top-5", "top-1 macro", "best val top-1", "wall time (s)"])  # fmt: skip
+             **{m: _mean_std(s, m) for m in RANKINGS}, "wall": _mean_std(s, "wall_time_s")} for s in summary]  # fmt: skip
+    return markdown_table(rows, [*SETTING, "runs", "seeds", *RANKINGS, "wall"],
+                          [*SETTING[:-1], "other overrides", "runs", "seeds", "selected value", "test top-1", "test top-3", "test top-5",
+                           "test top-1 macro", "best val top-1", "wall time (s)"])  # fmt: skip
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -216,15 +255,16 @@ def plot_metric_vs_unfreeze(summary: list[dict], metric: str, path: Path) -> Pat
     return save_png(fig, path)
 
 
-def learning_curves(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch ``val/top1`` and ``train/loss_epoch`` (what the figure plots) from the run's csv/metrics.csv."""
+def learning_curves(folder: Path, names: Sequence[str] = ("val/top1", "train/loss_epoch")) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch values of ``names`` (by default what the sweep's figure plots) from the run's csv/metrics.csv:
+    the last value logged for each epoch, the epochs in order."""
     path = RunFolder(folder).metrics_file
     curves: dict[str, dict[int, float]] = defaultdict(dict)
     if path.is_file():
         with path.open(encoding="utf-8") as handle:
             for record in csv.DictReader(handle):
                 epoch = record.get("epoch")
-                for name in ("val/top1", "train/loss_epoch"):
+                for name in names:
                     if epoch not in (None, "") and record.get(name) not in (None, ""):
                         curves[name][int(float(epoch))] = float(record[name])
     return {name: sorted(points.items()) for name, points in curves.items()}
@@ -256,26 +296,45 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path | None:
 
 
 # --- the report ------------------------------------------------------------------------------
-def write_report(paths: Sequence[str | Path], out_dir: str | Path, metric: str = "test/top1") -> Path:
+def write_report(paths: Sequence[str | Path], out_dir: str | Path, metric: str = SELECTED) -> Path:
     """Collect every run below ``paths``; write report.md, runs.csv, settings.csv and the figures
-    into ``out_dir``; return the Markdown file's path."""
-    if metric not in METRICS:
-        raise ValueError(f"metric {metric!r}: use one of {', '.join(METRICS)}.")
+    into ``out_dir``; return the Markdown file's path. ``metric``: the ranking, by default each job's
+    value of the metric it was selected on (``optimized_value``; lowest first where the sweep minimised)."""
+    if metric not in RANKINGS:
+        raise ValueError(f"metric {metric!r}: use one of {', '.join(RANKINGS)}.")
     out = Path(out_dir)
     folders = find_runs(paths)
     root = Path(os.path.commonpath([p.resolve() for p in map(Path, paths)]))
     root = root if root.is_dir() else root.parent
-    rows = sort_runs([read_run(RunFolder(run.path.resolve()), root) for run in folders], metric)
-    summary = summarise(rows, metric)
+    runs = [RunFolder(run.path.resolve()) for run in folders]
+    scored = [run for run in runs if run.finished and isinstance(run.results.get(SELECTED), (int, float))]
+    minimize = metric == SELECTED and bool(scored) and selection_direction(scored[0]) == "minimize"  # as ckpt_path=<sweep> chooses
+    rows = [read_run(run, root) for run in runs]
+    loaded, notes = loaded_jobs(paths)
+    for row in rows:
+        row["loaded"] = Path(row["folder"]) in loaded
+    rows = sort_runs(rows, metric, minimize)
+    summary = summarise(rows, metric, minimize)
     write_csv(out / "runs.csv", rows, RUN_COLUMNS)
-    settings_columns = [*SETTING, "runs", "seeds"] + [f"{m} {s}" for m in (*METRICS, "wall_time_s") for s in ("mean", "std")]
+    settings_columns = [*SETTING, "runs", "seeds"] + [f"{m} {s}" for m in (*RANKINGS, "wall_time_s") for s in ("mean", "std")]
     write_csv(out / "settings.csv", summary, settings_columns)
-    figures = [plot_metric_vs_unfreeze(summary, metric, out / f"{metric.replace('/', '_')}_vs_unfreeze.png"),
+    figure_metric = metric if metric in METRICS else "test/top1"  # the sweep's result against unfreeze
+    figures = [plot_metric_vs_unfreeze(summary, figure_metric, out / f"{figure_metric.replace('/', '_')}_vs_unfreeze.png"),
                plot_learning_curves(rows, out / "learning_curves.png")]  # fmt: skip
     failed = sum(row["status"] != "ok" for row in rows)
+    metrics = sorted({str(row["optimized_metric"]) for row in rows if row.get("optimized_metric")})
+    if metric == SELECTED:
+        ranking = (f"ranked by the metric each job was selected on ({', '.join(f'`{m}`' for m in metrics) or 'none recorded'}: "
+                   f"its `optimized_value`, {'lowest' if minimize else 'highest'} first), as a sweeper optimises it and "
+                   "`ckpt_path=<sweep folder>` chooses; the test scores are beside it, not used to rank")  # fmt: skip
+    else:
+        ranking = f"sorted by `{metric}`" + (" (the test split: choose on validation, the default ranking)" if metric.startswith("test/") else "")
+    marks = [f"{LOADED} marks the job `ckpt_path={sweep}` loads (evaluate, predict, export, demo): "
+             f"{os.path.relpath(job, root) if job != root else job.name}." for job, sweep in loaded.items()]  # fmt: skip
     lines = [
         f"# Sweep report: {len(rows)} run(s), {failed} failed", "",
-        f"Runs under {', '.join(map(str, paths))}, sorted by `{metric}` (failed runs last).", "",
+        f"Runs under {', '.join(map(str, paths))}, {ranking} (failed runs last).", "",
+        *[line for mark in [*marks, *notes] for line in (mark, "")],
         "## Settings (mean ± std over seeds; one run: top-1 [bootstrap 95% interval])", "", summary_markdown(summary), "",
         "## Runs", "", markdown_table(map(_shown, rows), RUN_COLUMNS, RUN_HEADERS), "",
     ]  # fmt: skip

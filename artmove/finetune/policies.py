@@ -10,7 +10,7 @@ layers keep fixed statistics, and the optimizer's parameter groups.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Real
 from types import SimpleNamespace
@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import timm
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 
@@ -47,6 +47,9 @@ class FinetunePolicy:
     """
 
     name: ClassVar[str]
+    #: Settings its config node carries (``unfreeze: ${unfreeze}``) that this policy does not use: refused when
+    #: the user gives one, dropped when a preset or a default set it (:func:`drop_unused_settings`).
+    unused: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, train_bn: bool = False, freeze_norm_stats: str = "frozen"):
         if not isinstance(train_bn, bool):
@@ -185,6 +188,7 @@ class Stages(FinetunePolicy):
     """
 
     name = "stages"
+    unused = ("unfreeze",)
 
     def __init__(self, backbone: str, stages: int = 1, unfreeze: float | None = None, train_bn: bool = False,
                  freeze_norm_stats: str = "frozen"):  # fmt: skip
@@ -266,6 +270,31 @@ class Gradual(Fraction):
 def create_policy(settings: Mapping[str, Any]) -> FinetunePolicy:
     """The policy ``settings`` names (``conf/finetune``: ``{name: fraction, unfreeze: 0.2, …}``)."""
     return POLICIES.build(OmegaConf.to_container(settings, resolve=True) if OmegaConf.is_config(settings) else settings)
+
+
+def drop_unused_settings(cfg: DictConfig, given: Iterable[str] | None, say: bool = True) -> list[str]:
+    """Set to null, in ``cfg.finetune``, each setting the chosen policy does not use (:attr:`FinetunePolicy.unused`)
+    that the user did not give: a preset's or a default's value (``experiment=demo`` sets ``unfreeze=0.0``;
+    ``finetune=stages`` counts stages) is dropped with one log line, while one on the command line still
+    reaches the policy, which refuses it. ``given``: the command line's overrides (Hydra's
+    ``overrides.task``); None when unknown (a config composed in Python): nothing is dropped. ``say``: log
+    the drop (once per run: train says it, the rerun check does not). Returns the dropped keys."""
+    node = cfg.get("finetune")
+    if given is None or node is None or "_target_" in node or node.get("name") not in POLICIES.names:
+        return []
+    typed = set()
+    for override in given:
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        typed.add(key.split("@", 1)[0])
+    dropped = []
+    for key in POLICIES.get(node.name).unused:
+        value = OmegaConf.select(node, key, default=None)
+        if value is not None and key not in typed and f"finetune.{key}" not in typed:
+            node[key] = None
+            dropped.append(key)
+            (log.info if say else log.debug)("finetune=%s does not use %s: the value %s=%s, set by a preset or a default (not on the command line), "
+                     "is dropped", node.name, key, key, value)  # fmt: skip
+    return dropped
 
 
 def check_unfreeze(value) -> None:

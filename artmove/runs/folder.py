@@ -2,8 +2,9 @@
 files are read back (results.json through one schema, its saved config as data).
 
 A training run writes ``<run>/results.json``, ``checkpoints/{best-….ckpt,last.ckpt}``,
-``csv/metrics.csv``, ``.hydra/{config,overrides,hydra}.yaml``, ``train.log`` and, after a failure,
-``traceback.txt``; ``evaluate`` writes ``eval/<split>…/`` and ``export`` writes ``export/`` beside them.
+``csv/metrics.csv``, ``curves.png``, ``test_confusion_matrix.{png,csv}``, ``.hydra/{config,overrides,hydra}.yaml``,
+``train.log`` and, after a failure, ``traceback.txt``; ``evaluate`` writes ``eval/<split>…/`` and ``export``
+writes ``export/`` beside them.
 A sweep folder holds one run folder per job (``0/``, ``1/`` …). ``conf/paths/default.yaml`` spells
 the same names for the config (``tests/test_runs.py`` checks that the two agree).
 """
@@ -30,6 +31,8 @@ METRICS_FILE = "csv/metrics.csv"
 TRACEBACK_FILE = "traceback.txt"
 HYDRA_DIR = ".hydra"
 LOCK_FILE = ".lock"
+CURVES_FILE = "curves.png"
+TEST_CONFUSION_MATRIX = "test_confusion_matrix"  # .png and .csv
 
 
 class Results(TypedDict, total=False):
@@ -96,6 +99,15 @@ class RunFolder:
     @property
     def lock_file(self) -> Path:
         return self.path / LOCK_FILE
+
+    @property
+    def curves_file(self) -> Path:
+        """Loss and accuracy per epoch, written as the run ends (``artmove.training.figures``)."""
+        return self.path / CURVES_FILE
+
+    def test_confusion_matrix(self, suffix: str) -> Path:
+        """The confusion matrix of the run's final test: ``.png`` and ``.csv`` (counts)."""
+        return self.path / f"{TEST_CONFUSION_MATRIX}{suffix}"
 
     def hydra_file(self, name: str) -> Path:
         """``.hydra/<name>.yaml``: ``config`` (the composed config), ``overrides``, ``hydra``."""
@@ -197,14 +209,15 @@ class SweepFolder:
         if not scored:
             found = f"{len(jobs)} job folder(s), none finished with a score and checkpoints" if jobs else "no training run or job folders below it"
             raise ConfigError(f"ckpt_path={self.path}: {found}. {CKPT_PATH_FORMS}")
-        sign = -1 if _direction(scored[0]) == "minimize" else 1
+        sign = -1 if selection_direction(scored[0]) == "minimize" else 1
         return sorted(scored, key=lambda run: -sign * run.results["optimized_value"])
 
 
 CKPT_PATH_FORMS = "Give a .ckpt file, a training run folder (with checkpoints/) or a sweep folder (multirun)."
 
 
-def _direction(job: RunFolder) -> str:
+def selection_direction(job: RunFolder) -> str:
+    """``maximize`` or ``minimize``: how a sweep's jobs are compared on ``optimized_value`` (``best_job``, the report)."""
     hydra_file = job.hydra_file("hydra")
     if hydra_file.is_file():
         direction = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.sweeper.direction", default=None)

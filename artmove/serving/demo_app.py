@@ -174,6 +174,8 @@ PAGE = """<!doctype html>
  #facts div{background:#f3f4f6;border-radius:6px;padding:.35rem .6rem;font-size:.85rem}
  #facts span{color:#555;margin-right:.4rem}
  form{display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap;margin-bottom:1rem}
+ #drop{display:flex;gap:.8rem;align-items:center;flex-wrap:wrap;border:2px dashed #9ca3af;border-radius:8px;padding:.9rem 1rem}
+ #drop.dragging{border-color:#4f7cc1;background:#eef3fb}
  #result{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem}
  .bar{display:grid;grid-template-columns:13rem 1fr 4rem;align-items:center;gap:.5rem;margin:.3rem 0;font-size:.9rem}
  .bar b{display:block;height:1rem;background:#e5e7eb;border-radius:3px}
@@ -187,7 +189,7 @@ PAGE = """<!doctype html>
 <h1>Which art movement? <small>({title})</small></h1>
 <div id="facts">{facts}</div>
 <form id="form">
- <input type="file" id="image" name="file" accept="image/*">
+ <div id="drop"><b>Drop a painting here</b> or <input type="file" id="image" name="file" accept="image/*"></div>
  <label><input type="checkbox" id="tta"> test-time augmentation (image + mirror)</label>
  <small>JPEG, PNG, WebP…, {limits}</small>
 </form>
@@ -201,11 +203,13 @@ PAGE = """<!doctype html>
 const input = document.getElementById("image"), tta = document.getElementById("tta");
 const label = document.getElementById("label"), message = document.getElementById("message");
 const unsure = document.getElementById("unsure"), gradcam = document.getElementById("gradcam"), gradcamFigure = document.getElementById("gradcam-figure");
+const drop = document.getElementById("drop");
 const pretty = s => s.replaceAll("_", " ");
+let painting = null;  // the file chosen or dropped last: what the tta box re-sends
 async function send() {
-  if (!input.files.length) return;
+  if (!painting) return;
   const body = new FormData();
-  body.append("file", input.files[0]);
+  body.append("file", painting);
   body.append("tta", tta.checked ? "flip" : "none");
   label.dataset.state = "busy"; label.textContent = "…"; message.textContent = "";
   try {
@@ -225,8 +229,17 @@ async function send() {
     document.getElementById("topk").innerHTML = ""; gradcam.removeAttribute("src");
   }
 }
-input.addEventListener("change", send);
+input.addEventListener("change", () => { painting = input.files[0] || null; send(); });
 tta.addEventListener("change", send);
+// A painting dropped anywhere on the page takes the file button's way; the box shows where it lands.
+const dragged = e => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes("Files");
+document.addEventListener("dragover", e => { if (dragged(e)) { e.preventDefault(); drop.classList.add("dragging"); } });
+document.addEventListener("dragleave", e => { if (!e.relatedTarget) drop.classList.remove("dragging"); });
+document.addEventListener("drop", e => {
+  if (!dragged(e)) return;
+  e.preventDefault(); drop.classList.remove("dragging");
+  if (e.dataTransfer.files.length) { painting = e.dataTransfer.files[0]; input.value = ""; send(); }
+});
 </script>
 </body></html>
 """

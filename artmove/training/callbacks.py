@@ -22,7 +22,6 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from artmove.runs.folder import RunFolder
-from artmove.runs.results import job_overrides  # Hydra's record of this run's command line
 from artmove.runs.resume import RUN_RECORD
 
 log = logging.getLogger(__name__)
@@ -162,8 +161,8 @@ class CheckpointOnStop(pl.Callback):
 
 class ResumeHint(pl.Callback):
     """After Ctrl-C or a failure, one line: the command that continues the run in its own folder
-    (``hydra.run.dir=…``; ``resume=true`` then picks up its ``last.ckpt``), or that there is no
-    checkpoint to continue from yet."""
+    (``resume=<run folder>``: its saved command line, continued from its ``last.ckpt``), or that there is
+    no checkpoint to continue from yet."""
 
     def __init__(self, output_dir: str):
         self.output_dir = Path(output_dir)
@@ -175,9 +174,7 @@ class ResumeHint(pl.Callback):
         if not last.is_file():
             log.warning("stopped before the first checkpoint (%s): nothing to continue from; rerun the same command.", last)
             return
-
-        overrides = [o for o in job_overrides() if not o.startswith(("hydra.run.dir=", "resume="))]
-        command = ["python", "-m", "artmove.train", *overrides, f"hydra.run.dir={self.output_dir}"]
+        command = ["python", "-m", "artmove.train", f"resume={self.output_dir}"]
         log.warning("to continue from %s (epoch %s): %s", last.name, trainer.current_epoch, shlex.join(command))
 
 

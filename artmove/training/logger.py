@@ -152,7 +152,7 @@ class ArtmoveWandbLogger(WandbLogger):
             print(f"W&B run saved offline in {run_dir}; upload it with: wandb sync {run_dir}", flush=True)
 
 
-def _gather(pl_module: pl.LightningModule, rows: torch.Tensor) -> torch.Tensor:
+def gather_rows(pl_module: pl.LightningModule, rows: torch.Tensor) -> torch.Tensor:
     """Every rank's rows, rank 0's first (under DDP each rank tests its own, unpadded share)."""
     if pl_module.trainer.world_size == 1:
         return rows
@@ -212,7 +212,7 @@ class WandbTestReport(pl.Callback):
         num_classes = pl_module.network.num_classes
         logits = torch.cat(self._logits) if self._logits else torch.empty(0, num_classes)
         labels = torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
-        logits, labels = _gather(pl_module, logits), _gather(pl_module, labels)  # every rank takes part
+        logits, labels = gather_rows(pl_module, logits), gather_rows(pl_module, labels)  # every rank takes part
         if not trainer.is_global_zero or not len(labels):
             return
         import wandb

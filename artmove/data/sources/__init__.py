@@ -2,6 +2,7 @@
 
 from artmove.data.sources.base import PaintingSource
 from artmove.data.sources.folder import ImageFolderSplits
+from artmove.data.sources.hf import HuggingFaceDataset
 from artmove.data.sources.manifest import CsvManifest
 from artmove.data.sources.pandora import Pandora18k
 from artmove.data.sources.rasta import RastaWikiPaintings
@@ -10,6 +11,7 @@ from artmove.data.sources.wikiart import WikiArtCSV
 
 __all__ = [
     "CsvManifest",
+    "HuggingFaceDataset",
     "ImageFolderSplits",
     "Pandora18k",
     "PaintingSource",
