@@ -16,9 +16,9 @@ from artmove.evaluate import evaluate
 from artmove.evaluation.report import read_run, write_report
 from artmove.runs.folder import RunFolder
 from artmove.train import train
-from conftest import compose_config, run_cli
+from conftest import LEAN, compose_config, run_cli
 
-TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "debug=fast_dev_run", "data.batch_size=4"]
+TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "debug=fast_dev_run", "data.batch_size=4", *LEAN]
 
 
 def folder(root: Path, name_of, classes=("baroque", "cubism"), per_class=30) -> Path:

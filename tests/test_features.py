@@ -8,11 +8,12 @@ import artmove.features.datamodule as feature_datamodule
 from artmove.data.transforms import build_transforms
 from artmove.features.cache import cache_key
 from artmove.train import train
+from conftest import NO_CALIBRATION
 
 PROBE = ["backbone=tf_efficientnet_lite0", "unfreeze=0", "image_size=64", "data.batch_size=8", "data.num_workers=0",
          "data.source.train_per_class=3", "data.source.val_per_class=1", "data.source.test_per_class=2",
          "data.source.canvas_size=80", "trainer.max_epochs=2", "scheduler=none", "optimizer.lr=0.01",
-         "trainer.accelerator=cpu", "callbacks=none", "logger=csv"]  # fmt: skip
+         "trainer.accelerator=cpu", "callbacks=none", "logger=csv", *NO_CALIBRATION]  # fmt: skip
 METRICS = ("test/top1", "test/top3", "test/top5", "test/loss")
 
 

@@ -16,11 +16,11 @@ from artmove.finetune import Fraction, Gradual, Stages
 from artmove.finetune.layers import plan_stages, plan_unfreeze
 from artmove.models import create_network
 from artmove.train import build
-from conftest import classifier, sgd_steps
+from conftest import LEAN, classifier, sgd_steps
 
 TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0",
         "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=48", "optimizer.lr=0.01", "optimizer.weight_decay=0.05"]  # fmt: skip
+        "data.source.canvas_size=48", "optimizer.lr=0.01", "optimizer.weight_decay=0.05", *LEAN]  # fmt: skip
 LR = 0.01
 
 

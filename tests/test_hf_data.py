@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_config, run_cli
+from conftest import LEAN, compose_config, run_cli
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -16,7 +16,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 STYLES = ["Abstract_Expressionism", "Baroque", "Cubism", "Impressionism"]  # ClassLabel names; Baroque has no painting
 PAINTED = ["Abstract_Expressionism", "Cubism", "Impressionism"]
 ARTIST_SIZES = [6, 4, 2, 2, 1, 1]  # paintings per artist, for each painted style: small artists let val/test fill by artist
-TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4", "logger=csv"]
+TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4", "logger=csv", *LEAN]
 
 
 def wikiart_rows(styles=STYLES, painted=PAINTED):

@@ -12,9 +12,10 @@ from PIL import Image
 from artmove.errors import ConfigError
 from artmove.train import train
 from artmove.training.tune import LearningRateFinder
+from conftest import LEAN
 
 TINY = ["data.source.train_per_class=4", "data.source.val_per_class=1", "data.source.test_per_class=1", "backbone=test_resnet",
-        "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0", "tune.num_training=20"]  # fmt: skip
+        "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0", "tune.num_training=20", *LEAN]  # fmt: skip
 
 
 @pytest.mark.slow

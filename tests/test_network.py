@@ -12,11 +12,11 @@ from artmove.evaluation.gradcam import grad_cam
 from artmove.finetune import Discriminative, Fraction, Gradual, Stages
 from artmove.models import create_network, load_trained
 from artmove.models.heads import GramHead
-from conftest import classifier, run_cli, sgd_steps
+from conftest import LEAN, classifier, run_cli, sgd_steps
 
 TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0",
         "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=48", "trainer.accelerator=cpu"]  # fmt: skip
+        "data.source.canvas_size=48", "trainer.accelerator=cpu", *LEAN]  # fmt: skip
 HEADS = [{"name": "linear"}, {"name": "multiscale", "stages": 3}, {"name": "gram", "channels": 8}]
 POLICIES = {
     "fraction=0": lambda: Fraction(0),

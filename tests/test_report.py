@@ -117,6 +117,7 @@ def test_learning_curves_merge_lightning_csv_rows_per_epoch(sweep):
     assert learning_curves(sweep / "0") == {"val/top1": [(0, 0.30), (1, 0.40)], "train/loss_epoch": [(0, 2.5), (1, 2.0)]}
 
 
+@pytest.mark.slow  # three trainings: the report's table and plots are checked on hand-made run folders above
 def test_a_sweep_of_tiny_rasta_jobs_gives_the_table_and_plots(tmp_path, wikipaintings_small):
     sweep = tmp_path / "sweep"
     for job, (unfreeze, seed) in enumerate([(0.0, 1), (0.0, 2), (0.5, 1)]):

@@ -22,12 +22,12 @@ from artmove.sweeps.devices import DeviceSlots, claim_slot, gpu_slots
 from artmove.sweeps.summary import failed_jobs
 from artmove.train import train
 from artmove.training.callbacks import FailOnNonFiniteLoss, NonFiniteLossError
-from conftest import run_cli
+from conftest import LEAN, run_cli
 
 # Tiny real runs: 10 synthetic styles x 1 image per split, 32 px, a 30-layer test ResNet.
 TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4",
         "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=32"]  # fmt: skip
+        "data.source.canvas_size=32", *LEAN]  # fmt: skip
 FIXED = {override.split("=")[0] for override in TINY}
 
 
@@ -77,6 +77,7 @@ def test_failed_jobs_are_recorded_the_others_run_and_the_sweep_exits_1(tmp_path,
     assert not (tmp_path / "outputs").exists()  # everything went to the sweep's folder
 
 
+@pytest.mark.slow  # three trials
 def test_optuna_study_maximises_val_top1_offline(tmp_path, monkeypatch):
     done = sweep_cli(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "test=false", monkeypatch=monkeypatch)  # no -m: MULTIRUN
     assert done.returncode == 0, done.stderr[-3000:]

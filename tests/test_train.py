@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -9,10 +7,10 @@ from omegaconf import OmegaConf
 
 from artmove.errors import ConfigError
 from artmove.train import train
-from conftest import run_cli
+from conftest import LEAN, run_cli
 
 FAST = ["debug=fast_dev_run", "image_size=64", "data.batch_size=8",
-        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1"]  # fmt: skip
+        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1", *LEAN]  # fmt: skip
 
 
 def train_cli(*args):
@@ -36,9 +34,8 @@ def test_fast_dev_run_lite0_with_packaged_weights(compose_train, tmp_path):
 
 
 def test_the_design_card_command(tmp_path):
-    """The command users type, in a shell of its own: the one train test that starts a new interpreter."""
-    done = subprocess.run([sys.executable, "-m", "artmove.train", "backbone=resnet50", "unfreeze=0.2", "pretrained=false", *FAST,
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    """The command users type, through Hydra's command line (a new interpreter: the slow tests' one-hop run)."""
+    done = run_cli("artmove.train", "backbone=resnet50", "unfreeze=0.2", "pretrained=false", *FAST, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Top-1" in done.stdout and "Top-5" in done.stdout and f"Outputs: {tmp_path}" in done.stdout
     saved = json.loads((tmp_path / "results.json").read_text())

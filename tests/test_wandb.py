@@ -19,10 +19,10 @@ from wandb.proto import wandb_internal_pb2
 
 from artmove.train import train
 from artmove.training.logger import ArtmoveWandbLogger, choose_mode, sweep_group_and_name
-from conftest import compose_config
+from conftest import LEAN, compose_config
 
 TINY = ["backbone=resnet18", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=8",
-        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=2"]  # fmt: skip
+        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=2", *LEAN]  # fmt: skip
 
 
 def wandb_records(run_file: Path):
