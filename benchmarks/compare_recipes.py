@@ -215,13 +215,17 @@ def train(job: tuple[str, str, list[str], int], out: Path, extra: list[str], thr
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{data} / {name} / seed {seed} failed:\n{done.stderr[-3000:]}")
-    results = json.loads((folder / "results.json").read_text())
+    row = row_of(job, json.loads((folder / "results.json").read_text()), round(time.time() - started, 1))
+    print(f"{data} / {name} / seed {seed}: val {row['best_val/top1']:.3f} test {row['test/top1']:.3f} ({row['wall_time_s']:.0f} s)", flush=True)
+    return row
+
+
+def row_of(job: tuple[str, str, list[str], int], results: dict, wall_time_s: float) -> dict:
+    """The measurement's row for one run, from its results.json."""
+    data, name, overrides, seed = job
     keys = ("best_val/top1", "test/top1", "test/top3", "test/top1_macro", "test/top1_ci95_low", "test/top1_ci95_high",
             "test/num_images", "trainable_params", "epochs")  # fmt: skip
-    row = {"data": data, "name": name, "overrides": overrides, "seed": seed, **{k: results.get(k) for k in keys}}
-    print(f"{data} / {name} / seed {seed}: val {row['best_val/top1']:.3f} test {row['test/top1']:.3f} "
-          f"({time.time() - started:.0f} s)", flush=True)  # fmt: skip
-    return {**row, "wall_time_s": round(time.time() - started, 1)}
+    return {"data": data, "name": name, "overrides": overrides, "seed": seed, **{k: results.get(k) for k in keys}, "wall_time_s": wall_time_s}
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, dict]]:

@@ -25,9 +25,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from artmove.utils.io import write_json
 from benchmarks import DATA
-from benchmarks.compare_recipes import DATA_SETS, REPO, SETTINGS, run_dir
+from benchmarks.compare_recipes import DATA_SETS, REPO, SETTINGS, row_of, run_dir
 from benchmarks.compare_recipes import main as render_recipes
 from benchmarks.compare_recipes import train as train_setting
 from benchmarks.run import machine
@@ -42,11 +44,32 @@ TRUST_KEYS = ("test/top1", "test/top5", "test/ece", "test/nll", "test/ece_uncali
               "test/abstain_coverage", "test/abstain_top1", "calibration", "abstain")  # fmt: skip
 
 
-def train(job: tuple[str, str, list[str], int], out: Path, extra: list[str], threads: int, accelerator: str) -> dict:
-    """compare_recipes' run, plus what calibration and the threshold left in its results.json."""
-    row = train_setting(job, out, extra, threads, accelerator)
-    results = json.loads((run_dir(out, job[0], job[1], job[3]) / "results.json").read_text())
+def train(job: tuple[str, str, list[str], int], out: Path, extra: list[str], threads: int, accelerator: str, keep_finished: bool) -> dict:
+    """compare_recipes' run, plus what calibration and the threshold left in its results.json. With
+    ``keep_finished``, a run folder that already holds a finished, calibrated run of this job is read, not retrained."""
+    folder = run_dir(out, job[0], job[1], job[3])
+    results = finished(folder, job, extra, accelerator) if keep_finished else None
+    if results is not None:
+        row = row_of(job, results, results.get("wall_time_s"))
+        print(f"{job[0]} / {job[1]} / seed {job[3]}: kept the finished run in {folder}", flush=True)
+    else:
+        row = train_setting(job, out, extra, threads, accelerator)
+        results = json.loads((folder / "results.json").read_text())
     return {**row, **{key: results.get(key) for key in TRUST_KEYS}}
+
+
+def finished(folder: Path, job: tuple[str, str, list[str], int], extra: list[str], accelerator: str) -> dict | None:
+    """The run's results.json when it finished calibrated with the very command this job gives, else None."""
+    data, _, overrides, seed = job
+    try:
+        results = json.loads((folder / "results.json").read_text())
+        given = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    command = [*DATA_SETS[data], f"data.root={DATA / data}", *overrides, f"seed={seed}", f"trainer.accelerator={accelerator}", *extra]
+    if results.get("status") != "ok" or "calibration" not in results or given != command:
+        return None
+    return results
 
 
 def evaluate(checkpoints: list[Path], folder: Path, threads: int, device: str) -> dict:
@@ -200,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "recipes.md")
     parser.add_argument("--render", action="store_true", help="only rewrite the doc from the results JSONs")
+    parser.add_argument("--keep-finished", action="store_true",
+                        help="read a run that already finished in --out with the same command instead of training it again (continue a measurement)")
     args = parser.parse_args(argv)
     if not args.render:
         missing = [name for name in args.data if not (DATA / name).is_dir()]
@@ -212,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         lock = threading.Lock()
 
         def run_and_keep(job):  # each finished run is saved at once: a later failure loses nothing
-            row = train(job, args.out, args.extra, args.threads, args.accelerator)
+            row = train(job, args.out, args.extra, args.threads, args.accelerator, args.keep_finished)
             with lock:
                 record["runs"].append(row)
                 record["runs"].sort(key=lambda r: (args.data.index(r["data"]), args.settings.index(r["name"]), r["seed"]))
