@@ -81,6 +81,10 @@ def test_compare_trust_smoke(tmp_path, wikiart_sample):
     assert '## Calibrated probabilities, "not sure", and the ensemble of a sweep\'s seeds' in doc and "**Reduced scale**" in doc
     assert f"| ensemble of 2 | {ensemble['ensemble']['test/top1']:.3f} |" in doc
     assert "## Measured at full scale" in doc  # the rest of the doc, rendered as before
+    again = subprocess.run([*command, "--keep-finished"], capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("kept the finished run") == 2  # read, not trained again
+    assert json.loads((tmp_path / "trust.json").read_text())["runs"] == record["runs"]
 
 
 def test_the_trust_section_judges_the_targets(tmp_path):
