@@ -8,7 +8,7 @@ from pytorch_lightning.loggers import Logger
 
 import artmove.conf
 from artmove.train import build, train
-from conftest import compose_config
+from conftest import LEAN, compose_config
 
 CONF = Path(artmove.conf.__file__).parent
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))
@@ -70,7 +70,7 @@ def test_every_config_option_is_built(compose_train, group, option, wikipainting
         # Every object of a run built and used for one batch: policy, head, optimizer, scheduler, feature cache.
         tiny = [] if option == "demo" else ["backbone=test_resnet", "pretrained=false", "image_size=32"]
         tiny += ["unfreeze=0"] if option == "cached" else []
-        cfg = compose_train(*overrides, *tiny, "debug=fast_dev_run", "data.source.train_per_class=1",
+        cfg = compose_train(*overrides, *tiny, *LEAN, "debug=fast_dev_run", "data.source.train_per_class=1",
                             "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=48",
                             f"++features.cache_dir={tmp_path / 'features'}" if option == "cached" else "seed=42")  # fmt: skip
         results = train(cfg)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_sweeps import TINY
+from test_sweeps import TINY_RUN
 
 from artmove.models import load_trained
 from artmove.models.calibration import (
@@ -76,7 +76,7 @@ def sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trust") / "sweep"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder.parent)
-        done = run_cli("artmove.train", "-m", *TINY, f"hydra.sweep.dir={folder}", "seed=1,2")
+        done = run_cli("artmove.train", "-m", *TINY_RUN, f"hydra.sweep.dir={folder}", "seed=1,2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Calibration: ECE") == 2 and "raw logits: ECE" in done.stdout  # the run's own test table
     return folder
