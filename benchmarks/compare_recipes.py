@@ -338,19 +338,23 @@ def render(sections: list[tuple[dict, Path]], trust: Path | None = None) -> str:
                            trust=calibrated + "\n\n" if calibrated else "")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_measurement_arguments(parser: argparse.ArgumentParser, out: Path, settings: list[str] | None, settings_help: str, results: Path) -> None:
+    """What every measurement here takes: seeds, data sets, settings, overrides for every run, how runs share the machine, where they go."""
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--data", nargs="+", choices=list(DATA_SETS), default=list(DATA_SETS))
-    parser.add_argument("--settings", nargs="+", choices=[name for name, _ in SETTINGS], metavar="NAME",
-                        help="only these settings (default: all)")  # fmt: skip
+    parser.add_argument("--settings", nargs="+", choices=[name for name, _ in SETTINGS], default=settings, metavar="NAME", help=settings_help)
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every run, e.g. --set trainer.max_epochs=2 (a reduced scale, stated in the doc)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (a GPU or many cores)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--accelerator", default="cpu", help="trainer.accelerator of every run (cpu, gpu, auto)")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "recipes", help="where the runs go")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=out, help="where the runs go")
+    parser.add_argument("--results", type=Path, default=results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_measurement_arguments(parser, REPO / "outputs" / "recipes", None, "only these settings (default: all)", RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--also", type=Path, nargs="*", default=[REDUCED], metavar="RESULTS",
                         help="results files shown in the doc beside this one (default: the reduced-scale variants)")  # fmt: skip

@@ -29,7 +29,7 @@ import yaml
 
 from artmove.utils.io import write_json
 from benchmarks import DATA
-from benchmarks.compare_recipes import DATA_SETS, REPO, SETTINGS, row_of, run_dir
+from benchmarks.compare_recipes import DATA_SETS, REPO, SETTINGS, add_measurement_arguments, row_of, run_dir
 from benchmarks.compare_recipes import main as render_recipes
 from benchmarks.compare_recipes import train as train_setting
 from benchmarks.run import machine
@@ -210,17 +210,8 @@ def doc_section(results: Path = RESULTS) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--data", nargs="+", choices=list(DATA_SETS), default=list(DATA_SETS))
-    parser.add_argument("--settings", nargs="+", choices=[name for name, _ in SETTINGS], default=list(TRUSTED), metavar="NAME",
-                        help=f"settings to train (default: {', '.join(TRUSTED)}); the seeds of '{ENSEMBLED}' are ensembled")  # fmt: skip
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override for every run, e.g. --set trainer.max_epochs=2 (a reduced scale, stated in the doc)")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (a GPU or many cores)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
-    parser.add_argument("--accelerator", default="cpu", help="trainer.accelerator of every run (cpu, gpu, auto)")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "trust", help="where the runs go")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    add_measurement_arguments(parser, REPO / "outputs" / "trust", list(TRUSTED),
+                              f"settings to train (default: {', '.join(TRUSTED)}); the seeds of '{ENSEMBLED}' are ensembled", RESULTS)
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "recipes.md")
     parser.add_argument("--render", action="store_true", help="only rewrite the doc from the results JSONs")
     parser.add_argument("--keep-finished", action="store_true",
