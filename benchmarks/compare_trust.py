@@ -84,20 +84,18 @@ def evaluate(checkpoints: list[Path], folder: Path, threads: int, device: str) -
     return {key: metrics.get(key) for key in ("test/top1", "test/top5", "test/ece", "test/nll", "test/num_images")}
 
 
-def ensembles(record: dict, out: Path, threads: int, device: str) -> list[dict]:
-    """Per data set: each seed of the ensembled setting evaluated alone, and all of them as one ensemble."""
-    rows = []
-    for data in record["data"]:
-        seeds = sorted(r["seed"] for r in record["runs"] if r["data"] == data and r["name"] == ENSEMBLED)
-        if len(seeds) < 2:
-            continue
-        runs = [run_dir(out, data, ENSEMBLED, seed) for seed in seeds]
-        singles = [evaluate([run], run / "eval" / "test", threads, device) for run in runs]
-        together = evaluate(runs, out / data / "ensemble" / "-".join(map(str, seeds)), threads, device)
-        rows.append({"data": data, "setting": ENSEMBLED, "seeds": seeds, "singles": singles, "ensemble": together})
-        print(f"{data}: ensemble of {len(seeds)} {ENSEMBLED} seeds: top-1 {together['test/top1']:.3f} against "
-              f"{statistics.fmean(s['test/top1'] for s in singles):.3f} for the mean single seed", flush=True)  # fmt: skip
-    return rows
+def ensemble(record: dict, data: str, out: Path, threads: int, device: str) -> dict | None:
+    """One data set: each seed of the ensembled setting evaluated alone, and all of them as one ensemble
+    (None: fewer than two seeds)."""
+    seeds = sorted(r["seed"] for r in record["runs"] if r["data"] == data and r["name"] == ENSEMBLED)
+    if len(seeds) < 2:
+        return None
+    runs = [run_dir(out, data, ENSEMBLED, seed) for seed in seeds]
+    singles = [evaluate([run], run / "eval" / "test", threads, device) for run in runs]
+    together = evaluate(runs, out / data / "ensemble" / "-".join(map(str, seeds)), threads, device)
+    print(f"{data}: ensemble of {len(seeds)} {ENSEMBLED} seeds: top-1 {together['test/top1']:.3f} against "
+          f"{statistics.fmean(s['test/top1'] for s in singles):.3f} for the mean single seed", flush=True)  # fmt: skip
+    return {"data": data, "setting": ENSEMBLED, "seeds": seeds, "singles": singles, "ensemble": together}
 
 
 # --- the doc section ---------------------------------------------------------------------------------
@@ -178,7 +176,14 @@ def verdict(record: dict) -> str:
             gain = 100 * (row["ensemble"]["test/top1"] - _mean([s["test/top1"] for s in row["singles"]]))
             bar = f": {'meets' if gain >= ENSEMBLE_TARGET_POINTS else 'misses'} the target (>= +{ENSEMBLE_TARGET_POINTS} points)" if data == "wikiart_sample" else ""
             lines.append(f"- {data}: the ensemble of {len(row['seeds'])} {row['setting']} seeds vs the mean single seed: {gain:+.1f} points test top-1{bar}.")
-    if lines and (record["extra"] or len(record["seeds"]) < 3):
+    unfinished = [(data, name, sum(r["data"] == data and r["name"] == name for r in record["runs"]))
+                  for data in record["data"] for name in record.get("settings", TRUSTED)]  # fmt: skip
+    for data, name, measured in unfinished:
+        if measured < len(record["seeds"]):
+            lines.append(f"- {data}, {name}: {measured} of {len(record['seeds'])} seeds measured so far; the command above with "
+                         "`--keep-finished` continues the measurement.")  # fmt: skip
+    incomplete = any(measured < len(record["seeds"]) for _, _, measured in unfinished)
+    if lines and (record["extra"] or len(record["seeds"]) < 3 or incomplete):
         lines.append("- At this scale these numbers are indicative only: the targets are judged on the full measurement (3 seeds, full scale).")
     return "\n".join(lines)
 
@@ -221,11 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         missing = [name for name in args.data if not (DATA / name).is_dir()]
         if missing:
             raise SystemExit(f"{', '.join(missing)} not found in {DATA}: set ARTMOVE_DATA to the folder holding them.")
-        chosen = [(name, overrides) for name, overrides in SETTINGS if name in args.settings]
-        jobs = [(data, name, overrides, seed) for data in args.data for name, overrides in chosen for seed in args.seeds]
+        chosen = [(name, overrides) for name in args.settings for known, overrides in SETTINGS if known == name]  # in the order given
         record = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seeds": args.seeds, "data": args.data, "settings": args.settings,
-                  "extra": args.extra, "jobs": args.jobs, "threads": args.threads, "accelerator": args.accelerator, "runs": []}  # fmt: skip
+                  "extra": args.extra, "jobs": args.jobs, "threads": args.threads, "accelerator": args.accelerator, "runs": [],
+                  "ensembles": []}  # fmt: skip
         lock = threading.Lock()
+        device = "cuda" if args.accelerator == "gpu" else "cpu" if args.accelerator == "cpu" else "auto"
 
         def run_and_keep(job):  # each finished run is saved at once: a later failure loses nothing
             row = train(job, args.out, args.extra, args.threads, args.accelerator, args.keep_finished)
@@ -234,11 +240,13 @@ def main(argv: list[str] | None = None) -> None:
                 record["runs"].sort(key=lambda r: (args.data.index(r["data"]), args.settings.index(r["name"]), r["seed"]))
                 write_json(args.results, record)
 
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(run_and_keep, jobs))
-        device = "cuda" if args.accelerator == "gpu" else "cpu" if args.accelerator == "cpu" else "auto"
-        record["ensembles"] = ensembles(record, args.out, args.threads, device)
-        write_json(args.results, record)
+        for data in args.data:  # a data set's runs, then its ensemble, saved before the next set starts
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                list(pool.map(run_and_keep, [(data, name, overrides, seed) for name, overrides in chosen for seed in args.seeds]))
+            row = ensemble(record, data, args.out, args.threads, device)
+            if row is not None:
+                record["ensembles"].append(row)
+                write_json(args.results, record)
     render_recipes(["--render", "--doc", str(args.doc), "--trust", str(args.results)])
 
 

@@ -109,3 +109,7 @@ def test_the_trust_section_judges_the_targets(tmp_path):
     assert "- wikiart_sample: the ensemble of 3 recipe seeds vs the mean single seed: +3.0 points test top-1: meets the target" in section
     assert "| ensemble − mean single seed | +3.0 points | +3.0 points | -0.0100 |" in section
     assert "indicative only" not in section and doc_section(tmp_path / "absent.json") == ""
+    record["runs"].pop()  # a measurement stopped before its last seed says so
+    (tmp_path / "trust.json").write_text(json.dumps(record))
+    section = doc_section(tmp_path / "trust.json")
+    assert "- wikiart_sample, recipe: 2 of 3 seeds measured so far" in section and "indicative only" in section
