@@ -16,6 +16,7 @@ from artmove.models import load_trained
 from artmove.models.calibration import (
     accuracy_at_coverage,
     calibration_scores,
+    ece_sampling_floor,
     expected_calibration_error,
     fit_temperature,
     kept_at,
@@ -282,3 +283,14 @@ def test_bad_trust_settings_stop_in_one_line_before_compute(tmp_path):
         done = run_cli(module, "ckpt_path=absent" if module.endswith("evaluate") else "pretrained=false", setting,
                        f"hydra.run.dir={tmp_path / setting.split('=')[0]}")  # fmt: skip
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (setting, done.stderr[-2000:])
+
+
+def test_the_ece_floor_of_a_calibrated_model_shrinks_with_the_number_of_images():
+    """A model whose confidences are right on average still shows an ECE on few images; that floor falls as 1/sqrt(n)."""
+    generator = torch.Generator().manual_seed(0)
+    floors = []
+    for images in (200, 3200):
+        probs = torch.softmax(3 * torch.randn(images, 11, generator=generator), 1)
+        floors.append(ece_sampling_floor(probs, draws=50))
+    assert 0.02 < floors[0] < 0.12 and floors[1] < floors[0] / 2.5
+    assert math.isnan(ece_sampling_floor(torch.empty(0, 11)))
