@@ -25,7 +25,14 @@ from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
 from artmove.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_selective
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, views_transform
-from artmove.models.calibration import accuracy_at_coverage, calibration_scores, check_threshold, kept_at, threshold_for_target
+from artmove.models.calibration import (
+    accuracy_at_coverage,
+    calibration_scores,
+    check_threshold,
+    ece_reference,
+    kept_at,
+    threshold_for_target,
+)
 from artmove.models.ensemble import TrainedEnsemble, load_model
 from artmove.models.preprocessing import check_image_size
 from artmove.runs.checkpoints import ensemble_size, evaluation_folder, resolve_checkpoints
@@ -91,9 +98,11 @@ def describe_model(trained) -> dict:
 
 
 def trust_results(trained, probs, labels, split: str, tta: str, threshold: dict | None, target: float | None) -> dict:
-    """ECE and NLL (and of the raw logits, for one calibrated network without TTA), the selective table,
+    """ECE (with what a calibrated model would show on these images) and NLL (and of the raw logits, for one
+    calibrated network without TTA), the selective table,
     the coverage and top-1 at the threshold in force, and the threshold this split would choose for ``target``."""
     results = {f"{split}/{key}": value for key, value in calibration_scores(probs, labels).items()}
+    results.update({f"{split}/{key}": value for key, value in ece_reference(probs, labels).items()})
     temperature = None if isinstance(trained, TrainedEnsemble) else float(trained.network.temperature)
     if trained.calibration:
         results["calibration"] = trained.calibration

@@ -4,18 +4,18 @@ For each data set (wikiart_sample, wikipaintings_small on ARTMOVE_DATA) and seed
 (`experiment=paintings`) and plain `unfreeze=0.2` as benchmarks.compare_recipes does (with today's
 defaults: `calibrate=true abstain_target=0.9`), then reads each run's results.json: the temperature
 fitted on validation, test ECE and NLL of the raw logits and of the calibrated ones, and the test
-coverage and top-1 of the answers at or above the "not sure" threshold chosen on validation. Then
-`python -m artmove.evaluate` scores each recipe seed and the ensemble of all of them
-(`ckpt_path=[seed1,seed2,…]`) on the test split: top-1, top-5 and ECE of the ensemble against the
-mean single seed. Writes benchmarks/results/trust.json, and its section of docs/recipes.md through
-benchmarks.compare_recipes (nothing in it is typed by hand). `--set KEY=VALUE` adds overrides to every
+coverage and top-1 of the answers at or above the "not sure" threshold chosen on validation.
+`python -m artmove.evaluate` scores each run on the test split (its ECE beside what a perfectly
+calibrated model would show on those images: `ece_floor`, `ece_p`), and the ensemble of the recipe's
+seeds (`ckpt_path=[seed1,seed2,…]`): top-1, top-5 and ECE of the ensemble against the mean single seed.
+Writes benchmarks/results/trust.json, and its section of docs/recipes.md through benchmarks.compare_recipes
+(nothing in it is typed by hand). `--set KEY=VALUE` adds overrides to every
 run (a reduced scale, stated in the doc).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -26,10 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
 import yaml
 
-from artmove.models.calibration import ece_sampling_floor
 from artmove.utils.io import write_json
 from benchmarks import DATA
 from benchmarks.compare_recipes import DATA_SETS, REPO, SETTINGS, add_measurement_arguments, row_of, run_dir
@@ -45,20 +43,32 @@ SEEDS = (1, 2, 3)
 ECE_TARGET, ENSEMBLE_TARGET_POINTS = 0.03, 1.5
 TRUST_KEYS = ("test/top1", "test/top5", "test/ece", "test/nll", "test/ece_uncalibrated", "test/nll_uncalibrated",
               "test/abstain_coverage", "test/abstain_top1", "calibration", "abstain")  # fmt: skip
+#: What `evaluate` adds to each run: a perfectly calibrated model's mean ECE on these images, and the share of its draws at or above the ECE.
+REFERENCE_KEYS = ("test/ece_floor", "test/ece_p")
+#: An ECE whose ece_p is at least this is one a calibrated model shows on this split.
+CONSISTENT_P = 0.05
 
 
 def train(job: tuple[str, str, list[str], int], out: Path, extra: list[str], threads: int, accelerator: str, keep_finished: bool) -> dict:
-    """compare_recipes' run, plus what calibration and the threshold left in its results.json. With
-    ``keep_finished``, a run folder that already holds a finished, calibrated run of this job is read, not retrained."""
+    """compare_recipes' run, plus what calibration and the threshold left in its results.json, and its ECE's
+    reference from `evaluate` on the test split. With ``keep_finished``, a run folder that already holds a
+    finished, calibrated run of this job is read, not retrained (and its evaluation, when it has one, kept)."""
     folder = run_dir(out, job[0], job[1], job[3])
+    evaluated = folder / "eval" / "test"
     results = finished(folder, job, extra, accelerator) if keep_finished else None
-    if results is not None:
-        row = row_of(job, results, results.get("wall_time_s"))
+    scores = None
+    if results is not None:  # kept, with its evaluation when it has one
+        row, scores = row_of(job, results, results.get("wall_time_s")), evaluated_scores(evaluated)
         print(f"{job[0]} / {job[1]} / seed {job[3]}: kept the finished run in {folder}", flush=True)
     else:
         row = train_setting(job, out, extra, threads, accelerator)
         results = json.loads((folder / "results.json").read_text())
-    return {**row, **{key: results.get(key) for key in TRUST_KEYS}}
+    scores = scores or evaluate([folder], evaluated, threads, device_of(accelerator))
+    return {**row, **{key: results.get(key) for key in TRUST_KEYS}, **{key: scores.get(key) for key in REFERENCE_KEYS}}
+
+
+def device_of(accelerator: str) -> str:
+    return "cuda" if accelerator == "gpu" else "cpu" if accelerator == "cpu" else "auto"
 
 
 def finished(folder: Path, job: tuple[str, str, list[str], int], extra: list[str], accelerator: str) -> dict | None:
@@ -76,31 +86,36 @@ def finished(folder: Path, job: tuple[str, str, list[str], int], extra: list[str
 
 
 def evaluate(checkpoints: list[Path], folder: Path, threads: int, device: str) -> dict:
-    """`python -m artmove.evaluate` of one run or of the ensemble of several, on its test split: metrics.json."""
+    """`python -m artmove.evaluate` of one run or of the ensemble of several, on its test split: its scores."""
     target = f"ckpt_path={checkpoints[0]}" if len(checkpoints) == 1 else "ckpt_path=[" + ",".join(f"'{path}'" for path in checkpoints) + "]"
     command = [sys.executable, "-m", "artmove.evaluate", target, "split=test", f"device={device}", f"hydra.run.dir={folder}"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     if done.returncode != 0:
         raise SystemExit(f"evaluate {target} failed:\n{done.stderr[-3000:]}")
-    metrics = json.loads((folder / "metrics.json").read_text())
-    scores = {key: metrics.get(key) for key in ("test/top1", "test/top5", "test/ece", "test/nll", "test/num_images")}
-    with (folder / "probabilities.csv").open(encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    classes = [name for name in rows[0] if name not in ("path", "true")] if rows else []
-    probs = torch.tensor([[float(row[name]) for name in classes] for row in rows])
-    return {**scores, "test/ece_floor": ece_sampling_floor(probs)}
+    return evaluated_scores(folder)
+
+
+def evaluated_scores(folder: Path) -> dict | None:
+    """What an evaluation folder's metrics.json says of the test split (None: no evaluation with the ECE's reference there)."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if any(key not in metrics for key in REFERENCE_KEYS):
+        return None
+    return {key: metrics.get(key) for key in ("test/top1", "test/top5", "test/ece", "test/nll", "test/num_images", *REFERENCE_KEYS)}
 
 
 def ensemble(record: dict, data: str, out: Path, threads: int, device: str) -> dict | None:
-    """One data set: each seed of the ensembled setting evaluated alone, and all of them as one ensemble
-    (None: fewer than two seeds)."""
-    seeds = sorted(r["seed"] for r in record["runs"] if r["data"] == data and r["name"] == ENSEMBLED)
-    if len(seeds) < 2:
+    """One data set: all seeds of the ensembled setting as one ensemble, against each alone (None: fewer than two seeds)."""
+    rows = sorted((r for r in record["runs"] if r["data"] == data and r["name"] == ENSEMBLED), key=lambda r: r["seed"])
+    if len(rows) < 2:
         return None
-    runs = [run_dir(out, data, ENSEMBLED, seed) for seed in seeds]
-    singles = [evaluate([run], run / "eval" / "test", threads, device) for run in runs]
-    together = evaluate(runs, out / data / "ensemble" / "-".join(map(str, seeds)), threads, device)
+    seeds = [r["seed"] for r in rows]
+    singles = [{key: r.get(key) for key in ("test/top1", "test/top5", "test/ece", *REFERENCE_KEYS)} for r in rows]
+    members = [run_dir(out, data, ENSEMBLED, seed) for seed in seeds]
+    together = evaluate(members, out / data / "ensemble" / "-".join(map(str, seeds)), threads, device)
     print(f"{data}: ensemble of {len(seeds)} {ENSEMBLED} seeds: top-1 {together['test/top1']:.3f} against "
           f"{statistics.fmean(s['test/top1'] for s in singles):.3f} for the mean single seed", flush=True)  # fmt: skip
     return {"data": data, "setting": ENSEMBLED, "seeds": seeds, "singles": singles, "ensemble": together}
@@ -116,8 +131,9 @@ with today's defaults `calibrate=true abstain_target=0.9`: when training ends, a
 on the validation split (LBFGS on the NLL) and the "not sure" threshold is chosen there (the lowest top-1
 probability at which the answers kept reach top-1 0.9); both are then measured on the test split. ECE:
 15 equal-width bins of top-1 confidence. ECE is biased upwards on a split of a few hundred images: the
-ECE floor is the mean ECE a perfectly calibrated model with the same confidences would show there
-(each answer drawn right with probability its confidence, 500 draws; `artmove.models.calibration.ece_sampling_floor`).
+ECE floor is the mean ECE a perfectly calibrated model with the same confidences would show there (each
+answer drawn right with probability its confidence, 1,000 draws), and a seed is consistent with calibration
+when at least {consistent_p:.0%} of those draws reach its ECE (`ece_p` in `evaluate`'s metrics.json; docs/evaluation.md).
 Mean ± std over seeds {seeds} ({machine}; {date}).
 
 {tables}
@@ -139,21 +155,29 @@ def _mean(values: list[float | None]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _consistent(rows: list[dict]) -> str:
+    """How many seeds' test ECE a perfectly calibrated model shows on their images (ece_p >= CONSISTENT_P)."""
+    measured = [r["test/ece_p"] for r in rows if r.get("test/ece_p") is not None]
+    return f"{sum(p >= CONSISTENT_P for p in measured)} of {len(measured)}" if measured else "–"
+
+
 def tables(record: dict) -> str:
     parts = []
     for data in record["data"]:
         runs = [r for r in record["runs"] if r["data"] == data]
         if not runs:
             continue
-        lines = [f"### {data}", "", "| setting | seeds | temperature | test ECE, raw logits | test ECE, calibrated | test NLL, raw | "
-                 "test NLL, calibrated | not sure below p (chosen on val) | val coverage | test coverage | test top-1 of the kept | test top-1, all |",
-                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        lines = [f"### {data}", "", "| setting | seeds | temperature | test ECE, raw logits | test ECE, calibrated | ECE floor (calibrated model, "
+                 "same images) | seeds consistent with calibration | test NLL, raw | test NLL, calibrated | not sure below p (chosen on val) | "
+                 "val coverage | test coverage | test top-1 of the kept | test top-1, all |",
+                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for name in [n for n, _ in SETTINGS if any(r["name"] == n for r in runs)]:
             rows = [r for r in runs if r["name"] == name]
             temperatures = [(r.get("calibration") or {}).get("temperature") for r in rows]
             abstain = [r.get("abstain") or {} for r in rows]
-            cells = [_mean_std(temperatures), *(_mean_std([r.get(k) for r in rows], 4) for k in ("test/ece_uncalibrated", "test/ece",
-                     "test/nll_uncalibrated", "test/nll")), _mean_std([a.get("threshold") for a in abstain]),
+            cells = [_mean_std(temperatures), *(_mean_std([r.get(k) for r in rows], 4) for k in ("test/ece_uncalibrated", "test/ece", "test/ece_floor")),
+                     _consistent(rows), *(_mean_std([r.get(k) for r in rows], 4) for k in ("test/nll_uncalibrated", "test/nll")),
+                     _mean_std([a.get("threshold") for a in abstain]),
                      _mean_std([a.get("val/coverage") for a in abstain], 1, 100) + " %", _mean_std([r.get("test/abstain_coverage") for r in rows], 1, 100) + " %",
                      _mean_std([r.get("test/abstain_top1") for r in rows]), _mean_std([r.get("test/top1") for r in rows])]  # fmt: skip
             lines.append(f"| {name} | {' '.join(str(r['seed']) for r in rows)} | " + " | ".join(cells) + " |")
@@ -179,12 +203,18 @@ def verdict(record: dict) -> str:
     lines = []
     for data in record["data"]:
         for name in TRUSTED:
-            ece = _mean([r.get("test/ece") for r in record["runs"] if r["data"] == data and r["name"] == name])
-            raw = _mean([r.get("test/ece_uncalibrated") for r in record["runs"] if r["data"] == data and r["name"] == name])
+            rows = [r for r in record["runs"] if r["data"] == data and r["name"] == name]
+            ece, raw, floor = (_mean([r.get(key) for r in rows]) for key in ("test/ece", "test/ece_uncalibrated", "test/ece_floor"))
             if ece is not None:
                 met = "meets" if ece <= ECE_TARGET else "misses"
                 before = f" (raw logits: {raw:.4f})" if raw is not None else ""
-                lines.append(f"- {data}, {name}: mean test ECE after temperature scaling {ece:.4f}{before}: {met} the target (<= {ECE_TARGET}).")
+                line = f"- {data}, {name}: mean test ECE after temperature scaling {ece:.4f}{before}: {met} the target (<= {ECE_TARGET})."
+                if floor is not None:
+                    images = _mean([r.get("test/num_images") for r in rows])
+                    below = ": the target is below what this split can show" if floor > ECE_TARGET else ""
+                    line += (f" A perfectly calibrated model with the same confidences shows {floor:.4f} on these {images:.0f} test images{below};"
+                             f" {_consistent(rows)} seeds are consistent with calibration.")  # fmt: skip
+                lines.append(line)
         for row in (r for r in record.get("ensembles", []) if r["data"] == data):
             gain = 100 * (row["ensemble"]["test/top1"] - _mean([s["test/top1"] for s in row["singles"]]))
             bar = f": {'meets' if gain >= ENSEMBLE_TARGET_POINTS else 'misses'} the target (>= +{ENSEMBLE_TARGET_POINTS} points)" if data == "wikiart_sample" else ""
@@ -220,7 +250,7 @@ def doc_section(results: Path = RESULTS) -> str:
     scale = ("Full scale: every setting as its preset or today's defaults say." if not extra else
              f"**Reduced scale** (`{' '.join(extra)}` on every run): the numbers are indicative only.")  # fmt: skip
     m = record["machine"]
-    return SECTION.format(command=command_line(record, results), scale=scale, accelerator=record["accelerator"],
+    return SECTION.format(command=command_line(record, results), scale=scale, consistent_p=CONSISTENT_P, accelerator=record["accelerator"],
                           extra="".join(f" {o}" for o in extra), seeds=", ".join(map(str, record["seeds"])), date=record["date"],
                           machine=f"{m['cpu_count']} CPUs, {record['threads']} torch thread(s) per run, {record['jobs']} run(s) at a time"
                           + (f", {m['cuda']}" if m.get("cuda") else ""), tables=tables(record), verdict=verdict(record))  # fmt: skip
@@ -244,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
                   "extra": args.extra, "jobs": args.jobs, "threads": args.threads, "accelerator": args.accelerator, "runs": [],
                   "ensembles": []}  # fmt: skip
         lock = threading.Lock()
-        device = "cuda" if args.accelerator == "gpu" else "cpu" if args.accelerator == "cpu" else "auto"
+        device = device_of(args.accelerator)
 
         def run_and_keep(job):  # each finished run is saved at once: a later failure loses nothing
             row = train(job, args.out, args.extra, args.threads, args.accelerator, args.keep_finished)

@@ -93,8 +93,9 @@ def test_compare_trust_smoke(tmp_path, wikiart_sample):
 def test_the_trust_section_judges_the_targets(tmp_path):
     from benchmarks.compare_trust import doc_section
 
-    def run(name, seed, ece, raw):
+    def run(name, seed, ece, raw, floor=None, p=None):
         return {"data": "wikiart_sample", "name": name, "seed": seed, "test/top1": 0.7, "test/ece": ece, "test/ece_uncalibrated": raw,
+                "test/ece_floor": floor, "test/ece_p": p, "test/num_images": 440,
                 "test/nll": 1.0, "test/nll_uncalibrated": 1.1, "test/abstain_coverage": 0.5, "test/abstain_top1": 0.9,
                 "calibration": {"temperature": 1.2}, "abstain": {"threshold": 0.6, "val/coverage": 0.4}}  # fmt: skip
 
@@ -113,3 +114,11 @@ def test_the_trust_section_judges_the_targets(tmp_path):
     (tmp_path / "trust.json").write_text(json.dumps(record))
     section = doc_section(tmp_path / "trust.json")
     assert "- wikiart_sample, recipe: 2 of 3 seeds measured so far" in section and "indicative only" in section
+    # an ECE above the target, on a split where even a calibrated model shows more than the target: said, with the seeds it cannot tell apart
+    record["runs"] = [run("recipe", s, 0.06, 0.07, 0.052, p) for s, p in ((1, 0.30), (2, 0.01), (3, 0.60))]
+    (tmp_path / "trust.json").write_text(json.dumps(record))
+    section = doc_section(tmp_path / "trust.json")
+    assert ("- wikiart_sample, recipe: mean test ECE after temperature scaling 0.0600 (raw logits: 0.0700): misses the target (<= 0.03). "
+            "A perfectly calibrated model with the same confidences shows 0.0520 on these 440 test images: the target is below what this "
+            "split can show; 2 of 3 seeds are consistent with calibration.") in section  # fmt: skip
+    assert "| recipe | 1 2 3 | 1.200 ± 0.000 | 0.0700 ± 0.0000 | 0.0600 ± 0.0000 | 0.0520 ± 0.0000 | 2 of 3 |" in section

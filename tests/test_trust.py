@@ -15,8 +15,9 @@ from test_sweeps import TINY_RUN
 from artmove.models import load_trained
 from artmove.models.calibration import (
     accuracy_at_coverage,
+    calibrated_ece_draws,
     calibration_scores,
-    ece_sampling_floor,
+    ece_reference,
     expected_calibration_error,
     fit_temperature,
     kept_at,
@@ -89,7 +90,7 @@ def test_training_fits_a_temperature_and_a_threshold_into_the_checkpoints_it_shi
     assert calibration["fitted_on"] == "val" and calibration["images"] == 8  # limit_val_batches=2, 4 a batch
     assert calibration["val/nll_after"] <= calibration["val/nll_before"]
     assert abstain["target"] == 0.9 and abstain["chosen_on"] == "val" and 0 <= abstain["threshold"] <= 1
-    for key in ("test/ece", "test/nll", "test/ece_uncalibrated", "test/abstain_coverage"):
+    for key in ("test/ece", "test/nll", "test/ece_uncalibrated", "test/ece_floor", "test/ece_p", "test/abstain_coverage"):
         assert isinstance(results[key], float), key
     best, last = sweep / "0" / "checkpoints" / results["best_checkpoint"].rsplit("/", 1)[1], sweep / "0" / "checkpoints" / "last.ckpt"
     for path in (best, last):  # one epoch: the same weights, the same fit, in both files
@@ -132,6 +133,7 @@ def test_evaluate_an_ensemble_of_the_sweep_as_its_members_averaged(sweep, tmp_pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backbone"] == "ensemble of 2 (test_resnet)" and len(metrics["checkpoint"]) == 2
     assert [row["coverage"] for row in metrics["selective"]] == [1.0, 0.9, 0.8, 0.5] and "Calibration: ECE" in done.stdout
+    assert 0 < metrics["test/ece_floor"] < 1 and 0 < metrics["test/ece_p"] <= 1 and "a calibrated model shows" in done.stdout
     (first, true), (second, _) = member_probabilities(tmp_path / "0"), member_probabilities(tmp_path / "1")
     classes = json.loads((tmp_path / "0" / "metrics.json").read_text())["classes"]
     by_hand = float(np.mean((first + second).argmax(1) == np.array([classes.index(name) for name in true])))
@@ -260,7 +262,8 @@ def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
                    "val/nll_after": 1.2}  # fmt: skip
     abstain = {"target": 0.9, "threshold": 0.62, "reached": True, "images": 111, "val/coverage": 0.41, "val/top1": 0.9}
     results = {"test/top1": 0.7, "test/top3": 0.8, "test/top5": 0.9, "test/top1_macro": 0.6, "test/num_images": 155, "test/ece": 0.031,
-               "test/ece_uncalibrated": 0.09, "test/abstain_coverage": 0.38, "test/abstain_top1": 0.87}  # fmt: skip
+               "test/ece_uncalibrated": 0.09, "test/ece_floor": 0.058, "test/ece_p": 0.81, "test/abstain_coverage": 0.38,
+               "test/abstain_top1": 0.87}  # fmt: skip
     facts = RunFacts(checkpoint=tmp_path / "best.ckpt", backbone="resnet50", head="linear", class_names=["a", "b"],
                      preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.95, "mean": [0.5] * 3,
                                     "std": [0.5] * 3}, hparams={}, finetune={}, spec={"head": {"name": "linear"}}, results=results,
@@ -268,6 +271,7 @@ def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
     card = write_card(facts, tmp_path, {}, {}, None, True).read_text(encoding="utf-8")
     assert '## Calibration and "not sure"' in card and "| Temperature | 1.400: fitted on 111 validation paintings" in card
     assert "| Validation ECE (15 bins) | 0.0810 before, 0.0240 after |" in card and "| Test ECE (15 bins) | 0.0310 (raw logits: 0.0900) |" in card
+    assert "| Test ECE of a calibrated model | 0.0580 on as many paintings with the same confidences (mean of 1000 draws); 81 % of those" in card
     assert "p < 0.620: the lowest top-1 probability at which the validation answers kept reach top-1 0.90 (41 % of 111" in card
     assert "| Test, answers at or above it | 38.0 % of the test paintings, top-1 0.8700 (measured on test" in card
     facts.calibration = facts.abstain = None
@@ -291,6 +295,28 @@ def test_the_ece_floor_of_a_calibrated_model_shrinks_with_the_number_of_images()
     floors = []
     for images in (200, 3200):
         probs = torch.softmax(3 * torch.randn(images, 11, generator=generator), 1)
-        floors.append(ece_sampling_floor(probs, draws=50))
+        floors.append(float(calibrated_ece_draws(probs, draws=200).mean()))
     assert 0.02 < floors[0] < 0.12 and floors[1] < floors[0] / 2.5
-    assert math.isnan(ece_sampling_floor(torch.empty(0, 11)))
+    assert math.isnan(ece_reference(torch.empty(0, 11), torch.empty(0, dtype=torch.long))["ece_floor"])
+
+
+def test_each_calibrated_draw_is_torchmetrics_ece_of_its_answers():
+    """The draws are binned all at once; each must be exactly the ECE torchmetrics gives those answers."""
+    generator = torch.Generator().manual_seed(1)
+    probs = torch.softmax(3 * torch.randn(300, 11, generator=generator), 1)
+    probs[0] = torch.nn.functional.one_hot(torch.tensor(2), 11).float()  # a confidence of exactly 1: the last bin's edge
+    confidence, top1 = probs.max(1)
+    right = torch.rand(1, 300, generator=torch.Generator().manual_seed(0)) < confidence  # the first draw of seed 0
+    labels = torch.where(right[0], top1, (top1 + 1) % 11)
+    assert float(calibrated_ece_draws(probs, draws=1, seed=0)[0]) == pytest.approx(expected_calibration_error(probs, labels), abs=1e-6)
+
+
+def test_the_ece_reference_tells_an_overconfident_model_from_a_calibrated_one_on_few_images(overconfident):
+    """On slices of 300 images, the calibrated model's ECE mostly sits within its floor's draws (p is uniform
+    for it: about 1 slice in 20 falls below 0.05); the model 5x too sure is beyond them on every slice."""
+    logits, labels = overconfident
+    slices = [slice(start, start + 300) for start in range(0, 3000, 300)]
+    calibrated = [ece_reference((logits[part] / 5).softmax(1), labels[part]) for part in slices]
+    overconfident_ = [ece_reference(logits[part].softmax(1), labels[part]) for part in slices]
+    assert sum(r["ece_p"] > 0.05 for r in calibrated) >= 7 and all(r["ece_p"] < 0.01 for r in overconfident_)
+    assert all(0.02 < r["ece_floor"] < 0.1 for r in calibrated)

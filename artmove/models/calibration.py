@@ -43,18 +43,29 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return float(metric(probs.float(), labels))
 
 
-def ece_sampling_floor(probs: torch.Tensor, draws: int = 500, seed: int = 0) -> float:
-    """The mean ECE a *perfectly calibrated* model with these top-1 confidences would show on this many
-    images: each answer drawn right with probability its confidence. ECE is biased upwards on a small
-    split (a few hundred images over 15 bins); this is its floor there, the reference for a measured ECE."""
-    if not len(probs):
-        return math.nan
+def calibrated_ece_draws(probs: torch.Tensor, draws: int = 1000, seed: int = 0, bins: int = ECE_BINS) -> torch.Tensor:
+    """``[draws]`` ECEs of a *perfectly calibrated* model with these top-1 confidences on this many
+    images: in each draw every answer is right with probability its confidence. ECE is biased upwards
+    on a small split (a few hundred images over 15 bins); these draws are its reference there.
+
+    Binned as torchmetrics bins (``bucketize`` on ``linspace(0, 1, bins + 1)``, right-closed), all draws
+    at once: torchmetrics computes one ECE per call, 7.7 s for 500 draws of 440 images against milliseconds."""
+    confidence = probs.float().max(1).values
     generator = torch.Generator().manual_seed(seed)
-    confidence, top1 = probs.float().max(1)
-    wrong = (top1 + 1) % probs.shape[1]  # any other class: ECE reads only whether the top-1 is right
-    values = [expected_calibration_error(probs, torch.where(torch.rand(len(probs), generator=generator) < confidence, top1, wrong))
-              for _ in range(draws)]  # fmt: skip
-    return sum(values) / draws
+    right = (torch.rand(draws, len(confidence), generator=generator) < confidence).float()
+    index = torch.bucketize(confidence, torch.linspace(0, 1, bins + 1), right=True) - 1
+    gaps = torch.zeros(draws, bins + 1).scatter_add_(1, index.expand(draws, -1), right - confidence)
+    return gaps.abs().sum(1) / max(len(confidence), 1)
+
+
+def ece_reference(probs: torch.Tensor, labels: torch.Tensor, draws: int = 1000) -> dict[str, float]:
+    """What a measured ECE should be read against: ``ece_floor``, the mean ECE of a perfectly calibrated
+    model with the same confidences on the same number of images, and ``ece_p``, the share of such a
+    model's draws with an ECE at least the measured one (below 0.05: miscalibration this split can show)."""
+    if not len(labels):
+        return {"ece_floor": math.nan, "ece_p": math.nan}
+    calibrated, measured = calibrated_ece_draws(probs, draws), expected_calibration_error(probs, labels)
+    return {"ece_floor": float(calibrated.mean()), "ece_p": float(((calibrated >= measured - 1e-6).sum() + 1) / (draws + 1))}
 
 
 def negative_log_likelihood(probs: torch.Tensor, labels: torch.Tensor) -> float:

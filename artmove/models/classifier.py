@@ -22,7 +22,7 @@ from torchmetrics import CatMetric, SumMetric
 
 from artmove.errors import ConfigError
 from artmove.finetune import FinetunePolicy
-from artmove.models.calibration import calibration_scores, kept_at
+from artmove.models.calibration import calibration_scores, ece_reference, kept_at
 from artmove.models.compiled import CompiledForward
 from artmove.models.metrics import bootstrap_interval, classification_metrics
 from artmove.models.network import ArtNetwork
@@ -185,7 +185,8 @@ class ArtClassifier(pl.LightningModule):
         self.log_dict({"test/top1_ci95_low": low, "test/top1_ci95_high": high, **self.trust_scores()})
 
     def trust_scores(self) -> dict[str, float]:
-        """``test/ece``, ``test/nll`` (as the network predicts), ``…_uncalibrated`` (the raw logits: the calibrated
+        """``test/ece``, ``test/nll`` (as the network predicts), ``test/ece_floor`` / ``_p`` (what a calibrated model
+        would show on these images), ``…_uncalibrated`` (the raw logits: the calibrated
         ones times the temperature) and ``test/abstain_coverage`` / ``_top1`` at the threshold, from every process's images."""
         if not self.test_labels.update_count:
             return {}
@@ -194,6 +195,7 @@ class ArtClassifier(pl.LightningModule):
         self.test_labels.reset()
         logits = logits.view(len(labels), -1)
         scores = {f"test/{key}": value for key, value in calibration_scores(logits.softmax(1), labels).items()}
+        scores.update({f"test/{key}": value for key, value in ece_reference(logits.softmax(1), labels).items()})
         temperature = float(self.inference_network.temperature)
         if temperature != 1:
             raw = calibration_scores((logits * temperature).softmax(1), labels)

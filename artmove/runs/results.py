@@ -42,7 +42,9 @@ def trust_lines(results: dict[str, Any], split: str) -> list[str]:
     lines = []
     ece, nll = results.get(f"{split}/ece"), results.get(f"{split}/nll")
     if ece is not None and nll is not None:
-        line = f"  Calibration: ECE {ece:.4f} (15 bins), NLL {nll:.4f}"
+        floor, p = results.get(f"{split}/ece_floor"), results.get(f"{split}/ece_p")
+        reference = f"; a calibrated model shows {floor:.4f} on these images, p={p:.2f}" if floor is not None and p is not None else ""
+        line = f"  Calibration: ECE {ece:.4f} (15 bins{reference}), NLL {nll:.4f}"
         temperature = (results.get("calibration") or {}).get("temperature")
         raw_ece, raw_nll = results.get(f"{split}/ece_uncalibrated"), results.get(f"{split}/nll_uncalibrated")
         if temperature is not None and raw_ece is not None and raw_nll is not None:
