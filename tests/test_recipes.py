@@ -75,6 +75,9 @@ def test_compare_trust_smoke(tmp_path, wikiart_sample):
     record = json.loads((tmp_path / "trust.json").read_text())
     assert [(r["name"], r["seed"]) for r in record["runs"]] == [("recipe", 1), ("recipe", 2)]
     assert all(r["calibration"]["temperature"] > 0 and r["abstain"]["target"] == 0.9 for r in record["runs"])
+    assert all(0 < r["test/ece_floor"] < 1 and 0 < r["test/ece_p"] <= 1 for r in record["runs"])  # each run evaluated
+    evaluations = [tmp_path / "runs" / "wikiart_sample" / "recipe" / f"seed{seed}" / "eval" / "test" / "metrics.json" for seed in (1, 2)]
+    evaluated_at = [path.stat().st_mtime_ns for path in evaluations]
     (ensemble,) = record["ensembles"]
     assert ensemble["seeds"] == [1, 2] and len(ensemble["singles"]) == 2 and ensemble["ensemble"]["test/num_images"] > 8
     doc = (tmp_path / "recipes.md").read_text()
@@ -84,6 +87,7 @@ def test_compare_trust_smoke(tmp_path, wikiart_sample):
     again = subprocess.run([*command, "--keep-finished"], capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("kept the finished run") == 2  # read, not trained again
+    assert [path.stat().st_mtime_ns for path in evaluations] == evaluated_at  # nor evaluated again
     def measured(rows):  # a kept run's wall time is the one its results.json recorded
         return [{key: value for key, value in row.items() if key != "wall_time_s"} for row in rows]
 
