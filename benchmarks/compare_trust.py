@@ -43,8 +43,9 @@ SEEDS = (1, 2, 3)
 ECE_TARGET, ENSEMBLE_TARGET_POINTS = 0.03, 1.5
 TRUST_KEYS = ("test/top1", "test/top5", "test/ece", "test/nll", "test/ece_uncalibrated", "test/nll_uncalibrated",
               "test/abstain_coverage", "test/abstain_top1", "calibration", "abstain")  # fmt: skip
-#: What `evaluate` adds to each run: a perfectly calibrated model's mean ECE on these images, and the share of its draws at or above the ECE.
-REFERENCE_KEYS = ("test/ece_floor", "test/ece_p")
+#: What `evaluate` adds to each run: a perfectly calibrated model's mean ECE on these images, the share of its draws at or above
+#: the ECE, and the mean top-1 probability (above top-1: over-confident).
+REFERENCE_KEYS = ("test/ece_floor", "test/ece_p", "test/confidence")
 #: An ECE whose ece_p is at least this is one a calibrated model shows on this split.
 CONSISTENT_P = 0.05
 
@@ -113,7 +114,7 @@ def ensemble(record: dict, data: str, out: Path, threads: int, device: str) -> d
     if len(rows) < 2:
         return None
     seeds = [r["seed"] for r in rows]
-    singles = [{key: r.get(key) for key in ("test/top1", "test/top5", "test/ece", *REFERENCE_KEYS)} for r in rows]
+    singles = [{key: r.get(key) for key in ("test/top1", "test/top5", "test/ece", *REFERENCE_KEYS)} for r in rows]  # as evaluated alone
     members = [run_dir(out, data, ENSEMBLED, seed) for seed in seeds]
     together = evaluate(members, out / data / "ensemble" / "-".join(map(str, seeds)), threads, device)
     print(f"{data}: ensemble of {len(seeds)} {ENSEMBLED} seeds: top-1 {together['test/top1']:.3f} against "
@@ -169,8 +170,8 @@ def tables(record: dict) -> str:
             continue
         lines = [f"### {data}", "", "| setting | seeds | temperature | test ECE, raw logits | test ECE, calibrated | ECE floor (calibrated model, "
                  "same images) | seeds consistent with calibration | test NLL, raw | test NLL, calibrated | not sure below p (chosen on val) | "
-                 "val coverage | test coverage | test top-1 of the kept | test top-1, all |",
-                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+                 "val coverage | test coverage | test top-1 of the kept | test mean top-1 probability | test top-1, all |",
+                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for name in [n for n, _ in SETTINGS if any(r["name"] == n for r in runs)]:
             rows = [r for r in runs if r["name"] == name]
             temperatures = [(r.get("calibration") or {}).get("temperature") for r in rows]
@@ -179,23 +180,33 @@ def tables(record: dict) -> str:
                      _consistent(rows), *(_mean_std([r.get(k) for r in rows], 4) for k in ("test/nll_uncalibrated", "test/nll")),
                      _mean_std([a.get("threshold") for a in abstain]),
                      _mean_std([a.get("val/coverage") for a in abstain], 1, 100) + " %", _mean_std([r.get("test/abstain_coverage") for r in rows], 1, 100) + " %",
-                     _mean_std([r.get("test/abstain_top1") for r in rows]), _mean_std([r.get("test/top1") for r in rows])]  # fmt: skip
+                     *(_mean_std([r.get(k) for r in rows]) for k in ("test/abstain_top1", "test/confidence", "test/top1"))]  # fmt: skip
             lines.append(f"| {name} | {' '.join(str(r['seed']) for r in rows)} | " + " | ".join(cells) + " |")
         for row in (r for r in record.get("ensembles", []) if r["data"] == data):
-            singles, together = row["singles"], row["ensemble"]
-            lines += ["", f"Ensemble of the {row['setting']} seeds ({' '.join(map(str, row['seeds']))}), their calibrated probabilities averaged "
-                      "(`python -m artmove.evaluate ckpt_path=[seed1,seed2,…]`; each seed alone with `ckpt_path=<run>`), test split:", "",
-                      "| | top-1 | top-5 | ECE | ECE floor: a calibrated model, same confidences and images |",
-                      "| --- | ---: | ---: | ---: | ---: |",
-                      "| single seed (mean ± std) | " + " | ".join(_mean_std([s.get(k) for s in singles], 3 if k in ("test/top1", "test/top5") else 4)
-                                                             for k in ("test/top1", "test/top5", "test/ece", "test/ece_floor")) + " |",
-                      f"| ensemble of {len(row['seeds'])} | {together['test/top1']:.3f} | {together['test/top5']:.3f} | {together['test/ece']:.4f} | "
-                      f"{_mean_std([together.get('test/ece_floor')], 4)} |",
-                      "| ensemble − mean single seed | " + " | ".join(
-                          f"{100 * (together[k] - _mean([s[k] for s in singles])):+.1f} points" for k in ("test/top1", "test/top5"))
-                      + f" | {together['test/ece'] - _mean([s['test/ece'] for s in singles]):+.4f} | |"]  # fmt: skip
+            lines += ["", *ensemble_table(row)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def ensemble_table(row: dict) -> list[str]:
+    """The ensemble of a setting's seeds against each seed alone, on the test split."""
+    singles, together = row["singles"], row["ensemble"]
+    p = together.get("test/ece_p")
+    consistent = "–" if p is None else f"{'yes' if p >= CONSISTENT_P else 'no'} (p={p:.3f})"
+    return [f"Ensemble of the {row['setting']} seeds ({' '.join(map(str, row['seeds']))}), their calibrated probabilities averaged "
+            "(`python -m artmove.evaluate ckpt_path=[seed1,seed2,…]`; each seed alone with `ckpt_path=<run>`), test split:", "",
+            "| | top-1 | top-5 | mean top-1 probability | ECE | ECE floor: a calibrated model, same confidences and images | "
+            "consistent with calibration |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| single seed (mean ± std) | " + " | ".join(_mean_std([s.get(k) for s in singles], 4 if "ece" in k else 3)
+                                                   for k in ("test/top1", "test/top5", "test/confidence", "test/ece", "test/ece_floor"))
+            + f" | {_consistent(singles)} seeds |",
+            f"| ensemble of {len(row['seeds'])} | " + " | ".join(_mean_std([together.get(k)], 4 if "ece" in k else 3)
+                                                                for k in ("test/top1", "test/top5", "test/confidence", "test/ece", "test/ece_floor"))
+            + f" | {consistent} |",
+            "| ensemble − mean single seed | " + " | ".join(f"{100 * (together[k] - _mean([s[k] for s in singles])):+.1f} points"
+                                                        for k in ("test/top1", "test/top5"))
+            + f" | | {together['test/ece'] - _mean([s['test/ece'] for s in singles]):+.4f} | | |"]  # fmt: skip
 
 
 def verdict(record: dict) -> str:
@@ -219,6 +230,12 @@ def verdict(record: dict) -> str:
             gain = 100 * (row["ensemble"]["test/top1"] - _mean([s["test/top1"] for s in row["singles"]]))
             bar = f": {'meets' if gain >= ENSEMBLE_TARGET_POINTS else 'misses'} the target (>= +{ENSEMBLE_TARGET_POINTS} points)" if data == "wikiart_sample" else ""
             lines.append(f"- {data}: the ensemble of {len(row['seeds'])} {row['setting']} seeds vs the mean single seed: {gain:+.1f} points test top-1{bar}.")
+            together = row["ensemble"]
+            if together.get("test/ece_p") is not None and together["test/ece_p"] < CONSISTENT_P and together.get("test/confidence") is not None:
+                way = "under" if together["test/confidence"] < together["test/top1"] else "over"
+                lines.append(f"- {data}: the ensemble's ECE {together['test/ece']:.4f} is beyond what a calibrated model shows on these images "
+                             f"(p={together['test/ece_p']:.3f}): its mean top-1 probability {together['test/confidence']:.3f} against top-1 "
+                             f"{together['test/top1']:.3f} makes it {way}-confident.")  # fmt: skip
     unfinished = [(data, name, sum(r["data"] == data and r["name"] == name for r in record["runs"]))
                   for data in record["data"] for name in record.get("settings", TRUSTED)]  # fmt: skip
     for data, name, measured in unfinished:

@@ -107,12 +107,15 @@ def test_the_trust_section_judges_the_targets(tmp_path):
     record = {"date": "2026-12-03", "machine": {"cpu_count": 2}, "seeds": [1, 2, 3], "data": ["wikiart_sample"], "settings": ["recipe"],
               "extra": [], "jobs": 1, "threads": 2, "accelerator": "cpu", "runs": [run("recipe", s, 0.02, 0.08) for s in (1, 2, 3)],
               "ensembles": [{"data": "wikiart_sample", "setting": "recipe", "seeds": [1, 2, 3], "singles": singles,
-                             "ensemble": {"test/top1": 0.74, "test/top5": 0.93, "test/ece": 0.02}}]}  # fmt: skip
+                             "ensemble": {"test/top1": 0.74, "test/top5": 0.93, "test/ece": 0.02, "test/ece_p": 0.004, "test/confidence": 0.66}}]}  # fmt: skip
     (tmp_path / "trust.json").write_text(json.dumps(record))
     section = doc_section(tmp_path / "trust.json")
     assert "- wikiart_sample, recipe: mean test ECE after temperature scaling 0.0200 (raw logits: 0.0800): meets the target (<= 0.03)." in section
     assert "- wikiart_sample: the ensemble of 3 recipe seeds vs the mean single seed: +3.0 points test top-1: meets the target" in section
-    assert "| ensemble − mean single seed | +3.0 points | +3.0 points | -0.0100 |" in section
+    assert "| ensemble − mean single seed | +3.0 points | +3.0 points | | -0.0100 | | |" in section
+    assert "| ensemble of 3 | 0.740 | 0.930 | 0.660 | 0.0200 | – | no (p=0.004) |" in section
+    assert "- wikiart_sample: the ensemble's ECE 0.0200 is beyond what a calibrated model shows on these images (p=0.004): its mean top-1 " \
+           "probability 0.660 against top-1 0.740 makes it under-confident." in section  # fmt: skip
     assert "indicative only" not in section and doc_section(tmp_path / "absent.json") == ""
     record["runs"].pop()  # a measurement stopped before its last seed says so
     (tmp_path / "trust.json").write_text(json.dumps(record))

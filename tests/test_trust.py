@@ -90,7 +90,7 @@ def test_training_fits_a_temperature_and_a_threshold_into_the_checkpoints_it_shi
     assert calibration["fitted_on"] == "val" and calibration["images"] == 8  # limit_val_batches=2, 4 a batch
     assert calibration["val/nll_after"] <= calibration["val/nll_before"]
     assert abstain["target"] == 0.9 and abstain["chosen_on"] == "val" and 0 <= abstain["threshold"] <= 1
-    for key in ("test/ece", "test/nll", "test/ece_uncalibrated", "test/ece_floor", "test/ece_p", "test/abstain_coverage"):
+    for key in ("test/ece", "test/nll", "test/ece_uncalibrated", "test/ece_floor", "test/ece_p", "test/confidence", "test/abstain_coverage"):
         assert isinstance(results[key], float), key
     best, last = sweep / "0" / "checkpoints" / results["best_checkpoint"].rsplit("/", 1)[1], sweep / "0" / "checkpoints" / "last.ckpt"
     for path in (best, last):  # one epoch: the same weights, the same fit, in both files
@@ -134,6 +134,7 @@ def test_evaluate_an_ensemble_of_the_sweep_as_its_members_averaged(sweep, tmp_pa
     assert metrics["backbone"] == "ensemble of 2 (test_resnet)" and len(metrics["checkpoint"]) == 2
     assert [row["coverage"] for row in metrics["selective"]] == [1.0, 0.9, 0.8, 0.5] and "Calibration: ECE" in done.stdout
     assert 0 < metrics["test/ece_floor"] < 1 and 0 < metrics["test/ece_p"] <= 1 and "a calibrated model shows" in done.stdout
+    assert metrics["test/confidence"] == pytest.approx(float(np.mean(np.max(member_probabilities(out)[0], 1))), abs=1e-5)
     (first, true), (second, _) = member_probabilities(tmp_path / "0"), member_probabilities(tmp_path / "1")
     classes = json.loads((tmp_path / "0" / "metrics.json").read_text())["classes"]
     by_hand = float(np.mean((first + second).argmax(1) == np.array([classes.index(name) for name in true])))

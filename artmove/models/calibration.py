@@ -66,11 +66,14 @@ def calibrated_ece_draws(probs: torch.Tensor, draws: int = 1000, seed: int = 0, 
 def ece_reference(probs: torch.Tensor, labels: torch.Tensor, draws: int = 1000) -> dict[str, float]:
     """What a measured ECE should be read against: ``ece_floor``, the mean ECE of a perfectly calibrated
     model with the same confidences on the same number of images, and ``ece_p``, the share of such a
-    model's draws with an ECE at least the measured one (below 0.05: miscalibration this split can show)."""
+    model's draws with an ECE at least the measured one (below 0.05: miscalibration this split can show), and
+    ``confidence``, the mean top-1 probability, whose gap to the top-1 accuracy says which way: above it,
+    over-confident; below it, under-confident."""
     if not len(labels):
-        return {"ece_floor": math.nan, "ece_p": math.nan}
+        return {"ece_floor": math.nan, "ece_p": math.nan, "confidence": math.nan}
     calibrated, measured = calibrated_ece_draws(probs, draws), expected_calibration_error(probs, labels)
-    return {"ece_floor": float(calibrated.mean()), "ece_p": float(((calibrated >= measured - 1e-6).sum() + 1) / (draws + 1))}
+    return {"ece_floor": float(calibrated.mean()), "ece_p": float(((calibrated >= measured - 1e-6).sum() + 1) / (draws + 1)),
+            "confidence": float(probs.float().max(1).values.mean())}  # fmt: skip
 
 
 def negative_log_likelihood(probs: torch.Tensor, labels: torch.Tensor) -> float:
