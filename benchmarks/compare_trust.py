@@ -225,6 +225,11 @@ def verdict(record: dict) -> str:
                     below = ": the target is below what this split can show" if floor > ECE_TARGET else ""
                     line += (f" A perfectly calibrated model with the same confidences shows {floor:.4f} on these {images:.0f} test images{below};"
                              f" {_consistent(rows)} seeds are consistent with calibration.")  # fmt: skip
+                confidence, top1, val = (_mean([r.get(key) for r in rows]) for key in ("test/confidence", "test/top1", "best_val/top1"))
+                if confidence is not None and top1 is not None:
+                    way = "under" if confidence < top1 else "over"
+                    line += f" Mean top-1 probability {confidence:.3f} against top-1 {top1:.3f}: {way}-confident on test"
+                    line += f"; on validation, where the temperature was fitted, the best top-1 was {val:.3f}." if val is not None else "."
                 lines.append(line)
         for row in (r for r in record.get("ensembles", []) if r["data"] == data):
             gain = 100 * (row["ensemble"]["test/top1"] - _mean([s["test/top1"] for s in row["singles"]]))

@@ -99,7 +99,7 @@ def test_the_trust_section_judges_the_targets(tmp_path):
 
     def run(name, seed, ece, raw, floor=None, p=None):
         return {"data": "wikiart_sample", "name": name, "seed": seed, "test/top1": 0.7, "test/ece": ece, "test/ece_uncalibrated": raw,
-                "test/ece_floor": floor, "test/ece_p": p, "test/num_images": 440,
+                "test/ece_floor": floor, "test/ece_p": p, "test/num_images": 440, "test/confidence": 0.62, "best_val/top1": 0.6,
                 "test/nll": 1.0, "test/nll_uncalibrated": 1.1, "test/abstain_coverage": 0.5, "test/abstain_top1": 0.9,
                 "calibration": {"temperature": 1.2}, "abstain": {"threshold": 0.6, "val/coverage": 0.4}}  # fmt: skip
 
@@ -127,5 +127,6 @@ def test_the_trust_section_judges_the_targets(tmp_path):
     section = doc_section(tmp_path / "trust.json")
     assert ("- wikiart_sample, recipe: mean test ECE after temperature scaling 0.0600 (raw logits: 0.0700): misses the target (<= 0.03). "
             "A perfectly calibrated model with the same confidences shows 0.0520 on these 440 test images: the target is below what this "
-            "split can show; 2 of 3 seeds are consistent with calibration.") in section  # fmt: skip
+            "split can show; 2 of 3 seeds are consistent with calibration. Mean top-1 probability 0.620 against top-1 0.700: "
+            "under-confident on test; on validation, where the temperature was fitted, the best top-1 was 0.600.") in section  # fmt: skip
     assert "| recipe | 1 2 3 | 1.200 ± 0.000 | 0.0700 ± 0.0000 | 0.0600 ± 0.0000 | 0.0520 ± 0.0000 | 2 of 3 |" in section
