@@ -117,12 +117,10 @@ def facts_for_card(tmp_path, group_by=None):
     config = {"data": {"group_by": group_by, "batch_size": 16}, "pretrained": True}
     hparams = {"optimizer": {"opt": "sgd", "lr": 0.01}, "label_smoothing": 0.1}
     spec = {"backbone": "resnet50", "num_classes": 2, "head": {"name": "multiscale", "stages": 3}, "drop_rate": 0.2, "drop_path_rate": 0.0}
-    from omegaconf import OmegaConf
-
     return RunFacts(checkpoint=tmp_path / "run" / "checkpoints" / "best.ckpt", backbone="resnet50", head="multiscale",
                     class_names=["Cubism", "Ukiyo-e"], preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic",
                     "crop_pct": 0.95, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, hparams=hparams,
-                    finetune={"name": "gradual", "unfreeze": 0.5}, spec=spec, results=results, config=OmegaConf.create(config),
+                    finetune={"name": "gradual", "unfreeze": 0.5}, spec=spec, results=results, config=config,
                     evaluation=evaluation, split_artists={"test_artists": 7, "shared_with_train": 3})  # fmt: skip
 
 

@@ -27,13 +27,13 @@ from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import OmegaConf
 
 from artmove.errors import ConfigError
 from artmove.evaluation.plots import save_png
 from artmove.evaluation.tables import markdown_table, write_csv
 from artmove.runs.checkpoints import resolve_checkpoint
 from artmove.runs.folder import RunFolder, find_runs, selection_direction
+from artmove.runs.plain import read_yaml, select
 
 #: Each job's value of the metric it was selected on (results.json ``optimized_value``): the default ranking.
 SELECTED = "optimized_value"
@@ -119,19 +119,20 @@ SHOWN_KEYS = {"seed", "backbone", "unfreeze", "data", "data.root", "finetune"}
 def _other_overrides(run: RunFolder) -> list[str]:
     """The job's command-line overrides besides the seed and the columns above (e.g. optimizer.lr=…)."""
     path = run.hydra_file("overrides")
-    overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    saved = read_yaml(path) if path.is_file() else []
+    overrides = [str(o) for o in saved] if isinstance(saved, list) else []
     return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in SHOWN_KEYS and not o.startswith("hydra"))
 
 
-def _load_config(run: RunFolder):
-    """The saved config, read as data only (report builds nothing from it)."""
-    path = run.hydra_file("config")
-    return OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+def _load_config(run: RunFolder) -> dict:
+    """The saved config, read as plain data (report builds nothing from it)."""
+    return run.saved_config or {}
 
 
-def _select(config, key: str):
-    value = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
-    return None if isinstance(value, str) and value.startswith("${") else value
+def _select(config: dict, key: str):
+    """A setting as written; an interpolation (never resolved) reads as unknown."""
+    value = select(config, key)
+    return None if isinstance(value, str) and "${" in value else value
 
 
 def _data_name(root: str | None, source: str | None, run: RunFolder) -> str:
@@ -140,8 +141,8 @@ def _data_name(root: str | None, source: str | None, run: RunFolder) -> str:
         return Path(str(root)).name
     hydra_file = run.hydra_file("hydra")
     if hydra_file.is_file():
-        choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.data", default=None)
-        if choice:
+        choice = select(read_yaml(hydra_file), "hydra.runtime.choices.data")
+        if isinstance(choice, str) and choice:
             return str(choice)
     return str(source or "?").rsplit(".", 1)[-1]
 

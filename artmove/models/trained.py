@@ -27,6 +27,9 @@ from artmove.utils.io import read_checkpoint
 #: ``temperature``, and the record ``calibration`` and ``abstain``); formats 1 and 2 are read too (temperature 1).
 CHECKPOINT_FORMAT = 3
 FORMATS_READ = (1, 2, CHECKPOINT_FORMAT)
+#: Where a checkpoint keeps its run's record (``artmove.runs.resume``): the settings that define the run, its
+#: classes, its data set (``artmove.data.settings``) and its attempts.
+RUN_RECORD = "artmove_run"
 NOT_ARTMOVE = "is not a checkpoint of an artmove training run ({}): give ckpt_path= a run folder or its checkpoints/best-….ckpt or last.ckpt"
 
 
@@ -42,6 +45,7 @@ class TrainedModel:
     finetune: dict[str, Any]  # the fine-tuning policy's settings, as recorded
     calibration: dict[str, Any] | None = None  # temperature scaling as fitted at the end of training (None: not calibrated)
     abstain: dict[str, Any] | None = None  # the "not sure" threshold chosen on validation (None: none chosen)
+    run_record: dict[str, Any] | None = None  # the run's record (RUN_RECORD), plain data, checked by whoever reads it
 
     @property
     def threshold(self) -> float | None:
@@ -85,8 +89,11 @@ def load_trained(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
         raise ConfigError(f"{path}: its weights do not fit the network it records ({str(error).splitlines()[0]}).") from None
     network.pretrained_cfg = record.get("pretrained_cfg")
     network.weights_source = f"checkpoint {path.name}"
+    run_record = checkpoint.get(RUN_RECORD)
+    if run_record is not None and not isinstance(run_record, dict):
+        raise ConfigError(f"{path}: its run record is not one artmove writes: refused.")
     trained = TrainedModel(network.eval(), [str(name) for name in class_names], preprocessing, path, dict(hparams),
-                           dict(record.get("finetune") or {}), *trust_records(record, path))  # fmt: skip
+                           dict(record.get("finetune") or {}), *trust_records(record, path), run_record)  # fmt: skip
     return trained.to(device)
 
 

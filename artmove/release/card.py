@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from omegaconf import OmegaConf
 
 from artmove.data.transforms import eval_input_size
 from artmove.evaluation.plots import display_name
@@ -21,6 +20,7 @@ from artmove.evaluation.tables import cell, markdown_table
 from artmove.models.trained import TrainedModel
 from artmove.runs.checkpoints import Checkpoint
 from artmove.runs.folder import RunFolder
+from artmove.runs.plain import select
 from artmove.runs.results import ROWS
 
 CHECK_COLUMNS = ("format", "file", "images", "max_abs_logit_diff", "top1_agreement")
@@ -42,7 +42,7 @@ class RunFacts:
     finetune: Mapping[str, Any]
     spec: Mapping[str, Any]  # the network's (backbone, head and its settings, dropout)
     results: dict = field(default_factory=dict)  # the run's results.json ({} if it has none)
-    config: Any = None  # the run's .hydra/config.yaml, if kept
+    config: dict | None = None  # the run's .hydra/config.yaml as plain data, if kept
     evaluation: Path | None = None  # an evaluate output folder of the test split on the training data
     split_artists: dict | None = None  # {"test_artists": n, "shared_with_train": m}, when the data has files
     calibration: dict | None = None  # temperature scaling as fitted at the end of training
@@ -55,7 +55,7 @@ class RunFacts:
         results = dict(run.results)
         return cls(checkpoint=checkpoint.file, backbone=trained.backbone, head=trained.head, class_names=trained.class_names,
                    preprocessing=trained.preprocessing, hparams=trained.hparams, finetune=trained.finetune,
-                   spec=trained.network.spec, results=results, config=run.config(),
+                   spec=trained.network.spec, results=results, config=run.saved_config,
                    evaluation=find_evaluation(run, (results.get("data") or {}).get("root")),
                    calibration=trained.calibration, abstain=trained.abstain)  # fmt: skip
 
@@ -73,7 +73,7 @@ class RunFacts:
         results["seed"] = " ".join(str(member["seed"]) for member in members)
         return cls(checkpoint=checkpoints[0].file, backbone=ensemble.backbone, head="ensemble", class_names=ensemble.class_names,
                    preprocessing=first.preprocessing, hparams=first.hparams, finetune=first.finetune,
-                   spec={"head": {"name": "ensemble"}}, results=results, config=run.config(),
+                   spec={"head": {"name": "ensemble"}}, results=results, config=run.saved_config,
                    evaluation=find_ensemble_evaluation(checkpoints, files), members=members)  # fmt: skip
 
     @property
@@ -151,10 +151,9 @@ METRIC_TYPES = (("Top-1", "top1", "accuracy"), ("Top-3", "top3", "top_3_accuracy
 
 
 def _setting(facts: RunFacts, key: str, default: Any = None) -> Any:
-    if facts.config is None:
-        return default
-    value = OmegaConf.select(facts.config, key, default=default, throw_on_resolution_failure=False)
-    return default if isinstance(value, str) and value.startswith("${") else value
+    """A setting of the run's saved config as written (an interpolation, never resolved, reads as unknown)."""
+    value = select(facts.config, key)
+    return default if value is None or isinstance(value, str) and "${" in value else value
 
 
 def data_name(facts: RunFacts) -> str:

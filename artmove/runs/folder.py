@@ -11,18 +11,21 @@ the same names for the config (``tests/test_runs.py`` checks that the two agree)
 
 from __future__ import annotations
 
-import functools
+import copy
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
-from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from artmove.data.settings import LOCAL_MODULE_SETTINGS, LOCAL_SOURCE_SETTINGS, DataSettings, describe
 from artmove.errors import ConfigError
+from artmove.runs.plain import check_saved_config, read_yaml, resolve_references, select
 
 RESULTS_FILE = "results.json"
 CHECKPOINTS = "checkpoints"
@@ -35,39 +38,61 @@ CURVES_FILE = "curves.png"
 TEST_CONFUSION_MATRIX = "test_confusion_matrix"  # .png and .csv
 
 
-class Results(TypedDict, total=False):
-    """``results.json``: what a training run says about itself. Every writer and reader goes through
-    :meth:`RunFolder.write_results` and :meth:`RunFolder.results`; the metrics are ``val/…`` and
-    ``test/…`` keys beside these (``test/top1``, ``test/top1_ci95_low``, ``test/num_images`` …)."""
+METRIC_KEY = re.compile(r"(train|val|test|best_val)/\w+")
+#: Keys of results.json that hold a path: written relative to the run folder, so that a copied or moved run
+#: names its own files (``checkpoints/best-….ckpt``), never another folder's.
+PATH_KEYS = ("best_checkpoint", "checkpoint")
+
+
+class Results(BaseModel):
+    """``results.json``: what a training run says about itself, as :meth:`RunFolder.write_results` writes it and
+    :meth:`RunFolder.results` checks it when read back (pydantic: one declaration gives types and the refusal of
+    unknown keys, with its own messages). The metrics are ``val/…`` and ``test/…`` keys beside these
+    (``test/top1``, ``test/top1_ci95_low``, ``test/num_images`` …): numbers, or null."""
+
+    model_config = ConfigDict(extra="allow")
 
     status: Literal["ok", "failed", "interrupted"]
-    backbone: str
-    head: dict[str, Any]
-    unfreeze: float | None
-    finetune: dict[str, Any]
-    pretrained: bool
-    weights_source: str
-    pretrained_cfg: dict[str, Any] | None
-    seed: int
-    data: dict[str, Any]  # {"source", "root", "split_sizes"}
-    artist_overlap: dict[str, Any] | None
-    num_classes: int
-    classes: list[str]
-    trainable_params: int
-    total_params: int
-    trained_layers: int
-    total_layers: int
-    epochs: int
-    attempts: list[dict[str, Any]]  # each attempt in this folder: when, what it resumed from, which settings changed
-    best_checkpoint: str | None
-    optimized_metric: str
-    optimized_value: float | None
-    calibration: dict[str, Any]  # temperature scaling fitted on validation: temperature, val/ece_before/_after, val/nll_before/_after
-    abstain: dict[str, Any]  # the "not sure" threshold chosen on validation: target, threshold, reached, val/coverage, val/top1
-    wall_time_s: float
-    output_dir: str
-    error: str  # failed runs
-    traceback: str
+    backbone: Any = None  # the settings as given (a failed run records them whatever they were)
+    head: dict[str, Any] | None = None
+    unfreeze: Any = None
+    finetune: dict[str, Any] | None = None
+    pretrained: Any = None
+    weights_source: str | None = None
+    pretrained_cfg: dict[str, Any] | None = None
+    seed: Any = None
+    data: dict[str, Any] | None = None  # {"source", "root", "split_sizes"}
+    artist_overlap: dict[str, Any] | None = None
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    trained_layers: int | None = None
+    total_layers: int | None = None
+    epochs: int | None = None
+    attempts: list[dict[str, Any]] | None = None  # each attempt in this folder: when, what it resumed from, which settings changed
+    best_checkpoint: str | None = None  # relative to the run folder
+    optimized_metric: str | None = None
+    optimized_value: float | None = None
+    calibration: dict[str, Any] | None = None  # temperature scaling fitted on validation
+    abstain: dict[str, Any] | None = None  # the "not sure" threshold chosen on validation
+    lr_find: dict[str, Any] | None = None
+    optimizer_lr: float | None = None
+    overrides: list[str] | None = None
+    wall_time_s: float | None = None
+    epoch: int | None = None  # an interrupted run's: where it stopped
+    step: int | None = None
+    checkpoint: str | None = None  # an interrupted run's saved checkpoint, relative to the run folder
+    output_dir: str | None = None  # written by earlier versions (the folder then); never read
+    error: str | None = None  # failed runs
+    traceback: str | None = None
+
+    @model_validator(mode="after")
+    def _metrics_only(self) -> Results:
+        for key, value in (self.model_extra or {}).items():
+            if not METRIC_KEY.fullmatch(key) or not (value is None or isinstance(value, (int, float)) and not isinstance(value, bool)):
+                raise ValueError(f"{key!r} is not a key artmove writes there (or not a number)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -126,8 +151,8 @@ class RunFolder:
         """A training run's folder: results.json, or a saved config of a training job."""
         if (folder / RESULTS_FILE).is_file():
             return True
-        config = folder / HYDRA_DIR / "config.yaml"
-        return config.is_file() and OmegaConf.load(config).get("task_name", "train") == "train"
+        config = RunFolder(folder).saved_config
+        return config is not None and config.get("task_name", "train") == "train"
 
     @staticmethod
     def of_checkpoint(checkpoint: Path) -> RunFolder:
@@ -137,38 +162,85 @@ class RunFolder:
 
     # --- reading and writing -----------------------------------------------------------
     @cached_property
-    def results(self) -> Results:
-        """results.json as written ({} when the run wrote none, or not as a JSON object)."""
+    def results(self) -> dict[str, Any]:
+        """results.json as written, checked against :class:`Results` ({} when the run wrote none yet, or a
+        partial file); one that is not what artmove writes is a ConfigError naming it."""
         try:
             results = json.loads(self.results_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return results if isinstance(results, dict) else {}
+        try:
+            Results.model_validate(results)
+        except ValidationError as error:
+            raise ConfigError(f"{self.results_file} is not a results.json artmove writes ({describe(error)}): refused.") from None
+        return results
 
-    def write_results(self, results: Results, status_file: bool = False) -> Path:
-        """results.json; with ``status_file`` (an unfinished attempt of a run that finished before),
-        ``<status>.json`` instead, so that the finished results are never lost."""
+    def write_results(self, results: dict[str, Any], status_file: bool = False) -> Path:
+        """results.json (its paths relative to the run folder); with ``status_file`` (an unfinished attempt of a
+        run that finished before), ``<status>.json`` instead, so that the finished results are never lost."""
         from artmove.utils.io import write_json
 
         path = self.path / f"{results['status']}.json" if status_file else self.results_file
-        return write_json(path, results)
+        return write_json(path, self.relative(results))
+
+    def relative(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A record with the paths it holds (``best_checkpoint``, an attempt's ``resumed_from.checkpoint``…)
+        relative to this folder when they are inside it; ``output_dir`` (the folder itself) left out."""
+        record = copy.deepcopy({key: value for key, value in record.items() if key != "output_dir"})
+        for key in PATH_KEYS:
+            if isinstance(record.get(key), str):
+                record[key] = self.inside(record[key])
+        for attempt in record.get("attempts") or []:
+            resumed = attempt.get("resumed_from") if isinstance(attempt, dict) else None
+            if isinstance(resumed, dict) and isinstance(resumed.get("checkpoint"), str):
+                resumed["checkpoint"] = self.inside(resumed["checkpoint"])
+        return record
+
+    def inside(self, path: str) -> str:
+        """``path`` relative to this folder when it lies inside it, else as given."""
+        try:
+            return Path(path).resolve().relative_to(self.path.resolve()).as_posix()
+        except ValueError:
+            return path
 
     @property
     def finished(self) -> bool:
         return self.results.get("status") == "ok"
 
-    def config(self) -> DictConfig | None:
-        """The composed config the run saved (``.hydra/config.yaml``), checked as data: every ``_target_``
-        in it must be one artmove's own configs name (:func:`check_targets`); None when not kept."""
+    @cached_property
+    def saved_config(self) -> dict[str, Any] | None:
+        """The composed config Hydra saved (``.hydra/config.yaml``) as plain data: YAML through the safe loader,
+        nothing resolved, and refused when it holds an interpolation artmove's configs never write
+        (``artmove.runs.plain``); None when not kept. Read once per folder object (the commands' one reader
+        checks it, the model card then uses it)."""
         path = self.hydra_file("config")
         if not path.is_file():
             return None
-        config = OmegaConf.load(path)
-        check_targets(config, path)
+        config = read_yaml(path)
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path} is not a saved config (a YAML mapping): refused.")
+        check_saved_config(config, path)
         return config
 
+    def saved_data_settings(self) -> DataSettings | None:
+        """The data set of a run of an earlier format (whose checkpoints do not record it), from its saved
+        config: its data node but this machine's own settings, plain references (``${seed}``) followed within
+        the file, any other interpolation refused. None when the run kept no config."""
+        config = self.saved_config
+        if config is None or not isinstance(config.get("data"), dict):
+            return None
+        where = self.hydra_file("config")
+        config = copy.deepcopy(config)
+        for key in LOCAL_MODULE_SETTINGS[1:]:
+            config["data"].pop(key, None)
+        source = config["data"].get("source")
+        for key in LOCAL_SOURCE_SETTINGS[1:] if isinstance(source, dict) else ():
+            source.pop(key, None)
+        seed = resolve_references(config, "seed", where)
+        return DataSettings.from_config(resolve_references(config, "data", where), seed, where)
+
     def best_checkpoint(self) -> Path:
-        """The checkpoint its results.json names, else its only ``best*.ckpt`` (or ``final*``), else ``last.ckpt``."""
+        """The checkpoint its results.json names (by file name, in this folder's ``checkpoints/``), else its only ``best*.ckpt`` (or ``final*``), else ``last.ckpt``."""
         named = self.results.get("best_checkpoint")
         if isinstance(named, str) and (self.checkpoints / Path(named).name).is_file():  # by name: the folder may have moved
             return self.checkpoints / Path(named).name
@@ -220,7 +292,7 @@ def selection_direction(job: RunFolder) -> str:
     """``maximize`` or ``minimize``: how a sweep's jobs are compared on ``optimized_value`` (``best_job``, the report)."""
     hydra_file = job.hydra_file("hydra")
     if hydra_file.is_file():
-        direction = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.sweeper.direction", default=None)
+        direction = select(read_yaml(hydra_file), "hydra.sweeper.direction")  # as written: a literal or nothing
         if direction in ("minimize", "maximize"):
             return direction
     return "minimize" if str(job.results.get("optimized_metric", "")).endswith("loss") else "maximize"
@@ -248,54 +320,3 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunFolder]:
 def _natural_key(path: Path) -> list:
     """Job folders 2 before 10; numbered and named folders side by side sort without comparing int to str."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
-
-
-# --- configs read from files -------------------------------------------------------------------
-@functools.cache
-def shipped_targets() -> frozenset[str]:
-    """Every ``_target_`` artmove's own configs (``artmove.conf``) name: all a file's config may name."""
-    from importlib.resources import files
-
-    targets: set[str] = set()
-
-    def collect(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("_target_"), str):
-                targets.add(node["_target_"])
-            for value in node.values():
-                collect(value)
-        elif isinstance(node, list):
-            for value in node:
-                collect(value)
-
-    def walk(folder) -> None:
-        for entry in folder.iterdir():
-            if entry.is_dir():
-                walk(entry)
-            elif entry.name.endswith(".yaml"):
-                collect(OmegaConf.to_container(OmegaConf.create(entry.read_text(encoding="utf-8"))))
-
-    walk(files("artmove.conf"))
-    return frozenset(targets)
-
-
-def check_targets(config: Any, where: Path) -> None:
-    """Refuse a config read from a file whose ``_target_`` (anywhere in it) is not one of artmove's own:
-    a run folder's saved config is data, and a file may not choose code for ``instantiate``."""
-    allowed = shipped_targets()
-    foreign: list[str] = []
-
-    def visit(node: Any, key: str) -> None:
-        if isinstance(node, dict):
-            for name, value in node.items():
-                if name == "_target_" and (not isinstance(value, str) or value not in allowed):
-                    foreign.append(f"{key or '<root>'}._target_={value!r}")
-                visit(value, f"{key}.{name}" if key else str(name))
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                visit(value, f"{key}[{index}]")
-
-    visit(OmegaConf.to_container(config, resolve=False) if OmegaConf.is_config(config) else config, "")
-    if foreign:
-        raise ConfigError(f"{where} names code artmove's own configs never name ({'; '.join(foreign[:3])}): a saved config "
-                          "is read as data, and this one is refused. Give the settings on the command line instead (e.g. data=… data.root=…).")  # fmt: skip

@@ -9,6 +9,18 @@ from artmove.data.sources.rasta import RastaWikiPaintings
 from artmove.data.sources.synthetic import SyntheticPaintings
 from artmove.data.sources.wikiart import WikiArtCSV
 
+#: Each format by the name of its option in ``conf/data/`` (``data=folder``): how a run's record names its data
+#: set, looked up here and never imported (``artmove.data.settings``; tests/test_runs.py checks conf/data agrees).
+SOURCE_FORMATS: dict[str, type[PaintingSource]] = {
+    "synthetic": SyntheticPaintings,
+    "folder": ImageFolderSplits,
+    "csv": CsvManifest,
+    "rasta": RastaWikiPaintings,
+    "wikiart": WikiArtCSV,
+    "pandora": Pandora18k,
+    "hf": HuggingFaceDataset,
+}
+
 __all__ = [
     "CsvManifest",
     "HuggingFaceDataset",
@@ -16,6 +28,7 @@ __all__ = [
     "Pandora18k",
     "PaintingSource",
     "RastaWikiPaintings",
+    "SOURCE_FORMATS",
     "SyntheticPaintings",
     "WikiArtCSV",
 ]
