@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from artmove.errors import ConfigError
 from artmove.models.calibration import check_threshold
-from artmove.models.ensemble import TrainedEnsemble, load_model
-from artmove.runs.checkpoints import ensemble_size, resolve_checkpoints
+from artmove.models.ensemble import TrainedEnsemble
+from artmove.runs.checkpoints import ensemble_size, open_run
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import is_number, require_settings
 
@@ -31,9 +31,10 @@ def build_app(cfg: DictConfig):
     from artmove.serving.predictor import Predictor
 
     check_demo_settings(cfg)
-    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
-    trained = load_model([c.file for c in checkpoints], cfg.device)
+    opened = open_run(cfg.ckpt_path, cfg.get("ensemble"))
+    trained = opened.load(cfg.device)
     ensemble = isinstance(trained, TrainedEnsemble)
+    checkpoints = list(opened.checkpoints)
     headline = headline_numbers(RunFacts.of_ensemble(checkpoints, trained) if ensemble else RunFacts.of(checkpoints[0], trained))
     predictor = Predictor.from_trained(trained)
     if not ensemble and trained.calibration:
@@ -59,7 +60,7 @@ def check_demo_settings(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={cfg[key]!r}: give a whole number >= 1.")
     check_threshold("uncertain_below", cfg.get("uncertain_below"))
     if cfg.get("ensemble") is not None:
-        ensemble_size(cfg.ensemble)
+        ensemble_size(cfg.ensemble)  # before the model loads
 
 
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="demo")

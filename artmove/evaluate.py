@@ -33,9 +33,9 @@ from artmove.models.calibration import (
     kept_at,
     threshold_for_target,
 )
-from artmove.models.ensemble import TrainedEnsemble, load_model
+from artmove.models.ensemble import TrainedEnsemble
 from artmove.models.preprocessing import check_image_size
-from artmove.runs.checkpoints import ensemble_size, evaluation_folder, resolve_checkpoints
+from artmove.runs.checkpoints import home_folder, open_run
 from artmove.runs.results import format_table
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import check_whole, require_settings
@@ -52,13 +52,13 @@ def eval_dir(ckpt_path: str | None, split: str, tta: str, data: str | None = Non
     (a sweep folder's: beside the sweep; ``ensemble=top3`` of a sweep: ``<sweep>/eval/test-ensemble_top3``). Without
     an existing checkpoint (the command then stops with an error) or for a list ``ckpt_path=[a,b]``:
     ``outputs/evaluate/<time>``."""
-    folder = evaluation_folder(ckpt_path)
-    if folder is None:
+    home = home_folder(ckpt_path)
+    if home is None:
         return f"outputs/evaluate/{datetime.now():%Y-%m-%d/%H-%M-%S}"
     parts = [split] + ([data] if data not in (None, "None", "null") else []) + ([tta] if tta != "none" else [])
     parts += [f"{image_size}px"] if image_size not in (None, "None", "null") else []
     parts += [f"ensemble_{ensemble}"] if ensemble not in (None, "None", "null") else []
-    return str(folder / "-".join(parts))
+    return str(home / "eval" / "-".join(parts))
 
 
 OmegaConf.register_new_resolver("artmove.eval_dir", eval_dir, replace=True)
@@ -145,17 +145,14 @@ def evaluate(cfg: DictConfig) -> dict:
     check_threshold("uncertain_below", cfg.get("uncertain_below"))
     if cfg.get("abstain_target") is not None:
         check_threshold("abstain_target", cfg.abstain_target)
-    if cfg.get("ensemble") is not None:
-        ensemble_size(cfg.ensemble)
-    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
-    checkpoint = checkpoints[0]  # the data set (and its split seed) of the first member's run
-    if cfg.gallery and len(checkpoints) > 1:
+    opened = open_run(cfg.ckpt_path, cfg.get("ensemble"))
+    if cfg.gallery and opened.is_ensemble:
         raise ConfigError("gallery= explains one network's mistakes with Grad-CAM: evaluate a member of the ensemble for it.")
-    trained = load_model([c.file for c in checkpoints], cfg.device)
+    trained = opened.load(cfg.device)
     preprocessing = eval_preprocessing(trained.preprocessing, cfg.image_size)
     classes = trained.class_names
     reading = preprocessing if isinstance(preprocessing, dict) else max(preprocessing, key=decode_size)
-    datamodule = evaluation_data(cfg, checkpoint.run, reading)
+    datamodule = evaluation_data(cfg, opened, trained, reading)  # the data set (and its split seed) of the first member's run
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
     # The split as training saw it (screened, grouped by artist); originals, so predictions.csv names them.
     split = datamodule.images(cfg.split, use_cache=False)

@@ -24,13 +24,13 @@ from artmove.data.transforms import decode_size, eval_input_size
 from artmove.errors import ConfigError, ExportCheckError
 from artmove.evaluation.data import evaluation_data
 from artmove.evaluation.tta import eval_transform
-from artmove.models.ensemble import TrainedEnsemble, eval_view, load_model
+from artmove.models.ensemble import TrainedEnsemble, eval_view
 from artmove.models.trained import TrainedModel
 from artmove.release.card import RunFacts, write_card
 from artmove.release.check import compare, failures
 from artmove.release.formats import WeightsFolder
 from artmove.release.hub import check_hub_target, push
-from artmove.runs.checkpoints import Checkpoint, ensemble_size, is_list, resolve_checkpoints
+from artmove.runs.checkpoints import OpenedRun, open_run
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import instantiate_checked, require_settings
 from artmove.utils.io import write_json
@@ -43,24 +43,22 @@ def export(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt_path``; return what export.json records."""
     started = time.time()
     require_settings(cfg)
-    if cfg.get("ensemble") is not None:
-        ensemble_size(cfg.ensemble)
-    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
-    checkpoint = checkpoints[0]
-    if len(checkpoints) > 1 and not cfg.out and is_list(cfg.ckpt_path):
+    opened = open_run(cfg.ckpt_path, cfg.get("ensemble"))
+    checkpoints, checkpoint = list(opened.checkpoints), opened.checkpoints[0]
+    if not cfg.out and opened.export_dir is None:
         raise ConfigError("ckpt_path=[…]: an ensemble of runs has no one folder to export beside: give out=DIR.")
     weights = WeightsFolder()
     formats = [weights, *(instantiate_checked(node, f"formats.{name}") for name, node in (cfg.formats or {}).items())]
     if cfg.hub:
         check_hub_target(cfg.hub)
-    out = Path(cfg.out) if cfg.out else default_out(cfg, checkpoints)
+    out = Path(cfg.out) if cfg.out else opened.export_dir
     check_out_folder(out)
-    trained = load_model([c.file for c in checkpoints], "cpu")
+    trained = opened.load("cpu")
     if isinstance(trained, TrainedEnsemble):
         check_one_input(trained)
     network, classes = trained.network, trained.class_names
     facts = RunFacts.of_ensemble(checkpoints, trained) if isinstance(trained, TrainedEnsemble) else RunFacts.of(checkpoint, trained)
-    images = check_images(cfg, checkpoint, trained, facts)
+    images = check_images(cfg, opened, trained, facts)
 
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -91,13 +89,6 @@ def export(cfg: DictConfig) -> dict:
         record["hub"] = push(out, cfg.hub, private=cfg.private)
         print(f"Pushed to the Hub: {record['hub']}", flush=True)
     return record
-
-
-def default_out(cfg: DictConfig, checkpoints: list[Checkpoint]) -> Path:
-    """``<run>/export``; an ensemble of a sweep's jobs: ``<sweep>/export-ensemble_<all|topK>``."""
-    if len(checkpoints) == 1:
-        return checkpoints[0].run.export_dir
-    return Path(str(cfg.ckpt_path)).expanduser() / f"export-ensemble_{cfg.ensemble}"
 
 
 def check_one_input(ensemble: TrainedEnsemble) -> None:
@@ -139,7 +130,7 @@ def check_out_folder(out: Path) -> None:
         raise ConfigError(f"out={out} exists and is not an artmove export: choose another folder (it is replaced as a whole).")
 
 
-def check_images(cfg: DictConfig, checkpoint: Checkpoint, trained: TrainedModel, facts: RunFacts) -> torch.Tensor:
+def check_images(cfg: DictConfig, opened: OpenedRun, trained: TrainedModel | TrainedEnsemble, facts: RunFacts) -> torch.Tensor:
     """``check_images`` paintings, evenly spread over the run's test split (or ``check_input``), as the
     network's eval transform makes them. Also fills in the card's artist overlap from the split."""
     count = int(cfg.check_images)
@@ -152,12 +143,12 @@ def check_images(cfg: DictConfig, checkpoint: Checkpoint, trained: TrainedModel,
             except UnreadableImageError as error:
                 log.warning("check_input: %s skipped (%s)", path, error)
         return torch.stack(pictures) if pictures else torch.empty(0)
-    if facts.config is None:
+    if opened.data_settings(trained) is None:
         if not count:
             return torch.empty(0)
-        raise ConfigError(f"the numeric check needs paintings and {checkpoint.run.path} has no .hydra/config.yaml to find the "
-                          "run's test split: give check_input=FOLDER (or check_images=0 to skip the check).")  # fmt: skip
-    datamodule = evaluation_data(DictConfig({"seed": None, "data": None}), checkpoint.run, trained.preprocessing)
+        raise ConfigError(f"the numeric check needs paintings and {opened.run.path} does not record the data set it trained on: "
+                          "give check_input=FOLDER (or check_images=0 to skip the check).")  # fmt: skip
+    datamodule = evaluation_data(DictConfig({"seed": None, "data": None}), opened, trained, trained.preprocessing)
     files = datamodule.files
     if files is not None:
         artist = getattr(datamodule.source, "artist", artist_from_filename)

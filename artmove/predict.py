@@ -21,8 +21,7 @@ from artmove.evaluation.inference import ImageFiles, predict_files
 from artmove.evaluation.tables import write_csv
 from artmove.evaluation.tta import check_tta, eval_transform, views_transform
 from artmove.models.calibration import check_threshold
-from artmove.models.ensemble import load_model
-from artmove.runs.checkpoints import ensemble_size, resolve_checkpoints
+from artmove.runs.checkpoints import open_run
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import check_whole, require_settings
 from artmove.utils.io import printable, write_json
@@ -40,13 +39,11 @@ def predict(cfg: DictConfig) -> dict:
     check_whole("num_workers", cfg.num_workers, minimum=0)
     check_whole("top_k", cfg.top_k)
     check_threshold("uncertain_below", cfg.get("uncertain_below"))
-    if cfg.get("ensemble") is not None:
-        ensemble_size(cfg.ensemble)
     paths = list_inputs(cfg.input)
-    checkpoints = resolve_checkpoints(cfg.ckpt_path, cfg.get("ensemble"))
-    if cfg.explain and len(checkpoints) > 1:
+    opened = open_run(cfg.ckpt_path, cfg.get("ensemble"))
+    if cfg.explain and opened.is_ensemble:
         raise ConfigError("explain=true draws one network's Grad-CAM: predict with a member of the ensemble for it.")
-    trained = load_model([c.file for c in checkpoints], cfg.device)
+    trained = opened.load(cfg.device)
     network, preprocessing, classes = trained.network, trained.preprocessing, trained.class_names
     threshold = cfg.get("uncertain_below") if cfg.get("uncertain_below") is not None else trained.threshold
     top_k = max(1, min(int(cfg.top_k), len(classes)))
@@ -74,7 +71,7 @@ def predict(cfg: DictConfig) -> dict:
                 for p in predictions for rank, top in enumerate(p["top"], start=1)]  # fmt: skip
         print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability', 'uncertain'])}")
     elif cfg.save == "json":
-        members = [str(c.file) for c in checkpoints]
+        members = [str(path) for path in opened.files]
         payload = {"checkpoint": members[0] if len(members) == 1 else members, "tta": cfg.tta, "uncertain_below": threshold,
                    "threshold_from": threshold_source(trained, cfg.get("uncertain_below")), "predictions": predictions, "skipped": skipped}  # fmt: skip
         write_json(out / "predictions.json", payload)

@@ -27,8 +27,7 @@ def test_top_losses_orders_by_the_true_class_probability():
 @pytest.mark.slow
 def test_gallery_shows_the_highest_loss_paintings_first_with_grad_cam(tiny_run, tmp_path):
     from artmove.evaluation.data import evaluation_data
-    from artmove.models import load_trained
-    from artmove.runs.folder import RunFolder
+    from artmove.runs.checkpoints import open_run
     from conftest import compose_config, run_cli
 
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
@@ -41,8 +40,9 @@ def test_gallery_shows_the_highest_loss_paintings_first_with_grad_cam(tiny_run, 
     # The first tile is the painting with the lowest probability of its true class (predictions.csv).
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))
     worst = min(rows, key=lambda row: float(row["p_true"]))
-    trained = load_trained(ckpt)
-    datamodule = evaluation_data(compose_config("evaluate", f"ckpt_path={ckpt}"), RunFolder(tiny_run), trained.preprocessing)
+    opened = open_run(ckpt)
+    trained = opened.load()
+    datamodule = evaluation_data(compose_config("evaluate", f"ckpt_path={ckpt}"), opened, trained, trained.preprocessing)
     (index,) = [i for i, (path, _) in enumerate(datamodule.files["test"]) if str(path) == worst["path"]]
     from artmove.evaluation.gradcam import to_pil
 

@@ -68,7 +68,7 @@ def test_a_runs_test_table_equals_evaluate_on_its_best_checkpoint(tmp_path, wiki
                    f"hydra.run.dir={run}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((run / "results.json").read_text())
-    done = run_cli("artmove.evaluate", f"ckpt_path={trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}")
+    done = run_cli("artmove.evaluate", f"ckpt_path={run / trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}")
     assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("test/top1", "test/top3", "test/top5", "test/top1_macro", "test/num_images", "test/ece", "test/nll"):

@@ -166,9 +166,9 @@ def test_a_run_with_a_new_head_reloads_for_evaluation(head, tmp_path):
     done = run_cli("artmove.train", f"head={head}", *TINY, "trainer.max_epochs=1", "callbacks=default", f"hydra.run.dir={run}")
     assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((run / "results.json").read_text())
-    checkpoint = torch.load(trained["best_checkpoint"], map_location="cpu", weights_only=True)
+    checkpoint = torch.load(run / trained["best_checkpoint"], map_location="cpu", weights_only=True)
     assert checkpoint["artmove"]["network"]["head"]["name"] == head
-    done = run_cli("artmove.evaluate", f"ckpt_path={trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}")
+    done = run_cli("artmove.evaluate", f"ckpt_path={run / trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}")
     assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["test/num_images"] == 10

@@ -1,5 +1,5 @@
 """The painting data a trained checkpoint is evaluated on: the one named on the command line, else
-the data set its run was trained on (the run's saved config, read as data), with the same splits."""
+the data set its run was trained on (as the run recorded it, read as data), with the same splits."""
 
 from __future__ import annotations
 
@@ -11,22 +11,24 @@ from omegaconf import DictConfig, open_dict
 
 from artmove.data.datamodule import PaintingDataModule
 from artmove.errors import ConfigError
-from artmove.runs.folder import RunFolder
+from artmove.models.ensemble import TrainedEnsemble
+from artmove.models.trained import TrainedModel
+from artmove.runs.checkpoints import OpenedRun
 
 
-def evaluation_data(cfg: DictConfig, run: RunFolder, preprocessing: dict[str, Any]) -> PaintingDataModule:
-    """The data module of ``cfg.data`` (a command's ``data=…``), else of the run's own data set; ``cfg.seed``
-    (else the run's, else 42) is what its splits were drawn with."""
-    trained = run.config()  # its _target_s checked: only those artmove's own configs name are built
-    if cfg.get("data") is None and trained is None:
-        raise ConfigError(
-            f"no data set given and {run.path} has no .hydra/config.yaml to take the training "
-            "data set from: add data=rasta data.root=/path/to/data (or data=folder/synthetic)."
-        )
+def evaluation_data(cfg: DictConfig, opened: OpenedRun, trained: TrainedModel | TrainedEnsemble,
+                    preprocessing: dict[str, Any]) -> PaintingDataModule:  # fmt: skip
+    """The data module of ``cfg.data`` (the command's own ``data=…``, composed from artmove's configs), else of
+    the run's recorded data set, built from artmove's formats by name; ``cfg.seed`` (else the run's, else 42)
+    is what its splits were drawn with."""
+    recorded = opened.data_settings(trained)
     seed = cfg.get("seed")
-    if seed is None:
-        seed = trained.get("seed", 42) if trained is not None else 42
-    root = copy.deepcopy(cfg if cfg.get("data") is not None else trained)  # its interpolations (${seed}) resolve there
-    with open_dict(root):
-        root.seed = seed
-    return instantiate(root.data, preprocessing=preprocessing, _convert_="all")
+    if cfg.get("data") is not None:
+        root = copy.deepcopy(cfg)  # its interpolations (${seed}) resolve there
+        with open_dict(root):
+            root.seed = seed if seed is not None else recorded.seed if recorded is not None else 42
+        return instantiate(root.data, preprocessing=preprocessing, _convert_="all")
+    if recorded is None:
+        raise ConfigError(f"no data set given and {opened.run.path} does not record the one it trained on (no record in its "
+                          "checkpoint, no .hydra/config.yaml): add data=rasta data.root=/path/to/data (or data=folder/synthetic).")  # fmt: skip
+    return (recorded if seed is None else recorded.model_copy(update={"seed": seed})).build(preprocessing)

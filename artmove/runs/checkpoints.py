@@ -1,7 +1,13 @@
-"""Which checkpoint a command's ``ckpt_path`` means, resolved once at the top of the command and passed
-down: a ``.ckpt`` file, a training run folder (its best checkpoint), a run's ``checkpoints/`` folder,
-or a sweep folder (its best job by ``optimized_value``, then that job's best checkpoint). An ensemble
-is a list of them (``ckpt_path=[run_a,run_b]``) or a sweep folder's jobs (``ensemble=all|top3``)."""
+"""What a command's ``ckpt_path`` means, read once: the one entry point through which evaluate, predict,
+export, demo and ``Predictor`` open a model (:func:`open_run`). A ``.ckpt`` file, a training run folder
+(its best checkpoint), a run's ``checkpoints/`` folder, or a sweep folder (its best job by
+``optimized_value``, then that job's best checkpoint); an ensemble is a list of them
+(``ckpt_path=[run_a,run_b]``) or a sweep folder's jobs (``ensemble=all|top3``).
+
+Everything read on the way is data: results.json through its schema (``RunFolder.results``), the
+checkpoints as tensors and plain values, the run's data set from the checkpoint's record (or, for runs
+of an earlier format, the run's saved config with plain references only: ``artmove.runs.plain``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from artmove.data.settings import DataSettings
 from artmove.errors import ConfigError
+from artmove.models.ensemble import TrainedEnsemble, load_model
+from artmove.models.trained import TrainedModel
 from artmove.runs.folder import CHECKPOINTS, CKPT_PATH_FORMS, RunFolder, SweepFolder
 
 log = logging.getLogger(__name__)
@@ -32,8 +41,7 @@ class Checkpoint:
 
 
 def resolve_checkpoint(ckpt_path: str | Path) -> Checkpoint:
-    """The checkpoint ``ckpt_path`` means. Its run folder is data too: a saved config naming code artmove's
-    own configs never name is refused here, whichever command asked (``RunFolder.config``)."""
+    """The checkpoint one path means (a member of :func:`open_run`'s list, or the whole of it)."""
     path = Path(ckpt_path).expanduser()
     if path.is_file():
         checkpoint = Checkpoint(path, RunFolder.of_checkpoint(path))
@@ -43,7 +51,6 @@ def resolve_checkpoint(ckpt_path: str | Path) -> Checkpoint:
         path = path.parent if path.name == CHECKPOINTS else path
         run = RunFolder(path) if (path / CHECKPOINTS).is_dir() else SweepFolder(path).best_job()
         checkpoint = Checkpoint(run.best_checkpoint(), run)
-    checkpoint.run.config()
     return checkpoint
 
 
@@ -74,10 +81,7 @@ def resolve_checkpoints(ckpt_path: Any, ensemble: str | None = None) -> list[Che
     chosen = jobs if count is None else jobs[:count]
     if count is not None and len(jobs) < count:
         log.warning("ensemble=%s: the sweep has %d finished job(s) with checkpoints; all of them are members", ensemble, len(jobs))
-    members = [Checkpoint(run.best_checkpoint(), run) for run in chosen]
-    for member in members:
-        member.run.config()
-    return members
+    return [Checkpoint(run.best_checkpoint(), run) for run in chosen]
 
 
 def ensemble_size(ensemble: Any) -> int | None:
@@ -93,15 +97,73 @@ def is_list(ckpt_path: Any) -> bool:
     return isinstance(ckpt_path, Sequence) and not isinstance(ckpt_path, (str, bytes))
 
 
-def evaluation_folder(ckpt_path: str | None) -> Path | None:
-    """Where evaluations of ``ckpt_path`` go (``<run>/eval``; a sweep folder's: ``<sweep>/eval``), from the
-    path's shape alone (Hydra's run folder is chosen before the command resolves anything); None when
-    ``ckpt_path`` is no file or folder, or a list (an ensemble of runs has no one folder)."""
+def home_folder(ckpt_path: Any) -> Path | None:
+    """The folder a ``ckpt_path`` belongs to, from the path's shape alone: a checkpoint's run, a run folder,
+    a sweep folder (where its evaluations, ``eval/``, and exports go); None when it is no file or folder, or a
+    list (an ensemble of runs has no one folder). Evaluate's output folder is chosen from it before
+    the command starts (Hydra makes it first); :func:`open_run` gives the same."""
     if not ckpt_path or is_list(ckpt_path):
         return None
-    path = Path(ckpt_path).expanduser()
+    path = Path(str(ckpt_path)).expanduser()
     if path.is_file():
-        return RunFolder.of_checkpoint(path).eval_dir
+        return RunFolder.of_checkpoint(path).path
     if path.is_dir():
-        return RunFolder(path.parent if path.name == CHECKPOINTS else path).eval_dir
+        return path.parent if path.name == CHECKPOINTS else path
     return None
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """A command's ``ckpt_path`` (and ``ensemble=``), resolved: its checkpoint(s), each with its run folder,
+    and the folder it belongs to (``home``: the run's, or the sweep's; None for a list of runs)."""
+
+    checkpoints: tuple[Checkpoint, ...]
+    home: Path | None
+    ensemble: str | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        return [checkpoint.file for checkpoint in self.checkpoints]
+
+    @property
+    def run(self) -> RunFolder:
+        """The (first member's) run: its data set is the one evaluated."""
+        return self.checkpoints[0].run
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.checkpoints) > 1
+
+    @property
+    def eval_dir(self) -> Path | None:
+        return None if self.home is None else self.home / "eval"
+
+    @property
+    def export_dir(self) -> Path | None:
+        """``<run>/export``; an ensemble of a sweep's jobs: ``<sweep>/export-ensemble_<all|topK>``; a list: None."""
+        if not self.is_ensemble:
+            return self.run.export_dir
+        return None if self.home is None else self.home / f"export-ensemble_{self.ensemble}"
+
+    def load(self, device: str = "cpu") -> TrainedModel | TrainedEnsemble:
+        """The trained network (an ensemble's members), each checkpoint read once, as data."""
+        return load_model(self.files, device)
+
+    def data_settings(self, trained: TrainedModel | TrainedEnsemble) -> DataSettings | None:
+        """The data set the (first member's) run trained on: its checkpoint's record, else, for a run of an
+        earlier format, its saved config read as plain data; None when neither says."""
+        member = trained.members[0] if isinstance(trained, TrainedEnsemble) else trained
+        record = (member.run_record or {}).get("data")
+        if record is not None:
+            return DataSettings.read(record, member.checkpoint)
+        return self.run.saved_data_settings()
+
+
+def open_run(ckpt_path: Any, ensemble: str | None = None) -> OpenedRun:
+    """What ``ckpt_path`` (with ``ensemble=``) means: the one place a command's checkpoint path is read."""
+    if ensemble is not None:
+        ensemble_size(ensemble)
+    checkpoints = tuple(resolve_checkpoints(ckpt_path, ensemble))
+    for checkpoint in checkpoints:
+        _ = checkpoint.run.saved_config  # read and checked now: one someone edited to hold code is refused, whichever command opens it
+    return OpenedRun(checkpoints, home_folder(ckpt_path), ensemble)

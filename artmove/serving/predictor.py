@@ -29,10 +29,10 @@ from artmove.errors import ConfigError
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.tta import eval_transform, predict_views, stack_views, views_to, views_transform
 from artmove.models.calibration import check_threshold
-from artmove.models.ensemble import Ensemble, TrainedEnsemble, load_model
+from artmove.models.ensemble import Ensemble, TrainedEnsemble
 from artmove.models.trained import TrainedModel, resolve_device
 from artmove.release.formats import export_threshold, load_weights_folder
-from artmove.runs.checkpoints import resolve_checkpoints
+from artmove.runs.checkpoints import open_run
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 
@@ -72,7 +72,7 @@ class Predictor:
     def from_checkpoint(cls, ckpt_path: str | Path | Sequence[str | Path], device: str = "cpu", ensemble: str | None = None) -> Predictor:
         """A training checkpoint, a run folder (its best checkpoint) or a sweep folder (its best job); an ensemble:
         a list of them, or a sweep folder with ``ensemble="all"`` or ``"top3"``."""
-        return cls.from_trained(load_model([c.file for c in resolve_checkpoints(ckpt_path, ensemble)], device))
+        return cls.from_trained(open_run(ckpt_path, ensemble).load(device))
 
     @classmethod
     def from_trained(cls, trained: TrainedModel | TrainedEnsemble) -> Predictor:
