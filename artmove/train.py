@@ -24,16 +24,18 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from artmove.data.datamodule import PaintingDataModule
-from artmove.errors import USER_ERRORS, user_error_behind
+from artmove.data.settings import DataSettings
+from artmove.errors import USER_ERRORS, ConfigError, user_error_behind
 from artmove.finetune import create_policy
 from artmove.finetune.policies import drop_unused_settings
 from artmove.models import ArtClassifier
+from artmove.runs.command_line import accepts_resume_folder
 from artmove.runs.folder import RunFolder
 from artmove.runs.results import format_table, job_overrides, record_failure, record_unfinished
-from artmove.runs.resume import Resume, accepts_resume_folder, check_same_classes, resume_checkpoint
+from artmove.runs.resume import Resume, check_same_classes, resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
 from artmove.training.calibration import calibrate_run, check_trust_settings
-from artmove.training.callbacks import CheckpointOnStop, RunRecordInCheckpoint
+from artmove.training.callbacks import CheckpointOnStop, CheckpointsFollowTheirFolder, RunRecordInCheckpoint
 from artmove.training.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step, slurm_usr1_requeues
 from artmove.training.trainer import check_trainer
 from artmove.utils.cli import say_user_error
@@ -65,6 +67,15 @@ def build(cfg: DictConfig, resume: Resume | None = None) -> tuple[PaintingDataMo
     return images, datamodule, model
 
 
+def recorded_data(cfg: DictConfig) -> dict | None:
+    """The data set as the checkpoints record it, resolved now (what evaluate and export rebuild the splits
+    from); None for a source artmove does not ship (a user's own ``_target_``): evaluating it then takes ``data=…``."""
+    try:
+        return DataSettings.from_config(OmegaConf.to_container(cfg.data, resolve=True), cfg.seed, "data").record()
+    except ConfigError:
+        return None
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one training job; return its results (also written to ``<output_dir>/results.json``)."""
     started = time.time()
@@ -83,8 +94,8 @@ def train(cfg: DictConfig) -> dict:
     resume = resume_checkpoint(cfg.get("resume", True), checkpoint_dir, cfg)  # read and compared now: a bad file costs a second
     images, datamodule, model = build(cfg, resume)
     classes, sizes = images.classes, images.split_sizes()
-    resume.record["classes"] = classes
-    callbacks.append(RunRecordInCheckpoint(resume.record))
+    resume.record.update(classes=classes, data=recorded_data(cfg))
+    callbacks += [RunRecordInCheckpoint(resume.record), CheckpointsFollowTheirFolder()]
     log.info("data: %d classes, split sizes %s", len(classes), sizes)
     network = model.network
     log.info("backbone %s, head %s, weights: %s%s", cfg.backbone, network.spec["head"]["name"], network.weights_source,
@@ -226,7 +237,7 @@ def _report_failure(cfg: DictConfig, error: Exception) -> None:
         log.error("job failed: %s: %s (traceback in %s)", type(error).__name__, error, run.traceback_file)
 
 
-@accepts_resume_folder  # resume=<run folder>: that run's command line, then this one's overrides (artmove/runs/resume.py)
+@accepts_resume_folder  # resume=<run folder>: that run's command line, then this one's overrides (artmove/runs/command_line.py)
 @hydra.main(version_base="1.3", config_path="pkg://artmove.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Return the optimised metric (``optimized_metric``, default val/top1) for sweepers.

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image, ImageStat
 
-from artmove.runs.resume import resume_folder_arguments
+from artmove.runs.command_line import resume_folder_arguments
 from artmove.training.figures import LearningCurves
 from conftest import run_cli
 
@@ -110,9 +110,9 @@ def saved_run(folder, overrides):
 
 
 def test_resume_puts_the_runs_command_line_first_and_this_ones_on_top(tmp_path):
-    run = saved_run(tmp_path / "my run", ["backbone=test_resnet", "+model.extra=1", "seed=3", "resume=false"])
-    argv = resume_folder_arguments(["seed=4", "+model.extra=2", "model.extra=5", f"resume={run}", "--cfg", "job"])
-    assert argv == ["backbone=test_resnet", "++model.extra=5", "seed=4", f"hydra.run.dir='{run}'", f"resume='{run}'", "--cfg", "job"]
+    run = saved_run(tmp_path / "my run", ["backbone=test_resnet", "+trainer.limit_val_batches=1", "seed=3", "resume=false"])
+    argv = resume_folder_arguments(["seed=4", "+trainer.limit_val_batches=2", "trainer.limit_val_batches=5", f"resume={run}", "--cfg", "job"])
+    assert argv == ["backbone=test_resnet", "++trainer.limit_val_batches=5", "seed=4", f"hydra.run.dir='{run}'", f"resume='{run}'", "--cfg", "job"]
     assert resume_folder_arguments(["resume=false", "seed=1"]) == ["resume=false", "seed=1"]  # not a folder: as typed
     assert resume_folder_arguments([f"resume={tmp_path / 'x.ckpt'}"]) == [f"resume={tmp_path / 'x.ckpt'}"]
 

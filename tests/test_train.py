@@ -116,7 +116,7 @@ def test_final_weights_and_test_image_size_from_the_command_line(tmp_path):
                    "test_image_size=48", "data.batch_size=4", "callbacks=final_weights", f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    tested = results["best_checkpoint"]
+    tested = str(tmp_path / results["best_checkpoint"])  # results.json: relative to the run folder
     assert os.path.basename(tested).startswith("final-epoch001-") and f"ckpt_path={tested}" in done.stdout
     assert f"val_acc{results['best_val/top1']:.4f}" in tested  # the final epoch's validation top-1
     preprocessing = load_trained(tested).preprocessing

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from artmove.errors import ConfigError
+from artmove.runs.command_line import hydra_string
 from artmove.runs.folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -55,29 +55,27 @@ def relaunches_command(strategy: Any) -> bool:
 
 
 def run_in_own_process() -> dict[str, Any]:
-    """Run this sweep job as a single run of its saved config in a new process; return its results.json.
+    """Run this sweep job as a single run of its own command line in a new process; return its results.json.
 
-    The new process is an ordinary single run (``--config-path <job>/.hydra --config-name
-    config hydra.run.dir=<job>``), so Lightning's DDP launch works there as it does
-    outside sweeps, and everything it sets up ends with it. A run that fails records its
-    failure itself; a process that dies before writing results.json raises here.
+    The new process is an ordinary single run (``python -m artmove.train <the job's overrides>
+    hydra.run.dir=<job>``): the overrides are the job's, as Hydra holds them in memory (never read back
+    from a file), so the config composes from artmove's own config groups as the job's did. Lightning's
+    DDP launch works there as it does outside sweeps, and everything it sets up ends with it. A run that
+    fails records its failure itself; a process that dies before writing results.json raises here.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_original_cwd
 
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.output_subdir is None:
-        raise ConfigError("trainer=ddp inside a sweep needs the job's saved config: remove hydra.output_subdir=null.")
     job = RunFolder(Path(hydra_cfg.runtime.output_dir))
     job_dir = job.path
-    job.config()  # the saved config the new process composes from, read as data first
     job.results_file.unlink(missing_ok=True)
+    overrides = list(hydra_cfg.overrides.task)
     command = [
-        sys.executable, "-m", "artmove.train",
-        "--config-path", str(job_dir / hydra_cfg.output_subdir), "--config-name", "config",
-        f'hydra.run.dir="{job_dir}"', "hydra.output_subdir=null", f"hydra.job.name={hydra_cfg.job.name}",
+        sys.executable, "-m", "artmove.train", *overrides, f"hydra.run.dir={hydra_string(str(job_dir))}",
+        "hydra.output_subdir=null", f"hydra.job.name={hydra_cfg.job.name}",
     ]  # fmt: skip
-    log.info("DDP inside a sweep: job %s runs in its own process (%s)", hydra_cfg.job.num, " ".join(command[1:5]))
+    log.info("DDP inside a sweep: job %s runs in its own process (%s)", hydra_cfg.job.num, " ".join(overrides))
     returncode = subprocess.run(command, cwd=get_original_cwd()).returncode
     if not job.results:
         raise ChildProcessError(

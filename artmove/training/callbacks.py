@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import random
 import shlex
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
 
+from artmove.models.trained import RUN_RECORD
 from artmove.runs.folder import RunFolder
-from artmove.runs.resume import RUN_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,46 @@ class RunRecordInCheckpoint(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[RUN_RECORD] = self.record
+
+
+class CheckpointsFollowTheirFolder(pl.Callback):
+    """A run writes only in its own folder, wherever its checkpoint was written: a copied or moved run
+    continues in itself, and ``resume=<another run's checkpoint>`` never touches that run.
+
+    Lightning's ``ModelCheckpoint`` keeps absolute paths in its state (its folder, the best and last
+    checkpoints, the k best) and, resumed in another folder, still reloads the best one's path: a copy's
+    end-of-run calibration then rewrote the original's best checkpoint, and a moved run failed on a path
+    that no longer exists. When a checkpoint is loaded, before each checkpoint callback reads its state,
+    every path it recorded in another folder is re-derived by file name in its folder now: the file there
+    (a copy or a move brought it), else a copy of the recorded file made there (a checkpoint resumed from
+    another run: its best is then tested and calibrated here), else forgotten. The state then reloads whole."""
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("callbacks") or {}
+        for callback in trainer.checkpoint_callbacks:
+            state = states.get(callback.state_key)
+            if not isinstance(state, dict) or callback.dirpath is None or state.get("dirpath") in (None, callback.dirpath):
+                continue
+            now = Path(callback.dirpath)
+            paths = {key: state.get(key) for key in ("best_model_path", "kth_best_model_path", "last_model_path")}
+            named = {path: self.here(Path(path), now, trainer) for path in {*paths.values(), *(state.get("best_k_models") or {})} if path}
+            state.update({key: named.get(path, "") for key, path in paths.items() if key in state})
+            state["best_k_models"] = {named[path]: score for path, score in (state.get("best_k_models") or {}).items() if named.get(path)}
+            log.info("checkpoints recorded in %s are read from %s (the run folder was copied or moved, or resumed from another run)",
+                     state["dirpath"], now)  # fmt: skip
+            state["dirpath"] = callback.dirpath
+        trainer.strategy.barrier("checkpoints-follow-their-folder")  # the copies made by rank 0 are there for every rank
+
+    @staticmethod
+    def here(recorded: Path, now: Path, trainer: pl.Trainer) -> str:
+        """The file of that name in ``now``: there already, copied there from ``recorded``, or "" (none)."""
+        target = now / recorded.name
+        if not target.is_file() and recorded.is_file() and trainer.is_global_zero:
+            now.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".copying")
+            shutil.copyfile(recorded, partial)
+            os.replace(partial, target)
+        return str(target) if target.is_file() or recorded.is_file() else ""
 
 
 class CheckpointOnStop(pl.Callback):
