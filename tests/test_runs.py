@@ -28,16 +28,29 @@ def test_the_config_writes_where_the_run_folder_reads(compose_train, tmp_path):
     assert Path(logger.save_dir) / logger.name / "metrics.csv" == run.metrics_file
 
 
-def test_a_saved_config_naming_foreign_code_is_refused(tmp_path):
+def test_a_saved_config_is_read_as_data_and_its_data_set_by_format_name(tmp_path):
+    """A run of an earlier format (its checkpoints record no data set): the saved config's data node, plain
+    references followed within the file, this machine's own settings left out, the source by format name."""
     run = RunFolder(tmp_path)
     run.hydra_file("config").parent.mkdir()
-    OmegaConf.save({"seed": 1, "data": {"_target_": "artmove.data.PaintingDataModule", "source": {"_target_": "artmove.data.sources.RastaWikiPaintings"}}},
-                   run.hydra_file("config"))  # fmt: skip
-    assert run.config().data.source._target_ == "artmove.data.sources.RastaWikiPaintings"
-    OmegaConf.save({"data": {"_target_": "artmove.data.PaintingDataModule", "source": {"_target_": "pathlib.Path.write_text"}}},
-                   run.hydra_file("config"))  # fmt: skip
-    with pytest.raises(ConfigError, match=r"names code artmove's own configs never name \(data.source._target_='pathlib.Path.write_text'\)"):
-        run.config()
+    data = {"_target_": "artmove.data.PaintingDataModule", "batch_size": 8, "prepared_dir": "${oc.env:ARTMOVE_CACHE,'~/.cache/artmove'}",
+            "seed": "${seed}", "group_by": None, "root": "/data/rasta", "source": {"_target_": "artmove.data.sources.RastaWikiPaintings",
+                                                                                    "_partial_": True}}  # fmt: skip
+    OmegaConf.save({"seed": 7, "data": data}, run.hydra_file("config"))
+    settings = RunFolder(tmp_path).saved_data_settings()
+    assert settings.format == "rasta" and settings.root == "/data/rasta" and settings.seed == 7 and settings.source == {}
+    for key, value, refused in (("source", {"_target_": "pathlib.Path.write_text"}, "names code artmove's own configs never name"),
+                                ("source", {"_target_": "artmove.data.PaintingDataModule"}, "not one of artmove's formats"),
+                                ("root", "${oc.create:{a: 1}}", "interpolation artmove's configs never write"),
+                                ("root", "\\${seed}", "interpolation artmove's configs never write"),
+                                ("group_by", "${nowhere}", "refers to nowhere, which the file does not hold"),
+                                ("extra", 1, "extra: Extra inputs are not permitted")):  # fmt: skip
+        OmegaConf.save({"seed": 7, "data": {**data, key: value}}, run.hydra_file("config"))
+        with pytest.raises(ConfigError, match=refused):
+            RunFolder(tmp_path).saved_data_settings()  # a folder object reads its files once: a new one for each
+    run.hydra_file("config").write_text("seed: !!python/object/apply:os.system ['true']\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"is not plain YAML data \(could not determine a constructor"):
+        _ = RunFolder(tmp_path).saved_config
 
 
 def make_run(folder, *checkpoints, results=None, direction=None):
@@ -117,3 +130,17 @@ def test_predict_takes_a_sweep_folder(tiny_run, wikipaintings_small, tmp_path):
     saved = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))
     best = json.loads((tiny_run / "results.json").read_text(encoding="utf-8"))["best_checkpoint"]
     assert saved["checkpoint"] == str(sweep / "0" / "checkpoints" / best.rsplit("/", 1)[1])
+
+
+def test_each_data_option_is_the_format_of_that_name():
+    """A run records its data set by the name of its conf/data option; the two agree, and each composes to a record."""
+    from artmove.data.settings import DataSettings
+    from artmove.data.sources import SOURCE_FORMATS
+    from artmove.utils.confdoc import group_options
+
+    assert sorted(SOURCE_FORMATS) == group_options("data")
+    for name, source in SOURCE_FORMATS.items():
+        cfg = compose_config("train", f"data={name}", "data.root=/data/x", "seed=5")
+        assert cfg.data.source._target_ == f"artmove.data.sources.{source.__name__}"
+        settings = DataSettings.from_config(OmegaConf.to_container(cfg.data, resolve=True), cfg.seed, "x")
+        assert settings.format == name and settings.seed == 5 and "cache_dir" not in settings.source  # this machine's: never recorded
