@@ -44,7 +44,7 @@ def build_app(cfg: DictConfig):
     if predictor.threshold is not None:
         headline["Not sure below"] = f"{predictor.threshold:.0%}" + ("" if cfg.get("uncertain_below") is not None else " (chosen on validation)")
     return create_app(predictor, headline, cfg.top_k, int(cfg.max_upload_mb * 1e6), int(cfg.max_megapixels * 1e6),
-                      cfg.max_parallel, cfg.max_waiting)  # fmt: skip
+                      cfg.max_parallel, cfg.max_waiting, float(cfg.upload_timeout_s))  # fmt: skip
 
 
 def check_demo_settings(cfg: DictConfig) -> None:
@@ -52,12 +52,12 @@ def check_demo_settings(cfg: DictConfig) -> None:
     port = cfg.port
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"port={port!r}: give a TCP port from 1 to 65535, e.g. port=7860.")
-    for key in ("max_upload_mb", "max_megapixels"):
-        if not is_number(cfg[key]) or not 0 < cfg[key] < float("inf"):
-            raise ConfigError(f"{key}={cfg[key]!r}: give a limit > 0, e.g. {key}=20.")
-    for key in ("top_k", "max_parallel", "max_waiting"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]!r}: give a whole number >= 1.")
+    for key, example, ceiling in (("max_upload_mb", 20, 1000), ("max_megapixels", 50, 500), ("upload_timeout_s", 30, 3600)):
+        if not is_number(cfg[key]) or not 0 < cfg[key] <= ceiling:
+            raise ConfigError(f"{key}={cfg[key]!r}: give a limit > 0 and at most {ceiling}, e.g. {key}={example}.")
+    for key, ceiling in (("top_k", 1000), ("max_parallel", 64), ("max_waiting", 1024)):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or not 1 <= cfg[key] <= ceiling:
+            raise ConfigError(f"{key}={cfg[key]!r}: give a whole number from 1 to {ceiling}.")
     check_threshold("uncertain_below", cfg.get("uncertain_below"))
     if cfg.get("ensemble") is not None:
         ensemble_size(cfg.ensemble)  # before the model loads

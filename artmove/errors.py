@@ -27,11 +27,18 @@ class DiskFullError(OSError):
         return self.strerror
 
 
+class FileSizeLimitError(OSError):
+    """A file did not fit under this process's file-size limit (``ulimit -f``; the previous file is kept)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 class ExportCheckError(ConfigError):
     """An exported file does not reproduce the checkpoint's predictions."""
 
 
-USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError, UnreadableCheckpoint, DiskFullError)
+USER_ERRORS = (ConfigError, DataSetupError, PretrainedWeightsError, UnreadableCheckpoint, DiskFullError, FileSizeLimitError)
 
 
 def user_error_behind(error: BaseException) -> BaseException:

@@ -156,7 +156,7 @@ def test_test_image_size_sets_every_evaluation_view_but_not_the_training_crops()
     assert next(iter(datamodule.val_dataloader()))[0].shape[-2:] == (56, 56)
     assert tta_transform(preprocessing, "five_crop")(Image.new("RGB", (90, 70))).shape == (5, 3, 56, 56)
     assert decode_size(preprocessing) == math.ceil(56 / preprocessing["crop_pct"])
-    with pytest.raises(ConfigError, match=r"test_image_size=8: give a whole number of pixels >= 16"):
+    with pytest.raises(ConfigError, match=r"test_image_size=8: give a whole number of pixels from 16 to 2048"):
         backbone_preprocessing("tf_efficientnet_lite0", test_image_size=8)
 
 

@@ -4,6 +4,7 @@ headless Chromium (Debian's chromium + chromium-driver) against `artmove.predict
 import base64
 import contextlib
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -177,6 +178,10 @@ def page_answers_in_chromium(url, painting, expected, screenshots) -> None:
         bars = browser.find_elements(By.CSS_SELECTOR, "#topk .bar")
         assert [bar.find_element(By.TAG_NAME, "span").text for bar in bars] == [t["movement"].replace("_", " ") for t in expected]
         assert browser.find_element(By.ID, "gradcam").get_attribute("src").startswith("data:image/png;base64,")
+        shown_set = json.loads(browser.find_element(By.ID, "set").get_attribute("data-movements"))  # the run's 90 % prediction set
+        assert browser.find_element(By.ID, "set-line").is_displayed() and browser.find_element(By.ID, "set-level").text == "— 90 % sets"
+        expected_set = " or ".join(m.replace("_", " ") for m in shown_set) or "No movement is likely enough"
+        assert browser.find_element(By.ID, "set").text == expected_set
 
         text_file = screenshots / "notes.txt"
         text_file.write_text("not a painting", encoding="utf-8")
@@ -294,3 +299,135 @@ def test_the_page_answers_at_once_during_a_burst_of_predictions(predictor, paint
                 time.sleep(0.3)
             assert list(statuses) == [200] * 8
     assert max(page_seconds) < 2.0, page_seconds
+
+
+# --- what the page shows and who may hold it ---------------------------------------------------------
+PAYLOAD = """<img src=x onerror="document.title='XSS'">"""
+
+
+@pytest.fixture(scope="module")
+def hostile_names(tiny_run, tmp_path_factory):
+    """A copy of tiny_run's best checkpoint whose class names each carry an ``onerror`` payload."""
+    from artmove.runs.checkpoints import open_run
+
+    checkpoint = torch.load(open_run(tiny_run).files[0], map_location="cpu", weights_only=True)
+    names = checkpoint["hyper_parameters"]["class_names"]
+    checkpoint["hyper_parameters"]["class_names"] = [f"{PAYLOAD}{name}" for name in names]
+    path = tmp_path_factory.mktemp("hostile") / "names.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+class CountingRequests:
+    """ASGI middleware counting each path the browser asks for (an injected ``<img src=x>`` would ask for ``/x``)."""
+
+    def __init__(self, app):
+        self.app, self.paths = app, []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+@needs_browser
+def test_class_names_from_a_checkpoint_are_shown_as_text_and_never_run(hostile_names, painting, tmp_path):
+    from artmove.demo import build_app
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    app = CountingRequests(build_app(compose_config("demo", f"ckpt_path={hostile_names}", "device=cpu")))
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    with serving_in_thread(app) as url:
+        headers = urllib.request.urlopen(url, timeout=10).headers
+        assert "script-src 'self'" in headers["Content-Security-Policy"] and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+        browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            browser.get(url + "/")
+            title = browser.title
+            browser.find_element(By.ID, "image").send_keys(str(painting.resolve()))
+            label = browser.find_element(By.ID, "label")
+            WebDriverWait(browser, 120).until(lambda _: label.get_attribute("data-state") in ("done", "error"))
+            time.sleep(0.5)  # an injected image's error handler would have run by now
+            browser.save_screenshot(str(tmp_path / "hostile-names.png"))
+            assert label.get_attribute("data-state") == "done", browser.find_element(By.ID, "message").text
+            shown = [bar.find_element(By.TAG_NAME, "span").text for bar in browser.find_elements(By.CSS_SELECTOR, "#topk .bar")]
+            assert len(shown) == 5 and all(text.startswith(PAYLOAD.replace("_", " ")) for text in shown)  # the markup, as literal text
+            assert label.text.startswith("<img src=x") and not browser.find_elements(By.CSS_SELECTOR, "#topk img, #label img")
+            assert browser.title == title != "XSS"
+        finally:
+            browser.quit()
+    assert set(app.paths) - {"/favicon.ico"} == {"/", "/demo.css", "/demo.js", "/predict"}, app.paths  # no request for /x
+
+
+def stalled_upload(url: str) -> dict:
+    """A connection that sends the headers and the start of a multipart body, then nothing; a thread reads what the
+    server answers until it closes the connection: ``{"reply": bytes, "seconds": from the start to the close}``."""
+    import threading
+
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=60)
+    boundary = "stalled"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.png"\r\nContent-Type: image/png\r\n\r\n'
+    started = time.perf_counter()
+    connection.sendall((f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+                        f"Content-Length: 1000000\r\n\r\n{head}").encode() + b"\x89PNG")  # fmt: skip
+    outcome = {"reply": b""}
+
+    def read() -> None:
+        with connection:
+            while chunk := connection.recv(4096):
+                outcome["reply"] += chunk
+        outcome["seconds"] = time.perf_counter() - started
+
+    outcome["thread"] = threading.Thread(target=read, daemon=True)
+    outcome["thread"].start()
+    return outcome
+
+
+def test_stalled_uploads_cost_only_themselves_and_are_dropped_at_their_deadline(predictor, painting):
+    """32 clients that start an upload and stall, then 8 real uploads: each real one is answered (200) while the
+    stalled ones hold their connections; each stalled one gets 408 within its deadline (3 s here) and is closed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    app = create_app(predictor, {"Model": "m"}, max_parallel=1, max_waiting=16, upload_timeout_s=3)
+    data = painting.read_bytes()
+    with serving_in_thread(app) as url:
+        stalled = [stalled_upload(url) for _ in range(32)]
+        with httpx.Client(timeout=30) as client, ThreadPoolExecutor(8) as pool:
+
+            def upload(_):
+                started = time.perf_counter()
+                status = client.post(f"{url}/predict", files={"file": ("p.jpg", data, "image/jpeg")}).status_code
+                return status, time.perf_counter() - started
+
+            answers = list(pool.map(upload, range(8)))
+        assert [status for status, _ in answers] == [200] * 8, answers
+        for outcome in stalled:
+            outcome["thread"].join(30)
+            reply = outcome["reply"].decode("latin-1")
+            assert reply.startswith("HTTP/1.1 408") and "did not arrive within 3 s" in reply, reply[:300]
+            assert outcome["seconds"] < 3 + 2, outcome["seconds"]  # answered and closed at the deadline (a margin for 2 cores)
+
+
+def test_a_burst_is_admitted_exactly_as_the_settings_say(predictor, painting):
+    """max_parallel=1 + max_waiting=3: of 12 uploads arriving at once while each takes ~1 s, 4 are answered and 8 get 503."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    slow = Predictor(SlowNetwork(predictor.network, 0.75), predictor.class_names, predictor.preprocessing)
+    app = create_app(slow, {"Model": "m"}, max_parallel=1, max_waiting=3)
+    data = png(64, 48)
+    with serving_in_thread(app) as url, httpx.Client(timeout=60) as client, ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda _: client.post(f"{url}/predict", files={"file": ("p.png", data, "image/png")}).status_code, range(12)))
+    assert sorted(statuses) == [200] * 4 + [503] * 8, statuses

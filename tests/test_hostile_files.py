@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import run_cli
+from conftest import NO_CALIBRATION, run_cli
 
 COMMANDS = {
     "predict": ["ckpt_path={ckpt}", "input={image}"],
@@ -139,7 +139,7 @@ def test_a_dangling_link_is_listed_as_skipped_not_dropped(tiny_run, tmp_path):
     ("train", "optimizer.lr=inf", "optimizer.lr=inf: give a learning rate > 0"),
     ("train", "seed=abc", "seed='abc': give a whole number >= 0"),
     ("train", "model.label_smoothing=2", r"model.label_smoothing=2: give a share in \[0, 1\)"),
-    ("predict", "batch_size=0", "batch_size=0: give a whole number >= 1"),
+    ("predict", "batch_size=0", "batch_size=0: give a whole number of images from 1 to 4096"),
     ("demo", "port=99999", "port=99999: give a TCP port from 1 to 65535"),
     ("demo", "max_upload_mb=-1", "max_upload_mb=-1: give a limit > 0"),
 ])  # fmt: skip
@@ -226,3 +226,105 @@ def test_a_sweep_counts_only_its_own_jobs_and_each_one_missing_its_results_as_fa
     os.utime(tmp_path / "0" / ".hydra", None)
     job("1", "ok")
     assert failed_jobs(tmp_path) == ["0"]
+
+
+# --- sizes a setting or a file asks for: bounded before anything is allocated ------------------------
+def peak_of(command: list[str], limit_file_bytes: int | None = None) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, peak resident GB) of ``command`` in a process of its own (and its children)."""
+    measure = ("import json, resource, subprocess, sys; limit = int(sys.argv[1]); "
+               "limits = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))) if limit else None; "
+               "done = subprocess.run(sys.argv[2:], capture_output=True, text=True, preexec_fn=limits); "
+               "print(json.dumps([done.returncode, done.stdout, done.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")  # fmt: skip
+    measured = subprocess.run([sys.executable, "-c", measure, str(limit_file_bytes or 0), *command], capture_output=True, text=True, timeout=300)
+    returncode, stdout, stderr, peak_kb = json.loads(measured.stdout)
+    return returncode, stdout, stderr, peak_kb / 2**20
+
+
+def only_line(returncode: int, stderr: str) -> str:
+    return one_line(type("Done", (), {"returncode": returncode, "stderr": stderr})())
+
+
+@pytest.mark.slow  # a process of its own
+def test_a_huge_image_size_is_one_line_before_anything_is_allocated(tmp_path):
+    returncode, _, stderr, peak_gb = peak_of([sys.executable, "-m", "artmove.train", "backbone=test_resnet", "pretrained=false", "image_size=100000",
+                                              f"hydra.run.dir={tmp_path / 'run'}"])  # fmt: skip
+    assert "image_size=100000: give a whole number of pixels from 16 to 2048" in only_line(returncode, stderr)
+    assert peak_gb < 2, f"peak {peak_gb:.2f} GB"
+
+
+def with_preprocessing(tiny_run, tmp_path, **changes):
+    """A copy of tiny_run's best checkpoint whose recorded preprocessing is changed (None: the key removed)."""
+    from artmove.runs.checkpoints import open_run
+
+    checkpoint = torch.load(open_run(tiny_run).files[0], map_location="cpu", weights_only=True)
+    preprocessing = checkpoint["hyper_parameters"]["preprocessing"]
+    for key, value in changes.items():
+        preprocessing.pop(key) if value is None else preprocessing.__setitem__(key, value)
+    path = tmp_path / "changed.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.slow  # a process of its own
+def test_a_checkpoint_asking_for_a_30000_pixel_input_is_one_line_before_anything_is_allocated(tiny_run, tmp_path):
+    ckpt = with_preprocessing(tiny_run, tmp_path, input_size=[3, 30000, 30000])
+    image = tmp_path / "painting.png"
+    Image.new("RGB", (64, 48), "olive").save(image)
+    returncode, _, stderr, peak_gb = peak_of([sys.executable, "-m", "artmove.predict", f"ckpt_path={ckpt}", f"input={image}",
+                                              f"hydra.run.dir={tmp_path / 'log'}"])  # fmt: skip
+    line = only_line(returncode, stderr)
+    assert "changed.ckpt: its preprocessing is not one artmove can use (input_size" in line and "from 16 to 2048 pixels" in line
+    assert peak_gb < 2, f"peak {peak_gb:.2f} GB"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"input_size": None}, "(input_size: Field required)"),
+    ({"interpolation": {"a": 1}}, "(interpolation: Input should be 'bilinear'"),
+    ({"mean": [0.5, "x", 0.5]}, "(mean.1: Input should be a valid number"),
+    ({"std": [0.5, 0.0, 0.5]}, "three finite numbers > 0"),
+])  # fmt: skip
+def test_a_checkpoint_with_broken_preprocessing_is_one_line(changes, message, tiny_run, tmp_path):
+    ckpt = with_preprocessing(tiny_run, tmp_path, **changes)
+    line = one_line(run_command("predict", ckpt, tmp_path))
+    assert "its preprocessing is not one artmove can use" in line and message in line
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda config: config.update(model_args={"num_classes": "x"}), "timm cannot build the model it records (TypeError"),
+    (lambda config: config.update(model_args={"block_args": {"a": 1}}), "its model_args"),
+    (lambda config: config.update(architecture="hf-hub:someone/model"), "not one of timm's registered models"),
+    (lambda config: config["pretrained_cfg"].update(input_size=[3, 30000, 30000]), "from 16 to 2048 pixels"),
+    (lambda config: config["pretrained_cfg"].pop("interpolation"), "(interpolation: Field required)"),
+    (lambda config: config.update(label_names=["a"]), "its label_names are not 25 names"),
+])  # fmt: skip
+def test_a_malformed_export_config_is_one_error_of_artmoves_own(edit, message, exported, tmp_path):
+    from artmove.errors import ConfigError
+    from artmove.serving.predictor import Predictor
+
+    folder = shutil.copytree(exported[0], tmp_path / "export")
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        Predictor.from_export(folder)
+    assert "\n" not in str(raised.value)
+
+
+def test_max_epochs_minus_one_with_a_schedule_is_one_line(tmp_path):
+    done = run_cli("artmove.train", "backbone=test_resnet", "pretrained=false", "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert "trainer.max_epochs=-1 trains without an epoch limit, and the learning-rate schedule (scheduler=cosine) needs a length" in one_line(done)
+
+
+@pytest.mark.slow  # a process of its own, under a file-size limit
+def test_a_checkpoint_over_the_file_size_limit_is_one_line_and_keeps_the_previous_one(tmp_path):
+    run = tmp_path / "run"
+    settings = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.num_workers=0", "data.source.train_per_class=1",
+                "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=32", *NO_CALIBRATION]  # fmt: skip
+    first = run_cli("artmove.train", *settings, "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()}
+    size = max(len(data) for data in before.values())
+    returncode, _, stderr, _ = peak_of([sys.executable, "-m", "artmove.train", f"resume={run}", "trainer.max_epochs=2"], size // 2)
+    line = only_line(returncode, stderr)
+    assert "does not fit under this process's file-size limit (ulimit -f" in line and "is kept" in line
+    assert {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()} == before  # intact, no partial file left

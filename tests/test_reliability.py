@@ -374,7 +374,7 @@ def test_a_folder_locked_by_another_process_is_refused_until_that_process_ends(t
 
 # --- bad settings before compute -----------------------------------------------------------------
 @pytest.mark.parametrize("setting,message", [
-    ("data.batch_size=0", "data.batch_size=0: give a whole number of images >= 1"),  # checked by the data module
+    ("data.batch_size=0", "data.batch_size=0: give a whole number of images from 1 to 4096"),  # checked on the composed config
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1: give a learning rate > 0"),  # checked on the composed config
 ])  # fmt: skip
 def test_a_bad_number_is_one_line_before_data_is_read(tmp_path, setting, message):
@@ -390,11 +390,12 @@ def test_a_bad_number_is_one_line_before_data_is_read(tmp_path, setting, message
     ("trainer.max_epochs=-3", "trainer.max_epochs=-3: give a whole number of epochs >= 1"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0: give a whole number of epochs >= 1"),
     ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5: give a fraction in [0, 1]"),
-    ("data.batch_size=2.5", "data.batch_size=2.5: give a whole number of images >= 1"),
+    ("data.batch_size=2.5", "data.batch_size=2.5: give a whole number of images from 1 to 4096"),
+    ("data.batch_size=64", "data.batch_size=64 at 2048 px is 3.0 GiB of float32 input alone, over the 1.5 GiB"),
 ])  # fmt: skip
 def test_other_bad_numbers_fail_the_same_way(compose_train, tmp_path, setting, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        train(compose_train("data=rasta", f"data.root={tmp_path / 'absent'}", "backbone=test_resnet", setting))
+        train(compose_train("data=rasta", f"data.root={tmp_path / 'absent'}", "backbone=test_resnet", "image_size=2048", setting))
 
 
 # --- CSV manifests: a label with no training row ------------------------------------------------

@@ -30,7 +30,7 @@ from matplotlib.ticker import MaxNLocator
 
 from artmove.errors import ConfigError
 from artmove.evaluation.plots import save_png
-from artmove.evaluation.tables import markdown_table, write_csv
+from artmove.evaluation.tables import markdown_table, markdown_text, write_csv
 from artmove.runs.checkpoints import resolve_checkpoint
 from artmove.runs.folder import RunFolder, find_runs, selection_direction
 from artmove.runs.plain import read_yaml, select
@@ -334,7 +334,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, metric: str =
              f"{os.path.relpath(job, root) if job != root else job.name}." for job, sweep in loaded.items()]  # fmt: skip
     lines = [
         f"# Sweep report: {len(rows)} run(s), {failed} failed", "",
-        f"Runs under {', '.join(map(str, paths))}, {ranking} (failed runs last).", "",
+        f"Runs under {markdown_text(', '.join(map(str, paths)))}, {ranking} (failed runs last).", "",
         *[line for mark in [*marks, *notes] for line in (mark, "")],
         "## Settings (mean ± std over seeds; one run: top-1 [bootstrap 95% interval])", "", summary_markdown(summary), "",
         "## Runs", "", markdown_table(map(_shown, rows), RUN_COLUMNS, RUN_HEADERS), "",

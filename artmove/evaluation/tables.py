@@ -20,6 +20,13 @@ def cell(value: Any, float_format: str = ".4f") -> str:
     return printable(str(value))
 
 
+def markdown_text(value: Any) -> str:
+    """Text from a model, a file or a folder name as Markdown shows it: no HTML tag (``<`` and ``>`` as
+    entities), no link or image (``](`` broken), no table cell boundary (``|`` escaped). What else Markdown
+    would format there (emphasis) changes how it looks, never what it runs or fetches."""
+    return printable(str(value)).replace("<", "&lt;").replace(">", "&gt;").replace("](", "]\\(").replace("|", "\\|")
+
+
 def write_csv(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:
     """Written atomically: a crash never leaves half a table."""
     with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
@@ -33,6 +40,6 @@ def markdown_table(rows: Iterable[dict], columns: Sequence[str], headers: Sequen
     headers = list(headers or columns)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     for row in rows:
-        values = [cell(row.get(column)).replace("|", "\\|") or "–" for column in columns]
+        values = [markdown_text(cell(row.get(column))) or "–" for column in columns]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
 
 import timm
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from timm.data import resolve_model_data_config
 
 from artmove.errors import ConfigError
+from artmove.utils.limits import MAX_IMAGE_SIZE, check_image_size
 
 
 def backbone_preprocessing(backbone: str, image_size: int | None = None, test_image_size: int | None = None) -> dict[str, Any]:
@@ -34,10 +39,46 @@ def backbone_preprocessing(backbone: str, image_size: int | None = None, test_im
     return {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
 
 
-def check_image_size(key: str, size: int | None, default: str) -> None:
-    """A size setting is null or a whole number of pixels >= 16 (``default``: what null means)."""
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
-        raise ConfigError(f"{key}={size!r}: give a whole number of pixels >= 16, or null for {default}.")
+class PreprocessingRecord(BaseModel):
+    """The preprocessing a checkpoint or an export records (timm's data config), checked as data: the sizes
+    within :data:`MAX_IMAGE_SIZE`, an interpolation timm knows, three finite means and positive stds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_size: tuple[Literal[3], int, int]
+    test_input_size: tuple[Literal[3], int, int] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos", "hamming", "box", "random"]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_pct: float = Field(gt=0, le=2)
+    crop_mode: Literal["center", "squash", "border"] = "center"
+    test_crop_pct: float | None = Field(default=None, gt=0, le=2)
+
+    @field_validator("input_size", "test_input_size")
+    @classmethod
+    def _within_ceiling(cls, size: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if size is not None and not all(16 <= side <= MAX_IMAGE_SIZE for side in size[1:]):
+            raise ValueError(f"{list(size)}: each side must be from 16 to {MAX_IMAGE_SIZE} pixels")
+        return size
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite(cls, values: tuple[float, float, float], info) -> tuple[float, float, float]:
+        if not all(math.isfinite(v) for v in values) or info.field_name == "std" and min(values) <= 0:
+            raise ValueError(f"{list(values)}: three finite numbers{' > 0' if info.field_name == 'std' else ''}")
+        return values
+
+
+def checked_preprocessing(preprocessing: Any, where: Path | str) -> dict[str, Any]:
+    """A preprocessing read from a file, checked (:class:`PreprocessingRecord`) before any image is sized by it;
+    one ConfigError naming the file and the first wrong entry. Returned as given (lists stay lists)."""
+    try:
+        PreprocessingRecord.model_validate(dict(preprocessing) if isinstance(preprocessing, Mapping) else preprocessing)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "its top"
+        raise ConfigError(f"{where}: its preprocessing is not one artmove can use ({key}: {first['msg']}): refused.") from None
+    return dict(preprocessing)
 
 
 def check_backbone(name: str) -> None:

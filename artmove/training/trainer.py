@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
 from timm.layers import BatchNormAct2d, SyncBatchNormAct, convert_sync_batchnorm
 from torch import nn
 
-from artmove.errors import ConfigError, DiskFullError
+from artmove.errors import ConfigError, DiskFullError, FileSizeLimitError
 from artmove.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise DiskFullError(errno.ENOSPC, f"No space left on device for {path} ({free / 2**20:.1f} MiB free); "
                                     f"the previous {path.name} is kept: free some space and rerun the same command "
                                     "(resume=true continues from the last checkpoint)") from error  # fmt: skip
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            if (limit != resource.RLIM_INFINITY and isinstance(error, (RuntimeError, OSError))) or getattr(error, "errno", None) == errno.EFBIG:
+                shown = "unlimited" if limit == resource.RLIM_INFINITY else f"{limit / 2**20:.1f} MiB"
+                raise FileSizeLimitError(errno.EFBIG, f"{path} does not fit under this process's file-size limit (ulimit -f: {shown}); "
+                                         f"the previous {path.name} is kept: raise the limit (ulimit -f unlimited) and rerun the same "
+                                         "command (resume=true continues from the last checkpoint)") from error  # fmt: skip
             raise
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from artmove.errors import ConfigError, user_error_behind
+from artmove.utils.limits import check_batch, check_image_size
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -37,7 +38,15 @@ def check_run_numbers(cfg: DictConfig) -> None:
     epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or not (epochs >= 1 or epochs == -1)):
         raise ConfigError(f"trainer.max_epochs={epochs!r}: give a whole number of epochs >= 1 (or -1: until max_steps/max_time).")
+    schedule, steps = OmegaConf.select(cfg, "scheduler.sched", default="none"), OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    if epochs == -1 and schedule not in (None, "none") and steps in (None, -1):
+        raise ConfigError(f"trainer.max_epochs=-1 trains without an epoch limit, and the learning-rate schedule (scheduler={schedule}) needs "
+                          "a length: give trainer.max_steps=N (the schedule spans it), trainer.max_epochs=N, or scheduler=none "
+                          "(a constant rate, until trainer.max_time or a stop).")  # fmt: skip
     check_whole("seed", OmegaConf.select(cfg, "seed", default=0), minimum=0)
+    check_image_size("image_size", OmegaConf.select(cfg, "image_size", default=None), "the backbone's own")
+    check_image_size("test_image_size", OmegaConf.select(cfg, "test_image_size", default=None), "image_size")
+    check_batch("data.batch_size", OmegaConf.select(cfg, "data.batch_size", default=1), OmegaConf.select(cfg, "image_size", default=None))
 
 
 def check_whole(key: str, value: Any, minimum: int = 1) -> None:
