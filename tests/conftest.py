@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Overrides for a test whose subject is not what a run does after fit: the temperature and threshold
+#: Overrides for a test whose subject is not what a run does after fit: the temperature, threshold and prediction sets
 #: fitted on validation and written into the checkpoints, and the run's figures (tests/test_trust.py,
 #: tests/test_run_outputs.py test those). A run saves a validation pass, two checkpoint rewrites and two figures.
-NO_CALIBRATION = ["calibrate=false", "abstain_target=null"]
+NO_CALIBRATION = ["calibrate=false", "abstain_target=null", "coverage=null"]
 LEAN = [*NO_CALIBRATION, "~callbacks.curves", "~callbacks.test_confusion_matrix"]
 
 

@@ -168,3 +168,66 @@ def threshold_for_target(probs: torch.Tensor, labels: torch.Tensor, target: floa
     last = int(good[-1])
     threshold = float(confidence[last])
     return {"target": target, "threshold": threshold, "reached": True, **kept_at(probs, labels, threshold)}
+
+
+# --- a "not sure" threshold with a guarantee -----------------------------------------------------
+#: The confidence of the binomial bounds (Clopper-Pearson intervals, the guaranteed "not sure" threshold).
+BOUND_LEVEL = 0.95
+#: The guaranteed threshold's candidates: 1.00, 0.99, …, 0.01 (a grid fixed before the data; a threshold at
+#: every distinct confidence would test one hypothesis per answer and stop at the first unlucky one).
+GUARANTEE_GRID = 100
+
+
+def clopper_pearson(successes: int, trials: int, level: float = BOUND_LEVEL) -> tuple[float | None, float | None]:
+    """The exact (Clopper-Pearson) two-sided binomial interval of ``successes / trials`` (None, None: no trials)."""
+    from scipy.stats import beta
+
+    if not trials:
+        return None, None
+    tail = (1 - level) / 2
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - tail, successes + 1, trials - successes))
+    return low, high
+
+
+def error_upper_bound(errors: torch.Tensor, kept: torch.Tensor, level: float = BOUND_LEVEL) -> torch.Tensor:
+    """One-sided Clopper-Pearson upper bounds of error rates (``errors`` out of ``kept``, elementwise)."""
+    from scipy.stats import beta
+
+    errors, kept = errors.double().numpy(), kept.double().numpy()
+    bound = beta.ppf(level, errors + 1, kept - errors)
+    bound[errors >= kept] = 1.0
+    return torch.from_numpy(bound)
+
+
+def guaranteed_threshold(probs: torch.Tensor, labels: torch.Tensor, target: float, level: float = BOUND_LEVEL) -> dict:
+    """The lowest top-1 probability ``t`` such that, with probability >= ``level`` over the draw of these images,
+    the answers at or above ``t`` reach ``target`` top-1 on new images drawn alike (Learn then Test; Angelopoulos
+    et al. 2021): candidate thresholds are tested from the highest down (fixed-sequence testing, so no
+    multiplicity correction), each by the one-sided Clopper-Pearson upper bound of its kept answers' error,
+    and the sequence stops at the first whose bound exceeds ``1 - target``. It starts at the threshold whose
+    bound would be lowest if the confidences were right (above it too few answers are kept for any bound to
+    pass); that start depends on the confidences only, never on the labels, so the guarantee holds.
+    ``reached`` false (``t`` = 1.0) when no threshold passes."""
+    empty = {"target": target, "threshold": 1.0, "reached": False, "level": level, "error_upper": None}
+    if not len(labels):
+        return {**empty, "coverage": math.nan, "top1": math.nan}
+    confidence, predicted = probs.double().max(1)
+    right = predicted == labels
+    grid = torch.arange(GUARANTEE_GRID, 0, -1, dtype=torch.float64) / GUARANTEE_GRID  # 1.00, 0.99, …, 0.01: fixed before the data
+    keep = confidence.view(1, -1) >= grid.view(-1, 1) - 1e-12
+    kept, errors = keep.sum(1), (keep & ~right.view(1, -1)).sum(1)
+    bounds = error_upper_bound(errors, kept, level)
+    # Where to start: the threshold whose bound would be lowest if the model's confidences were right (the errors
+    # they expect, sum(1 - p) over the kept answers): label-free, so the sequence is fixed before the labels are read.
+    expected = error_upper_bound((keep * (1 - confidence).view(1, -1)).sum(1).round(), kept, level)
+    passed = None
+    for index in range(int(expected.argmin()), len(grid)):
+        if bounds[index] > 1 - target + 1e-12:
+            break
+        passed = index
+    if passed is None:
+        return {**empty, **kept_at(probs, labels, 1.0)}
+    threshold = float(grid[passed])
+    return {"target": target, "threshold": threshold, "reached": True, "level": level, "error_upper": float(bounds[passed]),
+            **kept_at(probs, labels, threshold)}  # fmt: skip

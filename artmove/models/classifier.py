@@ -24,6 +24,7 @@ from artmove.errors import ConfigError
 from artmove.finetune import FinetunePolicy
 from artmove.models.calibration import calibration_scores, ece_reference, kept_at
 from artmove.models.compiled import CompiledForward
+from artmove.models.conformal import prediction_sets, set_metrics
 from artmove.models.metrics import bootstrap_interval, classification_metrics
 from artmove.models.network import ArtNetwork
 from artmove.models.trained import CHECKPOINT_FORMAT
@@ -80,6 +81,7 @@ class ArtClassifier(pl.LightningModule):
         self.test_logits, self.test_labels = CatMetric(nan_strategy="disable"), CatMetric()  # calibration and selective prediction
         self.calibration: dict[str, Any] | None = None
         self.abstain: dict[str, Any] | None = None
+        self.conformal: dict[str, Any] | None = None  # the prediction sets' record (artmove.models.conformal)
         self.mixup = None
         if mixup or cutmix:
             self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
@@ -102,6 +104,7 @@ class ArtClassifier(pl.LightningModule):
             "pretrained_cfg": self.network.pretrained_cfg,
             **({"calibration": self.calibration} if self.calibration else {}),
             **({"abstain": self.abstain} if self.abstain else {}),
+            **({"conformal": self.conformal} if self.conformal else {}),
         }
 
     def set_temperature(self, temperature: float) -> None:
@@ -205,6 +208,9 @@ class ArtClassifier(pl.LightningModule):
             scores["test/abstain_coverage"] = kept["coverage"]
             if kept["kept"]:  # no answer kept: no top-1 to report (results.json holds no NaN)
                 scores["test/abstain_top1"] = kept["top1"]
+        if self.conformal is not None:  # the sets' coverage and size on test (its interval: evaluate, metrics.json)
+            sets = set_metrics(prediction_sets(logits.softmax(1), self.conformal), labels)
+            scores.update({"test/set_coverage": sets["coverage"], "test/set_size": sets["mean_size"]})
         return scores
 
     # --- optimisation ----------------------------------------------------------------

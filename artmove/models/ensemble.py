@@ -64,6 +64,7 @@ class TrainedEnsemble:
 
     members: list[TrainedModel]
     network: Ensemble
+    conformal: dict[str, Any] | None = None  # the ensemble's own prediction sets (a conformal.json given), None: none
 
     @property
     def class_names(self) -> list[str]:

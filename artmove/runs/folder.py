@@ -76,6 +76,7 @@ class Results(BaseModel):
     optimized_value: float | None = None
     calibration: dict[str, Any] | None = None  # temperature scaling fitted on validation
     abstain: dict[str, Any] | None = None  # the "not sure" threshold chosen on validation
+    conformal: dict[str, Any] | None = None  # the prediction sets' threshold fitted on validation (artmove.models.conformal)
     lr_find: dict[str, Any] | None = None
     optimizer_lr: float | None = None
     overrides: list[str] | None = None

@@ -32,7 +32,8 @@ import pytorch_lightning as pl
 import torch
 
 from artmove.errors import ConfigError
-from artmove.models.calibration import calibration_scores, fit_temperature, threshold_for_target
+from artmove.models import conformal
+from artmove.models.calibration import calibration_scores, fit_temperature, guaranteed_threshold
 from artmove.runs.folder import LAST_CHECKPOINT
 from artmove.utils.config import is_number
 from artmove.utils.io import atomic_write, read_checkpoint
@@ -49,12 +50,22 @@ def check_trust_settings(calibrate: Any, abstain_target: Any) -> None:
                           "in (0, 1], e.g. 0.9, or null (no threshold).")  # fmt: skip
 
 
+def check_conformal_settings(coverage: Any, settings: Any) -> None:
+    """``coverage``: null or a share in (0, 1); ``conformal``: its score, class_conditional, k_reg and lam (one line each)."""
+    settings = dict(settings or {})
+    conformal.check_settings(coverage, settings.get("score", "aps"), settings.get("class_conditional", False), settings.get("k_reg", 1),
+                             settings.get("lam", 0.0), "conformal.")  # fmt: skip
+
+
 def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, tested: str | None,
-                  checkpoint_dir: str | None, calibrate: bool, abstain_target: float | None) -> dict[str, Any]:  # fmt: skip
+                  checkpoint_dir: str | None, calibrate: bool, abstain_target: float | None, coverage: float | None = None,
+                  sets: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Fit and record; the model is left with the tested weights' temperature and threshold (the test
-    reloads those weights). Returns results.json's ``calibration`` and ``abstain`` of the tested weights."""
-    if not calibrate and abstain_target is None:
+    reloads those weights). Returns results.json's ``calibration``, ``abstain`` and ``conformal`` of the tested
+    weights (``coverage``: the prediction sets' level, None for none; ``sets``: the ``conformal`` settings)."""
+    if not calibrate and abstain_target is None and coverage is None:
         return {}
+    settings = {"coverage": coverage, "seed": seed, **dict(sets or {})}
     last = Path(checkpoint_dir) / LAST_CHECKPOINT if checkpoint_dir else None
     files: list[Path | None] = [Path(tested) if tested else None]
     if last is not None and last.is_file() and (tested is None or last.resolve() != Path(tested).resolve()):
@@ -70,9 +81,9 @@ def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl
             if checkpoint is not None:
                 model.load_state_dict(checkpoint["state_dict"])
             logits, labels = validation_logits(trainer, model, datamodule)
-            fits[key] = trainer.strategy.broadcast(fit(logits, labels, calibrate, abstain_target), src=0)
+            fits[key] = trainer.strategy.broadcast(fit(logits, labels, calibrate, abstain_target, settings), src=0)
         if fits[key] is None:
-            log.warning("the validation split has no images: %s not fitted", "calibration" if calibrate else "abstain threshold")
+            log.warning("the validation split has no images: calibration, abstain threshold and prediction sets not fitted")
             return {}
         if checkpoint is not None and trainer.is_global_zero:
             write_into(path, checkpoint, fits[key])
@@ -81,7 +92,7 @@ def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl
     if in_memory is not None:
         model.load_state_dict(in_memory)
     model.set_temperature(tested_fit["calibration"]["temperature"] if tested_fit["calibration"] else 1.0)
-    model.calibration, model.abstain = tested_fit["calibration"], tested_fit["abstain"]
+    model.calibration, model.abstain, model.conformal = tested_fit["calibration"], tested_fit["abstain"], tested_fit["conformal"]
     describe(tested_fit)
     return {key: value for key, value in tested_fit.items() if value is not None}
 
@@ -109,8 +120,10 @@ def validation_logits(trainer: pl.Trainer, model: pl.LightningModule, datamodule
     return torch.cat(logits), torch.cat(labels).long()
 
 
-def fit(logits: torch.Tensor, labels: torch.Tensor, calibrate: bool, abstain_target: float | None) -> dict[str, Any] | None:
-    """``{"calibration": …, "abstain": …}`` from raw validation logits (None: no images)."""
+def fit(logits: torch.Tensor, labels: torch.Tensor, calibrate: bool, abstain_target: float | None,
+        sets: dict[str, Any] | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """``{"calibration": …, "abstain": …, "conformal": …}`` from raw validation logits (None: no images); ``sets``:
+    coverage (None: no prediction sets), seed and the ``conformal`` settings."""
     if not len(labels):
         return None
     calibration = None
@@ -123,11 +136,28 @@ def fit(logits: torch.Tensor, labels: torch.Tensor, calibrate: bool, abstain_tar
                        "val/nll_before": before["nll"], "val/nll_after": after["nll"]}  # fmt: skip
     abstain = None
     if abstain_target is not None:
-        chosen = threshold_for_target((logits / temperature).softmax(1), labels, float(abstain_target))
+        chosen = guaranteed_threshold((logits / temperature).softmax(1), labels, float(abstain_target))
         abstain = {"target": chosen["target"], "threshold": chosen["threshold"], "reached": chosen["reached"], "chosen_on": "val",
-                   "images": len(labels), "val/coverage": chosen["coverage"], "val/top1": chosen["top1"]}  # fmt: skip
-    return {key: None if record is None else {k: _finite(v) for k, v in record.items()}
-            for key, record in (("calibration", calibration), ("abstain", abstain))}  # fmt: skip
+                   "images": len(labels), "val/coverage": chosen["coverage"], "val/top1": chosen["top1"],
+                   "rule": "Learn then Test: fixed-sequence, one-sided Clopper-Pearson bound of the kept answers' error",
+                   "level": chosen["level"], "val/error_upper": chosen["error_upper"], "guarantee": guarantee(chosen)}  # fmt: skip
+    records = {key: None if record is None else {k: _finite(v) for k, v in record.items()}
+               for key, record in (("calibration", calibration), ("abstain", abstain))}  # fmt: skip
+    sets = sets or {}
+    records["conformal"] = None
+    if sets.get("coverage") is not None:
+        records["conformal"] = conformal.fit((logits / temperature).softmax(1), labels, float(sets["coverage"]), sets.get("score", "aps"),
+                                             bool(sets.get("class_conditional", False)), int(sets.get("k_reg", 1)),
+                                             float(sets.get("lam", 0.0)), "val", int(sets.get("seed", 0)))  # fmt: skip
+    return records
+
+
+def guarantee(chosen: dict[str, Any]) -> str:
+    """The abstain threshold's guarantee, in words (or why there is none)."""
+    if not chosen["reached"]:
+        return f"none: no threshold's kept answers have a {100 * chosen['level']:.0f} % bound within top-1 {chosen['target']:g} on validation"
+    return (f"with probability >= {100 * chosen['level']:.0f} % over the validation draw, the answers at p >= {chosen['threshold']:.2f} "
+            f"reach top-1 >= {chosen['target']:g} on paintings drawn like it")
 
 
 def _finite(value: Any) -> Any:
@@ -148,7 +178,7 @@ def write_into(path: Path, checkpoint: dict[str, Any], fitted: dict[str, Any]) -
     else:
         network["temperature"] = temperature
     record["network"] = network
-    for key in ("calibration", "abstain"):
+    for key in ("calibration", "abstain", "conformal"):
         if fitted[key] is None:
             record.pop(key, None)
         else:
@@ -162,15 +192,17 @@ def write_into(path: Path, checkpoint: dict[str, Any], fitted: dict[str, Any]) -
 
 
 def describe(fitted: dict[str, Any]) -> None:
-    calibration, abstain = fitted["calibration"], fitted["abstain"]
+    calibration, abstain, sets = fitted["calibration"], fitted["abstain"], fitted["conformal"]
     if calibration:
         log.info("temperature scaling on %d validation images: T=%.3f, ECE %.4f -> %.4f, NLL %.4f -> %.4f", calibration["images"],
                  calibration["temperature"], calibration["val/ece_before"], calibration["val/ece_after"],
                  calibration["val/nll_before"], calibration["val/nll_after"])  # fmt: skip
     if abstain:
         if abstain["reached"]:
-            log.info("not sure below p=%.3f: on validation, %.1f%% of the answers reach top-1 %.3f (target %.2f)", abstain["threshold"],
-                     100 * abstain["val/coverage"], abstain["val/top1"], abstain["target"])  # fmt: skip
+            log.info("not sure below p=%.3f: on validation, %.1f%% of the answers reach top-1 %.3f (target %.2f); guarantee: %s",
+                     abstain["threshold"], 100 * abstain["val/coverage"], abstain["val/top1"], abstain["target"], abstain["guarantee"])  # fmt: skip
         else:
-            log.warning("abstain_target=%s: no threshold reaches it on validation; every answer short of p=1 is marked not sure",
-                        abstain["target"])  # fmt: skip
+            log.warning("abstain_target=%s: no threshold's kept answers reach it with %.0f %% confidence on validation; every answer "
+                        "short of p=1 is marked not sure", abstain["target"], 100 * abstain["level"])  # fmt: skip
+    if sets:
+        log.info(conformal.describe(sets))
