@@ -22,9 +22,10 @@ from artmove.evaluation.data import evaluation_data
 from artmove.evaluation.gallery import write_gallery
 from artmove.evaluation.inference import MappedViews, predict_split
 from artmove.evaluation.metrics import PER_CLASS_COLUMNS, Scores, score
-from artmove.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_selective
-from artmove.evaluation.tables import markdown_table, write_csv
+from artmove.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_selective, plot_sets
+from artmove.evaluation.tables import markdown_table, markdown_text, write_csv
 from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, views_transform
+from artmove.models import conformal
 from artmove.models.calibration import (
     accuracy_at_coverage,
     calibration_scores,
@@ -40,6 +41,7 @@ from artmove.runs.results import format_table
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import check_whole, require_settings
 from artmove.utils.io import write_json
+from artmove.utils.limits import check_batch
 
 log = logging.getLogger("artmove.evaluate")
 PAIR_COLUMNS = ("class_a", "class_b", "a_as_b", "b_as_a", "total", "a_as_b_share", "b_as_a_share")
@@ -119,6 +121,46 @@ def trust_results(trained, probs, labels, split: str, tta: str, threshold: dict 
     return results
 
 
+def set_results(trained, probs, labels, split: str, settings: dict, per_class: list[dict], seed) -> dict:
+    """The prediction sets on this split: fitted here (``conformal.fit=true``, then in-sample: the coverage is the
+    fit's, not a test of it) or the model's record; coverage with its exact binomial 95 % interval, set sizes,
+    coverage per class (into ``per_class``, ``set_coverage``) and the worst class, and the smallest fixed top-k
+    that covers as often. {} without sets."""
+    if settings.get("fit", False):
+        record = conformal.fit(probs, labels, float(settings.get("coverage", 0.9)), settings.get("score", "aps"),
+                               bool(settings.get("class_conditional", False)), int(settings.get("k_reg", 1)), float(settings.get("lam", 0.0)),
+                               split, int(seed) if seed is not None else 0)  # fmt: skip
+    else:
+        record = trained.conformal
+    if record is None:
+        return {}
+    metrics = conformal.set_metrics(conformal.prediction_sets(probs, record), labels, probs)
+    for row, value in zip(per_class, metrics["per_class"]):
+        row["set_coverage"] = value
+    classes = trained.class_names
+    return {"conformal": record, "conformal_fitted_here": bool(settings.get("fit", False)),
+            f"{split}/set_coverage": metrics["coverage"], f"{split}/set_coverage_low": metrics["coverage_low"],
+            f"{split}/set_coverage_high": metrics["coverage_high"], f"{split}/set_size": metrics["mean_size"],
+            f"{split}/set_fixed_k": metrics["fixed_k"], f"{split}/set_worst_coverage": metrics["worst_coverage"],
+            "set_worst_class": None if metrics["worst_class"] is None else classes[metrics["worst_class"]],
+            "set_sizes": metrics["size_histogram"]}  # fmt: skip
+
+
+def sets_line(results: dict) -> str:
+    """The prediction sets in one line: coverage (interval), mean size against fixed top-k, the worst class."""
+    split, record = results["split"], results["conformal"]
+    worst = results[f"{split}/set_worst_coverage"]
+    line = (f"  {conformal.label(record)}s ({record['score']}{', per movement' if record['class_conditional'] else ''}, fitted on "
+            f"{record['split']}{' — this split: in-sample' if results['conformal_fitted_here'] else ''}): coverage "
+            f"{100 * results[f'{split}/set_coverage']:.1f} % (95 % CI {100 * results[f'{split}/set_coverage_low']:.1f}-"
+            f"{100 * results[f'{split}/set_coverage_high']:.1f}), mean size {results[f'{split}/set_size']:.2f} "
+            f"(fixed top-{results[f'{split}/set_fixed_k']} covers as often)")  # fmt: skip
+    if worst is not None:
+        line += f"; worst movement {results['set_worst_class']} {100 * worst:.1f} %"
+    sizes = results["set_sizes"]
+    return line + "\n  set sizes: " + ", ".join(f"{size}: {count}" for size, count in enumerate(sizes) if count)
+
+
 def _finite(value):
     """NaN (no answer kept) as None: metrics.json holds plain JSON numbers."""
     return None if isinstance(value, float) and value != value else value
@@ -139,12 +181,17 @@ def evaluate(cfg: DictConfig) -> dict:
     check_tta(cfg.tta)
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: use one of {', '.join(SPLITS)}.")
-    check_whole("batch_size", cfg.batch_size)
+    check_batch("batch_size", cfg.batch_size, cfg.image_size)
     check_whole("num_workers", cfg.num_workers, minimum=0)
     check_whole("gallery", cfg.gallery, minimum=0)
     check_threshold("uncertain_below", cfg.get("uncertain_below"))
     if cfg.get("abstain_target") is not None:
         check_threshold("abstain_target", cfg.abstain_target)
+    sets_cfg = dict(cfg.get("conformal") or {})
+    if not isinstance(sets_cfg.get("fit", False), bool):
+        raise ConfigError(f"conformal.fit={sets_cfg.get('fit')!r}: give true (fit the prediction sets on this split, into conformal.json) or false.")
+    conformal.check_settings(sets_cfg.get("coverage", 0.9), sets_cfg.get("score", "aps"), sets_cfg.get("class_conditional", False),
+                             sets_cfg.get("k_reg", 1), sets_cfg.get("lam", 0.0), "conformal.")  # fmt: skip
     opened = open_run(cfg.ckpt_path, cfg.get("ensemble"))
     if cfg.gallery and opened.is_ensemble:
         raise ConfigError("gallery= explains one network's mistakes with Grad-CAM: evaluate a member of the ensemble for it.")
@@ -152,6 +199,8 @@ def evaluate(cfg: DictConfig) -> dict:
     preprocessing = eval_preprocessing(trained.preprocessing, cfg.image_size)
     classes = trained.class_names
     reading = preprocessing if isinstance(preprocessing, dict) else max(preprocessing, key=decode_size)
+    members = len(preprocessing) if isinstance(preprocessing, list) else 1
+    check_batch("batch_size", cfg.batch_size, max(eval_input_size(reading)[1:]), TTA_MODES[cfg.tta] * members)
     datamodule = evaluation_data(cfg, opened, trained, reading)  # the data set (and its split seed) of the first member's run
     mapping = label_map(datamodule.classes, classes, load_class_map(cfg.class_map))
     # The split as training saw it (screened, grouped by artist); originals, so predictions.csv names them.
@@ -178,6 +227,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "class_map": {name: None if target is None else classes[target] for name, target in zip(datamodule.classes, mapping)},
         **scores.summary,
         **trust_results(trained, probs, labels, cfg.split, cfg.tta, threshold, cfg.get("abstain_target")),
+        **set_results(trained, probs, labels, cfg.split, sets_cfg, scores.per_class, cfg.get("seed")),
         "dropped_images": len(split) - len(dataset),
         "most_confused": pairs,
         "wall_time_s": round(time.time() - started, 1),
@@ -191,6 +241,8 @@ def evaluate(cfg: DictConfig) -> dict:
     print(format_table(results, split=cfg.split), flush=True)
     print(f"  test-time augmentation: {cfg.tta} ({TTA_MODES[cfg.tta]} view(s) per image)", flush=True)
     print(selective_line(results), flush=True)
+    if results.get("conformal"):
+        print(sets_line(results), flush=True)
     if pairs:
         top = pairs[0]
         print(f"  most confused: {top['class_a']} <-> {top['class_b']} ({top['a_as_b']} + {top['b_as_a']} images)")
@@ -216,7 +268,8 @@ def selective_line(results: dict) -> str:
 def write_outputs(out: Path, results: dict, scores: Scores, probs, labels, dataset: MappedViews) -> None:
     classes, split, counts, per_class = results["classes"], results["split"], scores.counts, scores.per_class
     write_json(out / "metrics.json", results)
-    write_csv(out / "per_class.csv", per_class, PER_CLASS_COLUMNS)
+    columns = PER_CLASS_COLUMNS + (("set_coverage",) if results.get("conformal") else ())
+    write_csv(out / "per_class.csv", per_class, columns)
     write_csv(out / "confused_pairs.csv", results["most_confused"], PAIR_COLUMNS)
     write_csv(out / "confusion_matrix.csv", [{"true": name, **dict(zip(classes, row))} for name, row in zip(classes, counts.tolist())], ["true", *classes])
     top = probs.max(1)
@@ -239,10 +292,15 @@ def write_outputs(out: Path, results: dict, scores: Scores, probs, labels, datas
     what = f"{results['backbone']} on {split} ({results[f'{split}/num_images']} images)"
     plot_reliability(probs, labels, out / "calibration.png", f"Reliability: {what}")
     plot_selective(probs, labels, out / "selective.png", f"Coverage and accuracy: {what}", threshold)
+    sets = results.get("conformal")
+    if sets:
+        plot_sets(probs, labels, out / "sets.png", sets, f"Prediction sets: {what}")
+        if results["conformal_fitted_here"]:
+            write_json(out / "conformal.json", {"conformal": sets, "checkpoint": results["checkpoint"], "classes": classes})
     markdown = [
-        f"# Evaluation of {results['checkpoint']}", "", "```", format_table(results, split=split), "```", "",
+        f"# Evaluation of {markdown_text(results['checkpoint'])}", "", "```", format_table(results, split=split), "```", "",
         "## Per class", "", "`accuracy` is the class's top-1 accuracy (= recall); top-1 macro is its mean.", "",
-        markdown_table(per_class, PER_CLASS_COLUMNS), "",
+        markdown_table(per_class, columns), "",
         "## Most confused pairs", "", "Images of A predicted as B and of B predicted as A.", "",
         markdown_table(results["most_confused"], PAIR_COLUMNS), "", "![confusion matrix](confusion_matrix.png)", "",
         "## Calibration", "", f"ECE {results[f'{split}/ece']:.4f} (15 equal-width bins of top-1 confidence), NLL {results[f'{split}/nll']:.4f}.", "",
@@ -251,6 +309,9 @@ def write_outputs(out: Path, results: dict, scores: Scores, probs, labels, datas
         markdown_table(results["selective"], SELECTIVE_COLUMNS, ("coverage", "answers kept", "lowest probability kept", "top-1")), "",
         "![coverage and accuracy](selective.png)", "",
     ]  # fmt: skip
+    if results.get("conformal"):
+        markdown += ["## Prediction sets", "", sets_line(results).strip(), "", "`set_coverage` (per class above): the share of the "
+                     "class's paintings whose set holds it.", "", "![prediction sets](sets.png)", ""]  # fmt: skip
     (out / "per_class.md").write_text("\n".join(markdown), encoding="utf-8")
 
 

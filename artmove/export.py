@@ -111,17 +111,20 @@ def _view(view: tuple) -> str:
 
 def calibration_config(trained: TrainedModel | TrainedEnsemble) -> dict | None:
     """What config.json (and the ONNX metadata) says of calibration: the temperature(s) the files apply and
-    the "not sure" threshold (``uncertain_below``) with where it was chosen; None for a network never calibrated."""
+    the "not sure" threshold (``uncertain_below``) with where it was chosen, and the prediction sets' record
+    (``conformal``: the reader applies it to the probabilities); None for a network never calibrated and without sets."""
+    sets = {"conformal": trained.conformal} if trained.conformal is not None else {}
     if isinstance(trained, TrainedEnsemble):
         return {"temperatures": [float(member.network.temperature) for member in trained.members], "uncertain_below": None,
-                "output": "log of the mean of the members' calibrated softmax probabilities"}  # fmt: skip
-    if trained.calibration is None and trained.abstain is None:
+                "output": "log of the mean of the members' calibrated softmax probabilities", **sets}  # fmt: skip
+    if trained.calibration is None and trained.abstain is None and not sets:
         return None
     config = {"temperature": float(trained.network.temperature), "applied": "the logits of every file are divided by it already",
               "uncertain_below": trained.threshold}  # fmt: skip
     if trained.abstain is not None:
-        config["threshold_chosen"] = {key: trained.abstain.get(key) for key in ("target", "reached", "chosen_on", "val/coverage", "val/top1")}
-    return config
+        config["threshold_chosen"] = {key: trained.abstain.get(key) for key in ("target", "reached", "chosen_on", "val/coverage", "val/top1",
+                                                                                 "guarantee")}  # fmt: skip
+    return {**config, **sets}
 
 
 def check_out_folder(out: Path) -> None:

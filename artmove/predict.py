@@ -14,17 +14,19 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from artmove.data.inputs import list_inputs
-from artmove.data.transforms import decode_size
+from artmove.data.transforms import decode_size, eval_input_size
 from artmove.errors import ConfigError
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.inference import ImageFiles, predict_files
 from artmove.evaluation.tables import write_csv
-from artmove.evaluation.tta import check_tta, eval_transform, views_transform
+from artmove.evaluation.tta import TTA_MODES, check_tta, eval_transform, views_transform
+from artmove.models import conformal
 from artmove.models.calibration import check_threshold
 from artmove.runs.checkpoints import open_run
 from artmove.utils.cli import exit_on_user_error
 from artmove.utils.config import check_whole, require_settings
 from artmove.utils.io import printable, write_json
+from artmove.utils.limits import check_batch
 
 log = logging.getLogger("artmove.predict")
 
@@ -35,7 +37,7 @@ def predict(cfg: DictConfig) -> dict:
     check_tta(cfg.tta)
     if cfg.save not in (None, "csv", "json"):
         raise ConfigError(f"save={cfg.save!r}: use csv, json or null.")
-    check_whole("batch_size", cfg.batch_size)
+    check_batch("batch_size", cfg.batch_size, None)
     check_whole("num_workers", cfg.num_workers, minimum=0)
     check_whole("top_k", cfg.top_k)
     check_threshold("uncertain_below", cfg.get("uncertain_below"))
@@ -45,16 +47,21 @@ def predict(cfg: DictConfig) -> dict:
         raise ConfigError("explain=true draws one network's Grad-CAM: predict with a member of the ensemble for it.")
     trained = opened.load(cfg.device)
     network, preprocessing, classes = trained.network, trained.preprocessing, trained.class_names
+    views = TTA_MODES[cfg.tta] * (len(preprocessing) if isinstance(preprocessing, list) else 1)
+    check_batch("batch_size", cfg.batch_size, max(max(eval_input_size(p)[1:]) for p in _each(preprocessing)), views)
     threshold = cfg.get("uncertain_below") if cfg.get("uncertain_below") is not None else trained.threshold
+    sets_record = conformal.read_file(cfg.conformal, len(classes)) if cfg.get("conformal") else trained.conformal
     top_k = max(1, min(int(cfg.top_k), len(classes)))
     dataset = ImageFiles(paths, views_transform(preprocessing, cfg.tta), decode_size(preprocessing))
     probs, readable, errors = predict_files(network, dataset, cfg.batch_size, cfg.num_workers)
 
     best = probs.topk(top_k, dim=1)
+    mask = conformal.prediction_sets(probs, sets_record) if sets_record is not None else None
     predictions = [
         {"path": str(paths[index]),
          "top": [{"movement": classes[c], "probability": float(p)} for c, p in zip(best.indices[row].tolist(), best.values[row].tolist())],
-         **({"uncertain": bool(best.values[row, 0] < threshold)} if threshold is not None else {})}
+         **({"uncertain": bool(best.values[row, 0] < threshold)} if threshold is not None else {}),
+         **({"set": conformal.movements(mask[row], probs[row], classes)} if mask is not None else {})}
         for row, index in enumerate(readable)
     ]  # fmt: skip
     skipped = [{"path": str(paths[index]), "error": message} for index, message in sorted(errors.items())]
@@ -63,20 +70,26 @@ def predict(cfg: DictConfig) -> dict:
         explain(network, preprocessing, [paths[i] for i in readable], best.indices[:, 0], out / "explain", cfg.batch_size)
         for item, name in zip(predictions, _unique_names([paths[i] for i in readable])):
             item["explanation"] = str(out / "explain" / f"{name}.gradcam.png")
-    print_predictions(predictions, skipped, threshold)
+    print_predictions(predictions, skipped, threshold, sets_record)
     if not predictions:
         raise ConfigError(f"none of the {len(paths)} input file(s) could be read as an image (see above).")
     if cfg.save == "csv":
-        rows = [{"path": p["path"], "rank": rank, **top, "uncertain": _flag(p.get("uncertain"))}
+        rows = [{"path": p["path"], "rank": rank, **top, "uncertain": _flag(p.get("uncertain")), "set": "; ".join(p["set"]) if "set" in p else None}
                 for p in predictions for rank, top in enumerate(p["top"], start=1)]  # fmt: skip
-        print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability', 'uncertain'])}")
+        print(f"Predictions: {write_csv(out / 'predictions.csv', rows, ['path', 'rank', 'movement', 'probability', 'uncertain', 'set'])}")
     elif cfg.save == "json":
         members = [str(path) for path in opened.files]
         payload = {"checkpoint": members[0] if len(members) == 1 else members, "tta": cfg.tta, "uncertain_below": threshold,
-                   "threshold_from": threshold_source(trained, cfg.get("uncertain_below")), "predictions": predictions, "skipped": skipped}  # fmt: skip
+                   "threshold_from": threshold_source(trained, cfg.get("uncertain_below")), "conformal": sets_record,
+                   "sets_from": None if sets_record is None else (str(cfg.conformal) if cfg.get("conformal") else "the checkpoint's"),
+                   "predictions": predictions, "skipped": skipped}  # fmt: skip
         write_json(out / "predictions.json", payload)
         print(f"Predictions: {out / 'predictions.json'}")
     return {"predictions": predictions, "skipped": skipped}
+
+
+def _each(preprocessing: dict | list[dict]) -> list[dict]:
+    return preprocessing if isinstance(preprocessing, list) else [preprocessing]
 
 
 def threshold_source(trained, uncertain_below) -> str | None:
@@ -93,12 +106,14 @@ def _flag(uncertain: bool | None) -> int | None:
     return None if uncertain is None else int(uncertain)
 
 
-def print_predictions(predictions: list[dict], skipped: list[dict], threshold: float | None = None) -> None:
+def print_predictions(predictions: list[dict], skipped: list[dict], threshold: float | None = None, sets: dict | None = None) -> None:
     for item in predictions:
         note = f"   (not sure: below p={threshold:.3f})" if item.get("uncertain") else ""
         print(printable(item["path"]) + note)
         for rank, top in enumerate(item["top"], start=1):
             print(f"  {rank}. {top['movement']:<32}{top['probability']:.4f}")
+        if sets is not None:
+            print(f"  {conformal.label(sets)}: {', '.join(item['set']) or '(empty: no movement conforms)'}")
     for item in skipped:
         print(f"skipped (unreadable) {printable(item['error'])}", file=sys.stderr)
     unsure = sum(1 for item in predictions if item.get("uncertain"))

@@ -34,13 +34,14 @@ from artmove.runs.folder import RunFolder
 from artmove.runs.results import format_table, job_overrides, record_failure, record_unfinished
 from artmove.runs.resume import Resume, check_same_classes, resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
-from artmove.training.calibration import calibrate_run, check_trust_settings
+from artmove.training.calibration import calibrate_run, check_conformal_settings, check_trust_settings
 from artmove.training.callbacks import CheckpointOnStop, CheckpointsFollowTheirFolder, RunRecordInCheckpoint
 from artmove.training.interrupts import EXIT_INTERRUPTED, ctrl_c_stops_after_step, slurm_usr1_requeues
 from artmove.training.trainer import check_trainer
 from artmove.utils.cli import say_user_error
 from artmove.utils.config import check_train_config, instantiate_checked
 from artmove.utils.io import remove_partial_writes
+from artmove.utils.limits import check_batch
 
 log = logging.getLogger("artmove.train")
 
@@ -53,6 +54,7 @@ def build(cfg: DictConfig, resume: Resume | None = None) -> tuple[PaintingDataMo
     module. A run that continues a checkpoint (``resume``) must have its classes. Returns (image data
     module, the data module training reads, classifier)."""
     preprocessing = instantiate_checked(cfg.preprocessing, "preprocessing")
+    check_batch("data.batch_size", cfg.data.batch_size, max(preprocessing["input_size"][1:]))
     # A policy of artmove's by name; a user's own class where their config names it (_target_: my.Policy).
     policy = instantiate_checked(cfg.finetune, "finetune") if "_target_" in cfg.finetune else create_policy(cfg.finetune)
     images = instantiate_checked(cfg.data, "data", preprocessing=preprocessing, _convert_="all")
@@ -84,6 +86,7 @@ def train(cfg: DictConfig) -> dict:
     check_train_config(cfg)  # the settings no object checks, and the numbers, before anything is built
     check_trainer(cfg.trainer)
     check_trust_settings(cfg.get("calibrate", True), cfg.get("abstain_target"))
+    check_conformal_settings(cfg.get("coverage"), cfg.get("conformal"))
     run = RunFolder(Path(cfg.paths.output_dir))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]  # before the loggers (KeepLoggedMetrics)
@@ -155,7 +158,8 @@ def train(cfg: DictConfig) -> dict:
     optimized = results["best_val/top1"] if metric == "val/top1" else _finite_or_none(_optimized_value(trainer, metric))
     results.update(optimized_metric=metric, optimized_value=optimized)
     # Temperature and "not sure" threshold, fitted on validation, written into the checkpoints before the test reads them.
-    results.update(calibrate_run(trainer, model, datamodule, checkpoint, checkpoint_dir, cfg.get("calibrate", True), cfg.get("abstain_target")))
+    results.update(calibrate_run(trainer, model, datamodule, checkpoint, checkpoint_dir, cfg.get("calibrate", True), cfg.get("abstain_target"),
+                                 cfg.get("coverage"), OmegaConf.to_container(cfg.conformal) if cfg.get("conformal") else None, cfg.seed))  # fmt: skip
     if cfg.get("test", True):
         metrics = trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint, verbose=False)[0]
         results.update({k: float(v) for k, v in metrics.items()})

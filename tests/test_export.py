@@ -220,3 +220,17 @@ def test_a_run_with_ema_exports_the_averaged_weights(tmp_path):
         averaged, raw = network(images).numpy(), model.network.eval()(images).numpy()
     rebuilt = weights.runner(tmp_path)(images)
     assert np.abs(rebuilt - averaged).max() < 1e-5 and np.abs(rebuilt - raw).max() > 1e-3
+
+
+def test_the_card_shows_names_from_a_model_as_text(tmp_path):
+    """Class names and a data set's folder name come from files: the card holds them as text, no tag, no link."""
+    import dataclasses
+
+    payload = '<img src=x onerror="alert(1)">[click](javascript:alert(2))'
+    facts = dataclasses.replace(facts_for_card(tmp_path), class_names=[f"{payload}Cubism", "Ukiyo-e"],
+                                results={**facts_for_card(tmp_path / "b").results, "data": {"root": f"/data/{payload}"}})  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    write_card(facts, out, {}, {}, hub_repo=None, timm_layout=False)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=" in card and "<img" not in card and "](javascript" not in card

@@ -273,7 +273,7 @@ def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
     assert '## Calibration and "not sure"' in card and "| Temperature | 1.400: fitted on 111 validation paintings" in card
     assert "| Validation ECE (15 bins) | 0.0810 before, 0.0240 after |" in card and "| Test ECE (15 bins) | 0.0310 (raw logits: 0.0900) |" in card
     assert "| Test ECE of a calibrated model | 0.0580 on as many paintings with the same confidences (mean of 1000 draws); 81 % of those" in card
-    assert "p < 0.620: the lowest top-1 probability at which the validation answers kept reach top-1 0.90 (41 % of 111" in card
+    assert "p &lt; 0.620: the lowest top-1 probability at which the validation answers kept reach top-1 0.90 (41 % of 111" in card
     assert "| Test, answers at or above it | 38.0 % of the test paintings, top-1 0.8700 (measured on test" in card
     facts.calibration = facts.abstain = None
     facts.results = {}

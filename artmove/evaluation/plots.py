@@ -15,6 +15,11 @@ def display_name(name: str) -> str:
     return name.replace("_", " ")
 
 
+def plot_text(name: str) -> str:
+    """A class name as a figure shows it literally: ``$`` would start matplotlib's math mode."""
+    return display_name(name).replace("$", r"\$")
+
+
 def row_normalised(counts: np.ndarray) -> np.ndarray:
     """Each row divided by its total (the true class's images); rows without images stay 0."""
     totals = counts.sum(1, keepdims=True)
@@ -34,8 +39,8 @@ def plot_confusion_matrix(counts: np.ndarray, class_names: Sequence[str], path: 
     fig = Figure(figsize=(3.5 + 0.42 * n_cols, 2.5 + 0.42 * n_rows))
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="equal")
-    ax.set_xticks(range(n_cols), [display_name(n) for n in class_names], rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
-    ax.set_yticks(range(n_rows), [f"{display_name(class_names[r])} ({counts[r].sum()})" for r in rows], fontsize=8)
+    ax.set_xticks(range(n_cols), [plot_text(n) for n in class_names], rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_yticks(range(n_rows), [f"{plot_text(class_names[r])} ({counts[r].sum()})" for r in rows], fontsize=8)
     ax.set_xlabel("predicted movement")
     ax.set_ylabel("true movement (images)")
     for (i, j), share in np.ndenumerate(shares):
@@ -138,4 +143,33 @@ def plot_selective(probs, labels, path: Path, title: str = "", threshold: float 
     ax.set_ylabel("top-1 of the kept answers")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title or "Selective prediction", fontsize=10)
+    return save_png(fig, path)
+
+
+def plot_sets(probs, labels, path: Path, record: Mapping, title: str = "") -> Path:
+    """Mean set size against coverage: the conformal sets of ``record``'s score at levels 50-99 % (thresholds
+    taken on these images, so the curve describes them and guarantees nothing), the record's own sets (its
+    threshold as fitted), and fixed top-k, k = 1…5."""
+    import torch
+
+    from artmove.models.conformal import fit, fixed_k, prediction_sets, set_metrics
+
+    settings = {key: record[key] for key in ("score", "class_conditional", "k_reg", "lam", "seed")}
+    curve = [set_metrics(prediction_sets(probs, fit(probs, labels, level, split="", **settings)), labels)
+             for level in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)]  # fmt: skip
+    own = set_metrics(prediction_sets(probs, record, torch.Generator().manual_seed(record["seed"])), labels)
+    fixed = fixed_k(probs, labels)
+    fig = Figure(figsize=(5.2, 4.2))
+    ax = fig.subplots()
+    ax.plot([100 * m["coverage"] for m in curve], [m["mean_size"] for m in curve], color="#4f7cc1", marker=".",
+            label=f"{record['score']} sets, thresholds on these images")  # fmt: skip
+    ax.plot([100 * row["coverage"] for row in fixed], [row["k"] for row in fixed], color="#888", marker="s", linestyle="--", label="fixed top-k")
+    ax.scatter([100 * own["coverage"]], [own["mean_size"]], color="#e07a5f", zorder=3,
+               label=f"{100 * record['coverage']:g} % sets fitted on {record['split']}: {100 * own['coverage']:.1f} %, size {own['mean_size']:.2f}")  # fmt: skip
+    ax.axvline(100 * record["coverage"], color="#e07a5f", linestyle=":", linewidth=1)
+    ax.set_xlabel("coverage (% of sets holding the true movement)")
+    ax.set_ylabel("mean set size (movements)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title or "Prediction sets", fontsize=10)
     return save_png(fig, path)

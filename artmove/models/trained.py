@@ -9,6 +9,7 @@ classes named by ``_target_``) are read too, their names mapped to the registry'
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +19,23 @@ import timm
 import torch
 
 from artmove.errors import ConfigError, UnreadableCheckpoint
+from artmove.models.conformal import checked_record
 from artmove.models.heads import HEADS
 from artmove.models.network import ArtNetwork, create_network
+from artmove.models.preprocessing import checked_preprocessing
 from artmove.models.timm_compat import rename_format1_keys
 from artmove.utils.io import read_checkpoint
 
 #: The version of what ``ArtClassifier.on_save_checkpoint`` writes (3: the network spec may hold a
-#: ``temperature``, and the record ``calibration`` and ``abstain``); formats 1 and 2 are read too (temperature 1).
-CHECKPOINT_FORMAT = 3
-FORMATS_READ = (1, 2, CHECKPOINT_FORMAT)
+#: ``temperature``, and the record ``calibration`` and ``abstain``; 4: and ``conformal``, the prediction sets);
+#: formats 1 and 2 are read too (temperature 1), 1 to 3 without prediction sets.
+CHECKPOINT_FORMAT = 4
+FORMATS_READ = (1, 2, 3, CHECKPOINT_FORMAT)
 #: Where a checkpoint keeps its run's record (``artmove.runs.resume``): the settings that define the run, its
 #: classes, its data set (``artmove.data.settings``) and its attempts.
 RUN_RECORD = "artmove_run"
+log = logging.getLogger(__name__)
+_SAID_NO_SETS: set[int] = set()  # the checkpoint formats whose "no prediction sets" was logged (once a process)
 NOT_ARTMOVE = "is not a checkpoint of an artmove training run ({}): give ckpt_path= a run folder or its checkpoints/best-….ckpt or last.ckpt"
 
 
@@ -46,6 +52,7 @@ class TrainedModel:
     calibration: dict[str, Any] | None = None  # temperature scaling as fitted at the end of training (None: not calibrated)
     abstain: dict[str, Any] | None = None  # the "not sure" threshold chosen on validation (None: none chosen)
     run_record: dict[str, Any] | None = None  # the run's record (RUN_RECORD), plain data, checked by whoever reads it
+    conformal: dict[str, Any] | None = None  # the prediction sets' record fitted on validation (None: no sets)
 
     @property
     def threshold(self) -> float | None:
@@ -81,6 +88,7 @@ def load_trained(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
     preprocessing = hparams.get("preprocessing")
     if not isinstance(preprocessing, dict) or not isinstance(class_names, list) or len(class_names) != spec["num_classes"]:
         raise ConfigError(f"{path} {NOT_ARTMOVE.format('its classes or preprocessing are missing')}.")
+    preprocessing = checked_preprocessing(preprocessing, path)
     network = create_network(**spec, pretrained=False)
     weights = {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
     try:
@@ -93,7 +101,12 @@ def load_trained(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
     if run_record is not None and not isinstance(run_record, dict):
         raise ConfigError(f"{path}: its run record is not one artmove writes: refused.")
     trained = TrainedModel(network.eval(), [str(name) for name in class_names], preprocessing, path, dict(hparams),
-                           dict(record.get("finetune") or {}), *trust_records(record, path), run_record)  # fmt: skip
+                           dict(record.get("finetune") or {}), *trust_records(record, path), run_record,
+                           checked_record(record.get("conformal"), path, spec["num_classes"]))  # fmt: skip
+    if record["format"] < 4 and record["format"] not in _SAID_NO_SETS:
+        _SAID_NO_SETS.add(record["format"])
+        log.info("%s is a checkpoint of format %d (before prediction sets): it gives no sets (coverage=); retrain, or fit them "
+                 "with evaluate … split=val conformal.fit=true and give predict conformal=<eval>/conformal.json", path, record["format"])
     return trained.to(device)
 
 

@@ -16,7 +16,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from artmove.data.transforms import eval_input_size
 from artmove.evaluation.plots import display_name
-from artmove.evaluation.tables import cell, markdown_table
+from artmove.evaluation.tables import cell, markdown_table, markdown_text
+from artmove.models.conformal import describe as describe_sets
 from artmove.models.trained import TrainedModel
 from artmove.runs.checkpoints import Checkpoint
 from artmove.runs.folder import RunFolder
@@ -48,6 +49,7 @@ class RunFacts:
     calibration: dict | None = None  # temperature scaling as fitted at the end of training
     abstain: dict | None = None  # the "not sure" threshold chosen on validation
     members: list[dict] | None = None  # an ensemble's: checkpoint, backbone, head, temperature, validation top-1 of each
+    conformal: dict | None = None  # the prediction sets' record (artmove.models.conformal), fitted on validation
 
     @classmethod
     def of(cls, checkpoint: Checkpoint, trained: TrainedModel) -> RunFacts:
@@ -57,7 +59,7 @@ class RunFacts:
                    preprocessing=trained.preprocessing, hparams=trained.hparams, finetune=trained.finetune,
                    spec=trained.network.spec, results=results, config=run.saved_config,
                    evaluation=find_evaluation(run, (results.get("data") or {}).get("root")),
-                   calibration=trained.calibration, abstain=trained.abstain)  # fmt: skip
+                   calibration=trained.calibration, abstain=trained.abstain, conformal=trained.conformal)  # fmt: skip
 
     @classmethod
     def of_ensemble(cls, checkpoints: list[Checkpoint], ensemble) -> RunFacts:
@@ -65,7 +67,7 @@ class RunFacts:
         its classes), no test scores but an evaluation of these very members (``evaluate … ensemble=…``
         beside their sweep), and a row per member."""
         first, run = ensemble.members[0], checkpoints[0].run
-        results = {key: value for key, value in run.results.items() if not key.startswith(("test/", "best_val/", "calibration", "abstain"))}
+        results = {key: value for key, value in run.results.items() if not key.startswith(("test/", "best_val/", "calibration", "abstain", "conformal"))}
         members = [{"checkpoint": str(c.file), "backbone": m.backbone, "head": m.network.spec["head"],
                     "temperature": float(m.network.temperature), "best_val/top1": c.run.results.get("best_val/top1"),
                     "seed": c.run.results.get("seed")} for c, m in zip(checkpoints, ensemble.members)]  # fmt: skip
@@ -74,7 +76,7 @@ class RunFacts:
         return cls(checkpoint=checkpoints[0].file, backbone=ensemble.backbone, head="ensemble", class_names=ensemble.class_names,
                    preprocessing=first.preprocessing, hparams=first.hparams, finetune=first.finetune,
                    spec={"head": {"name": "ensemble"}}, results=results, config=run.saved_config,
-                   evaluation=find_ensemble_evaluation(checkpoints, files), members=members)  # fmt: skip
+                   evaluation=find_ensemble_evaluation(checkpoints, files), members=members, conformal=ensemble.conformal)  # fmt: skip
 
     @property
     def test_metrics(self) -> tuple[dict, str]:
@@ -131,8 +133,9 @@ def card_data(facts: RunFacts, timm_layout: bool) -> ModelCardData:
     """The card's metadata: timm's library tag when timm loads the folder alone, the ImageNet weights it
     started from, and the test scores as the Hub's ``model-index`` evaluation results."""
     metrics, _ = facts.test_metrics
-    name = f"{facts.backbone} art movements ({data_name(facts)})"
-    results = [EvalResult(task_type="image-classification", dataset_type=data_name(facts), dataset_name=data_name(facts),
+    name = f"{facts.backbone} art movements ({markdown_text(data_name(facts))})"
+    dataset = markdown_text(data_name(facts))
+    results = [EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
                           dataset_split="test", metric_type=kind, metric_name=label, metric_value=round(float(metrics[f"test/{key}"]), 4))
                for label, key, kind in METRIC_TYPES if f"test/{key}" in metrics]  # fmt: skip
     return ModelCardData(
@@ -179,13 +182,13 @@ def timm_tag(backbone: str) -> str:
 def title(facts: RunFacts) -> str:
     count = len(facts.class_names)
     if facts.members:
-        return (f"# {facts.backbone}: art movement of a painting ({count} movements, {data_name(facts)})\n\n"
+        return (f"# {facts.backbone}: art movement of a painting ({count} movements, {markdown_text(data_name(facts))})\n\n"
                 f"{len(facts.members)} networks fine-tuned with artmove to name the art movement of a painting among the {count} "
-                f"movements of the {data_name(facts)} data set, their calibrated probabilities averaged.")  # fmt: skip
+                f"movements of the {markdown_text(data_name(facts))} data set, their calibrated probabilities averaged.")  # fmt: skip
     return (
-        f"# {facts.backbone}: art movement of a painting ({count} movements, {data_name(facts)})\n\n"
+        f"# {facts.backbone}: art movement of a painting ({count} movements, {markdown_text(data_name(facts))})\n\n"
         f"A {facts.backbone} fine-tuned with artmove to name the art movement of a painting "
-        f"among the {count} movements of the {data_name(facts)} data set, trained from checkpoint `{facts.checkpoint.name}`."
+        f"among the {count} movements of the {markdown_text(data_name(facts))} data set, trained from checkpoint {markdown_text(facts.checkpoint.name)}."
     )
 
 
@@ -272,8 +275,8 @@ def ensemble_section(facts: RunFacts) -> str:
 
 
 def trust_section(facts: RunFacts) -> str:
-    """Calibration (temperature, ECE and NLL before and after) and the "not sure" threshold, chosen on
-    validation and measured on test."""
+    """Calibration (temperature, ECE and NLL before and after), the "not sure" threshold and the prediction
+    sets, chosen on validation and measured on test."""
     metrics, _ = facts.test_metrics
     rows = []
     calibration = facts.calibration
@@ -306,6 +309,14 @@ def trust_section(facts: RunFacts) -> str:
             kept = f"top-1 {top1:.4f}" if top1 is not None and top1 == top1 else "no answer kept"
             rows.append(("Test, answers at or above it", f"{100 * coverage:.1f} % of the test paintings, {kept} (measured on test, "
                                                          "after the threshold was chosen on validation)"))  # fmt: skip
+        if abstain.get("guarantee"):
+            rows.append(('"Not sure" guarantee', abstain["guarantee"]))
+    if facts.conformal:
+        rows.append(("Prediction sets", f"{describe_sets(facts.conformal)}: on paintings drawn like the {facts.conformal['split']} split "
+                                        "(exchangeable), the set holds the true movement at least that often"))  # fmt: skip
+        coverage, size = metrics.get("test/set_coverage"), metrics.get("test/set_size")
+        if coverage is not None and size is not None:
+            rows.append(("Test, prediction sets", f"coverage {100 * coverage:.1f} %, mean size {size:.2f} movements (measured on test)"))
     if not rows:
         return "## Calibration\n\nNot calibrated (trained with `calibrate=false`, or before artmove calibrated): the probabilities are the raw softmax."
     return '## Calibration and "not sure"\n\n' + _pairs(rows)
@@ -333,7 +344,7 @@ def data_section(facts: RunFacts) -> str:
     if facts.split_artists:
         shared, total = facts.split_artists["shared_with_train"], facts.split_artists["test_artists"]
         rows.append(("Test artists also in training", f"{shared} of {total}"))
-    movements = ", ".join(display_name(name) for name in facts.class_names)
+    movements = ", ".join(markdown_text(display_name(name)) for name in facts.class_names)
     return "## Training data\n\n" + _pairs(rows) + f"\n\nMovements (as the data set spells them): {movements}."
 
 
@@ -384,7 +395,7 @@ def checks_section(checks: Mapping[str, dict], files: Mapping[str, str]) -> str:
 
 
 def limitations(facts: RunFacts) -> str:
-    name, count = data_name(facts), len(facts.class_names)
+    name, count = markdown_text(data_name(facts)), len(facts.class_names)
     if generated(facts):
         return f"""## Intended use and limitations
 

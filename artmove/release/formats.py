@@ -13,7 +13,8 @@ classifier, weight and bias divided by T (exact: ``(W x + b) / T = (W / T) x + b
 (:class:`~artmove.models.ensemble.Ensemble`) is written in artmove's layout (each member's spec under
 ``"ensemble"``) and traced as one graph; its output is the log of the averaged probabilities.
 ``config.json``'s ``"calibration"`` (and the ONNX metadata's) says what the files apply: the
-temperature(s) and the "not sure" threshold (``uncertain_below``) with where it was chosen.
+temperature(s) and the "not sure" threshold (``uncertain_below``) with where it was chosen, and the
+prediction sets' record (``conformal``: ``artmove.models.conformal``), which the files leave to their reader.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 from torch import nn
 
 from artmove.errors import ConfigError
 from artmove.models.ensemble import Ensemble
 from artmove.models.network import create_network
+from artmove.models.preprocessing import checked_preprocessing
 from artmove.models.timm_compat import as_timm_model
 from artmove.utils.io import write_json
 
@@ -99,19 +102,24 @@ def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[
     """(network, class names, preprocessing) of a weights folder in either layout. artmove's: the network
     (or each member of an ensemble) rebuilt by name from the spec in config.json (checked as a
     checkpoint's is), its safetensors loaded strictly; timm's: ``timm.create_model("local-dir:…")``."""
-    import timm
     from timm.data import resolve_model_data_config
 
     folder = Path(folder)
     config_file = folder / "config.json"
     config = _read_config(folder)
     if "artmove" not in config:
-        network = timm.create_model(f"local-dir:{folder}", pretrained=True)
+        check_timm_config(config, config_file)
+        try:  # timm builds what the file names among its own architectures; whatever else goes wrong is the file's
+            network = timm.create_model(f"local-dir:{folder}", pretrained=True)
+            data_config = resolve_model_data_config(network)
+        except Exception as error:  # noqa: BLE001 - timm raises TypeError/KeyError/ValueError/RuntimeError for a malformed config
+            raise ConfigError(f"{config_file}: timm cannot build the model it records ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else 'no message'}): export the checkpoint again.") from None  # fmt: skip
         names = network.pretrained_cfg.get("label_names") or [str(i) for i in range(network.num_classes)]
-        data_config = resolve_model_data_config(network)
         if network.pretrained_cfg.get("test_input_size"):  # test_image_size=: the size the checkpoint evaluated at
             data_config["test_input_size"] = network.pretrained_cfg["test_input_size"]
-        return network, list(names), {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()}
+        preprocessing = {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()}
+        return network, checked_names(names, network.num_classes, config_file), checked_preprocessing(preprocessing, config_file)
     from safetensors.torch import load_file
 
     from artmove.models.trained import checked_spec
@@ -128,7 +136,34 @@ def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[
     names, preprocessing = config.get("label_names"), config.get("pretrained_cfg")
     if not isinstance(names, list) or not isinstance(preprocessing, dict):
         raise ConfigError(f"{config_file} lacks label_names or pretrained_cfg: export the checkpoint again.")
-    return network.eval(), [str(name) for name in names], preprocessing
+    return network.eval(), checked_names(names, network.num_classes, config_file), checked_preprocessing(preprocessing, config_file)
+
+
+#: What timm's pretrained_cfg holds of the preprocessing (the rest: its tag, source, licence…).
+PREPROCESSING_KEYS = ("input_size", "test_input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def check_timm_config(config: dict[str, Any], config_file: Path) -> None:
+    """A timm-layout config.json names one of timm's registered architectures and plain model arguments:
+    what it names is looked up, never fetched (no ``hf-hub:``), and its sizes are checked before timm builds."""
+    architecture, arguments = config.get("architecture"), config.get("model_args", {})
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise ConfigError(f"{config_file} names the architecture {architecture!r}, which is not one of timm's registered models: refused.")
+    if not isinstance(arguments, dict) or not all(isinstance(v, (str, int, float, bool, type(None))) for v in arguments.values()):
+        raise ConfigError(f"{config_file}: its model_args {arguments!r} are not plain settings: refused.")
+    classes = config.get("num_classes", 1)
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= 100_000:
+        raise ConfigError(f"{config_file}: num_classes={classes!r} is not a number of classes from 1 to 100000: refused.")
+    pretrained_cfg = config.get("pretrained_cfg")
+    if isinstance(pretrained_cfg, dict) and "input_size" in pretrained_cfg:
+        checked_preprocessing({key: pretrained_cfg[key] for key in PREPROCESSING_KEYS if key in pretrained_cfg}, config_file)
+
+
+def checked_names(names: Any, count: int, config_file: Path) -> list[str]:
+    """The class names a file records: one string per output."""
+    if not isinstance(names, (list, tuple)) or len(names) != count or not all(isinstance(name, (str, int)) for name in names):
+        raise ConfigError(f"{config_file}: its label_names are not {count} names, one per output: refused.")
+    return [str(name) for name in names]
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -152,6 +187,14 @@ def export_threshold(folder: str | Path) -> float | None:
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1):
         raise ConfigError(f"{config_file}: calibration.uncertain_below={threshold!r} is not a probability: refused.")
     return threshold
+
+
+def export_conformal(folder: str | Path, num_classes: int | None = None) -> dict[str, Any] | None:
+    """The prediction sets' record an export folder's config.json holds (``calibration.conformal``), checked as data; None: no sets."""
+    from artmove.models.conformal import checked_record
+
+    calibration = _read_config(Path(folder)).get("calibration")
+    return checked_record(calibration.get("conformal") if isinstance(calibration, dict) else None, Path(folder) / "config.json", num_classes)
 
 
 class Onnx(ExportFormat):

@@ -1,8 +1,11 @@
 """The demo page: upload a painting, see the top-5 movements, the Grad-CAM overlay and the model's test scores.
 
-One page and one endpoint (``POST predict``); the page's script draws the answer. Uploads are
-checked before any pixel is decoded: size in bytes while the body streams, then image dimensions
-from the header; predictions run off the event loop, a bounded number at once.
+One page, its script and style (``page/``, each from its own path) and one endpoint (``POST predict``);
+the script draws the answer as text, never as HTML, and every response forbids any other script
+(Content-Security-Policy), sniffing and framing: a class name a model file carries cannot act in the
+browser. Uploads are checked before any pixel is decoded: size in bytes while the body streams (within
+a deadline, and within a memory budget shared by all uploads), then image dimensions from the header;
+predictions run off the event loop, a bounded number at once.
 Needs the ``demo`` extra (fastapi, uvicorn, python-multipart).
 """
 
@@ -13,10 +16,11 @@ import html
 import io
 from collections.abc import Mapping
 from functools import partial
+from importlib.resources import files
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -57,7 +61,8 @@ def read_upload(data: bytes, max_bytes: int, max_pixels: int, min_size: int | No
 def predict_upload(predictor: Predictor, data: bytes, tta: str = "none", top_k: int = 5,
                    max_bytes: int = 20_000_000, max_pixels: int = 50_000_000) -> dict:  # fmt: skip
     """What the page shows for one upload: ``{"top": [{"label", "prob"}], "gradcam": data URL or None (an
-    ensemble has no one network to explain), "uncertain": bool or None, "threshold"}``."""
+    ensemble has no one network to explain), "uncertain": bool or None, "threshold", "set": the movements of
+    its prediction set or None (no sets), "coverage": the sets' level}``."""
     check_tta(tta)
     image = read_upload(data, max_bytes, max_pixels, decode_size(predictor.preprocessing))
     prediction = predictor(image, top_k=top_k, tta=tta, gradcam=predictor.explains)
@@ -71,60 +76,119 @@ def predict_upload(predictor: Predictor, data: bytes, tta: str = "none", top_k: 
         "gradcam": gradcam,
         "uncertain": prediction.uncertain,
         "threshold": predictor.threshold,
+        "set": prediction.set,
+        "coverage": prediction.coverage,
         "tta": tta,
     }
 
 
 #: What a request may hold besides the file: multipart boundaries, part headers, the tta field.
 FORM_OVERHEAD = 64 * 1024
+#: Sent with every response: no script but the page's own (served from its own path), no plugin, no frame,
+#: images only from the page or the Grad-CAM's data URL, requests only to the page's origin.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+                               "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}  # fmt: skip
+ASSETS = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
+
+
+class Admission:
+    """How many uploads the page holds: ``classifying`` (at most ``max_parallel`` at once, the others waiting
+    for a turn, ``max_parallel + max_waiting`` in all; one more is answered 503) and the bytes of the
+    uploads still arriving, within ``max_buffered`` (past it, 503 at once): a slow client holds only its
+    own bytes, for at most the upload deadline."""
+
+    def __init__(self, max_parallel: int, max_waiting: int, max_buffered: int):
+        self.limit, self.admitted = max_parallel + max_waiting, 0
+        self.max_buffered, self.buffered = max_buffered, 0
 
 
 def create_app(predictor: Predictor, headline: Mapping[str, str], top_k: int = 5, max_bytes: int = 20_000_000,
-               max_pixels: int = 50_000_000, max_parallel: int = 1, max_waiting: int = 16):  # fmt: skip
-    """The FastAPI app: ``GET /`` the page, ``POST /predict`` (multipart ``file``, form ``tta``) the answer.
+               max_pixels: int = 50_000_000, max_parallel: int = 1, max_waiting: int = 16, upload_timeout_s: float = 30.0):  # fmt: skip
+    """The FastAPI app: ``GET /`` the page (``/demo.js``, ``/demo.css``), ``POST /predict`` (multipart ``file``,
+    form ``tta``) the answer.
 
     The body is counted while it streams, chunked or not: past the limit the request ends with 413 and
-    no more of it is read; it is kept in memory, never written to disk. Predictions run in worker
-    threads, ``max_parallel`` at once (torch releases the GIL), so the page and other requests keep
-    answering while paintings are classified; past ``max_waiting`` requests in line, 503."""
+    no more of it is read; it is kept in memory, never written to disk. An upload that has not arrived
+    whole within ``upload_timeout_s`` is answered 408 and dropped (a per-request deadline: anyio's
+    cancel scope around the read, the server stack's own; uvicorn has no body timeout), so clients that
+    stall cost only their own place. The bytes all uploads hold while arriving stay within
+    ``(max_parallel + max_waiting) * max_bytes``. Predictions run in worker threads, ``max_parallel`` at
+    once (torch releases the GIL), so the page and other requests keep answering while paintings are
+    classified; ``max_parallel + max_waiting`` uploads are admitted, one more gets 503."""
     app = FastAPI(title="artmove demo", docs_url=None, redoc_url=None, openapi_url=None)
     page = render_page(headline, max_bytes, max_pixels)
+    assets = {name: (files("artmove.serving").joinpath("page", name).read_text(encoding="utf-8"), kind) for name, kind in ASSETS.items()}
     limiter = anyio.CapacityLimiter(max_parallel)
-    waiting = [0]
+    admission = Admission(max_parallel, max_waiting, (max_parallel + max_waiting) * (max_bytes + FORM_OVERHEAD))
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return page
 
+    @app.get("/{name}")
+    def asset(name: str) -> Response:
+        if name not in assets:
+            return JSONResponse({"error": "Not found."}, status_code=404)
+        text, kind = assets[name]
+        return Response(text, media_type=kind)
+
     @app.post("/predict")
     async def predict(request: Request):
-        if waiting[0] >= max_waiting:
-            return JSONResponse({"error": "The page is busy with other paintings: try again in a moment."}, status_code=503)
-        waiting[0] += 1
         try:
-            data, tta = await read_form(request, max_bytes)
+            with anyio.fail_after(upload_timeout_s):
+                data, tta = await read_form(request, max_bytes, admission)
+        except TimeoutError:
+            return JSONResponse({"error": f"The upload did not arrive within {upload_timeout_s:g} s: try again."}, status_code=408,
+                                headers={"Connection": "close"})  # the rest of its body is never read: the connection is dropped now
+        except UploadError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        if admission.admitted >= admission.limit:
+            return JSONResponse({"error": "The page is busy with other paintings: try again in a moment."}, status_code=503)
+        admission.admitted += 1
+        try:
             answer = partial(predict_upload, predictor, data, tta, top_k, max_bytes, max_pixels)
             return await anyio.to_thread.run_sync(answer, limiter=limiter)
         except UploadError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         finally:
-            waiting[0] -= 1
+            admission.admitted -= 1
 
     return app
 
 
-async def read_form(request: Request, max_bytes: int) -> tuple[bytes, str]:
-    """(file bytes, tta) of the upload, its body read in memory up to ``max_bytes`` + the form's overhead."""
+BUSY = UploadError("The page is receiving too many paintings at once: try again in a moment.", 503)
+
+
+async def read_form(request: Request, max_bytes: int, admission: Admission) -> tuple[bytes, str]:
+    """(file bytes, tta) of the upload, its body read in memory up to ``max_bytes`` + the form's overhead, its
+    bytes counted in ``admission.buffered`` while they arrive."""
     limit = max_bytes + FORM_OVERHEAD
     too_large = UploadError(f"The file is over the {max_bytes / 1e6:.0f} MB limit.", 413)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            if admission.buffered + len(chunk) > admission.max_buffered:
+                raise BUSY
+            body += chunk
+            admission.buffered += len(chunk)
+            if len(body) > limit:
+                raise too_large
+    finally:
+        admission.buffered -= len(body)
     parser = MultiPartParser(request.headers, _once(bytes(body)), max_files=1, max_fields=4, max_part_size=limit)
     parser.spool_max_size = limit + 1  # the file part stays in memory (the body is already within the limit)
     try:
@@ -144,9 +208,11 @@ async def _once(body: bytes):
 
 
 def render_page(headline: Mapping[str, str], max_bytes: int, max_pixels: int) -> str:
-    facts = "".join(f"<div><span>{html.escape(k)}</span><b>{html.escape(str(v))}</b></div>" for k, v in headline.items())
+    """``page/index.html`` with the headline facts, escaped: text, never HTML."""
+    facts = "".join(f"<div><span>{html.escape(str(k))}</span><b>{html.escape(str(v))}</b></div>" for k, v in headline.items())
     limits = f"up to {max_bytes / 1e6:.0f} MB and {max_pixels / 1e6:.0f} megapixels"
-    return PAGE.replace("{facts}", facts).replace("{limits}", limits).replace("{title}", html.escape(headline.get("Model", "artmove")))
+    page = files("artmove.serving").joinpath("page", "index.html").read_text(encoding="utf-8")
+    return page.replace("{facts}", facts).replace("{limits}", limits).replace("{title}", html.escape(str(headline.get("Model", "artmove"))))
 
 
 def headline_numbers(facts) -> dict[str, str]:
@@ -162,84 +228,3 @@ def headline_numbers(facts) -> dict[str, str]:
     else:
         numbers["Test scores"] = "not tested"
     return numbers
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}: art movement demo</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:60rem;padding:0 1rem;color:#222}
- h1{font-size:1.4rem;margin:0 0 .8rem}
- #facts{display:flex;flex-wrap:wrap;gap:.5rem;margin-bottom:1rem}
- #facts div{background:#f3f4f6;border-radius:6px;padding:.35rem .6rem;font-size:.85rem}
- #facts span{color:#555;margin-right:.4rem}
- form{display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap;margin-bottom:1rem}
- #drop{display:flex;gap:.8rem;align-items:center;flex-wrap:wrap;border:2px dashed #9ca3af;border-radius:8px;padding:.9rem 1rem}
- #drop.dragging{border-color:#4f7cc1;background:#eef3fb}
- #result{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem}
- .bar{display:grid;grid-template-columns:13rem 1fr 4rem;align-items:center;gap:.5rem;margin:.3rem 0;font-size:.9rem}
- .bar b{display:block;height:1rem;background:#e5e7eb;border-radius:3px}
- .bar i{display:block;height:100%;background:#4f7cc1;border-radius:3px}
- #message{color:#b00020;font-weight:600;min-height:1.2rem}
- #unsure{color:#8a5a00;font-size:.9rem}
- img{max-width:100%;border-radius:6px}
- figure{margin:0} figcaption{font-size:.8rem;color:#555}
-</style></head>
-<body>
-<h1>Which art movement? <small>({title})</small></h1>
-<div id="facts">{facts}</div>
-<form id="form">
- <div id="drop"><b>Drop a painting here</b> or <input type="file" id="image" name="file" accept="image/*"></div>
- <label><input type="checkbox" id="tta"> test-time augmentation (image + mirror)</label>
- <small>JPEG, PNG, WebP…, {limits}</small>
-</form>
-<p id="message" role="alert"></p>
-<p>Prediction: <strong id="label" data-state="idle">none yet</strong> <em id="unsure"></em></p>
-<div id="result">
- <div><h2>Top 5</h2><div id="topk"></div></div>
- <figure id="gradcam-figure"><h2>Grad-CAM</h2><img id="gradcam" alt=""><figcaption>Regions that raised the top movement's score (red: most).</figcaption></figure>
-</div>
-<script>
-const input = document.getElementById("image"), tta = document.getElementById("tta");
-const label = document.getElementById("label"), message = document.getElementById("message");
-const unsure = document.getElementById("unsure"), gradcam = document.getElementById("gradcam"), gradcamFigure = document.getElementById("gradcam-figure");
-const drop = document.getElementById("drop");
-const pretty = s => s.replaceAll("_", " ");
-let painting = null;  // the file chosen or dropped last: what the tta box re-sends
-async function send() {
-  if (!painting) return;
-  const body = new FormData();
-  body.append("file", painting);
-  body.append("tta", tta.checked ? "flip" : "none");
-  label.dataset.state = "busy"; label.textContent = "…"; message.textContent = "";
-  try {
-    const answer = await fetch("predict", {method: "POST", body});
-    const data = await answer.json();
-    if (!answer.ok) throw new Error(data.error || data.detail || answer.statusText);
-    document.getElementById("topk").innerHTML = data.top.map(t =>
-      `<div class="bar"><span>${pretty(t.label)}</span><b><i style="width:${(100 * t.prob).toFixed(1)}%"></i></b><span>${(100 * t.prob).toFixed(1)}%</span></div>`).join("");
-    label.textContent = pretty(data.top[0].label); label.dataset.label = data.top[0].label;
-    label.dataset.uncertain = data.uncertain === true ? "true" : "false";
-    unsure.textContent = data.uncertain ? `not sure: ${(100 * data.top[0].prob).toFixed(1)}% is below this model's threshold of ${(100 * data.threshold).toFixed(1)}%; check it by hand` : "";
-    if (data.gradcam) { gradcam.src = data.gradcam; } else { gradcam.removeAttribute("src"); }
-    gradcamFigure.hidden = !data.gradcam;
-    label.dataset.state = "done";
-  } catch (error) {
-    message.textContent = error.message; label.textContent = "none"; label.dataset.state = "error"; unsure.textContent = "";
-    document.getElementById("topk").innerHTML = ""; gradcam.removeAttribute("src");
-  }
-}
-input.addEventListener("change", () => { painting = input.files[0] || null; send(); });
-tta.addEventListener("change", send);
-// A painting dropped anywhere on the page takes the file button's way; the box shows where it lands.
-const dragged = e => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes("Files");
-document.addEventListener("dragover", e => { if (dragged(e)) { e.preventDefault(); drop.classList.add("dragging"); } });
-document.addEventListener("dragleave", e => { if (!e.relatedTarget) drop.classList.remove("dragging"); });
-document.addEventListener("drop", e => {
-  if (!dragged(e)) return;
-  e.preventDefault(); drop.classList.remove("dragging");
-  if (e.dataTransfer.files.length) { painting = e.dataTransfer.files[0]; input.value = ""; send(); }
-});
-</script>
-</body></html>
-"""

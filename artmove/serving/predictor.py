@@ -28,10 +28,11 @@ from artmove.data.transforms import decode_size
 from artmove.errors import ConfigError
 from artmove.evaluation.gradcam import grad_cam, overlay, to_pil
 from artmove.evaluation.tta import eval_transform, predict_views, stack_views, views_to, views_transform
+from artmove.models import conformal as conformal_sets
 from artmove.models.calibration import check_threshold
 from artmove.models.ensemble import Ensemble, TrainedEnsemble
 from artmove.models.trained import TrainedModel, resolve_device
-from artmove.release.formats import export_threshold, load_weights_folder
+from artmove.release.formats import export_conformal, export_threshold, load_weights_folder
 from artmove.runs.checkpoints import open_run
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]
@@ -40,11 +41,15 @@ ImageInput = Union[str, Path, Image.Image, torch.Tensor]
 @dataclass(frozen=True)
 class Prediction:
     """The top-k movements with their probabilities, best first; the Grad-CAM overlay when asked for;
-    ``uncertain``: the top probability is below the predictor's threshold (None: it has none)."""
+    ``uncertain``: the top probability is below the predictor's threshold (None: it has none); ``set``: the
+    movements of its prediction set, most probable first, which holds the true one for ``coverage`` of paintings
+    drawn like those it was fitted on (None: the predictor has no sets)."""
 
     top: list[tuple[str, float]]
     gradcam: Image.Image | None = None
     uncertain: bool | None = None
+    set: list[str] | None = None
+    coverage: float | None = None
 
     @property
     def label(self) -> str:
@@ -58,32 +63,43 @@ class Prediction:
 class Predictor:
     """A classifier ready for new paintings: its network (or ensemble), class names, eval preprocessing (an
     ensemble's: one per member when theirs differ) and "not sure" threshold (``threshold``: answers whose
-    top probability is below it are marked uncertain; None: never; settable)."""
+    top probability is below it are marked uncertain; None: never; settable) and prediction sets' record
+    (``conformal``, artmove.models.conformal; None: no sets)."""
 
     def __init__(self, network: nn.Module, class_names: Sequence[str], preprocessing: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-                 batch_size: int = 32, threshold: float | None = None):  # fmt: skip
+                 batch_size: int = 32, threshold: float | None = None, conformal: Mapping[str, Any] | None = None):  # fmt: skip
         check_threshold("threshold", threshold)
+        self.conformal = conformal_sets.checked_record(conformal, "Predictor(conformal=…)", len(class_names))
+        # aps/raps draw a uniform per painting: one stream over the predictor's life, so no two calls share their draws.
+        self.sets_generator = torch.Generator().manual_seed(self.conformal["seed"]) if self.conformal else None
         self.network, self.class_names = network.eval(), list(class_names)
         self.preprocessing = dict(preprocessing) if isinstance(preprocessing, Mapping) else [dict(p) for p in preprocessing]
         self.batch_size, self.threshold = batch_size, threshold
         self.device = next(network.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path | Sequence[str | Path], device: str = "cpu", ensemble: str | None = None) -> Predictor:
+    def from_checkpoint(cls, ckpt_path: str | Path | Sequence[str | Path], device: str = "cpu", ensemble: str | None = None,
+                        conformal: str | Path | None = None) -> Predictor:  # fmt: skip
         """A training checkpoint, a run folder (its best checkpoint) or a sweep folder (its best job); an ensemble:
-        a list of them, or a sweep folder with ``ensemble="all"`` or ``"top3"``."""
-        return cls.from_trained(open_run(ckpt_path, ensemble).load(device))
+        a list of them, or a sweep folder with ``ensemble="all"`` or ``"top3"``. ``conformal``: a conformal.json
+        (``evaluate … conformal.fit=true``) for the prediction sets instead of the run's."""
+        predictor = cls.from_trained(open_run(ckpt_path, ensemble).load(device))
+        if conformal is not None:
+            predictor.conformal = conformal_sets.read_file(conformal, len(predictor.class_names))
+            predictor.sets_generator = torch.Generator().manual_seed(predictor.conformal["seed"])
+        return predictor
 
     @classmethod
     def from_trained(cls, trained: TrainedModel | TrainedEnsemble) -> Predictor:
-        return cls(trained.network, trained.class_names, trained.preprocessing, threshold=trained.threshold)
+        return cls(trained.network, trained.class_names, trained.preprocessing, threshold=trained.threshold, conformal=trained.conformal)
 
     @classmethod
     def from_export(cls, folder: str | Path, device: str = "cpu") -> Predictor:
         """An export folder (``python -m artmove.export``): its config.json + model.safetensors, timm's layout
         or artmove's (any head, or an ensemble), rebuilt without the training code; its threshold with it."""
         network, names, preprocessing = load_weights_folder(folder)
-        return cls(network.to(resolve_device(device)), names, preprocessing, threshold=export_threshold(folder))
+        return cls(network.to(resolve_device(device)), names, preprocessing, threshold=export_threshold(folder),
+                   conformal=export_conformal(folder, len(names)))  # fmt: skip
 
     @property
     def explains(self) -> bool:
@@ -109,10 +125,13 @@ class Predictor:
         ])  # fmt: skip
         best = probs.topk(k, dim=1)
         overlays = self.explain(pictures, best.indices[:, 0]) if gradcam else [None] * len(pictures)
-        threshold = self.threshold
+        threshold, record = self.threshold, self.conformal
+        mask = conformal_sets.prediction_sets(probs, record, self.sets_generator) if record else None
         predictions = [
             Prediction([(self.class_names[c], float(p)) for c, p in zip(indices.tolist(), values.tolist())], overlays[row],
-                       None if threshold is None else bool(values[0] < threshold))  # fmt: skip
+                       None if threshold is None else bool(values[0] < threshold),
+                       None if mask is None else conformal_sets.movements(mask[row], probs[row], self.class_names),
+                       None if record is None else record["coverage"])  # fmt: skip
             for row, (indices, values) in enumerate(zip(best.indices, best.values))
         ]
         return predictions[0] if single else predictions
