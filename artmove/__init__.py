@@ -1,12 +1,14 @@
 """artmove: recognise the artistic movement of a painting with fine-tuned timm backbones."""
 
+from typing import Any
+
 from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
 __all__ = ["Prediction", "Predictor"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """``from artmove import Predictor`` without importing torch for every ``import artmove``."""
     if name in __all__:
         from artmove.serving import predictor
@@ -34,7 +36,7 @@ def _scaled(pixels: int | None, factor: float) -> int | None:
 OmegaConf.register_new_resolver("artmove.scaled", _scaled, replace=True)
 
 
-def _help(config_name: str, command: str, *, _root_=None) -> str:
+def _help(config_name: str, command: str, *, _root_: Any = None) -> str:
     from artmove.utils.help import help_resolver
 
     return help_resolver(config_name, command, _root_=_root_)

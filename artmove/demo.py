@@ -37,7 +37,7 @@ def build_app(cfg: DictConfig):
     checkpoints = list(opened.checkpoints)
     headline = headline_numbers(RunFacts.of_ensemble(checkpoints, trained) if ensemble else RunFacts.of(checkpoints[0], trained))
     predictor = Predictor.from_trained(trained)
-    if not ensemble and trained.calibration:
+    if trained.calibration:  # an ensemble's: its own, fitted when it was opened
         headline["Calibrated"] = f"temperature {trained.calibration['temperature']:.2f}, fitted on validation"
     if cfg.get("uncertain_below") is not None:
         predictor.threshold = float(cfg.uncertain_below)

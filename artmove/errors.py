@@ -24,14 +24,14 @@ class DiskFullError(OSError):
     """A checkpoint did not fit on its disk (the previous checkpoint is kept)."""
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or super().__str__()
 
 
 class FileSizeLimitError(OSError):
     """A file did not fit under this process's file-size limit (``ulimit -f``; the previous file is kept)."""
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or super().__str__()
 
 
 class ExportCheckError(ConfigError):

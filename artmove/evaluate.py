@@ -79,7 +79,7 @@ def eval_preprocessing(preprocessing: dict | list[dict], image_size: int | None)
 
 def model_threshold(trained, uncertain_below) -> dict | None:
     """The "not sure" threshold in force: ``uncertain_below=`` when given, else the one the checkpoint's run
-    chose on validation (an ensemble has none of its own)."""
+    chose on validation (an ensemble's: its own, fitted when it was opened)."""
     if uncertain_below is not None:
         return {"threshold": float(uncertain_below), "target": None, "chosen_on": "uncertain_below="}
     return trained.abstain if trained.threshold is not None else None
@@ -93,7 +93,7 @@ def describe_model(trained) -> dict:
                 "head": trained.heads, "unfreeze": [m.finetune.get("unfreeze") for m in members],
                 "weights_source": [m.network.weights_source for m in members], "pretrained_cfg": [m.network.pretrained_cfg for m in members],
                 "ensemble": {"members": len(members), "temperatures": [float(m.network.temperature) for m in members],
-                             "averaged": "calibrated probabilities"}}  # fmt: skip
+                             "averaged": "calibrated probabilities", "temperature": float(trained.network.temperature)}}  # fmt: skip
     return {"checkpoint": str(trained.checkpoint.resolve()), "backbone": trained.backbone, "head": trained.network.spec["head"],
             "unfreeze": trained.finetune.get("unfreeze"), "weights_source": trained.network.weights_source,
             "pretrained_cfg": trained.network.pretrained_cfg}  # fmt: skip
@@ -105,10 +105,10 @@ def trust_results(trained, probs, labels, split: str, tta: str, threshold: dict 
     the coverage and top-1 at the threshold in force, and the threshold this split would choose for ``target``."""
     results = {f"{split}/{key}": value for key, value in calibration_scores(probs, labels).items()}
     results.update({f"{split}/{key}": value for key, value in ece_reference(probs, labels).items()})
-    temperature = None if isinstance(trained, TrainedEnsemble) else float(trained.network.temperature)
+    temperature = float(trained.network.temperature)  # an ensemble's own: "uncalibrated" is then the plain average
     if trained.calibration:
         results["calibration"] = trained.calibration
-    if temperature not in (None, 1.0) and tta == "none":  # softmax(T log p) is the raw softmax, exactly, for one view
+    if temperature != 1.0 and tta == "none":  # softmax(T log p) is the raw softmax, exactly, for one view
         raw = calibration_scores((temperature * probs.clamp_min(1e-38).log()).softmax(1), labels)
         results.update({f"{split}/{key}_uncalibrated": value for key, value in raw.items()})
     results["selective"] = accuracy_at_coverage(probs, labels)

@@ -115,12 +115,15 @@ def calibration_config(trained: TrainedModel | TrainedEnsemble) -> dict | None:
     (``conformal``: the reader applies it to the probabilities); None for a network never calibrated and without sets."""
     sets = {"conformal": trained.conformal} if trained.conformal is not None else {}
     if isinstance(trained, TrainedEnsemble):
-        return {"temperatures": [float(member.network.temperature) for member in trained.members], "uncertain_below": None,
-                "output": "log of the mean of the members' calibrated softmax probabilities", **sets}  # fmt: skip
-    if trained.calibration is None and trained.abstain is None and not sets:
+        config = {"temperatures": [float(member.network.temperature) for member in trained.members],
+                  "temperature": float(trained.network.temperature), "uncertain_below": trained.threshold,
+                  "output": "log-softmax of the log of the mean of the members' calibrated softmax probabilities, divided by "
+                            "the ensemble's own temperature (fitted on validation)"}  # fmt: skip
+    elif trained.calibration is None and trained.abstain is None and not sets:
         return None
-    config = {"temperature": float(trained.network.temperature), "applied": "the logits of every file are divided by it already",
-              "uncertain_below": trained.threshold}  # fmt: skip
+    else:
+        config = {"temperature": float(trained.network.temperature), "applied": "the logits of every file are divided by it already",
+                  "uncertain_below": trained.threshold}  # fmt: skip
     if trained.abstain is not None:
         config["threshold_chosen"] = {key: trained.abstain.get(key) for key in ("target", "reached", "chosen_on", "val/coverage", "val/top1",
                                                                                  "guarantee")}  # fmt: skip

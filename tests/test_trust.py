@@ -139,8 +139,14 @@ def test_evaluate_an_ensemble_of_the_sweep_as_its_members_averaged(sweep, tmp_pa
     classes = json.loads((tmp_path / "0" / "metrics.json").read_text())["classes"]
     by_hand = float(np.mean((first + second).argmax(1) == np.array([classes.index(name) for name in true])))
     assert metrics["test/top1"] == pytest.approx(by_hand) and metrics["test/num_images"] == len(true) == 10
-    averaged, _ = member_probabilities(out)
-    assert np.abs(averaged - (first + second) / 2).max() < 1e-5  # the members' calibrated probabilities, averaged
+    calibrated, _ = member_probabilities(out)
+    temperature = metrics["ensemble"]["temperature"]  # its own, fitted on validation: the ECE above is after it
+    assert temperature != 1.0 and metrics["calibration"]["temperature"] == pytest.approx(temperature) and metrics["calibration"]["fitted_on"] == "val"
+    expected = torch.from_numpy(np.log((first + second) / 2) / temperature).softmax(1).numpy()
+    assert np.abs(calibrated - expected).max() < 1e-5  # the members' calibrated probabilities, averaged, then its temperature
+    assert metrics["test/ece_uncalibrated"] == pytest.approx(calibration_scores(torch.from_numpy((first + second) / 2), torch.tensor(
+        [classes.index(name) for name in true]))["ece"], abs=1e-4)  # the plain average's
+    assert metrics["conformal"]["split"] == "val" and metrics["abstain"]["chosen_on"] == "val"  # its own sets and threshold
 
 
 def test_members_with_other_classes_are_refused_in_one_line(sweep, tmp_path):
@@ -193,9 +199,15 @@ def test_the_predictor_and_the_demo_answer_for_an_ensemble(sweep, tmp_path):
     ensemble = Predictor.from_checkpoint(sweep, ensemble="all")
     members = [Predictor.from_checkpoint(sweep / job) for job in ("0", "1")]
     got = ensemble(images / "dark.png", top_k=10)
-    expected = (torch.tensor([[p for _, p in sorted(m(images / "dark.png", top_k=10).top)] for m in members]).mean(0))
+    averaged = torch.tensor([[p for _, p in sorted(m(images / "dark.png", top_k=10).top)] for m in members]).mean(0)
+    temperature = float(ensemble.network.temperature)  # the ensemble's own, fitted on validation when it was opened
+    assert temperature != 1.0 and (sweep / "eval" / "ensemble_all" / "calibration.json").is_file()
+    expected = (averaged.log() / temperature).softmax(0)
     assert [p for _, p in sorted(got.top)] == pytest.approx(expected.tolist(), abs=1e-6)
-    assert got.uncertain is None and ensemble.threshold is None  # an ensemble has no threshold of its own
+    assert got.set and got.coverage == 0.9  # its own prediction sets (aps at 0.9, as its members')
+    assert got.uncertain is not None and ensemble.threshold is not None  # its own threshold, chosen for the average
+    again = Predictor.from_checkpoint(sweep, ensemble="all")  # the cached fit, read back
+    assert float(again.network.temperature) == temperature and again.conformal == ensemble.conformal
     ensemble.threshold = 1.0
     buffer = io.BytesIO()
     Image.open(images / "dark.png").save(buffer, format="PNG")
@@ -227,13 +239,18 @@ def test_onnx_exports_of_a_calibrated_model_and_of_an_ensemble_agree_with_pytorc
             with torch.no_grad():
                 expected = trained.network(images).numpy()  # calibrated logits
         else:
-            assert len(meta["temperatures"]) == 2 and record["layout"] == "artmove"
+            assert len(meta["temperatures"]) == 2 and record["layout"] == "artmove" and meta["temperature"] != 1.0
+            assert meta["conformal"]["split"] == "val" and meta["uncertain_below"] is not None  # the ensemble's own sets and threshold
             members = [load_trained(c.file) for c in resolve_checkpoints(sweep, "all")]
-            with torch.no_grad():
-                expected = torch.stack([m.network(images).softmax(1) for m in members]).mean(0).log().numpy()
+            with torch.no_grad():  # log-softmax of the log of the averaged probabilities, after the ensemble's own temperature
+                averaged = torch.stack([m.network(images).softmax(1) for m in members]).mean(0)
+                expected = (averaged.log() / meta["temperature"]).log_softmax(1).numpy()
+                assert np.abs(Predictor.from_checkpoint(sweep, ensemble="all").network(images).numpy() - expected).max() < 1e-5
         assert np.abs(session.run(None, {"input": images.numpy()})[0] - expected).max() < 1e-4
     rebuilt = Predictor.from_export(tmp_path / "ensemble")
-    assert rebuilt.explains is False and rebuilt.threshold is None
+    assert rebuilt.explains is False and rebuilt.threshold == meta["uncertain_below"] and rebuilt.conformal == meta["conformal"]
+    assert float(rebuilt.network.temperature) == pytest.approx(meta["temperature"])  # config.json's artmove record rebuilds it
+    assert rebuilt(paintings(tmp_path / "in") / "dark.png").set
 
 
 def test_members_with_other_input_sizes_each_read_their_own_view(sweep, tmp_path):
@@ -250,7 +267,8 @@ def test_members_with_other_input_sizes_each_read_their_own_view(sweep, tmp_path
     assert [p["test_input_size"] if "test_input_size" in p else p["input_size"] for p in ensemble.preprocessing] == [[3, 32, 32], [3, 40, 40]]
     painting = paintings(tmp_path / "in") / "bright.png"
     alone = [Predictor.from_checkpoint(member)(painting, top_k=10) for member in members]
-    expected = torch.tensor([[p for _, p in sorted(a.top)] for a in alone]).mean(0)
+    averaged = torch.tensor([[p for _, p in sorted(a.top)] for a in alone]).mean(0)
+    expected = (averaged.log() / float(ensemble.network.temperature)).softmax(0)  # a list: its own temperature, fitted in memory
     assert [p for _, p in sorted(ensemble(painting, top_k=10).top)] == pytest.approx(expected.tolist(), abs=1e-6)
     done = run_cli("artmove.export", f"ckpt_path=[{members[0]},{members[1]}]", f"out={tmp_path / 'export'}", f"hydra.run.dir={tmp_path / 'log'}")
     assert done.returncode == 2 and "one exported graph takes one input" in done.stderr and "40x40 px" in done.stderr

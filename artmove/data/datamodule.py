@@ -21,7 +21,7 @@ from artmove.data.header_cache import HeaderCache
 from artmove.data.prepared import use_cache
 from artmove.data.samplers import balanced_sampler, eval_sampler
 from artmove.data.sources import PaintingSource
-from artmove.data.sources.base import SPLITS, LabelledFiles
+from artmove.data.sources.base import SPLITS, LabelledFiles, PaintingSplit, SizedDataset
 from artmove.data.splits import artist_lookup, artist_overlap, describe_overlap, group_split, split_summary
 from artmove.data.transforms import build_eval_transform, build_transforms, check_augment, decode_size, normalize_uint8
 from artmove.errors import ConfigError, DataSetupError
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 BALANCE = ("none", "sampler", "loss")
 
 
-class Transformed(Dataset):
-    def __init__(self, dataset: Dataset, transform: Callable):
+class Transformed(SizedDataset):
+    def __init__(self, dataset: SizedDataset, transform: Callable):
         self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
@@ -63,7 +63,8 @@ class SplitLoaders(pl.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         dataset = self.split_dataset(split)
         if split != "train":
-            sampler, shuffle = eval_sampler(dataset), False
+            # every split dataset is map-style, with a length: torch's Dataset type declares none
+            sampler, shuffle = eval_sampler(dataset), False  # type: ignore[arg-type]
         elif self.balance == "sampler":
             sampler, shuffle = balanced_sampler(self.train_labels(), self.seed), False
         else:
@@ -162,14 +163,15 @@ class PaintingDataModule(SplitLoaders):
 
     def _screened_and_grouped(self) -> dict[str, list[tuple[Path, int]]] | None:
         splits = {split: self.source.split(split) for split in SPLITS}
-        if not all(isinstance(d, LabelledFiles) for d in splits.values()):
+        listed = {split: d for split, d in splits.items() if isinstance(d, LabelledFiles)}
+        if len(listed) < len(splits):
             if self.group_by:
                 raise ConfigError(f"data.group_by={self.group_by}: this data set is generated, it has no artists; set data.group_by=null.")
             return None
         where = str(self.root) if self.root else "the data set"
         cache = HeaderCache.for_root(self.prepared_dir, str(self.root)) if self.prepared_dir and self.root else None
         samples, self.file_checks = screen(
-            {s: d.samples for s, d in splits.items()}, self.max_bad_fraction, where, getattr(self.source, "missing", []), cache
+            {s: d.samples for s, d in listed.items()}, self.max_bad_fraction, where, getattr(self.source, "missing", []), cache
         )
         bad = [check for check in self.file_checks if check.error]
         if bad:
@@ -177,11 +179,12 @@ class PaintingDataModule(SplitLoaders):
             for check in bad:
                 log.warning("  bad file: %s (%s)", check.path, check.error)
         artist, unknown = artist_lookup(getattr(self.source, "artist", None), [p for split in samples.values() for p, _ in split])
-        if self.group_by == "artist" and artist is None:
-            log.warning("data.group_by=artist: cannot tell the artists (%s); the splits stay stratified, without artists.", unknown)
-        elif self.group_by == "artist":
-            samples, self.grouped_splits = self._grouped(samples, artist)
-        for split, row in split_summary(samples, artist or (lambda path: path)).items():
+        if self.group_by == "artist":
+            if artist is None:
+                log.warning("data.group_by=artist: cannot tell the artists (%s); the splits stay stratified, without artists.", unknown)
+            else:
+                samples, self.grouped_splits = self._grouped(samples, artist)
+        for split, row in split_summary(samples, artist or str).items():
             log.info(
                 "split %s: %d images, %s artists, %d classes%s", split, row["images"],
                 row["artists"] if artist else "?", row["classes"], " (grouped by artist)" if split in self.grouped_splits else "",
@@ -191,8 +194,8 @@ class PaintingDataModule(SplitLoaders):
             log.info("artist overlap: unknown (%s)", unknown)
         else:
             self.artist_overlap = artist_overlap(samples, artist)
-            for split, row in self.artist_overlap.items():
-                log.info("artist overlap, %s", describe_overlap(split, row))
+            for split, overlap in self.artist_overlap.items():
+                log.info("artist overlap, %s", describe_overlap(split, overlap))
         return samples
 
     def _grouped(self, samples: dict[str, list[tuple[Path, int]]], artist: Callable[[Path], str]) -> tuple[dict, list[str]]:
@@ -246,7 +249,7 @@ class PaintingDataModule(SplitLoaders):
             raise DataSetupError("PaintingDataModule needs the backbone's preprocessing to transform images: pass preprocessing=.")
         return self.preprocessing
 
-    def images(self, split: str, use_cache: bool = True, training: bool = False) -> Dataset:
+    def images(self, split: str, use_cache: bool = True, training: bool = False) -> PaintingSplit:
         """The split's (image, label) pairs as training sees them: bad files screened out, artists
         grouped, unreadable files skipped, read from the prepared cache where it has a copy; decoded
         no smaller than the transform that reads them needs (``training``: the random crops of
@@ -272,7 +275,8 @@ class PaintingDataModule(SplitLoaders):
         batches only, before this hook."""
         images, labels = batch
         if images.dtype == torch.uint8:
-            images = normalize_uint8(images, self.preprocessing["mean"], self.preprocessing["std"])
+            preprocessing = self._preprocessing()
+            images = normalize_uint8(images, preprocessing["mean"], preprocessing["std"])
             if self.trainer is not None:
                 images = self.trainer.precision_plugin.convert_input(images)
         return images, labels
@@ -287,7 +291,7 @@ class PaintingDataModule(SplitLoaders):
     def workers(self) -> int:
         """``data.num_workers``, with ``auto`` resolved for the processes this run starts on this node
         (one per device under DDP): they share the node's CPUs."""
-        if self.num_workers != "auto":
+        if isinstance(self.num_workers, int):  # else "auto" (checked in __init__)
             return self.num_workers
         return auto_workers(processes=self.trainer.num_devices if self.trainer is not None else 1)
 

@@ -42,20 +42,21 @@ class HeaderCache:
             known = self._load()
             stats = [_stat(path) for path in paths]
             results: list[FileCheck | None] = [None] * len(paths)
-            for i, (path, stat) in enumerate(zip(paths, stats)):
+            for i, (path, stat) in enumerate(zip(paths, stats, strict=True)):
                 entry = known.get(str(path))
                 if stat is not None and entry is not None and tuple(entry[:2]) == stat:
                     width, height, error = entry[2:]
                     results[i] = FileCheck(path, (width, height) if width is not None else None, error)
             todo = [i for i, result in enumerate(results) if result is None]
-            for i, result in zip(todo, check([paths[i] for i in todo])):
+            for i, result in zip(todo, check([paths[i] for i in todo]), strict=True):
                 results[i] = result
-                if stats[i] is not None:  # a missing file is not remembered
-                    known[str(paths[i])] = [*stats[i], *(result.size or (None, None)), result.error]
+                stat = stats[i]
+                if stat is not None:  # a missing file is not remembered
+                    known[str(paths[i])] = [*stat, *(result.size or (None, None)), result.error]
             if todo:
                 self._save(known)
             log.info("file screening: %d headers remembered in %s, %d read", len(paths) - len(todo), self.path, len(todo))
-            return results
+            return [result for result in results if result is not None]  # all of them: ``check`` filled the gaps
 
     def _load(self) -> dict[str, list]:
         try:

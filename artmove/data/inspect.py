@@ -1,8 +1,9 @@
 """`python -m artmove.data.inspect data=wikiart data.root=...`: what a data set holds, at a glance.
 
 Prints the class counts per split (as training will see them: bad files dropped, grouping
-applied; the data module logs the artists per split and their overlap with train), image-size statistics and the bad-file count, and writes ``contact_sheet.png``
-(a row of sample paintings per class) to the run folder.
+applied; the data module logs the artists per split and their overlap with train), image-size
+statistics and the bad-file count, and writes ``contact_sheet.png`` (a row of sample paintings
+per class) to the run folder.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def contact_sheet(classes: list[str], train: list[tuple[Path, int]], per_class: 
 def main(cfg: DictConfig) -> None:
     datamodule = load_datamodule(cfg)
     files, classes = datamodule.files, datamodule.classes  # reads every header once (the screening)
+    assert files is not None  # load_datamodule accepts only data sets read from files
     sizes = [check.size for check in datamodule.file_checks if check.size]
     bad = sum(1 for check in datamodule.file_checks if check.error)  # unreadable headers + listed but missing
     say("%s: %d classes", cfg.data.root, len(classes))

@@ -11,6 +11,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 Sample = tuple[Path, int]
 
@@ -57,7 +58,7 @@ def artist_lookup(named: Callable[[Path], str | None] | None, paths: Sequence[Pa
     :func:`filename_artists_unclear` finds nothing wrong. Returns (artist of a path, None) or
     (None, why the artists cannot be told)."""
     if named is not None and all(named(p) for p in paths):
-        return named, None
+        return cast("Callable[[Path], str]", named), None  # a name for every file: checked just above
     reason = filename_artists_unclear(paths)
     if reason:
         return None, reason
@@ -113,12 +114,12 @@ def group_split(
     random.Random(f"{seed}-groups").shuffle(order)
     order.sort(key=lambda g: -len(groups[g]))  # stable: the seeded order breaks ties
 
-    assigned = {s: Counter() for s in names}
+    assigned: dict[str, Counter[int]] = {s: Counter() for s in names}
     result: dict[str, list[Sample]] = {s: [] for s in names}
     for group in order:
         counts = Counter(label for _, label in groups[group])
 
-        def cost(split: str) -> tuple[float, int]:
+        def cost(split: str, counts: Counter[int] = counts) -> tuple[float, int]:
             # growth of sum_c (assigned - target)^2 / target if the group joins this split
             growth = sum(
                 n * (2 * (assigned[split][c] - targets[split][c]) + n) / max(targets[split][c], 0.5)

@@ -27,7 +27,8 @@ def load_datamodule(cfg: DictConfig) -> PaintingDataModule:
 
 def all_files(datamodule: PaintingDataModule) -> list[Path]:
     """Every file the source lists, in split order, including listed-but-missing ones."""
-    listed = [path for split in SPLITS for path, _ in datamodule.source.split(split).samples]
+    splits = [datamodule.source.split(split) for split in SPLITS]  # file lists: load_datamodule checked
+    listed = [path for files in splits if isinstance(files, LabelledFiles) for path, _ in files.samples]
     return listed + list(getattr(datamodule.source, "missing", []))
 
 

@@ -5,7 +5,9 @@ gives the members; they must name the same classes in the same order, and may di
 head and preprocessing: each member then sees the painting through its own eval transform
 (``artmove.evaluation.tta.views_transform`` makes one view per member), and :class:`Ensemble` takes
 one tensor per member. Each member divides its logits by its own temperature (inside its network),
-so the average is of calibrated probabilities.
+so the average is of calibrated probabilities; that average is under-confident (members that disagree
+flatten it), so the ensemble has a temperature of its own too, fitted on validation as one model
+(``artmove.runs.ensemble_calibration``), with its own prediction sets and "not sure" threshold.
 """
 
 from __future__ import annotations
@@ -25,24 +27,41 @@ from artmove.models.trained import TrainedModel, load_trained
 
 
 class Ensemble(nn.Module):
-    """``forward(images)`` -> the log of the mean of the members' softmax probabilities: its softmax is that
-    mean exactly, its argmax the ensemble's answer, so it stands where a network's logits do (evaluation,
-    prediction, export and its numeric check). ``images``: one batch all members read, or one per member."""
+    """``forward(images)`` -> ``log_softmax(log(mean of the members' softmax probabilities) / temperature)``: its
+    softmax is the calibrated average (the average itself at temperature 1), its argmax the ensemble's answer
+    (a temperature changes no ranking), so it stands where a network's logits do (evaluation, prediction,
+    export and its numeric check). ``images``: one batch all members read, or one per member. ``temperature``
+    is a buffer, as :class:`~artmove.models.network.ArtNetwork`'s, so every exported graph applies it."""
 
-    def __init__(self, members: Sequence[nn.Module]):
+    def __init__(self, members: Sequence[nn.Module], temperature: float = 1.0):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.num_classes = members[0].num_classes
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
+        self.set_temperature(temperature)
+
+    def set_temperature(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise ConfigError(f"the ensemble's temperature {value!r} is not a number > 0.")
+        self.temperature.fill_(float(value))
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         inputs = list(images) if isinstance(images, (list, tuple)) else [images] * len(self.members)
         log_probs = torch.stack([member(batch).log_softmax(-1) for member, batch in zip(self.members, inputs)])
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+        return ((torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))) / self.temperature).log_softmax(-1)
 
     @property
     def specs(self) -> list[dict[str, Any]]:
-        """Each member network's spec (temperature included): what rebuilds the ensemble."""
+        """Each member network's spec (temperature included): what rebuilds the ensemble (its own temperature:
+        :attr:`record`)."""
         return [dict(member.spec) for member in self.members]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What an export's config.json keeps under ``artmove`` to rebuild it: the members' specs and, when not 1,
+        the ensemble's own temperature."""
+        temperature = float(self.temperature)
+        return {"ensemble": self.specs, **({"ensemble_temperature": temperature} if temperature != 1 else {})}
 
 
 def eval_view(preprocessing: Mapping[str, Any]) -> tuple:
@@ -64,7 +83,9 @@ class TrainedEnsemble:
 
     members: list[TrainedModel]
     network: Ensemble
-    conformal: dict[str, Any] | None = None  # the ensemble's own prediction sets (a conformal.json given), None: none
+    calibration: dict[str, Any] | None = None  # the ensemble's own temperature scaling, fitted on validation (None: not fitted)
+    abstain: dict[str, Any] | None = None  # its own "not sure" threshold, when the members had an abstain target (None: none)
+    conformal: dict[str, Any] | None = None  # its own prediction sets, fitted on validation (None: none)
 
     @property
     def class_names(self) -> list[str]:
@@ -97,18 +118,9 @@ class TrainedEnsemble:
         return [member.network.spec["head"] for member in self.members]
 
     @property
-    def calibration(self) -> None:
-        """An ensemble's members are calibrated each, by their own temperature; the average has none of its own."""
-        return None
-
-    @property
-    def abstain(self) -> None:
-        """No threshold of its own: members' thresholds were chosen for themselves (``uncertain_below=`` gives one)."""
-        return None
-
-    @property
-    def threshold(self) -> None:
-        return None
+    def threshold(self) -> float | None:
+        """Its own "not sure" threshold (members' thresholds were chosen for themselves, not for the average)."""
+        return None if self.abstain is None else self.abstain.get("threshold")
 
     def to(self, device: str | torch.device) -> TrainedEnsemble:
         for member in self.members:

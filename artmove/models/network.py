@@ -1,6 +1,6 @@
 """The network: a timm backbone and a classifier head as one ``nn.Module`` with timm's contract.
 
-:func:`create_network` builds it, from a run's config (``conf/network.yaml``) and from the ``spec`` a
+:func:`create_network` builds it, from a run's config (the ``network`` node of ``conf/train.yaml``) and from the ``spec`` a
 checkpoint or an export records alike; the LightningModule trains it, and evaluation, prediction,
 export, Grad-CAM, flip TTA, the feature cache and the demo page all take this same module.
 """

@@ -76,7 +76,8 @@ class RunFacts:
         return cls(checkpoint=checkpoints[0].file, backbone=ensemble.backbone, head="ensemble", class_names=ensemble.class_names,
                    preprocessing=first.preprocessing, hparams=first.hparams, finetune=first.finetune,
                    spec={"head": {"name": "ensemble"}}, results=results, config=run.saved_config,
-                   evaluation=find_ensemble_evaluation(checkpoints, files), members=members, conformal=ensemble.conformal)  # fmt: skip
+                   evaluation=find_ensemble_evaluation(checkpoints, files), members=members, calibration=ensemble.calibration,
+                   abstain=ensemble.abstain, conformal=ensemble.conformal)  # fmt: skip
 
     @property
     def test_metrics(self) -> tuple[dict, str]:
@@ -268,8 +269,8 @@ def ensemble_section(facts: RunFacts) -> str:
     rows = [{"checkpoint": f"`{Path(m['checkpoint']).parent.parent.name}/{Path(m['checkpoint']).name}`", "backbone": m["backbone"],
              "head": m["head"]["name"], "seed": m["seed"], "temperature": m["temperature"], "val": m["best_val/top1"]} for m in facts.members]  # fmt: skip
     return ("## Model\n\nAn ensemble: each member divides its logits by its own temperature (fitted on validation when it was "
-            "trained), the softmax probabilities are averaged, and the files output the log of that average (its softmax is the "
-            "average; its argmax the answer).\n\n"
+            "trained), the softmax probabilities are averaged, and the files output the log of that average divided by the "
+            "ensemble's own temperature, log-softmaxed (its softmax is the calibrated average; its argmax the answer).\n\n"
             + markdown_table(rows, ("checkpoint", "backbone", "head", "seed", "temperature", "val"),
                              ("member", "backbone", "head", "seed", "temperature", "best validation top-1")))  # fmt: skip
 
@@ -281,15 +282,16 @@ def trust_section(facts: RunFacts) -> str:
     rows = []
     calibration = facts.calibration
     if calibration:
+        divided = "the log of the members' averaged probabilities" if facts.members else "the logits"
         rows += [("Temperature", f"{calibration['temperature']:.3f}: fitted on {calibration['images']} validation paintings (LBFGS on the "
-                                 "NLL, Guo et al. 2017); the logits of every file here are divided by it"),
+                                 f"NLL, Guo et al. 2017); {divided} of every file here are divided by it"),
                  ("Validation ECE (15 bins)", f"{_n(calibration['val/ece_before'])} before, {_n(calibration['val/ece_after'])} after"),
                  ("Validation NLL", f"{_n(calibration['val/nll_before'])} before, {_n(calibration['val/nll_after'])} after")]  # fmt: skip
-    elif facts.members:
+    if facts.members:
         rows.append(("Temperatures", ", ".join(f"{m['temperature']:.3f}" for m in facts.members) + " (each member's own)"))
     if metrics.get("test/ece") is not None:
-        raw = metrics.get("test/ece_uncalibrated")
-        rows.append(("Test ECE (15 bins)", f"{metrics['test/ece']:.4f}" + (f" (raw logits: {raw:.4f})" if raw is not None else "")))
+        raw, before = metrics.get("test/ece_uncalibrated"), "the plain average" if facts.members else "raw logits"
+        rows.append(("Test ECE (15 bins)", f"{metrics['test/ece']:.4f}" + (f" ({before}: {raw:.4f})" if raw is not None else "")))
         floor, p = metrics.get("test/ece_floor"), metrics.get("test/ece_p")
         if floor is not None and p is not None:
             rows.append(("Test ECE of a calibrated model", f"{floor:.4f} on as many paintings with the same confidences (mean of 1000 "

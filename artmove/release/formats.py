@@ -11,7 +11,8 @@ network, which divides its logits by it; artmove's layout records it in the netw
 layout (a plain timm model, which knows nothing of temperatures) has it folded into its linear
 classifier, weight and bias divided by T (exact: ``(W x + b) / T = (W / T) x + b / T``). An ensemble
 (:class:`~artmove.models.ensemble.Ensemble`) is written in artmove's layout (each member's spec under
-``"ensemble"``) and traced as one graph; its output is the log of the averaged probabilities.
+``"ensemble"``, its own temperature under ``"ensemble_temperature"``) and traced as one graph; its output
+is the log-softmax of the log of the averaged probabilities divided by the ensemble's temperature.
 ``config.json``'s ``"calibration"`` (and the ONNX metadata's) says what the files apply: the
 temperature(s) and the "not sure" threshold (``uncertain_below``) with where it was chosen, and the
 prediction sets' record (``conformal``: ``artmove.models.conformal``), which the files leave to their reader.
@@ -79,7 +80,7 @@ class WeightsFolder(ExportFormat):
         from safetensors.torch import save_file
 
         save_file({key: value.contiguous() for key, value in network.state_dict().items()}, folder / self.filename, metadata={"format": "pt"})
-        record = {"ensemble": network.specs} if isinstance(network, Ensemble) else {"network": network.spec}
+        record = network.record if isinstance(network, Ensemble) else {"network": network.spec}
         write_json(folder / "config.json", {"artmove": {"format": ARTMOVE_FOLDER_FORMAT, **record}, "label_names": list(config["label_names"]),
                                             "pretrained_cfg": dict(config["preprocessing"]), **calibration})  # fmt: skip
         return folder / self.filename
@@ -126,7 +127,10 @@ def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[
 
     record = config["artmove"]
     if isinstance(record, dict) and isinstance(record.get("ensemble"), list) and len(record["ensemble"]) >= 2:
-        network = Ensemble([create_network(**checked_spec(spec, config_file), pretrained=False) for spec in record["ensemble"]])
+        temperature = record.get("ensemble_temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+            raise ConfigError(f"{config_file}: its ensemble_temperature {temperature!r} is not a number > 0: refused.")
+        network = Ensemble([create_network(**checked_spec(spec, config_file), pretrained=False) for spec in record["ensemble"]], temperature)
     else:
         network = create_network(**checked_spec(record.get("network") if isinstance(record, dict) else None, config_file), pretrained=False)
     try:

@@ -146,8 +146,14 @@ class OpenedRun:
         return None if self.home is None else self.home / f"export-ensemble_{self.ensemble}"
 
     def load(self, device: str = "cpu") -> TrainedModel | TrainedEnsemble:
-        """The trained network (an ensemble's members), each checkpoint read once, as data."""
-        return load_model(self.files, device)
+        """The trained network (an ensemble's members), each checkpoint read once, as data; an ensemble calibrated
+        as one model (``artmove.runs.ensemble_calibration``: its own temperature, sets and threshold)."""
+        trained = load_model(self.files, device)
+        if isinstance(trained, TrainedEnsemble):
+            from artmove.runs.ensemble_calibration import calibrate_ensemble  # it reads data: imported when an ensemble needs it
+
+            calibrate_ensemble(trained, self)
+        return trained
 
     def data_settings(self, trained: TrainedModel | TrainedEnsemble) -> DataSettings | None:
         """The data set the (first member's) run trained on: its checkpoint's record, else, for a run of an

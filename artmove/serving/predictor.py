@@ -8,7 +8,8 @@
 The probabilities are calibrated (the temperature fitted at the end of training is inside the network);
 an ensemble (``Predictor.from_checkpoint(["run_a", "run_b"])``, or a sweep folder with ``ensemble="all"``)
 averages its members' calibrated probabilities, each member reading the painting through its own
-preprocessing.
+preprocessing, and is calibrated as one model when opened (its own temperature, sets and "not sure"
+threshold: ``artmove.runs.ensemble_calibration``).
 """
 
 from __future__ import annotations

@@ -39,9 +39,11 @@ class ConfigDoc:
 
 def conf_root() -> Path:
     """The folder of artmove's configs (``conf/``, installed as ``artmove.conf``)."""
-    import artmove.conf
+    import importlib
 
-    return Path(next(iter(artmove.conf.__path__)))
+    # by name: the type checker sees the repository, where conf/ is not inside artmove/
+    package = importlib.import_module("artmove.conf")
+    return Path(next(iter(package.__path__)))
 
 
 def split_comment(line: str) -> tuple[str, str]:
@@ -74,15 +76,14 @@ def read(path: str | Path) -> ConfigDoc:
     """Read one YAML config's comments (cached per path)."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     header: list[str] = []
-    start = 0
-    for start, line in enumerate(lines):
+    start = len(lines)  # the first line after the header comment
+    for index, line in enumerate(lines):
         text = _comment_text(line) if not line[:1].isspace() else None
         if text is None:
+            start = index
             break
         if not text.startswith("@package"):
             header.append(text)
-    else:
-        start = len(lines)
     keys: list[Entry] = []
     groups: list[Entry] = []
     above: list[str] = []  # the comment lines directly above the current line

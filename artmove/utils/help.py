@@ -172,7 +172,7 @@ def _option_summary(group: str, option: str) -> str:
 
 def _choices(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
-        return dict(cfg.hydra.runtime.choices) if cfg is not None else {}
+        return dict(cfg["hydra"]["runtime"]["choices"]) if cfg is not None else {}
     except Exception:  # noqa: BLE001 - no Hydra node (a plain config): the files' defaults
         return {}
 

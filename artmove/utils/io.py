@@ -91,7 +91,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UnreadableCheckpoint(f"{path}: no such file") from None
-    except Exception as error:  # noqa: BLE001 - every way a file can fail to be a checkpoint
+    except Exception as error:  # every way a file can fail to be a checkpoint (re-raised as one error)
         raise UnreadableCheckpoint(f"{path} is not a readable checkpoint: {why_unreadable(path, error)}") from error
 
 

@@ -33,5 +33,6 @@ def check_batch(key: str, batch_size: Any, image_size: int | None, views: int = 
     if batch_size * pixels > MAX_BATCH_PIXELS:
         most = max(1, MAX_BATCH_PIXELS // pixels)
         shown = f"{image_size} px" + (f", {views} views each" if views > 1 else "")
-        raise ConfigError(f"{key}={batch_size} at {shown} is {batch_size * pixels * 12 / 2**30:.1f} GiB of float32 input alone, over the "
-                          f"{MAX_BATCH_PIXELS * 12 / 2**30:.1f} GiB artmove allocates for one batch: give {key}={most} or less.")  # fmt: skip
+        raise ConfigError(f"{key}={batch_size} at {shown} is {batch_size * pixels * 12 / 2**30:.1f} GiB of float32 input alone, "
+                          f"over the {MAX_BATCH_PIXELS * 12 / 2**30:.1f} GiB artmove allocates for one batch: "
+                          f"give {key}={most} or less.")  # fmt: skip

@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from artmove.errors import ConfigError
 
-T = TypeVar("T", bound=type)
+
+class Named(Protocol):
+    """What a registered class has: the ``name`` configs and checkpoints use."""
+
+    name: ClassVar[str]
+
+
+T = TypeVar("T", bound=type[Named])
 
 
 class Registry(Generic[T]):
@@ -29,7 +36,8 @@ class Registry(Generic[T]):
 
     def get(self, name: Any) -> T:
         if not isinstance(name, str) or name not in self._classes:
-            raise ConfigError(f"{self.group}.name={name!r}: artmove has no {self.kind} of that name; use one of {', '.join(self._classes)}.")
+            raise ConfigError(f"{self.group}.name={name!r}: artmove has no {self.kind} of that name; "
+                              f"use one of {', '.join(self._classes)}.")
         return self._classes[name]
 
     def settings_of(self, settings: Mapping[str, Any], context: tuple[str, ...] = ()) -> tuple[T, dict[str, Any]]:

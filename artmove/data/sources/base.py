@@ -15,6 +15,20 @@ from artmove.errors import DataSetupError
 SPLITS = ("train", "val", "test")
 
 
+class SizedDataset(Dataset):
+    """A map-style dataset, which has a length (torch's ``Dataset`` type declares none)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class PaintingSplit(SizedDataset):
+    """One split of a data set: ``(PIL RGB image, label)`` pairs, and all its labels without decoding."""
+
+    @property
+    def labels(self) -> list[int]:
+        raise NotImplementedError
+
 
 class PaintingSource(ABC):
     """A painting data set in one on-disk (or generated) format.
@@ -26,7 +40,7 @@ class PaintingSource(ABC):
     classes: list[str]
 
     @abstractmethod
-    def split(self, name: str, min_image_size: int | None = None) -> Dataset: ...
+    def split(self, name: str, min_image_size: int | None = None) -> PaintingSplit: ...
 
 
 class FileSource(PaintingSource):
@@ -41,7 +55,7 @@ class FileSource(PaintingSource):
         return LabelledFiles(self.split_samples[name], min_image_size)
 
 
-class LabelledFiles(Dataset):
+class LabelledFiles(PaintingSplit):
     """Image files with integer labels, decoded to RGB on access."""
 
     def __init__(self, samples: Sequence[tuple[Path, int]], min_image_size: int | None = None):

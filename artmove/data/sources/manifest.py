@@ -6,6 +6,7 @@ import csv
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from artmove.data.sources.base import SPLITS, FileSource, check_fractions
 from artmove.data.splits import by_class, stratified_split
@@ -64,7 +65,8 @@ class CsvManifest(FileSource):
         else:
             self.split_samples = stratified_split(by_class(samples["train"]), val_fraction, test_fraction, seed)
 
-    def _read(self) -> list[dict[str, str]]:
+    def _read(self) -> list[dict[str, Any]]:
+        """The rows as ``{column: cell, "line": number}`` (the cells text, the line number an int)."""
         with self.manifest.open(newline="", encoding="utf-8-sig") as handle:
             table = [[cell.strip() for cell in row] for row in csv.reader(handle) if any(c.strip() for c in row)]
         if not table:
@@ -81,7 +83,7 @@ class CsvManifest(FileSource):
         for number, cells in enumerate(table, 2 if columns is header else 1):
             if not 2 <= len(cells) <= len(columns) or not cells[0] or not cells[1]:
                 raise DataSetupError(f"{self.manifest}:{number}: expected path,label[,split], got {cells!r}. {LAYOUT_HINT}")
-            row = {**dict(zip(columns, cells)), "line": number}
+            row = {**dict(zip(columns, cells, strict=False)), "line": number}  # split and artist cells are optional
             if row.get("split") and row["split"] not in SPLITS:
                 raise DataSetupError(f"{self.manifest}:{number}: split {row['split']!r} is not one of {list(SPLITS)}.")
             rows.append(row)

@@ -14,9 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from torch.utils.data import Dataset
 
-from artmove.data.sources.base import SPLITS, PaintingSource
+from artmove.data.sources.base import SPLITS, PaintingSource, PaintingSplit
 
 Renderer = Callable[[np.random.Generator, int], Image.Image]
 STYLES: dict[str, Renderer] = {}
@@ -37,13 +36,14 @@ def palette(rng: np.random.Generator, n: int, saturation=(0.3, 0.9), value=(0.3,
     colours = []
     for _ in range(n):
         hue = (base + rng.normal(0, spread)) % 1.0
-        rgb = colorsys.hsv_to_rgb(hue, rng.uniform(*saturation), rng.uniform(*value))
-        colours.append(tuple(int(c * 255) for c in rgb))
+        red, green, blue = colorsys.hsv_to_rgb(hue, rng.uniform(*saturation), rng.uniform(*value))
+        colours.append((int(red * 255), int(green * 255), int(blue * 255)))
     return colours
 
 
 def jitter(colour, rng: np.random.Generator, amount: float = 20.0) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.normal(0, amount), 0, 255)) for c in colour)
+    red, green, blue = (int(np.clip(c + rng.normal(0, amount), 0, 255)) for c in colour)
+    return red, green, blue
 
 
 def canvas(size: int, colour) -> tuple[Image.Image, ImageDraw.ImageDraw]:
@@ -54,7 +54,7 @@ def canvas(size: int, colour) -> tuple[Image.Image, ImageDraw.ImageDraw]:
 def smooth_field(rng: np.random.Generator, size: int, cells: int = 4) -> np.ndarray:
     """A smooth random field in [0, 1] of shape (size, size): bilinear upsampling of noise."""
     coarse = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8))
-    return np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
+    return np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
 
 
 @style("pointillism")
@@ -68,7 +68,7 @@ def _pointillism(rng, size):
     picks = (field[ys, xs] * (len(colours) - 1) + rng.integers(0, 2, count)).astype(int) % len(colours)
     fills = np.clip(colours[picks] + rng.normal(0, 25, (count, 3)), 0, 255).astype(int)
     radii = radius * rng.uniform(0.7, 1.3, count)
-    for x, y, r, fill in zip(xs.tolist(), ys.tolist(), radii.tolist(), fills.tolist()):
+    for x, y, r, fill in zip(xs.tolist(), ys.tolist(), radii.tolist(), fills.tolist(), strict=True):
         draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(fill))
     return image
 
@@ -86,7 +86,7 @@ def _impressionism(rng, size):
     dxs, dys = np.cos(angles) * length / 2, np.sin(angles) * length / 2
     picks = (colour_field[ys, xs] * len(colours)).astype(int) % len(colours)
     fills = np.clip(colours[picks] + rng.normal(0, 30, (count, 3)), 0, 255).astype(int)
-    for x, y, dx, dy, fill in zip(xs.tolist(), ys.tolist(), dxs.tolist(), dys.tolist(), fills.tolist()):
+    for x, y, dx, dy, fill in zip(xs.tolist(), ys.tolist(), dxs.tolist(), dys.tolist(), fills.tolist(), strict=True):
         draw.line([x - dx, y - dy, x + dx, y + dy], fill=tuple(fill), width=width)
     return image
 
@@ -244,7 +244,7 @@ def render_painting(seed: int, split: str, index: int, size: int) -> tuple[Image
     return image, label
 
 
-class SyntheticPaintingSplit(Dataset):
+class SyntheticPaintingSplit(PaintingSplit):
     def __init__(self, seed: int, split: str, count: int, size: int):
         self.seed, self.split, self.count, self.size = seed, split, count, size
 
