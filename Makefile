@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-slow bench bench-gpu compare-policies clean
+.PHONY: install lint train test test-slow bench bench-gpu compare-policies clean
 
 install: $(STAMP)
 
@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,lint]"
 	touch $(STAMP)
+
+## Lint, format and types (also before each commit: .pre-commit-config.yaml; CI runs it before the tests).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check artmove benchmarks tests
+	$(VENV)/bin/ruff format --check artmove benchmarks tests
+	$(VENV)/bin/mypy
 
 ## The main job: the demo experiment on the embedded synthetic paintings, offline.
 train: $(STAMP)
