@@ -38,8 +38,13 @@ def stall(url: str) -> dict:
     host, port = url.removeprefix("http://").split(":")
     connection = socket.create_connection((host, int(port)), timeout=DEADLINE + 60)
     part = 'Content-Disposition: form-data; name="file"; filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-    connection.sendall((f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                        f"Content-Length: 1000000\r\n\r\n--b\r\n{part}").encode() + b"\xff\xd8")  # fmt: skip
+    connection.sendall(
+        (
+            f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: 1000000\r\n\r\n--b\r\n{part}"
+        ).encode()
+        + b"\xff\xd8"
+    )
     outcome, started = {"reply": b""}, time.perf_counter()
 
     def read() -> None:
@@ -86,17 +91,30 @@ def run() -> dict:
         for outcome in stalled:
             outcome["thread"].join(DEADLINE + 60)
     dropped = [o["seconds"] for o in stalled if o["reply"].startswith(b"HTTP/1.1 408") and "seconds" in o]
-    row = {"stalled": STALLED, "stalled_408": len(dropped), "stalled_dropped_max_s": round(max(dropped), 2) if dropped else None,
-           "deadline_s": DEADLINE, "requests": REQUESTS, "parallel": PARALLEL, "ok": statuses.count(200),
-           "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses))}, "upload_p50_s": percentile(latencies, 0.5),
-           "upload_p90_s": percentile(latencies, 0.9), "upload_max_s": round(max(latencies), 2), "page_fetches": len(page),
-           "page_p50_s": percentile(page, 0.5), "page_max_s": round(max(page), 3), "burst_s": round(wall, 1),
-           "target": "page < 2 s; every upload answered; stalled clients dropped at their deadline",
-           "met": max(page) < 2.0 and len(statuses) == REQUESTS and len(dropped) == STALLED and max(dropped) < DEADLINE + 2}  # fmt: skip
+    row = {
+        "stalled": STALLED,
+        "stalled_408": len(dropped),
+        "stalled_dropped_max_s": round(max(dropped), 2) if dropped else None,
+        "deadline_s": DEADLINE,
+        "requests": REQUESTS,
+        "parallel": PARALLEL,
+        "ok": statuses.count(200),
+        "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses))},
+        "upload_p50_s": percentile(latencies, 0.5),
+        "upload_p90_s": percentile(latencies, 0.9),
+        "upload_max_s": round(max(latencies), 2),
+        "page_fetches": len(page),
+        "page_p50_s": percentile(page, 0.5),
+        "page_max_s": round(max(page), 3),
+        "burst_s": round(wall, 1),
+        "target": "page < 2 s; every upload answered; stalled clients dropped at their deadline",
+        "met": max(page) < 2.0 and len(statuses) == REQUESTS and len(dropped) == STALLED and max(dropped) < DEADLINE + 2,
+    }
     return {
         "settings": {"backbone": "tf_efficientnet_lite0", "image_size": 224, "max_parallel": 1, "painting": painting.name},
         "rows": [row],
-        "summary": f"{STALLED} stalled clients, then {REQUESTS} uploads, {PARALLEL} at a time: {row['statuses']}, p50 {row['upload_p50_s']} s, "
-                   f"p90 {row['upload_p90_s']} s; the page answered in at most {row['page_max_s']} s during the {row['burst_s']} s burst; "
-                   f"{len(dropped)}/{STALLED} stalled clients answered 408 and dropped by {row['stalled_dropped_max_s']} s (deadline {DEADLINE} s)",
+        "summary": f"{STALLED} stalled clients, then {REQUESTS} uploads, {PARALLEL} at a time: {row['statuses']}, "
+        f"p50 {row['upload_p50_s']} s, "
+        f"p90 {row['upload_p90_s']} s; the page answered in at most {row['page_max_s']} s during the {row['burst_s']} s burst; "
+        f"{len(dropped)}/{STALLED} stalled clients answered 408 and dropped by {row['stalled_dropped_max_s']} s (deadline {DEADLINE} s)",
     }

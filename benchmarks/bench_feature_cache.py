@@ -38,10 +38,19 @@ class EpochTimer(pl.Callback):
 def compose_probe(output_dir: str, *overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=[
-            f"paths.output_dir={output_dir}", "data=wikiart", f"data.root={DATA / 'wikiart_sample'}",
-            "backbone=tf_efficientnet_lite0", "unfreeze=0", "scheduler=none", "trainer.accelerator=cpu", *overrides,
-        ])  # fmt: skip
+        return compose(
+            config_name="train",
+            overrides=[
+                f"paths.output_dir={output_dir}",
+                "data=wikiart",
+                f"data.root={DATA / 'wikiart_sample'}",
+                "backbone=tf_efficientnet_lite0",
+                "unfreeze=0",
+                "scheduler=none",
+                "trainer.accelerator=cpu",
+                *overrides,
+            ],
+        )
 
 
 def timed_fit(cfg, cached: bool) -> tuple[list[float], float]:
@@ -52,8 +61,15 @@ def timed_fit(cfg, cached: bool) -> tuple[list[float], float]:
     datamodule.setup("fit")  # extracts the features, or reads them from the cache
     features_s = time.perf_counter() - started if cached else 0.0
     timer = EpochTimer()
-    trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(model, datamodule=datamodule)
     return timer.seconds, features_s
 
@@ -61,8 +77,9 @@ def timed_fit(cfg, cached: bool) -> tuple[list[float], float]:
 def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         images, _ = timed_fit(compose_probe(tmp, f"trainer.max_epochs={IMAGE_EPOCHS}"), cached=False)
-        cached_cfg = compose_probe(tmp, f"trainer.max_epochs={CACHED_EPOCHS}", "features=cached",
-                                   f"features.cache_dir={Path(tmp) / 'features'}")  # fmt: skip
+        cached_cfg = compose_probe(
+            tmp, f"trainer.max_epochs={CACHED_EPOCHS}", "features=cached", f"features.cache_dir={Path(tmp) / 'features'}"
+        )
         first_epochs, extract_s = timed_fit(cached_cfg, cached=True)
         reuse_epochs, reuse_s = timed_fit(cached_cfg, cached=True)
     image_epoch = statistics.median(images)
@@ -81,5 +98,5 @@ def run() -> dict:
         "target_speedup": 20,
         "meets_target": speedup >= 20,
         "summary": f"epoch on images {image_epoch:.1f} s, from cached features {cached_epoch:.3f} s: {speedup:.0f}x "
-                   f"(target 20x); extracting all splits once {extract_s:.1f} s, reusing the cache {reuse_s:.2f} s",
+        f"(target 20x); extracting all splits once {extract_s:.1f} s, reusing the cache {reuse_s:.2f} s",
     }

@@ -62,8 +62,7 @@ def measure(name: str, device: torch.device, function) -> dict:
     with peak_memory(device) as peak:
         images_per_s = function()
     row = {"case": name, "images_per_s": round(images_per_s, 1), **peak}
-    print(f"  {name:<45} {images_per_s:10.1f} img/s   peak GPU {peak.get('peak_gpu_mb', '-')} MB, RSS {peak['peak_rss_mb']} MB",
-          flush=True)  # fmt: skip
+    print(f"  {name:<45} {images_per_s:10.1f} img/s   peak GPU {peak.get('peak_gpu_mb', '-')} MB, RSS {peak['peak_rss_mb']} MB", flush=True)
     return row
 
 
@@ -96,8 +95,11 @@ def run(smoke: bool = False) -> dict:
     if settings["compile"]:
         cases += [
             ("full, + model.compile", lightning(mixed, GpuSpeedups(), compile=True)),
-            ("plain loop, full, + torch.compile", lambda: plain_rate(model(), batches, warmup, dtype=autocast, channels_last=True, compile=True)),
-        ]  # fmt: skip
+            (
+                "plain loop, full, + torch.compile",
+                lambda: plain_rate(model(), batches, warmup, dtype=autocast, channels_last=True, compile=True),
+            ),
+        ]
     rows = [measure(name, device, function) for name, function in cases]
     by_name = {row["case"]: row["images_per_s"] for row in rows}
     full_fast = by_name[f"full, {mixed} + channels-last (trainer=gpu)"]
@@ -106,8 +108,14 @@ def run(smoke: bool = False) -> dict:
         work = Path(work)
         started = time.perf_counter()
         count = replicate(ROOT, work / "set", settings["train_images"])
-        datamodule = PaintingDataModule(ImageFolderSplits, backbone_preprocessing(settings["backbone"], size), root=str(work / "set"),
-                                        batch_size=batch, num_workers="auto", prepared_dir=str(work / "cache"))  # fmt: skip
+        datamodule = PaintingDataModule(
+            ImageFolderSplits,
+            backbone_preprocessing(settings["backbone"], size),
+            root=str(work / "set"),
+            batch_size=batch,
+            num_workers="auto",
+            prepared_dir=str(work / "cache"),
+        )
         prepare([path for split in datamodule.files.values() for path, _ in split], work / "cache", 256, auto_workers())
         settings.update(replicated_files=count, prepare_s=round(time.perf_counter() - started, 1))
         datamodule.setup("fit")

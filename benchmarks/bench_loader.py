@@ -40,9 +40,14 @@ SIZE = 256
 
 def train_loader(root: Path, preprocessing: dict, prepared_dir: Path | None):
     datamodule = PaintingDataModule(
-        RastaWikiPaintings, preprocessing, root=str(root), batch_size=BATCH, num_workers="auto", prefetch_factor=4,
+        RastaWikiPaintings,
+        preprocessing,
+        root=str(root),
+        batch_size=BATCH,
+        num_workers="auto",
+        prefetch_factor=4,
         prepared_dir=str(prepared_dir) if prepared_dir else None,
-    )  # fmt: skip
+    )
     datamodule.setup("fit")
     return datamodule.train_dataloader()
 
@@ -142,8 +147,7 @@ def run() -> dict:
     steps = {f"unfreeze={u}": step_rate(u) for u in (0.2, 1.0)}
     speedup = {name: round(rates[name]["images_per_s"] / rates["originals"]["images_per_s"], 2) for name in rates}
     whole_speedup = {
-        name: round(rates[name]["whole_epoch_images_per_s"] / rates["originals"]["whole_epoch_images_per_s"], 2)
-        for name in rates
+        name: round(rates[name]["whole_epoch_images_per_s"] / rates["originals"]["whole_epoch_images_per_s"], 2) for name in rates
     }
     fastest_step = max(steps.values())
     return {

@@ -33,11 +33,19 @@ def run() -> dict:
             peaks["plain"] = peak
         runs[f"{backbone} unfreeze={unfreeze}"] = rates  # every repeat: how noisy the machine was
         lightning, plain = median(rates["lightning"]), median(rates["plain"])
-        rows.append({
-            "backbone": backbone, "unfreeze": unfreeze, "lightning_images_per_s": lightning, "plain_images_per_s": plain,
-            "ratio": round(lightning / plain, 3), "lightning_peak_rss_mb": peaks["lightning"]["peak_rss_mb"],
-            "plain_peak_rss_mb": peaks["plain"]["peak_rss_mb"], "target": ">= 0.95", "met": lightning / plain >= 0.95,
-        })  # fmt: skip
+        rows.append(
+            {
+                "backbone": backbone,
+                "unfreeze": unfreeze,
+                "lightning_images_per_s": lightning,
+                "plain_images_per_s": plain,
+                "ratio": round(lightning / plain, 3),
+                "lightning_peak_rss_mb": peaks["lightning"]["peak_rss_mb"],
+                "plain_peak_rss_mb": peaks["plain"]["peak_rss_mb"],
+                "target": ">= 0.95",
+                "met": lightning / plain >= 0.95,
+            }
+        )
     return {
         "settings": {"image_size": IMAGE_SIZE, "batch_size": BATCH, "steps": STEPS, "warmup_steps": WARMUP, "repeats": REPEATS},
         "rows": rows,

@@ -55,15 +55,31 @@ def run() -> dict:
             del model
     full = median(rates[1.0])
     ceiling = round(median(forward) / full, 2)
-    rows = [{"backbone": BACKBONE, "unfreeze": u, "images_per_s": median(rates[u]), "speedup_vs_unfreeze_1": round(median(rates[u]) / full, 2),
-             "peak_rss_mb": peaks[u]} for u in FRACTIONS]  # fmt: skip
-    rows.append({"backbone": BACKBONE, "unfreeze": "forward only", "images_per_s": median(forward),
-                 "speedup_vs_unfreeze_1": ceiling, "peak_rss_mb": None})  # fmt: skip
+    rows = [
+        {
+            "backbone": BACKBONE,
+            "unfreeze": u,
+            "images_per_s": median(rates[u]),
+            "speedup_vs_unfreeze_1": round(median(rates[u]) / full, 2),
+            "peak_rss_mb": peaks[u],
+        }
+        for u in FRACTIONS
+    ]
+    rows.append(
+        {
+            "backbone": BACKBONE,
+            "unfreeze": "forward only",
+            "images_per_s": median(forward),
+            "speedup_vs_unfreeze_1": ceiling,
+            "peak_rss_mb": None,
+        }
+    )
     speedup = rows[1]["speedup_vs_unfreeze_1"]
     return {
         "settings": {"image_size": IMAGE_SIZE, "batch_size": BATCH, "steps": STEPS, "warmup_steps": WARMUP, "repeats": REPEATS},
         "rows": rows,
         "targets": {"unfreeze_0.2_at_least_1.8x_unfreeze_1": speedup >= 1.8},
-        "summary": f"{BACKBONE} step " + ", ".join(f"unfreeze={r['unfreeze']}: {r['images_per_s']} img/s ({r['speedup_vs_unfreeze_1']}x)" for r in rows)
+        "summary": f"{BACKBONE} step "
+        + ", ".join(f"unfreeze={r['unfreeze']}: {r['images_per_s']} img/s ({r['speedup_vs_unfreeze_1']}x)" for r in rows)
         + f"; the forward pass alone caps any partial fine-tuning at {ceiling}x",
     }

@@ -48,13 +48,37 @@ def per_image_ms(paths, preprocessing, min_size: int) -> float:
 
 def epoch_seconds(preprocessing) -> float:
     """One training epoch of the recipe (no validation), data loading included."""
-    datamodule = PaintingDataModule(RastaWikiPaintings, preprocessing, root=str(ROOT), batch_size=32, num_workers="auto",
-                                    augment={"scale": (0.35, 1.0)}, prepared_dir=None)  # fmt: skip
-    network = create_network("tf_efficientnet_lite0", len(datamodule.classes), {"name": "multiscale", "stages": 3}, pretrained=False, drop_rate=0.2)
-    model = ArtClassifier(network, Discriminative(0.5, layer_decay=0.8, freeze_norm_stats="all"), datamodule.classes, preprocessing,
-                          label_smoothing=0.1, optimizer={"opt": "adamw", "lr": 2e-3, "weight_decay": 0.05}, scheduler={"sched": "none"})  # fmt: skip
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    datamodule = PaintingDataModule(
+        RastaWikiPaintings,
+        preprocessing,
+        root=str(ROOT),
+        batch_size=32,
+        num_workers="auto",
+        augment={"scale": (0.35, 1.0)},
+        prepared_dir=None,
+    )
+    network = create_network(
+        "tf_efficientnet_lite0", len(datamodule.classes), {"name": "multiscale", "stages": 3}, pretrained=False, drop_rate=0.2
+    )
+    model = ArtClassifier(
+        network,
+        Discriminative(0.5, layer_decay=0.8, freeze_norm_stats="all"),
+        datamodule.classes,
+        preprocessing,
+        label_smoothing=0.1,
+        optimizer={"opt": "adamw", "lr": 2e-3, "weight_decay": 0.05},
+        scheduler={"sched": "none"},
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     return round(time.perf_counter() - started, 1)
@@ -75,13 +99,26 @@ def run() -> dict:
                 epochs[name].append(epoch_seconds(preprocessing))
             peaks[name] = peak["peak_rss_mb"]
     now, before = median(epochs["per split (now)"]), median(epochs["shared (before)"])
-    rows = [{"train decode": name, "short side px": size, "decode+transform ms/image": median(decode[name]),
-             "epoch s (249 paintings)": median(epochs[name]), "peak_rss_mb": peaks[name]} for name, size in sizes.items()]  # fmt: skip
+    rows = [
+        {
+            "train decode": name,
+            "short side px": size,
+            "decode+transform ms/image": median(decode[name]),
+            "epoch s (249 paintings)": median(epochs[name]),
+            "peak_rss_mb": peaks[name],
+        }
+        for name, size in sizes.items()
+    ]
     rows[0]["epoch ratio now/before"] = round(now / before, 3)
     return {
         "data": str(ROOT / "wikipaintings_train"),
-        "settings": {"recipe": "experiment=paintings (224 px train, 256 px test)", "repeats": REPEATS, "epochs": epochs, "decode_ms": decode},
+        "settings": {
+            "recipe": "experiment=paintings (224 px train, 256 px test)",
+            "repeats": REPEATS,
+            "epochs": epochs,
+            "decode_ms": decode,
+        },
         "rows": rows,
         "summary": f"recipe epoch {now} s with per-split decoding vs {before} s shared ({now / before:.3f}x); "
-                   f"decode+transform {median(decode['per split (now)'])} vs {median(decode['shared (before)'])} ms/image",
+        f"decode+transform {median(decode['per split (now)'])} vs {median(decode['shared (before)'])} ms/image",
     }

@@ -49,17 +49,36 @@ def time_to_first_step(root: Path, prepared_dir: Path, output_dir: Path) -> floa
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
-        cfg = compose("train", [
-            "data=folder", f"data.root={root}", f"data.prepared_dir={prepared_dir}", f"paths.output_dir={output_dir}",
-            "backbone=test_resnet", "pretrained=false", "image_size=32", "data.num_workers=0", "data.batch_size=16",
-            "callbacks=none",
-        ])  # fmt: skip
+        cfg = compose(
+            "train",
+            [
+                "data=folder",
+                f"data.root={root}",
+                f"data.prepared_dir={prepared_dir}",
+                f"paths.output_dir={output_dir}",
+                "backbone=test_resnet",
+                "pretrained=false",
+                "image_size=32",
+                "data.num_workers=0",
+                "data.batch_size=16",
+                "callbacks=none",
+            ],
+        )
     GlobalHydra.instance().clear()
     started = time.perf_counter()
     _, datamodule, model = build(cfg)
     first = FirstStep()
-    trainer = instantiate(cfg.trainer, callbacks=[first], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                          enable_model_summary=False, max_steps=1, limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[first],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=datamodule)
     return round(first.at - started, 2)
 
@@ -77,8 +96,13 @@ def run() -> dict:
             rows.append({"run": name, "files": FILES, "seconds_to_first_step": seconds, "peak_rss_mb": peak["peak_rss_mb"]})
     rows[1].update(target="<= 5 s", met=rows[1]["seconds_to_first_step"] <= 5)
     return {
-        "settings": {"files": FILES, "classes": CLASSES, "image": "80x64 JPEG", "generated_in_s": generated_s,
-                     "model": "test_resnet 32 px, batch 16, workers 0"},  # fmt: skip
+        "settings": {
+            "files": FILES,
+            "classes": CLASSES,
+            "image": "80x64 JPEG",
+            "generated_in_s": generated_s,
+            "model": "test_resnet 32 px, batch 16, workers 0",
+        },
         "rows": rows,
         "summary": f"{FILES} files: first step after {rows[0]['seconds_to_first_step']} s (first run), "
         f"{rows[1]['seconds_to_first_step']} s (second run, screening remembered)",

@@ -23,8 +23,12 @@ from benchmarks import DATA
 
 def run() -> dict:
     source = RastaWikiPaintings(DATA / "wikipaintings_small")
-    model = ArtClassifier("tf_efficientnet_lite0", num_classes=len(source.classes), class_names=source.classes,
-                          preprocessing=backbone_preprocessing("tf_efficientnet_lite0")).eval()  # fmt: skip
+    model = ArtClassifier(
+        "tf_efficientnet_lite0",
+        num_classes=len(source.classes),
+        class_names=source.classes,
+        preprocessing=backbone_preprocessing("tf_efficientnet_lite0"),
+    ).eval()
     split = source.split("test", decode_size(model.preprocessing))
     identity = list(range(len(source.classes)))
     seconds = {}

@@ -28,8 +28,10 @@ RUNS = (
     ("fraction unfreeze=0.2", ["unfreeze=0.2"]),
     ("gradual to unfreeze=0.2", ["finetune=gradual", "unfreeze=0.2"]),
     ("gradual, norm statistics updated", ["finetune=gradual", "unfreeze=0.2", "finetune.freeze_norm_stats=frozen"]),
-    ("gradual, norm statistics updated, lr_decay=1",
-     ["finetune=gradual", "unfreeze=0.2", "finetune.freeze_norm_stats=frozen", "finetune.lr_decay=1"]),
+    (
+        "gradual, norm statistics updated, lr_decay=1",
+        ["finetune=gradual", "unfreeze=0.2", "finetune.freeze_norm_stats=frozen", "finetune.lr_decay=1"],
+    ),
     ("discriminative, unfreeze=1", ["finetune=discriminative", "unfreeze=1"]),
     # Augmentation on top of fraction unfreeze=0.2 (colour operations may erase style cues).
     ("unfreeze=0.2 + RandAugment", ["unfreeze=0.2", "data.augment.rand_augment={num_ops: 2, magnitude: 9}"]),
@@ -46,8 +48,8 @@ Backbone `tf_efficientnet_lite0` with its packaged ImageNet weights, {image_size
 epochs, AdamW lr 1e-3, cosine schedule with one warm-up epoch, batch 32, seed 42, the default
 train augmentation (random-resized crop, flips) except for the cached probe (eval transform).
 Short runs for a shared 2-core CPU ({cpus} CPUs seen, {threads} torch thread(s) per run, {date}; other
-jobs were running at the same time, so wall times are only roughly comparable within this table). Every run: `python -m artmove.train {shared}`
-plus its overrides below; wall time includes loading, validation and the test.
+jobs were running at the same time, so wall times are only roughly comparable within this table). Every run:
+`python -m artmove.train {shared}` plus its overrides below; wall time includes loading, validation and the test.
 
 {table}
 
@@ -99,13 +101,19 @@ statistics stay put.
 
 def common(epochs: int, image_size: int) -> list[str]:
     return [
-        "data=wikiart", f"data.root={WIKIART}", "data.source.test_from=val", "backbone=tf_efficientnet_lite0",
-        "pretrained=true", f"image_size={image_size}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
+        "data=wikiart",
+        f"data.root={WIKIART}",
+        "data.source.test_from=val",
+        "backbone=tf_efficientnet_lite0",
+        "pretrained=true",
+        f"image_size={image_size}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.accelerator=cpu",
         "seed=42",
         # The splits the committed table was measured with: validation carved from train by image, as
         # before artist-disjoint splitting became wikiart's default (the test split, the published val, is the same).
         "data.group_by=null",
-    ]  # fmt: skip
+    ]
 
 
 def train(name: str, overrides: list[str], out: Path, threads: int) -> dict:
@@ -113,24 +121,40 @@ def train(name: str, overrides: list[str], out: Path, threads: int) -> dict:
     command = [sys.executable, "-m", "artmove.train", *overrides, f"hydra.run.dir={run_dir}"]
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: never resume an earlier one's checkpoints
     started = time.time()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(threads), "ARTMOVE_CACHE": str(out / "cache")})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": str(threads), "ARTMOVE_CACHE": str(out / "cache")},
+    )
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
     results = json.loads((run_dir / "results.json").read_text())
     log = (run_dir / "train.log").read_text() if (run_dir / "train.log").is_file() else ""
     trainable = next((line.split(": ", 1)[1] for line in log.splitlines() if "retraining" in line), "")
-    return {"name": name, "overrides": overrides, "wall_time_s": round(time.time() - started, 1),
-            "trainable": trainable.split("; trainable modules")[0], **{k: results[k] for k in
-            ("test/top1", "test/top3", "test/top5", "test/top1_macro", "test/num_images", "trainable_params", "total_params")}}  # fmt: skip
+    return {
+        "name": name,
+        "overrides": overrides,
+        "wall_time_s": round(time.time() - started, 1),
+        "trainable": trainable.split("; trainable modules")[0],
+        **{
+            k: results[k]
+            for k in ("test/top1", "test/top3", "test/top5", "test/top1_macro", "test/num_images", "trainable_params", "total_params")
+        },
+    }
 
 
 def table(rows: list[dict], shared: list[str]) -> str:
     """One row per run; the overrides shown are the run's own (``shared`` ones are listed above the table)."""
-    lines = ["| policy | overrides | trainable params (at the end) | top-1 | top-3 | top-5 | top-1 macro | wall time |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "| policy | overrides | trainable params (at the end) | top-1 | top-3 | top-5 | top-1 macro | wall time |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         lines.append(
-            f"| {r['name']} | `{' '.join(o for o in r['overrides'] if o not in shared)}` | {r['trainable_params']:,} | {r['test/top1']:.3f} | "
+            f"| {r['name']} | `{' '.join(o for o in r['overrides'] if o not in shared)}` | {r['trainable_params']:,} | "
+            f"{r['test/top1']:.3f} | "
             f"{r['test/top3']:.3f} | {r['test/top5']:.3f} | {r['test/top1_macro']:.3f} | {r['wall_time_s']:.0f} s |"
         )
     return "\n".join(lines)
@@ -155,11 +179,17 @@ def render(record: dict) -> str:
     rows = record["runs"]
     return TEMPLATE.format(
         command=f"python -m benchmarks.compare_policies --epochs {record['epochs']} --image-size {record['image_size']} "
-                f"--threads {record.get('threads', 1)}",
-        threads=record.get("threads", 1), epochs=record["epochs"], image_size=record["image_size"],
-        images=rows[0]["test/num_images"], table=table(rows, record["common"]), shared=" ".join(record["common"]), findings=findings(rows), date=record["date"],
+        f"--threads {record.get('threads', 1)}",
+        threads=record.get("threads", 1),
+        epochs=record["epochs"],
+        image_size=record["image_size"],
+        images=rows[0]["test/num_images"],
+        table=table(rows, record["common"]),
+        shared=" ".join(record["common"]),
+        findings=findings(rows),
+        date=record["date"],
         cpus=record["machine"]["cpu_count"],
-    )  # fmt: skip
+    )
 
 
 def main() -> None:
@@ -185,8 +215,15 @@ def main() -> None:
                 continue
             rows.append(train(name, [*common(args.epochs, args.image_size), *overrides], args.out, args.threads))
             print(f"{name}: top-1 {rows[-1]['test/top1']:.3f} in {rows[-1]['wall_time_s']:.0f} s", flush=True)
-        record = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "epochs": args.epochs, "threads": args.threads,
-                  "image_size": args.image_size, "common": common(args.epochs, args.image_size), "runs": rows}  # fmt: skip
+        record = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": machine(),
+            "epochs": args.epochs,
+            "threads": args.threads,
+            "image_size": args.image_size,
+            "common": common(args.epochs, args.image_size),
+            "runs": rows,
+        }
         results.write_text(json.dumps(record, indent=2) + "\n")
     (REPO / "docs" / "policies.md").write_text(render(record))
     print("-> docs/policies.md, benchmarks/results/policies.json", flush=True)

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,33 +23,16 @@ from pathlib import Path
 
 from artmove.utils.io import write_json
 from benchmarks import DATA
+from benchmarks.measure import REPO, SETTINGS, add_measurement_arguments, section_file
+from benchmarks.measure import train_run as train
 from benchmarks.run import machine
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_SETS = {
-    # ArtGAN's official val images are the test split; 10 % of train is carved off for validation.
-    "wikiart_sample": ["data=wikiart", "data.source.test_from=val"],
-    "wikipaintings_small": ["data=rasta"],
-}
-BASELINE = ["backbone=tf_efficientnet_lite0", "pretrained=true"]
-SETTINGS = (
-    ("head-only probe", [*BASELINE, "unfreeze=0"]),
-    # The same probe on features extracted once (no augmentation): minutes instead of epochs of forward passes.
-    ("head-only probe, cached features", [*BASELINE, "unfreeze=0", "features=cached"]),
-    ("plain unfreeze=0.2", [*BASELINE, "unfreeze=0.2"]),
-    # What the recipe's evaluation alone (final weights, tested at 256 px) does for plain fine-tuning.
-    ("plain unfreeze=0.2, final weights at 256 px", [*BASELINE, "unfreeze=0.2", "callbacks=final_weights", "test_image_size=256"]),
-    ("recipe", ["experiment=paintings"]),
-    ("recipe + random erasing + flip TTA", ["experiment=paintings", "data.augment.random_erasing=0.25", "model.flip_tta=true"]),
-    ("recipe, head=linear", ["experiment=paintings", "head=linear"]),
-    ("recipe, head=gram", ["experiment=paintings", "head=gram"]),
-    ("recipe, tf_efficientnet_lite2", ["experiment=paintings", "backbone=tf_efficientnet_lite2", "image_size=260"]),
-    ("recipe at 288 px", ["experiment=paintings", "image_size=288"]),
-)
+# The data sets, SETTINGS, the seeds and the runs themselves: benchmarks.measure (benchmarks.compare_trust trains the same way).
 NAMES = [name for name, _ in SETTINGS]
 RECIPES = tuple(name for name, _ in SETTINGS if name.startswith("recipe"))
-SEEDS = (1, 2, 3)
 RESULTS = REPO / "benchmarks" / "results" / "recipes.json"
+#: benchmarks.compare_trust's results (its section of the doc: benchmarks.measure.section_file).
+TRUST = REPO / "benchmarks" / "results" / "trust.json"
 DOC = REPO / "docs" / "recipes.md"
 # Variants (heads, backbones, augmentation) measured at a reduced scale, shown after the main table.
 REDUCED = REPO / "benchmarks" / "results" / "recipes_reduced.json"
@@ -77,7 +56,7 @@ A row with fewer seeds than the command's was added with `--add --settings NAME 
 Settings:
 {settings}"""
 
-TEMPLATE = """# A recipe for paintings, measured
+TEMPLATE = r"""# A recipe for paintings, measured
 
 `experiment=paintings` is the recipe artmove recommends for a few thousand paintings on a CPU;
 `experiment=paintings_gpu` scales it up for a GPU. Both are plain Hydra presets
@@ -199,35 +178,6 @@ scikit-image's cat and coffee photographs at its own input size and crop).
 """
 
 
-def run_dir(out: Path, data: str, name: str, seed: int) -> Path:
-    slug = name.replace(", ", "_").replace(" ", "_").replace("=", "")
-    return out / data / slug / f"seed{seed}"
-
-
-def train(job: tuple[str, str, list[str], int], out: Path, extra: list[str], threads: int, accelerator: str) -> dict:
-    data, name, overrides, seed = job
-    folder = run_dir(out, data, name, seed)
-    command = [sys.executable, "-m", "artmove.train", *DATA_SETS[data], f"data.root={DATA / data}", *overrides,
-               f"seed={seed}", f"trainer.accelerator={accelerator}", *extra, f"hydra.run.dir={folder}"]  # fmt: skip
-    shutil.rmtree(folder, ignore_errors=True)  # a fresh run: never resume an earlier one's checkpoints
-    started = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ARTMOVE_CACHE": str(out / "cache")}
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{data} / {name} / seed {seed} failed:\n{done.stderr[-3000:]}")
-    row = row_of(job, json.loads((folder / "results.json").read_text()), round(time.time() - started, 1))
-    print(f"{data} / {name} / seed {seed}: val {row['best_val/top1']:.3f} test {row['test/top1']:.3f} ({row['wall_time_s']:.0f} s)", flush=True)
-    return row
-
-
-def row_of(job: tuple[str, str, list[str], int], results: dict, wall_time_s: float) -> dict:
-    """The measurement's row for one run, from its results.json."""
-    data, name, overrides, seed = job
-    keys = ("best_val/top1", "test/top1", "test/top3", "test/top1_macro", "test/top1_ci95_low", "test/top1_ci95_high",
-            "test/num_images", "trainable_params", "epochs")  # fmt: skip
-    return {"data": data, "name": name, "overrides": overrides, "seed": seed, **{k: results.get(k) for k in keys}, "wall_time_s": wall_time_s}
-
-
 def summarise(runs: list[dict]) -> dict[str, dict[str, dict]]:
     """{data: {setting: mean/std of val and test top-1, wall time, seeds}} in SETTINGS order."""
     summary: dict[str, dict[str, dict]] = {}
@@ -268,13 +218,19 @@ def tables(summary: dict[str, dict[str, dict]]) -> str:
     for data, settings in summary.items():
         chosen = chosen_on_validation(settings)
         plain = settings.get("plain unfreeze=0.2")
-        lines = [f"### {data}", "", "| setting | seeds | val top-1 | test top-1 | test top-1 vs plain unfreeze=0.2 (points) | wall time (s) |",
-                 "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        lines = [
+            f"### {data}",
+            "",
+            "| setting | seeds | val top-1 | test top-1 | test top-1 vs plain unfreeze=0.2 (points) | wall time (s) |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
         for name, item in settings.items():
             delta = "" if plain is None else f"{100 * (item['test/top1'][0] - plain['test/top1'][0]):+.1f}"
             label = f"**{name}** (chosen on val)" if name == chosen else name
-            lines.append(f"| {label} | {' '.join(map(str, item['seeds']))} | {_mean_std(item['best_val/top1'])} | "
-                         f"{_mean_std(item['test/top1'])}{_interval(item['test/top1 ci95'])} | {delta} | {_mean_std(item['wall_time_s'], digits=0)} |")  # fmt: skip
+            lines.append(
+                f"| {label} | {' '.join(map(str, item['seeds']))} | {_mean_std(item['best_val/top1'])} | "
+                f"{_mean_std(item['test/top1'])}{_interval(item['test/top1 ci95'])} | {delta} | {_mean_std(item['wall_time_s'], digits=0)} |"
+            )
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -288,16 +244,20 @@ def verdict(record: dict) -> str:
         if recipe is None or plain is None:
             continue
         delta = 100 * (recipe["test/top1"][0] - plain["test/top1"][0])
-        line = (f"- {data}: the recipe (`experiment=paintings`) vs plain unfreeze=0.2: {delta:+.1f} points mean test "
-                f"top-1 over {len(recipe['seeds'])} seed(s)")  # fmt: skip
+        line = (
+            f"- {data}: the recipe (`experiment=paintings`) vs plain unfreeze=0.2: {delta:+.1f} points mean test "
+            f"top-1 over {len(recipe['seeds'])} seed(s)"
+        )
         if chosen not in (None, "recipe"):
             picked = 100 * (settings[chosen]["test/top1"][0] - plain["test/top1"][0])
             line += f"; validation favours {chosen} here ({picked:+.1f} points)"
         lines.append(line + ".")
     full = not record["extra"] and len(record["seeds"]) >= 3
     if lines and not full:
-        lines.append("- At this scale these differences are indicative only: the target (at least +3 points on "
-                     "wikiart_sample over 3 seeds, not worse on wikipaintings_small) is judged on the full measurement.")
+        lines.append(
+            "- At this scale these differences are indicative only: the target (at least +3 points on "
+            "wikiart_sample over 3 seeds, not worse on wikipaintings_small) is judged on the full measurement."
+        )
     return "\n".join(lines)
 
 
@@ -309,19 +269,30 @@ def measured_section(record: dict, results: Path) -> str:
     elsewhere = [] if results.resolve() == RESULTS else [f"--results {_shown(results)}"]
     command = "python -m benchmarks.compare_recipes " + " ".join(
         [f"--seeds {' '.join(map(str, record['seeds']))}", f"--data {' '.join(record['data'])}", *subset]
-        + [f"--set {o}" for o in extra] + [f"--jobs {record['jobs']} --threads {record['threads']}", *elsewhere])  # fmt: skip
-    scale = ("Full scale: every setting as its preset or today's defaults say." if not extra else
-             f"**Reduced scale** (`{' '.join(extra)}` on every run, baselines included): the differences are "
-             "indicative, the recipe is judged at full scale.")  # fmt: skip
+        + [f"--set {o}" for o in extra]
+        + [f"--jobs {record['jobs']} --threads {record['threads']}", *elsewhere]
+    )
+    scale = (
+        "Full scale: every setting as its preset or today's defaults say."
+        if not extra
+        else f"**Reduced scale** (`{' '.join(extra)}` on every run, baselines included): the differences are "
+        "indicative, the recipe is judged at full scale."
+    )
     m = record["machine"]
     return MEASURED.format(
         heading="Measured at full scale" if not extra else "Variants measured at a reduced scale",
-        command=command, scale=scale, accelerator=record["accelerator"], extra="".join(f" {o}" for o in extra),
-        seeds=", ".join(map(str, record["seeds"])), date=record["date"], tables=tables(summarise(record["runs"])),
-        verdict=verdict(record), machine=f"{m['cpu_count']} CPUs, {record['threads']} torch thread(s) per run, {record['jobs']} run(s) at a time"
+        command=command,
+        scale=scale,
+        accelerator=record["accelerator"],
+        extra="".join(f" {o}" for o in extra),
+        seeds=", ".join(map(str, record["seeds"])),
+        date=record["date"],
+        tables=tables(summarise(record["runs"])),
+        verdict=verdict(record),
+        machine=f"{m['cpu_count']} CPUs, {record['threads']} torch thread(s) per run, {record['jobs']} run(s) at a time"
         + (f", {m['cuda']}" if m.get("cuda") else ""),
         settings="\n".join(f"- {name}: `{' '.join(overrides)}`" for name, overrides in measured.items()),
-    )  # fmt: skip
+    )
 
 
 def _shown(path: Path) -> str:
@@ -329,38 +300,35 @@ def _shown(path: Path) -> str:
 
 
 def render(sections: list[tuple[dict, Path]], trust: Path | None = None) -> str:
-    """The doc: the measured sections, then calibration and ensembles (benchmarks.compare_trust's results, once measured)."""
-    from benchmarks.compare_trust import RESULTS as TRUST
-    from benchmarks.compare_trust import doc_section
-
-    calibrated = doc_section(trust or TRUST)
-    return TEMPLATE.format(measured="\n\n".join(measured_section(record, path) for record, path in sections),
-                           trust=calibrated + "\n\n" if calibrated else "")  # fmt: skip
-
-
-def add_measurement_arguments(parser: argparse.ArgumentParser, out: Path, settings: list[str] | None, settings_help: str, results: Path) -> None:
-    """What every measurement here takes: seeds, data sets, settings, overrides for every run, how runs share the machine, where they go."""
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--data", nargs="+", choices=list(DATA_SETS), default=list(DATA_SETS))
-    parser.add_argument("--settings", nargs="+", choices=[name for name, _ in SETTINGS], default=settings, metavar="NAME", help=settings_help)
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override for every run, e.g. --set trainer.max_epochs=2 (a reduced scale, stated in the doc)")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (a GPU or many cores)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
-    parser.add_argument("--accelerator", default="cpu", help="trainer.accelerator of every run (cpu, gpu, auto)")
-    parser.add_argument("--out", type=Path, default=out, help="where the runs go")
-    parser.add_argument("--results", type=Path, default=results)
+    """The doc: the measured sections, then calibration and ensembles: the section benchmarks.compare_trust rendered
+    from ``trust`` (default: benchmarks/results/trust.json) into the file beside it, once measured."""
+    section = section_file(trust or TRUST)
+    calibrated = section.read_text().strip() if section.is_file() else ""
+    return TEMPLATE.format(
+        measured="\n\n".join(measured_section(record, path) for record, path in sections), trust=calibrated + "\n\n" if calibrated else ""
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_measurement_arguments(parser, REPO / "outputs" / "recipes", None, "only these settings (default: all)", RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
-    parser.add_argument("--also", type=Path, nargs="*", default=[REDUCED], metavar="RESULTS",
-                        help="results files shown in the doc beside this one (default: the reduced-scale variants)")  # fmt: skip
+    parser.add_argument(
+        "--also",
+        type=Path,
+        nargs="*",
+        default=[REDUCED],
+        metavar="RESULTS",
+        help="results files shown in the doc beside this one (default: the reduced-scale variants)",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite the doc from the results JSON")
-    parser.add_argument("--trust", type=Path, default=None, metavar="RESULTS",
-                        help="benchmarks.compare_trust's results shown in the doc (default: benchmarks/results/trust.json, when measured)")  # fmt: skip
+    parser.add_argument(
+        "--trust",
+        type=Path,
+        default=None,
+        metavar="RESULTS",
+        help="benchmarks.compare_trust's results shown in the doc (default: benchmarks/results/trust.json, when measured)",
+    )
     parser.add_argument("--add", action="store_true", help="keep the runs already in the results JSON (same scale) and add these")
     args = parser.parse_args(argv)
     if args.render:
@@ -371,9 +339,17 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{', '.join(missing)} not found in {DATA}: set ARTMOVE_DATA to the folder holding them.")
         chosen = [(name, overrides) for name, overrides in SETTINGS if not args.settings or name in args.settings]
         jobs = [(data, name, overrides, seed) for data in args.data for name, overrides in chosen for seed in args.seeds]
-        record = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seeds": args.seeds, "data": args.data,
-                  "extra": args.extra, "jobs": args.jobs, "threads": args.threads, "accelerator": args.accelerator,
-                  "runs": []}  # fmt: skip
+        record = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": machine(),
+            "seeds": args.seeds,
+            "data": args.data,
+            "extra": args.extra,
+            "jobs": args.jobs,
+            "threads": args.threads,
+            "accelerator": args.accelerator,
+            "runs": [],
+        }
         if args.add:
             kept = json.loads(args.results.read_text())
             if kept["extra"] != args.extra:
@@ -394,8 +370,9 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(run_and_keep, jobs))
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    sections = [(record, args.results)] + [(json.loads(path.read_text()), path) for path in args.also
-                                            if path.is_file() and path.resolve() != args.results.resolve()]  # fmt: skip
+    sections = [(record, args.results)] + [
+        (json.loads(path.read_text()), path) for path in args.also if path.is_file() and path.resolve() != args.results.resolve()
+    ]
     sections.sort(key=lambda section: bool(section[0]["extra"]))  # full scale first
     args.doc.write_text(render(sections, args.trust))
     print(f"-> {args.doc}, {args.results}", flush=True)

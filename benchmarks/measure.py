@@ -1,14 +1,21 @@
-"""Measuring helpers shared by the benchmarks: peak memory during a measurement, medians, and the
-training step two ways (artmove's LightningModule under its Trainer, and a plain PyTorch loop)."""
+"""Measuring helpers shared by the benchmarks: peak memory during a measurement, medians, the
+training step two ways (artmove's LightningModule under its Trainer, and a plain PyTorch loop), and
+the training runs on the painting sets that benchmarks.compare_recipes and benchmarks.compare_trust share."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -17,6 +24,7 @@ from torch import nn
 from artmove.data.transforms import normalize_uint8
 from artmove.finetune import Fraction
 from artmove.models import ArtClassifier, backbone_preprocessing, create_network
+from benchmarks import DATA
 
 WARMUP = 2  # steps (or batches) of each run left out of a rate
 
@@ -60,18 +68,30 @@ def median(values: Sequence[float]) -> float:
     return round(statistics.median(values), 2)
 
 
-def classifier(backbone: str, unfreeze: float, image_size: int, num_classes: int = 25, head: dict | None = None, **settings) -> ArtClassifier:
+def classifier(
+    backbone: str, unfreeze: float, image_size: int, num_classes: int = 25, head: dict | None = None, **settings
+) -> ArtClassifier:
     """An ArtClassifier as a run builds it, random init (no download), no scheduler."""
     network = create_network(backbone, num_classes, head, pretrained=False)
-    return ArtClassifier(network, Fraction(unfreeze), class_names=[str(i) for i in range(num_classes)],
-                         preprocessing=backbone_preprocessing(backbone, image_size), **settings)  # fmt: skip
+    return ArtClassifier(
+        network,
+        Fraction(unfreeze),
+        class_names=[str(i) for i in range(num_classes)],
+        preprocessing=backbone_preprocessing(backbone, image_size),
+        **settings,
+    )
 
 
 def synthetic_batches(count: int, batch_size: int, image_size: int, num_classes: int = 25, device="cpu"):
     """uint8 image batches with labels, in memory (as the loader delivers them)."""
     generator = torch.Generator().manual_seed(0)
-    return [(torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, generator=generator).to(device),
-             torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)) for _ in range(count)]  # fmt: skip
+    return [
+        (
+            torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, generator=generator).to(device),
+            torch.randint(0, num_classes, (batch_size,), generator=generator).to(device),
+        )
+        for _ in range(count)
+    ]
 
 
 class StepClock(pl.Callback):
@@ -119,23 +139,37 @@ def rate(ends: Sequence[float], batch_size: int, warmup: int) -> float:
     return batch_size * (len(ends) - 1 - warmup) / (ends[-1] - ends[warmup])
 
 
-def lightning_rate(model: ArtClassifier, batches, warmup: int, accelerator: str = "cpu", precision: str = "32-true",
-                   callbacks: Sequence[pl.Callback] = (), datamodule: pl.LightningDataModule | None = None,
-                   epochs: int = 1) -> float:  # fmt: skip
+def lightning_rate(
+    model: ArtClassifier,
+    batches,
+    warmup: int,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
+    callbacks: Sequence[pl.Callback] = (),
+    datamodule: pl.LightningDataModule | None = None,
+    epochs: int = 1,
+) -> float:
     """Training images/s of the LightningModule under a Lightning Trainer (no logger, checkpoint or bar),
     over in-memory ``batches`` or, given, a ``datamodule``'s train loader (``batches``: one for its size)."""
     clock = StepClock()
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
         callbacks=[clock, *callbacks],
-    )  # fmt: skip
+    )
     trainer.fit(model, datamodule=datamodule or InMemory(batches, model.preprocessing["mean"], model.preprocessing["std"]))
     return rate(clock.ends, len(batches[0][1]), warmup)
 
 
-def plain_step(model: ArtClassifier, dtype: torch.dtype | None = None, channels_last: bool = False,
-               compile: bool = False) -> Callable:  # fmt: skip
+def plain_step(model: ArtClassifier, dtype: torch.dtype | None = None, channels_last: bool = False, compile: bool = False) -> Callable:
     """A hand-written training step on the same network, loss and optimizer (the policy's AdamW groups)."""
     network: nn.Module = model.network
     if channels_last:
@@ -194,3 +228,117 @@ def serving_in_thread(app):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+# --- training runs on the painting sets (benchmarks.compare_recipes and benchmarks.compare_trust) ------
+REPO = Path(__file__).resolve().parents[1]
+DATA_SETS = {
+    # ArtGAN's official val images are the test split; 10 % of train is carved off for validation.
+    "wikiart_sample": ["data=wikiart", "data.source.test_from=val"],
+    "wikipaintings_small": ["data=rasta"],
+}
+BASELINE = ["backbone=tf_efficientnet_lite0", "pretrained=true"]
+SETTINGS = (
+    ("head-only probe", [*BASELINE, "unfreeze=0"]),
+    # The same probe on features extracted once (no augmentation): minutes instead of epochs of forward passes.
+    ("head-only probe, cached features", [*BASELINE, "unfreeze=0", "features=cached"]),
+    ("plain unfreeze=0.2", [*BASELINE, "unfreeze=0.2"]),
+    # What the recipe's evaluation alone (final weights, tested at 256 px) does for plain fine-tuning.
+    ("plain unfreeze=0.2, final weights at 256 px", [*BASELINE, "unfreeze=0.2", "callbacks=final_weights", "test_image_size=256"]),
+    ("recipe", ["experiment=paintings"]),
+    ("recipe + random erasing + flip TTA", ["experiment=paintings", "data.augment.random_erasing=0.25", "model.flip_tta=true"]),
+    ("recipe, head=linear", ["experiment=paintings", "head=linear"]),
+    ("recipe, head=gram", ["experiment=paintings", "head=gram"]),
+    ("recipe, tf_efficientnet_lite2", ["experiment=paintings", "backbone=tf_efficientnet_lite2", "image_size=260"]),
+    ("recipe at 288 px", ["experiment=paintings", "image_size=288"]),
+)
+SEEDS = (1, 2, 3)
+
+
+def run_dir(out: Path, data: str, name: str, seed: int) -> Path:
+    slug = name.replace(", ", "_").replace(" ", "_").replace("=", "")
+    return out / data / slug / f"seed{seed}"
+
+
+def train_run(job: tuple[str, str, list[str], int], out: Path, extra: list[str], threads: int, accelerator: str) -> dict:
+    """`python -m artmove.train` of one (data set, setting, overrides, seed) into a fresh run folder: its row."""
+    data, name, overrides, seed = job
+    folder = run_dir(out, data, name, seed)
+    command = [
+        sys.executable,
+        "-m",
+        "artmove.train",
+        *DATA_SETS[data],
+        f"data.root={DATA / data}",
+        *overrides,
+        f"seed={seed}",
+        f"trainer.accelerator={accelerator}",
+        *extra,
+        f"hydra.run.dir={folder}",
+    ]
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh run: never resume an earlier one's checkpoints
+    started = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ARTMOVE_CACHE": str(out / "cache")}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{data} / {name} / seed {seed} failed:\n{done.stderr[-3000:]}")
+    row = row_of(job, json.loads((folder / "results.json").read_text()), round(time.time() - started, 1))
+    print(
+        f"{data} / {name} / seed {seed}: val {row['best_val/top1']:.3f} test {row['test/top1']:.3f} ({row['wall_time_s']:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
+def row_of(job: tuple[str, str, list[str], int], results: dict, wall_time_s: float) -> dict:
+    """The measurement's row for one run, from its results.json."""
+    data, name, overrides, seed = job
+    keys = (
+        "best_val/top1",
+        "test/top1",
+        "test/top3",
+        "test/top1_macro",
+        "test/top1_ci95_low",
+        "test/top1_ci95_high",
+        "test/num_images",
+        "trainable_params",
+        "epochs",
+    )
+    return {
+        "data": data,
+        "name": name,
+        "overrides": overrides,
+        "seed": seed,
+        **{k: results.get(k) for k in keys},
+        "wall_time_s": wall_time_s,
+    }
+
+
+def add_measurement_arguments(
+    parser: argparse.ArgumentParser, out: Path, settings: list[str] | None, settings_help: str, results: Path
+) -> None:
+    """What every measurement here takes: seeds, data sets, settings, overrides for every run, how runs share the machine, where they go."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--data", nargs="+", choices=list(DATA_SETS), default=list(DATA_SETS))
+    parser.add_argument(
+        "--settings", nargs="+", choices=[name for name, _ in SETTINGS], default=settings, metavar="NAME", help=settings_help
+    )
+    parser.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for every run, e.g. --set trainer.max_epochs=2 (a reduced scale, stated in the doc)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (a GPU or many cores)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--accelerator", default="cpu", help="trainer.accelerator of every run (cpu, gpu, auto)")
+    parser.add_argument("--out", type=Path, default=out, help="where the runs go")
+    parser.add_argument("--results", type=Path, default=results)
+
+
+def section_file(results: Path) -> Path:
+    """Where benchmarks.compare_trust keeps the Markdown section rendered from ``results`` (beside it, ``.md``), which
+    benchmarks.compare_recipes places in docs/recipes.md: the two scripts share files, not imports."""
+    return results.with_suffix(".md")

@@ -61,8 +61,15 @@ def markdown(record: dict) -> str:
 def write_results(name: str, numbers: dict, seconds: float, command: str, note: str = "", directory: Path = HERE / "results") -> Path:
     """``<directory>/<name>.json`` (and ``<name>.md`` when the numbers have rows), with machine, date and command."""
     directory.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "seconds": round(seconds, 1),
-              "command": command, "note": note, "machine": machine(), **numbers}  # fmt: skip
+    record = {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(seconds, 1),
+        "command": command,
+        "note": note,
+        "machine": machine(),
+        **numbers,
+    }
     (directory / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     if numbers.get("rows"):
         (directory / f"{name}.md").write_text(markdown(record))
