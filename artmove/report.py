@@ -14,13 +14,21 @@ from artmove.utils.help import argparse_description, argparse_epilog
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m artmove.report", description=argparse_description("artmove.report"),
-                                     epilog=argparse_epilog("report"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m artmove.report",
+        description=argparse_description("artmove.report"),
+        epilog=argparse_epilog("report"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("paths", nargs="+", help="a multirun folder, run folders, or folders holding runs")
     parser.add_argument("--out", help="where to write report.md, the CSVs and PNGs (default: PATH, or the paths' common folder)")
-    parser.add_argument("--metric", default=SELECTED, choices=RANKINGS,
-                        help="the column runs are ranked by (default: optimized_value, each job's value of the metric it was "
-                             "selected on, validation top-1 unless the sweep set optimized_metric)")  # fmt: skip
+    parser.add_argument(
+        "--metric",
+        default=SELECTED,
+        choices=RANKINGS,
+        help="the column runs are ranked by (default: optimized_value, each job's value of the metric it was "
+        "selected on, validation top-1 unless the sweep set optimized_metric)",
+    )
     args = parser.parse_args(argv)
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -32,7 +32,7 @@ from artmove.models import ArtClassifier
 from artmove.runs.command_line import accepts_resume_folder
 from artmove.runs.folder import RunFolder
 from artmove.runs.results import format_table, job_overrides, record_failure, record_unfinished
-from artmove.runs.resume import Resume, check_same_classes, resume_checkpoint
+from artmove.runs.resume import Resume, check_resumed_classes, resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
 from artmove.training.calibration import calibrate_run, check_conformal_settings, check_trust_settings
 from artmove.training.callbacks import CheckpointOnStop, CheckpointsFollowTheirFolder, RunRecordInCheckpoint
@@ -65,10 +65,18 @@ def build(cfg: DictConfig, resume: Resume | None = None) -> tuple[PaintingDataMo
     images = instantiate_checked(cfg.data, "data", preprocessing=preprocessing, _convert_="all")
     classes = images.classes
     if resume is not None:
-        check_same_classes(resume, classes)
+        check_resumed_classes(resume, classes)
     network = instantiate_checked(cfg.network, "network", num_classes=len(classes), _convert_="all")
-    model = instantiate_checked(cfg.model, "model", network=network, finetune=policy, class_names=classes, preprocessing=preprocessing,
-                                class_weights=images.class_weights(), _convert_="all")  # fmt: skip
+    model = instantiate_checked(
+        cfg.model,
+        "model",
+        network=network,
+        finetune=policy,
+        class_names=classes,
+        preprocessing=preprocessing,
+        class_weights=images.class_weights(),
+        _convert_="all",
+    )
     features = cfg.get("features")
     datamodule = instantiate_checked(features, "features", images=images, classifier=model) if features else images
     return images, datamodule, model
@@ -110,10 +118,20 @@ def train(cfg: DictConfig) -> dict:
             _stopped_by_signal(cfg, trainer, run)
     results = fitted_results(cfg, trainer, model, images, resume, lr_find)
     # Temperature, "not sure" threshold and prediction sets, fitted on validation, written into the checkpoints before the test reads them.
-    results.update(calibrate_run(trainer, model, datamodule, results["best_checkpoint"], str(checkpoint_dir) if checkpoint_dir else None,
-                                 cfg.get("calibrate", True),
-                                 cfg.get("abstain_target"), cfg.get("coverage"),
-                                 plain_dict(cfg.conformal) if cfg.get("conformal") else None, cfg.seed))  # fmt: skip
+    results.update(
+        calibrate_run(
+            trainer,
+            model,
+            datamodule,
+            results["best_checkpoint"],
+            str(checkpoint_dir) if checkpoint_dir else None,
+            cfg.get("calibrate", True),
+            cfg.get("abstain_target"),
+            cfg.get("coverage"),
+            plain_dict(cfg.conformal) if cfg.get("conformal") else None,
+            cfg.seed,
+        )
+    )
     if cfg.get("test", True):
         metrics = trainer.test(model, datamodule=datamodule, ckpt_path=results["best_checkpoint"], verbose=False)[0]
         results.update({k: float(v) for k, v in metrics.items()}, **{"test/num_images": int(metrics["test/num_images"])})
@@ -147,8 +165,13 @@ def describe(cfg: DictConfig, images: PaintingDataModule, model: ArtClassifier) 
     """The run's data, network and fine-tuning plan, in the log."""
     network = model.network
     log.info("data: %d classes, split sizes %s", len(images.classes), images.split_sizes())
-    log.info("backbone %s, head %s, weights: %s%s", cfg.backbone, network.spec["head"]["name"], network.weights_source,
-             f" ({network.pretrained_cfg['tag_name']})" if network.pretrained_cfg else "")  # fmt: skip
+    log.info(
+        "backbone %s, head %s, weights: %s%s",
+        cfg.backbone,
+        network.spec["head"]["name"],
+        network.weights_source,
+        f" ({network.pretrained_cfg['tag_name']})" if network.pretrained_cfg else "",
+    )
     log.info(model.finetuning.describe())
 
 
@@ -161,31 +184,49 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], model: ArtClass
             logger.continue_run()
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     policy = model.finetuning.policy
-    composed = {**plain_dict(cfg), "finetune": policy.settings,
-                "unfreeze": getattr(policy, "unfreeze", None), "weights_source": model.network.weights_source}  # fmt: skip
+    composed = {
+        **plain_dict(cfg),
+        "finetune": policy.settings,
+        "unfreeze": getattr(policy, "unfreeze", None),
+        "weights_source": model.network.weights_source,
+    }
     for logger in loggers:
         logger.log_hyperparams(composed)  # parameter counts: W&B summary
     return trainer
 
 
-def fitted_results(cfg: DictConfig, trainer: pl.Trainer, model: ArtClassifier, images: PaintingDataModule, resume: Resume,
-                   lr_find: dict | None) -> dict:  # fmt: skip
+def fitted_results(
+    cfg: DictConfig, trainer: pl.Trainer, model: ArtClassifier, images: PaintingDataModule, resume: Resume, lr_find: dict | None
+) -> dict:
     """What the run says about itself once fit ends (results.json before calibration and test)."""
     network, policy = model.network, model.finetuning.policy
     best_val = _finite_or_none(_optimized_value(trainer, "val/top1"))
     metric = cfg.get("optimized_metric", "val/top1")
     results = {
-        "status": "ok", "backbone": cfg.backbone, "head": network.spec["head"], "unfreeze": getattr(policy, "unfreeze", None),
-        "finetune": policy.settings, "pretrained": cfg.pretrained, "weights_source": network.weights_source,
-        "pretrained_cfg": network.pretrained_cfg, "seed": cfg.seed,
+        "status": "ok",
+        "backbone": cfg.backbone,
+        "head": network.spec["head"],
+        "unfreeze": getattr(policy, "unfreeze", None),
+        "finetune": policy.settings,
+        "pretrained": cfg.pretrained,
+        "weights_source": network.weights_source,
+        "pretrained_cfg": network.pretrained_cfg,
+        "seed": cfg.seed,
         "data": {"source": cfg.data.source._target_, "root": cfg.data.root, "split_sizes": images.split_sizes()},
-        "artist_overlap": images.artist_overlap, "num_classes": len(images.classes), "classes": images.classes,
-        **model.finetuning.parameter_counts, "trained_layers": model.finetuning.plan.trained_layers,
-        "total_layers": model.finetuning.plan.total_layers, "epochs": trainer.current_epoch, "attempts": resume.record["attempts"],
-        "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", "") or None, "best_val/top1": best_val,
-        "output_dir": str(Path(cfg.paths.output_dir)), "optimized_metric": metric,
+        "artist_overlap": images.artist_overlap,
+        "num_classes": len(images.classes),
+        "classes": images.classes,
+        **model.finetuning.parameter_counts,
+        "trained_layers": model.finetuning.plan.trained_layers,
+        "total_layers": model.finetuning.plan.total_layers,
+        "epochs": trainer.current_epoch,
+        "attempts": resume.record["attempts"],
+        "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", "") or None,
+        "best_val/top1": best_val,
+        "output_dir": str(Path(cfg.paths.output_dir)),
+        "optimized_metric": metric,
         "optimized_value": best_val if metric == "val/top1" else _finite_or_none(_optimized_value(trainer, metric)),
-    }  # fmt: skip
+    }
     if lr_find is not None:
         results.update(lr_find=lr_find, optimizer_lr=lr_find["suggested_lr"])
     return results
@@ -206,11 +247,13 @@ def next_commands(checkpoint: str, files: dict | None) -> str:
     first test painting, or a placeholder for generated data)."""
     example = str(files["test"][0][0]) if files and files.get("test") else "PATH/TO/PAINTINGS"
     ckpt = override("ckpt_path", str(Path(checkpoint).resolve()))
-    return "\n".join([
-        "Next:",
-        f"  python -m artmove.evaluate {ckpt}",
-        f"  python -m artmove.predict {ckpt} {override('input', example)}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "Next:",
+            f"  python -m artmove.evaluate {ckpt}",
+            f"  python -m artmove.predict {ckpt} {override('input', example)}",
+        ]
+    )
 
 
 def override(key: str, value: str) -> str:
@@ -226,8 +269,12 @@ def _lr_find_only(cfg: DictConfig, lr_find: dict, run: RunFolder, trainer: pl.Tr
     if trainer.is_global_zero:
         run.write_results(results)
         suggestion = lr_find["suggested_lr"]
-        print(f"Suggested learning rate: {suggestion:.3g} (plot: {lr_find['plot']})" if suggestion else
-              f"No suggestion (too few finite losses): see {lr_find['plot']}", flush=True)  # fmt: skip
+        print(
+            f"Suggested learning rate: {suggestion:.3g} (plot: {lr_find['plot']})"
+            if suggestion
+            else f"No suggestion (too few finite losses): see {lr_find['plot']}",
+            flush=True,
+        )
         if suggestion:
             print(f"Train with it: add optimizer.lr={suggestion:.3g}, or run again with tune=lr_apply.", flush=True)
     return results
@@ -239,7 +286,11 @@ def _stopped_by_signal(cfg: DictConfig, trainer: pl.Trainer, run: RunFolder) -> 
     if trainer.is_global_zero:
         record_unfinished(run, "interrupted", cfg, epoch=trainer.current_epoch, step=trainer.global_step, checkpoint=saved)
         how = f"saved {saved}; to continue: python -m artmove.train resume={run.path}" if saved else "no checkpoint saved"
-        print(f"artmove: stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}: {how}.", file=sys.stderr, flush=True)
+        print(
+            f"artmove: stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}: {how}.",
+            file=sys.stderr,
+            flush=True,
+        )
     raise SystemExit(EXIT_INTERRUPTED)
 
 

@@ -101,15 +101,28 @@ def run_cli(module_name: str, *overrides: str) -> Done:
     return Done(code, out.getvalue(), err.getvalue())
 
 
-def classifier(backbone: str, num_classes: int, policy=None, image_size: int | None = None, head: dict | None = None,
-               drop_rate: float = 0.0, drop_path_rate: float = 0.0, **settings):  # fmt: skip
+def classifier(
+    backbone: str,
+    num_classes: int,
+    policy=None,
+    image_size: int | None = None,
+    head: dict | None = None,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    **settings,
+):
     """An ArtClassifier of a network without pretrained weights, built as a run builds it (preprocessing, policy)."""
     from artmove.finetune import Fraction
     from artmove.models import ArtClassifier, backbone_preprocessing, create_network
 
     network = create_network(backbone, num_classes, head, pretrained=False, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-    return ArtClassifier(network, policy or Fraction(), class_names=[f"class{i}" for i in range(num_classes)],
-                         preprocessing=backbone_preprocessing(backbone, image_size), **settings)  # fmt: skip
+    return ArtClassifier(
+        network,
+        policy or Fraction(),
+        class_names=[f"class{i}" for i in range(num_classes)],
+        preprocessing=backbone_preprocessing(backbone, image_size),
+        **settings,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -122,10 +135,18 @@ def tiny_run(tmp_path_factory, wikipaintings_small) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_rasta_run")
     cfg = compose_config(
-        "train", f"paths.output_dir={out}", "data=rasta", f"data.root={wikipaintings_small}",
-        "backbone=tf_efficientnet_lite0", "unfreeze=0.2", "debug=limit", "image_size=64",
-        "data.batch_size=8", "trainer.limit_val_batches=1", "test=false",
-    )  # fmt: skip
+        "train",
+        f"paths.output_dir={out}",
+        "data=rasta",
+        f"data.root={wikipaintings_small}",
+        "backbone=tf_efficientnet_lite0",
+        "unfreeze=0.2",
+        "debug=limit",
+        "image_size=64",
+        "data.batch_size=8",
+        "trainer.limit_val_batches=1",
+        "test=false",
+    )
     train(cfg)
     (out / ".hydra").mkdir()
     OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what Hydra's CLI writes beside every run
@@ -137,8 +158,14 @@ def exported(tiny_run, tmp_path_factory):
     """``tiny_run`` exported to every format through the command line, checked on 12 test paintings:
     (export folder, console output)."""
     out = tmp_path_factory.mktemp("export") / "tiny"
-    done = run_cli("artmove.export", f"ckpt_path={tiny_run}", "formats=[onnx,torchscript,torch_export]", f"out={out}",
-                   "check_images=12", f"hydra.run.dir={out.parent / 'log'}")  # fmt: skip
+    done = run_cli(
+        "artmove.export",
+        f"ckpt_path={tiny_run}",
+        "formats=[onnx,torchscript,torch_export]",
+        f"out={out}",
+        "check_images=12",
+        f"hydra.run.dir={out.parent / 'log'}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done.stdout
 

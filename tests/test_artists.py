@@ -97,12 +97,16 @@ def test_rasta_keeps_its_published_splits_and_reports_their_overlap(wikipainting
 def test_evaluate_and_report_show_the_overlap(tiny_run, tmp_path):
     """tiny_run trains on RASTA's published splits: evaluate's output and the report carry their overlap."""
     trained = json.loads((tiny_run / "results.json").read_text(encoding="utf-8"))["artist_overlap"]
-    results = evaluate(compose_config("evaluate", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}",
-                                      f"output_dir={tmp_path}", "num_workers=0"))  # fmt: skip
+    results = evaluate(
+        compose_config("evaluate", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"output_dir={tmp_path}", "num_workers=0")
+    )
     assert results["artist_overlap"] == {"test": trained["test"]} and trained["test"]["images_by_train_artists"] > 0
     assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["artist_overlap"] == results["artist_overlap"]
     share = f"{100 * trained['test']['share']:.1f} %"
-    assert read_run(RunFolder(tiny_run))["test_artist_overlap"] == f"{share} ({trained['test']['artists_in_train']}/{trained['test']['artists']} artists)"
+    assert (
+        read_run(RunFolder(tiny_run))["test_artist_overlap"]
+        == f"{share} ({trained['test']['artists_in_train']}/{trained['test']['artists']} artists)"
+    )
     report = write_report([tiny_run], tmp_path / "report").read_text(encoding="utf-8")
     assert "test images by train artists" in report and share in report
 

@@ -48,17 +48,30 @@ def test_bad_policy_settings_fail_when_the_data_module_is_built():
         PaintingDataModule(synthetic, augment={"rand_augment": {"magnitude": 9}, "trivial_augment": True})
     with pytest.raises(ConfigError, match="rand_augment=9: give RandAugment's settings"):
         PaintingDataModule(synthetic, augment={"rand_augment": 9})
-    with pytest.raises(ConfigError, match="random_erasing=1.5"):
+    with pytest.raises(ConfigError, match=r"random_erasing=1.5"):
         PaintingDataModule(synthetic, augment={"random_erasing": 1.5})
 
 
 def test_a_run_with_the_policies_logs_to_tensorboard(compose_train, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    results = train(compose_train("data=synthetic", "data.source.train_per_class=2", "data.source.val_per_class=1",
-                                  "data.source.test_per_class=1", "backbone=test_resnet", "pretrained=false", "image_size=32",
-                                  "trainer.max_epochs=1", "data.batch_size=4", "data.num_workers=0", "logger=tensorboard",
-                                  "data.augment.rand_augment={num_ops: 2, magnitude: 9}", "data.augment.random_erasing=0.5"))  # fmt: skip
+    results = train(
+        compose_train(
+            "data=synthetic",
+            "data.source.train_per_class=2",
+            "data.source.val_per_class=1",
+            "data.source.test_per_class=1",
+            "backbone=test_resnet",
+            "pretrained=false",
+            "image_size=32",
+            "trainer.max_epochs=1",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "logger=tensorboard",
+            "data.augment.rand_augment={num_ops: 2, magnitude: 9}",
+            "data.augment.random_erasing=0.5",
+        )
+    )
     assert results["status"] == "ok"
     scalars = {}
     for events in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):  # one file for fit, one for test

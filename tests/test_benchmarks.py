@@ -16,13 +16,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow  # about 30 s on 2 idle cores, 90 s on busy ones
 def test_gpu_benchmark_smoke_runs_on_the_cpu(tmp_path, wikipaintings_small):
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_gpu", "--smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_gpu", "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO_ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "gpu_smoke.json").read_text())
     cases = [row["case"] for row in record["rows"]]
-    assert cases[:5] == ["full, fp32", "full, bf16-mixed", "full, bf16-mixed + channels-last (trainer=gpu)",
-                         "unfreeze=0.2, same settings", "plain loop, full, same settings"]  # fmt: skip
+    assert cases[:5] == [
+        "full, fp32",
+        "full, bf16-mixed",
+        "full, bf16-mixed + channels-last (trainer=gpu)",
+        "unfreeze=0.2, same settings",
+        "plain loop, full, same settings",
+    ]
     assert cases[5].startswith("end-to-end epoch") and all(row["images_per_s"] > 0 and row["peak_rss_mb"] > 100 for row in record["rows"])
     assert record["command"] == "python -m benchmarks.bench_gpu --smoke" and record["machine"]["torch"]
     assert set(record["ratios"]) == {"lightning_vs_plain", "unfreeze_0.2_vs_full", "end_to_end_vs_in_memory"}
@@ -44,7 +54,9 @@ def test_training_benchmarks_at_tiny_sizes(monkeypatch, tmp_path):
         overhead["lightning_images_per_s"] / overhead["plain_images_per_s"], abs=0.01
     )
     partial = bench_partial.run()
-    assert [row["unfreeze"] for row in partial["rows"]] == [0.0, 0.2, 1.0, "forward only"] and partial["rows"][2]["speedup_vs_unfreeze_1"] == 1.0
+    assert [row["unfreeze"] for row in partial["rows"]] == [0.0, 0.2, 1.0, "forward only"] and partial["rows"][2][
+        "speedup_vs_unfreeze_1"
+    ] == 1.0
     forward = partial["rows"][3]  # the ceiling of any partial fine-tuning: full step time / forward time
     assert forward["speedup_vs_unfreeze_1"] == pytest.approx(forward["images_per_s"] / partial["rows"][2]["images_per_s"], abs=0.01)
     path = write_results("partial", partial, 1.0, "python -m benchmarks.run partial", "shared machine", tmp_path)

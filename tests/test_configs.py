@@ -12,17 +12,13 @@ from conftest import LEAN, compose_config
 
 CONF = Path(artmove.conf.__file__).parent
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_"))
-OPTIONS = [
-    (group, f.stem)
-    for group in GROUPS
-    for f in sorted((CONF / group).glob("*.yaml"))
-    if not f.stem.startswith("_")
-]
+OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONF / group).glob("*.yaml")) if not f.stem.startswith("_")]
 
 
 def test_conf_has_the_expected_groups():
-    assert {"data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment",
-            "paths", "hydra", "debug"} <= set(GROUPS)  # fmt: skip
+    assert {"data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "paths", "hydra", "debug"} <= set(
+        GROUPS
+    )
 
 
 def data_root(option, rasta, wikiart, tmp_path):
@@ -56,7 +52,9 @@ def test_every_config_option_is_built(compose_train, group, option, wikipainting
 
             hydra_cfg = compose_config("train", f"hydra/launcher={launcher}", return_hydra_config=True).hydra
             launcher_settings = OmegaConf.to_container(hydra_cfg.launcher, resolve=True)  # interpolations resolve
-            assert launcher_settings["_target_"].startswith("hydra_plugins.") and (launcher == "local_gpus") == ("n_jobs" in launcher_settings)
+            assert launcher_settings["_target_"].startswith("hydra_plugins.") and (launcher == "local_gpus") == (
+                "n_jobs" in launcher_settings
+            )
         return
     overrides = [f"{group}={option}"]
     if group == "data" and option != "synthetic":
@@ -70,9 +68,17 @@ def test_every_config_option_is_built(compose_train, group, option, wikipainting
         # Every object of a run built and used for one batch: policy, head, optimizer, scheduler, feature cache.
         tiny = [] if option == "demo" else ["backbone=test_resnet", "pretrained=false", "image_size=32"]
         tiny += ["unfreeze=0"] if option == "cached" else []
-        cfg = compose_train(*overrides, *tiny, *LEAN, "debug=fast_dev_run", "data.source.train_per_class=1",
-                            "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=48",
-                            f"++features.cache_dir={tmp_path / 'features'}" if option == "cached" else "seed=42")  # fmt: skip
+        cfg = compose_train(
+            *overrides,
+            *tiny,
+            *LEAN,
+            "debug=fast_dev_run",
+            "data.source.train_per_class=1",
+            "data.source.val_per_class=1",
+            "data.source.test_per_class=1",
+            "data.source.canvas_size=48",
+            f"++features.cache_dir={tmp_path / 'features'}" if option == "cached" else "seed=42",
+        )
         results = train(cfg)
         assert results["status"] == "ok" and results["test/num_images"] == 10  # one batch of the 10 classes' test images
         assert results[group]["name"] == option if group in ("finetune", "head") else True
@@ -83,7 +89,9 @@ def test_every_config_option_is_built(compose_train, group, option, wikipainting
     elif group == "trainer" and option not in ("gpu", "ddp"):  # GPU-only options
         cfg = compose_train(*overrides)
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
-        assert trainer.num_devices == cfg.trainer.devices and type(trainer.strategy).__name__.lower().startswith(cfg.trainer.get("strategy", "single"))
+        assert trainer.num_devices == cfg.trainer.devices and type(trainer.strategy).__name__.lower().startswith(
+            cfg.trainer.get("strategy", "single")
+        )
     elif group in ("callbacks", "logger"):
         nodes = compose_train(*overrides).get(group) or {}
         for name, node in nodes.items():  # a class builds itself; a factory (progress_bar) one of Lightning's kinds
@@ -117,8 +125,13 @@ def flatten(settings: dict, prefix: str = ""):
 def test_top_level_keys_feed_the_objects_built_from_them(compose_train):
     cfg = compose_train("backbone=convnext_atto", "unfreeze=0.5", "pretrained=false", "image_size=64", "seed=7", "head=multiscale")
     images, _, model = build(cfg)
-    assert model.network.spec == {"backbone": "convnext_atto", "num_classes": 10, "head": {"name": "multiscale", "stages": 3},
-                                  "drop_rate": 0.0, "drop_path_rate": 0.0}  # fmt: skip
+    assert model.network.spec == {
+        "backbone": "convnext_atto",
+        "num_classes": 10,
+        "head": {"name": "multiscale", "stages": 3},
+        "drop_rate": 0.0,
+        "drop_path_rate": 0.0,
+    }
     assert model.finetuning.policy.unfreeze == 0.5 and model.network.weights_source == "random init"
     assert images.preprocessing["input_size"] == model.preprocessing["input_size"] == [3, 64, 64]
     assert images.source.seed == 7

@@ -67,14 +67,29 @@ def test_the_metrics_on_a_hand_built_case():
     # lac on a hand-built split: scores 0.3, 0.6, 0.8, 0.4; n=4 at 60 %: the ceil(5 * 0.6) = 3rd smallest, 0.6
     record = conformal.fit(probs, labels, 0.6, "lac")
     assert record["threshold"] == pytest.approx(0.6) and record["classes_always_in"] == 0
-    assert conformal.prediction_sets(probs, record).tolist() == [[True, False, False], [True, True, False], [False, False, True], [False, False, True]]
+    assert conformal.prediction_sets(probs, record).tolist() == [
+        [True, False, False],
+        [True, True, False],
+        [False, False, True],
+        [False, False, True],
+    ]
     assert conformal.fit(probs, labels, 0.9, "lac")["threshold"] is None  # ceil(5 * 0.9) = 5 > 4: every class in every set
     assert conformal.prediction_sets(probs, conformal.fit(probs, labels, 0.9, "lac")).all()
 
 
-@pytest.mark.parametrize("change,why", [({"score": "os.system"}, "score"), ({"coverage": 1.5}, "score, coverage"), ({"threshold": "0.5"}, "threshold"),
-                                        ({"threshold": [0.1, 0.2]}, "threshold"), ({"k_reg": True}, "k_reg"), ({"lam": float("inf")}, "score, coverage"),
-                                        ({"class_conditional": True}, "threshold"), ({"seed": None}, "seed")])  # fmt: skip
+@pytest.mark.parametrize(
+    "change,why",
+    [
+        ({"score": "os.system"}, "score"),
+        ({"coverage": 1.5}, "score, coverage"),
+        ({"threshold": "0.5"}, "threshold"),
+        ({"threshold": [0.1, 0.2]}, "threshold"),
+        ({"k_reg": True}, "k_reg"),
+        ({"lam": float("inf")}, "score, coverage"),
+        ({"class_conditional": True}, "threshold"),
+        ({"seed": None}, "seed"),
+    ],
+)
 def test_a_wrong_record_is_refused_in_one_line(change, why):
     record = conformal.fit(*draws(3, 50, torch.Generator().manual_seed(0)), 0.8)
     assert conformal.checked_record(record, "f.ckpt", 3) == record
@@ -104,7 +119,9 @@ def test_the_guaranteed_threshold_keeps_its_promise_over_validation_draws():
 def run(tmp_path_factory):
     """``python -m artmove.train`` of the tiny network with 80 % raps sets (8 validation images: the 8th smallest score)."""
     folder = tmp_path_factory.mktemp("conformal") / "run"
-    done = run_cli("artmove.train", *TINY_RUN, "coverage=0.8", "conformal.score=raps", f"hydra.run.dir={folder}", f"paths.output_dir={folder}")
+    done = run_cli(
+        "artmove.train", *TINY_RUN, "coverage=0.8", "conformal.score=raps", f"hydra.run.dir={folder}", f"paths.output_dir={folder}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return folder
 
@@ -133,7 +150,9 @@ def test_predict_and_the_predictor_give_sets(run, tmp_path):
 
     images = paintings(tmp_path / "in")
     for save in ("json", "csv"):
-        done = run_cli("artmove.predict", f"ckpt_path={run}", f"input={images}", f"save={save}", "num_workers=0", f"hydra.run.dir={tmp_path / save}")
+        done = run_cli(
+            "artmove.predict", f"ckpt_path={run}", f"input={images}", f"save={save}", "num_workers=0", f"hydra.run.dir={tmp_path / save}"
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.count("80 % set: ") == 2
     payload = json.loads((tmp_path / "json" / "predictions.json").read_text())
@@ -155,27 +174,45 @@ def test_evaluate_scores_the_sets_and_fits_them_on_another_split(run, tmp_path):
     assert 0 <= low <= value <= high <= 1 and sum(metrics["set_sizes"]) == metrics["test/num_images"] and metrics["set_worst_class"]
     assert (tmp_path / "test" / "sets.png").is_file() and "set_coverage" in (tmp_path / "test" / "per_class.csv").read_text()
     assert not (tmp_path / "test" / "conformal.json").exists()
-    done = run_cli("artmove.evaluate", f"ckpt_path={run}", "split=val", "conformal.fit=true", "conformal.coverage=0.5",
-                   "conformal.score=lac", "num_workers=0", f"hydra.run.dir={tmp_path / 'val'}")  # fmt: skip
+    done = run_cli(
+        "artmove.evaluate",
+        f"ckpt_path={run}",
+        "split=val",
+        "conformal.fit=true",
+        "conformal.coverage=0.5",
+        "conformal.score=lac",
+        "num_workers=0",
+        f"hydra.run.dir={tmp_path / 'val'}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     fitted = json.loads((tmp_path / "val" / "conformal.json").read_text())["conformal"]
     assert fitted["split"] == "val" and fitted["score"] == "lac" and fitted["coverage"] == 0.5 and "in-sample" in done.stdout
     images = paintings(tmp_path / "in")
-    done = run_cli("artmove.predict", f"ckpt_path={run}", f"input={images}", f"conformal={tmp_path / 'val' / 'conformal.json'}",
-                   "num_workers=0", f"hydra.run.dir={tmp_path / 'p'}")  # fmt: skip
+    done = run_cli(
+        "artmove.predict",
+        f"ckpt_path={run}",
+        f"input={images}",
+        f"conformal={tmp_path / 'val' / 'conformal.json'}",
+        "num_workers=0",
+        f"hydra.run.dir={tmp_path / 'p'}",
+    )
     assert done.returncode == 0 and done.stdout.count("50 % set: ") == 2, done.stderr[-3000:]
     from artmove import Predictor
 
     assert Predictor.from_checkpoint(run, conformal=tmp_path / "val" / "conformal.json").conformal == fitted
     (tmp_path / "bad.json").write_text(json.dumps({"conformal": {**fitted, "threshold": [0.5]}}))
-    done = run_cli("artmove.predict", f"ckpt_path={run}", f"input={images}", f"conformal={tmp_path / 'bad.json'}", f"hydra.run.dir={tmp_path / 'b'}")
+    done = run_cli(
+        "artmove.predict", f"ckpt_path={run}", f"input={images}", f"conformal={tmp_path / 'bad.json'}", f"hydra.run.dir={tmp_path / 'b'}"
+    )
     assert done.returncode == 2 and "its conformal record is not one artmove writes" in done.stderr
 
 
 def test_the_export_carries_the_sets(run, tmp_path):
     from artmove import Predictor
 
-    done = run_cli("artmove.export", f"ckpt_path={run}", f"out={tmp_path / 'export'}", "check_images=2", f"hydra.run.dir={tmp_path / 'log'}")
+    done = run_cli(
+        "artmove.export", f"ckpt_path={run}", f"out={tmp_path / 'export'}", "check_images=2", f"hydra.run.dir={tmp_path / 'log'}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     record = load_trained(resolve_checkpoints(run)[0].file).conformal
@@ -193,8 +230,14 @@ def test_the_export_carries_the_sets(run, tmp_path):
 def test_every_export_format_carries_the_sets_in_its_config(run, tmp_path):
     import onnxruntime
 
-    done = run_cli("artmove.export", f"ckpt_path={run}", "formats=[onnx,torchscript,torch_export]", f"out={tmp_path / 'export'}",
-                   "check_images=2", f"hydra.run.dir={tmp_path / 'log'}")  # fmt: skip
+    done = run_cli(
+        "artmove.export",
+        f"ckpt_path={run}",
+        "formats=[onnx,torchscript,torch_export]",
+        f"out={tmp_path / 'export'}",
+        "check_images=2",
+        f"hydra.run.dir={tmp_path / 'log'}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = load_trained(resolve_checkpoints(run)[0].file).conformal
     session = onnxruntime.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -222,15 +265,30 @@ def test_a_checkpoint_from_before_the_sets_opens_without_them_said_once(run, tmp
     checkpoint["artmove"]["format"] = 4
     checkpoint["artmove"]["conformal"] = {"score": "aps", "threshold": "exec"}
     torch.save(checkpoint, tmp_path / "hostile.ckpt")
-    done = run_cli("artmove.predict", f"ckpt_path={tmp_path / 'hostile.ckpt'}", f"input={paintings(tmp_path / 'in')}", f"hydra.run.dir={tmp_path / 'h'}")
-    assert done.returncode == 2 and "hostile.ckpt: its conformal record is not one artmove writes" in done.stderr and "Traceback" not in done.stderr
+    done = run_cli(
+        "artmove.predict",
+        f"ckpt_path={tmp_path / 'hostile.ckpt'}",
+        f"input={paintings(tmp_path / 'in')}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+    )
+    assert (
+        done.returncode == 2
+        and "hostile.ckpt: its conformal record is not one artmove writes" in done.stderr
+        and "Traceback" not in done.stderr
+    )
 
 
 def test_bad_set_settings_stop_in_one_line_before_compute(tmp_path):
-    for module, setting, message in (("artmove.train", "coverage=1.2", "coverage=1.2: give the share"),
-                                     ("artmove.train", "conformal.score=top5", "conformal.score='top5': use one of lac, aps, raps"),
-                                     ("artmove.train", "conformal.lam=-1", "conformal.lam=-1: give a number >= 0"),
-                                     ("artmove.evaluate", "conformal.fit=yes", "conformal.fit='yes': give true")):  # fmt: skip
-        done = run_cli(module, "ckpt_path=absent" if module.endswith("evaluate") else "pretrained=false", setting,
-                       f"hydra.run.dir={tmp_path / setting.split('=')[0]}")  # fmt: skip
+    for module, setting, message in (
+        ("artmove.train", "coverage=1.2", "coverage=1.2: give the share"),
+        ("artmove.train", "conformal.score=top5", "conformal.score='top5': use one of lac, aps, raps"),
+        ("artmove.train", "conformal.lam=-1", "conformal.lam=-1: give a number >= 0"),
+        ("artmove.evaluate", "conformal.fit=yes", "conformal.fit='yes': give true"),
+    ):
+        done = run_cli(
+            module,
+            "ckpt_path=absent" if module.endswith("evaluate") else "pretrained=false",
+            setting,
+            f"hydra.run.dir={tmp_path / setting.split('=')[0]}",
+        )
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (setting, done.stderr[-2000:])

@@ -16,12 +16,32 @@ from artmove.evaluation.tta import tta_transform
 from artmove.models import backbone_preprocessing
 
 RASTA_CLASSES = [
-    "Abstract_Art", "Abstract_Expressionism", "Art_Informel", "Art_Nouveau_(Modern)", "Baroque",
-    "Color_Field_Painting", "Cubism", "Early_Renaissance", "Expressionism", "High_Renaissance",
-    "Impressionism", "Magic_Realism", "Mannerism_(Late_Renaissance)", "Minimalism", "Naïve_Art_(Primitivism)",
-    "Neoclassicism", "Northern_Renaissance", "Pop_Art", "Post-Impressionism", "Realism", "Rococo",
-    "Romanticism", "Surrealism", "Symbolism", "Ukiyo-e",
-]  # fmt: skip
+    "Abstract_Art",
+    "Abstract_Expressionism",
+    "Art_Informel",
+    "Art_Nouveau_(Modern)",
+    "Baroque",
+    "Color_Field_Painting",
+    "Cubism",
+    "Early_Renaissance",
+    "Expressionism",
+    "High_Renaissance",
+    "Impressionism",
+    "Magic_Realism",
+    "Mannerism_(Late_Renaissance)",
+    "Minimalism",
+    "Naïve_Art_(Primitivism)",
+    "Neoclassicism",
+    "Northern_Renaissance",
+    "Pop_Art",
+    "Post-Impressionism",
+    "Realism",
+    "Rococo",
+    "Romanticism",
+    "Surrealism",
+    "Symbolism",
+    "Ukiyo-e",
+]
 
 
 def make_tree(root, classes, per_class, size=(40, 30)):
@@ -42,7 +62,7 @@ def test_rasta_layout_classes_order_and_split_sizes(wikipaintings_small):
 
 def test_rasta_missing_split_says_what_layout_is_expected(tmp_path):
     make_tree(tmp_path / "wikipaintings_train", ["A", "B"], 2)
-    with pytest.raises(DataSetupError, match="wikipaintings_val.*Expected RASTA's layout"):
+    with pytest.raises(DataSetupError, match=r"wikipaintings_val.*Expected RASTA's layout"):
         RastaWikiPaintings(tmp_path)
 
 
@@ -115,7 +135,7 @@ def test_corrupt_files_give_an_error_naming_the_file(tmp_path, content):
         Image.new("RGB", (200, 200), "green").save(buffer, "JPEG")
         content = buffer.getvalue()[:300]
     path.write_bytes(content)
-    with pytest.raises(UnreadableImageError, match="broken.jpg"):
+    with pytest.raises(UnreadableImageError, match=r"broken.jpg"):
         load_rgb(path)
 
 
@@ -124,7 +144,7 @@ def test_synthetic_paintings_are_deterministic_and_balanced():
     source = SyntheticPaintings(train_per_class=2, val_per_class=1, test_per_class=1, canvas_size=64, seed=1)
     train = source.split("train")
     assert len(train) == 2 * len(source.classes) and len(source.classes) >= 8
-    image, label = train[3]
+    image, _ = train[3]
     again, _ = SyntheticPaintings(2, 1, 1, 64, seed=1).split("train")[3]
     other, _ = SyntheticPaintings(2, 1, 1, 64, seed=2).split("train")[3]
     assert np.array_equal(np.asarray(image), np.asarray(again))
@@ -144,7 +164,7 @@ def test_datamodule_batches_follow_the_backbone_preprocessing():
     assert images.dtype == torch.uint8  # training batches: normalised on the device by the model
     images, _ = next(iter(datamodule.val_dataloader()))
     assert images.shape == (4, 3, 48, 48) and images.dtype == torch.float32
-    assert -1.01 <= images.min() and images.max() <= 1.01
+    assert images.min() >= -1.01 and images.max() <= 1.01
 
 
 def test_test_image_size_sets_every_evaluation_view_but_not_the_training_crops():
@@ -167,8 +187,9 @@ def test_auto_workers_share_the_node_among_ddp_processes(monkeypatch, devices, b
     monkeypatch.setattr("os.cpu_count", lambda: 32)  # a 32-core node; bound_to: CPUs this process is pinned to
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(bound_to or 32)), raising=False)
     datamodule = PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 64), num_workers="auto")
-    datamodule.trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                                    logger=False, enable_checkpointing=False)  # fmt: skip
+    datamodule.trainer = pl.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False, enable_checkpointing=False
+    )
     assert datamodule.loader_options()["num_workers"] == expected
     assert PaintingDataModule(lambda: SyntheticPaintings(2, 1, 1, 64), num_workers=3).loader_options()["num_workers"] == 3
     with pytest.raises(ConfigError, match=r"data.num_workers='four': give auto or a whole number >= 0"):

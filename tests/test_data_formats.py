@@ -18,9 +18,18 @@ from artmove.errors import ConfigError, DataSetupError
 from conftest import classifier
 
 SAMPLE_CLASSES = [
-    "Abstract_Expressionism", "Baroque", "Cubism", "Fauvism", "Impressionism", "Minimalism",
-    "Naive_Art_Primitivism", "Pointillism", "Pop_Art", "Rococo", "Ukiyo_e",
-]  # fmt: skip
+    "Abstract_Expressionism",
+    "Baroque",
+    "Cubism",
+    "Fauvism",
+    "Impressionism",
+    "Minimalism",
+    "Naive_Art_Primitivism",
+    "Pointillism",
+    "Pop_Art",
+    "Rococo",
+    "Ukiyo_e",
+]
 SPLITS = ("train", "val", "test")
 
 
@@ -68,7 +77,7 @@ def wikiart_tree(root, rows, classes=("Abstract_Expressionism", "Action_painting
     for split in ("train", "val"):
         lines = [f"{folder}/{name},{index}" for folder, name, index in rows]
         (root / f"style_{split}.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
-    for folder, name, index in rows:
+    for folder, name, _ in rows:
         image(root / folder / name)
 
 
@@ -90,15 +99,20 @@ def test_wikiart_errors_name_the_line_and_missing_files_are_listed(tmp_path):
     (tmp_path / "Cubism" / "a_0.jpg").unlink()
     assert [p.name for p in WikiArtCSV(tmp_path).missing] == ["a_0.jpg", "a_0.jpg"]  # train and val rows
     (tmp_path / "style_class.txt").unlink()
-    with pytest.raises(DataSetupError, match="style_class.txt not found.*ArtGAN"):
+    with pytest.raises(DataSetupError, match=r"style_class.txt not found.*ArtGAN"):
         WikiArtCSV(tmp_path)
 
 
 # --- Pandora18k -------------------------------------------------------------------------
 def pandora_tree(root, per_artist=3):
-    for folder in ("01_Byzantin_Iconography/andrei-rublev", "01_Byzantin_Iconography/theophanes",
-                   "17_Abstract_Art/suprematism/kazimir-malevich", "17_Abstract_Art/constructivism/el-lissitzky",
-                   "18_PopArt/andy-warhol", "18_PopArt/roy-lichtenstein"):  # fmt: skip
+    for folder in (
+        "01_Byzantin_Iconography/andrei-rublev",
+        "01_Byzantin_Iconography/theophanes",
+        "17_Abstract_Art/suprematism/kazimir-malevich",
+        "17_Abstract_Art/constructivism/el-lissitzky",
+        "18_PopArt/andy-warhol",
+        "18_PopArt/roy-lichtenstein",
+    ):
         for i in range(per_artist):
             image(root / folder / f"work{i}.jpg")
     image(root / "18_PopArt" / "_duplicates" / "andy-warhol" / "copy.jpg")
@@ -112,14 +126,19 @@ def test_pandora_layout_classes_artists_and_skipped_folders(tmp_path):
     files = [path for split in SPLITS for path, _ in source.split(split).samples]
     assert len(files) == 18 and not any("_duplicates" in str(p) for p in files)
     assert {source.artist(p) for p in files} == {
-        "andrei-rublev", "theophanes", "kazimir-malevich", "el-lissitzky", "andy-warhol", "roy-lichtenstein"
-    }  # fmt: skip
+        "andrei-rublev",
+        "theophanes",
+        "kazimir-malevich",
+        "el-lissitzky",
+        "andy-warhol",
+        "roy-lichtenstein",
+    }
     assert all(Counter(source.split(s).labels) == {0: n, 1: n, 2: n} for s, n in (("val", 1), ("test", 1)))
 
 
 def test_pandora_without_numbered_folders_is_a_clear_error(tmp_path):
     image(tmp_path / "Cubism" / "a.jpg")
-    with pytest.raises(DataSetupError, match="no numbered class folders.*Pandora18k"):
+    with pytest.raises(DataSetupError, match=r"no numbered class folders.*Pandora18k"):
         Pandora18k(tmp_path)
 
 
@@ -191,9 +210,9 @@ def test_group_split_does_not_depend_on_listing_order(wikiart_sample):
 def test_group_by_needs_files_and_a_known_value():
     with pytest.raises(ConfigError, match="generated"):
         PaintingDataModule(lambda: SyntheticPaintings(1, 1, 1, 32), group_by="artist").files
-    with pytest.raises(ConfigError, match="data.group_by='painter'"):
+    with pytest.raises(ConfigError, match=r"data.group_by='painter'"):
         PaintingDataModule(lambda: SyntheticPaintings(1, 1, 1, 32), group_by="painter")
-    with pytest.raises(ConfigError, match="data.balance='oversample'"):
+    with pytest.raises(ConfigError, match=r"data.balance='oversample'"):
         PaintingDataModule(lambda: SyntheticPaintings(1, 1, 1, 32), balance="oversample")
 
 

@@ -101,9 +101,7 @@ def test_verify_decodes_everything_and_writes_the_bad_list(tmp_path, monkeypatch
     args = ["data=folder", f"data.root={tmp_path / 'set'}", f"hydra.run.dir={out}", "workers=1"]
     assert run_tool(verify, monkeypatch, *args, "data.max_bad_fraction=0.5") == 0
     listed = (out / "bad_files.tsv").read_text().splitlines()
-    assert sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in listed) == [
-        "not_an_image.jpg", "truncated_scan.jpg", "zero_bytes.jpg"
-    ]  # fmt: skip
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in listed) == ["not_an_image.jpg", "truncated_scan.jpg", "zero_bytes.jpg"]
     assert run_tool(verify, monkeypatch, *args) == 1  # 3 of 15 bad > 1 %
     assert run_tool(verify, monkeypatch, "data=rasta", f"data.root={tmp_path / 'absent'}", f"hydra.run.dir={out}") == 2
 
@@ -136,8 +134,9 @@ def test_prepare_writes_once_and_training_reads_the_copies(tmp_path, monkeypatch
     assert tuple(image.shape) == (3, 32, 32) and image.dtype == torch.float32
 
     # Needs more than 64 px: the originals.
-    too_small = PaintingDataModule(lambda: ImageFolderSplits(root), {**EVAL, "input_size": [3, 128, 128]}, num_workers=0,
-                                   prepared_dir=str(cache))  # fmt: skip
+    too_small = PaintingDataModule(
+        lambda: ImageFolderSplits(root), {**EVAL, "input_size": [3, 128, 128]}, num_workers=0, prepared_dir=str(cache)
+    )
     too_small.setup("fit")
     assert not any(cache in path.parents for path, _ in too_small.datasets["train"].dataset.samples)
 
@@ -160,8 +159,9 @@ def test_wikiart_trains_grouped_by_artist_with_class_weighted_loss(compose_train
     weights = []
     monkeypatch.setattr(PaintingDataModule, "class_weights", spy(PaintingDataModule.class_weights, weights))
     with caplog.at_level(logging.INFO, logger="artmove.data"):
-        results = train(compose_train("data=wikiart", f"data.root={wikiart_sample}", "data.group_by=artist",
-                                      "data.balance=loss", *FAST_TRAIN))  # fmt: skip
+        results = train(
+            compose_train("data=wikiart", f"data.root={wikiart_sample}", "data.group_by=artist", "data.balance=loss", *FAST_TRAIN)
+        )
     assert len(weights[0]) == 11 and len(set(weights[0])) > 1  # the loss got unequal class weights
     assert results["num_classes"] == 11 and sum(results["data"]["split_sizes"].values()) == 1540
     assert "test/top1_macro" in results

@@ -30,7 +30,7 @@ def odd_folder(tmp_path_factory) -> Path:
     """Two classes of 24 px noise, stripes or not, in root/{train,val,test}/<Class>/."""
     root, rng = tmp_path_factory.mktemp("odd"), np.random.default_rng(0)
     for split, counts in SPLITS.items():
-        for name, count in zip(("Plain", "Striped"), counts):
+        for name, count in zip(("Plain", "Striped"), counts, strict=True):
             (root / split / name).mkdir(parents=True)
             for i in range(count):
                 pixels = (rng.random((24, 24, 3)) * 255).astype(np.uint8)
@@ -44,16 +44,34 @@ def ddp_sweep(tmp_path_factory, odd_folder):
     """A checkpoint trained here in one process, then two DDP jobs (`-m trainer=ddp_cpu data.batch_size=2,3`)
     that resume from it: training is done, so they test that checkpoint on 2 processes."""
     base = tmp_path_factory.mktemp("ddp")
-    settings = [f"data.root={odd_folder}", "data=folder", "backbone=test_resnet", "pretrained=false", "debug=limit",
-                "image_size=32", "trainer.limit_val_batches=1.0",
-                "trainer.limit_test_batches=1.0"]  # fmt: skip
+    settings = [
+        f"data.root={odd_folder}",
+        "data=folder",
+        "backbone=test_resnet",
+        "pretrained=false",
+        "debug=limit",
+        "image_size=32",
+        "trainer.limit_val_batches=1.0",
+        "trainer.limit_test_batches=1.0",
+    ]
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="artmove.conf", version_base="1.3"):
-        single = train(compose(config_name="train", overrides=[f"paths.output_dir={base / 'single'}", "trainer=cpu", "data.batch_size=2", *settings]))
+        single = train(
+            compose(config_name="train", overrides=[f"paths.output_dir={base / 'single'}", "trainer=cpu", "data.batch_size=2", *settings])
+        )
     GlobalHydra.instance().clear()
     (base / "cwd").mkdir()
-    command = [sys.executable, "-m", "artmove.train", "-m", *settings, "trainer=ddp_cpu", "data.batch_size=2,3",
-               f"resume={base / 'single' / 'checkpoints' / 'last.ckpt'}", f"hydra.sweep.dir={base / 'sweep'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "artmove.train",
+        "-m",
+        *settings,
+        "trainer=ddp_cpu",
+        "data.batch_size=2,3",
+        f"resume={base / 'single' / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.sweep.dir={base / 'sweep'}",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=base / "cwd")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = {}
@@ -70,7 +88,7 @@ def results(job: Path) -> dict:
 
 @pytest.mark.slow  # a sweep of DDP jobs, two processes each: about a minute
 def test_ddp_cpu_test_metrics_equal_one_process_on_the_same_checkpoint(ddp_sweep):
-    base, single, jobs, output = ddp_sweep
+    _, single, jobs, output = ddp_sweep
     assert output.count("Starting with 2 processes") == 2 and "distributed_backend=gloo" in output
     assert single["test/num_images"] == 5
     for batch_size, job in jobs.items():  # 3 images on rank 0, 2 on rank 1: in 2+1 and 2, or 3 and 2
@@ -110,13 +128,18 @@ def test_sync_batchnorm_keeps_timm_norm_activations():
 @pytest.mark.parametrize(
     ("strategy", "relaunches"),
     [
-        ("ddp", True), ("ddp_find_unused_parameters_true", True), ("fsdp", True), ("ddp_spawn", False),
-        ("ddp_notebook", False), ("auto", False), (None, False),
+        ("ddp", True),
+        ("ddp_find_unused_parameters_true", True),
+        ("fsdp", True),
+        ("ddp_spawn", False),
+        ("ddp_notebook", False),
+        ("auto", False),
+        (None, False),
         ({"_target_": "pytorch_lightning.strategies.DDPStrategy"}, True),
         ({"_target_": "pytorch_lightning.strategies.DDPStrategy", "start_method": "spawn"}, False),
         ({"_target_": "pytorch_lightning.strategies.SingleDeviceStrategy", "device": "cpu"}, False),
     ],
-)  # fmt: skip
+)
 def test_which_strategies_restart_the_command_line(strategy, relaunches):
     """Those need a process of their own inside a sweep (named or configured with _target_)."""
     assert relaunches_command(OmegaConf.create({"s": strategy}).s) is relaunches

@@ -80,7 +80,8 @@ def test_the_page_and_its_endpoint(client, predictor, painting):
     assert len(answer.json()["top"]) == 5
     not_image = client.post("/predict", files={"file": ("notes.txt", b"hello", "text/plain")})
     assert not_image.status_code == 400 and not_image.json() == {
-        "error": "That file is not an image this page can read: upload a JPEG, PNG, WebP, GIF, BMP or TIFF."}
+        "error": "That file is not an image this page can read: upload a JPEG, PNG, WebP, GIF, BMP or TIFF."
+    }
     huge = client.post("/predict", files={"file": ("big.png", png(4000, 2500), "image/png")})
     assert huge.status_code == 413 and "4000 x 2500 pixels" in huge.json()["error"]
     too_long = client.post("/predict", files={"file": ("big.bin", b"x" * 3_000_000, "image/png")})
@@ -89,17 +90,39 @@ def test_the_page_and_its_endpoint(client, predictor, painting):
 
 
 def test_the_headline_is_the_card_s_test_scores(tmp_path):
-    from artmove.release.card import RunFacts
+    from artmove.runs.facts import RunFacts
 
-    results = {"test/top1": 0.61234, "test/top3": 0.8, "test/top5": 0.9012, "test/top1_macro": 0.55, "test/num_images": 440,
-               "data": {"root": "/data/wikiart_sample"}}  # fmt: skip
+    results = {
+        "test/top1": 0.61234,
+        "test/top3": 0.8,
+        "test/top5": 0.9012,
+        "test/top1_macro": 0.55,
+        "test/num_images": 440,
+        "data": {"root": "/data/wikiart_sample"},
+    }
+
     def facts(**results):
-        return RunFacts(checkpoint=tmp_path / "best.ckpt", backbone="resnet50", head="linear", class_names=["a", "b"], preprocessing={},
-                        hparams={}, finetune={}, spec={}, results=results)  # fmt: skip
+        return RunFacts(
+            checkpoint=tmp_path / "best.ckpt",
+            backbone="resnet50",
+            head="linear",
+            class_names=["a", "b"],
+            preprocessing={},
+            hparams={},
+            finetune={},
+            spec={},
+            results=results,
+        )
 
-    assert headline_numbers(facts(**results)) == {"Model": "resnet50", "Movements": "2 (wikiart_sample)", "Test top-1": "61.2%",
-                                                  "Test top-5": "90.1%", "Top-1 macro": "55.0%", "Test images": "440",
-                                                  "Scores from": "the training run's test (results.json)"}  # fmt: skip
+    assert headline_numbers(facts(**results)) == {
+        "Model": "resnet50",
+        "Movements": "2 (wikiart_sample)",
+        "Test top-1": "61.2%",
+        "Test top-5": "90.1%",
+        "Top-1 macro": "55.0%",
+        "Test images": "440",
+        "Scores from": "the training run's test (results.json)",
+    }
     assert headline_numbers(facts())["Test scores"] == "not tested"
 
 
@@ -113,8 +136,12 @@ def free_port() -> int:
 def serving(ckpt_path, log_dir):
     """The demo command (its own process: the real command line) serving ``ckpt_path`` on a free loopback port."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "artmove.demo", f"ckpt_path={ckpt_path}", f"port={port}", f"hydra.run.dir={log_dir}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "artmove.demo", f"ckpt_path={ckpt_path}", f"port={port}", f"hydra.run.dir={log_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 240
@@ -145,7 +172,9 @@ def test_the_demo_command_serves_the_card_headline_on_loopback(demo_url, tiny_ru
     assert "<span>Movements</span><b>25 (wikipaintings_small)</b>" in page
 
 
-needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="no chromium/chromedriver installed (.ci/install-browser installs them)")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="no chromium/chromedriver installed (.ci/install-browser installs them)"
+)
 
 
 def page_answers_in_chromium(url, painting, expected, screenshots) -> None:
@@ -218,8 +247,9 @@ return lit;
 
 @needs_browser
 def test_the_page_in_headless_chromium_shows_predicts_label(demo_url, tiny_run, painting, tmp_path):
-    expected = predict(compose_config("predict", f"ckpt_path={tiny_run}", f"input={painting}", f"output_dir={tmp_path}",
-                                      "num_workers=0"))["predictions"][0]["top"]  # fmt: skip
+    expected = predict(compose_config("predict", f"ckpt_path={tiny_run}", f"input={painting}", f"output_dir={tmp_path}", "num_workers=0"))[
+        "predictions"
+    ][0]["top"]
     page_answers_in_chromium(demo_url, painting, expected, tmp_path)
 
 
@@ -259,14 +289,18 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_it_streams(predictor, 
     app = create_app(predictor, {"Model": "m"}, max_bytes=20_000_000)
     with serving_in_thread(app) as url:
         boundary = "artmoveboundary"
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
+        )
 
         def body():
             yield head
             yield from fifty_megabytes()
 
         try:
-            answer = httpx.post(f"{url}/predict", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=60)
+            answer = httpx.post(
+                f"{url}/predict", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=60
+            )
         except httpx.TransportError as error:  # the server may close the stream once it has answered
             pytest.fail(f"no 413 answer: {error}")
         assert answer.status_code == 413 and "over the 20 MB limit" in answer.json()["error"]
@@ -377,8 +411,13 @@ def stalled_upload(url: str) -> dict:
     boundary = "stalled"
     head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.png"\r\nContent-Type: image/png\r\n\r\n'
     started = time.perf_counter()
-    connection.sendall((f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-                        f"Content-Length: 1000000\r\n\r\n{head}").encode() + b"\x89PNG")  # fmt: skip
+    connection.sendall(
+        (
+            f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: 1000000\r\n\r\n{head}"
+        ).encode()
+        + b"\x89PNG"
+    )
     outcome = {"reply": b""}
 
     def read() -> None:
@@ -429,5 +468,7 @@ def test_a_burst_is_admitted_exactly_as_the_settings_say(predictor, painting):
     app = create_app(slow, {"Model": "m"}, max_parallel=1, max_waiting=3)
     data = png(64, 48)
     with serving_in_thread(app) as url, httpx.Client(timeout=60) as client, ThreadPoolExecutor(12) as pool:
-        statuses = list(pool.map(lambda _: client.post(f"{url}/predict", files={"file": ("p.png", data, "image/png")}).status_code, range(12)))
+        statuses = list(
+            pool.map(lambda _: client.post(f"{url}/predict", files={"file": ("p.png", data, "image/png")}).status_code, range(12))
+        )
     assert sorted(statuses) == [200] * 4 + [503] * 8, statuses

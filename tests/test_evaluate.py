@@ -41,9 +41,7 @@ def test_confusion_matrix_and_pairs_on_a_hand_built_case():
     counts = confusion_matrix(PROBS, LABELS)
     assert counts.tolist() == [[1, 1, 0, 0], [1, 0, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]]
     pairs = most_confused_pairs(counts, CLASSES, top=3)
-    assert [(p["class_a"], p["class_b"], p["a_as_b"], p["b_as_a"]) for p in pairs] == [
-        ("A", "B", 1, 1), ("A", "D", 0, 1), ("B", "D", 1, 0)
-    ]  # fmt: skip
+    assert [(p["class_a"], p["class_b"], p["a_as_b"], p["b_as_a"]) for p in pairs] == [("A", "B", 1, 1), ("A", "D", 0, 1), ("B", "D", 1, 0)]
     assert pairs[0]["a_as_b_share"] == 0.5 and pairs[0]["b_as_a_share"] == 0.5
 
 
@@ -83,8 +81,9 @@ def test_views_are_averaged_as_probabilities():
 def test_classes_are_matched_by_name_and_mapped_explicitly():
     model = ["Baroque", "Cubism", "Naïve_Art_(Primitivism)"]
     assert label_map(["Cubism", "Baroque"], model) == [1, 0]
-    mapping = label_map(["Cubism", "Fauvism", "Naive_Art_Primitivism"], model,
-                        {"Fauvism": None, "Naive_Art_Primitivism": "Naïve_Art_(Primitivism)"})  # fmt: skip
+    mapping = label_map(
+        ["Cubism", "Fauvism", "Naive_Art_Primitivism"], model, {"Fauvism": None, "Naive_Art_Primitivism": "Naïve_Art_(Primitivism)"}
+    )
     assert mapping == [1, None, 2]
     with pytest.raises(ConfigError, match=r"1 of its 2 classes are not among the checkpoint's 3 \(\['Fauvism'\]\).*class_map="):
         label_map(["Cubism", "Fauvism"], model)
@@ -160,9 +159,17 @@ def test_evaluate_scores_the_split_training_tested_on_when_grouped_by_artist(tin
     from hydra.utils import instantiate
 
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    cfg = compose_config("evaluate", f"ckpt_path={ckpt}", f"output_dir={tmp_path}", "num_workers=0",
-                         "data=rasta", f"data.root={wikipaintings_small}", "data.group_by=artist",
-                         "data.regroup_published=true", "seed=42")  # fmt: skip
+    cfg = compose_config(
+        "evaluate",
+        f"ckpt_path={ckpt}",
+        f"output_dir={tmp_path}",
+        "num_workers=0",
+        "data=rasta",
+        f"data.root={wikipaintings_small}",
+        "data.group_by=artist",
+        "data.regroup_published=true",
+        "seed=42",
+    )
     results = evaluate(cfg)
     grouped = instantiate(cfg.data).files["test"]
     predicted = [row["path"] for row in csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8"))]

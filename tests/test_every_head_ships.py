@@ -14,9 +14,17 @@ from artmove import Predictor
 from artmove.data.sources import SyntheticPaintings
 from conftest import run_cli
 
-TINY_PAINTINGS = ["experiment=paintings", "image_size=64", "trainer.max_epochs=1", "data.num_workers=0", "data.batch_size=8",
-                  "data.source.train_per_class=4", "data.source.val_per_class=2", "data.source.test_per_class=2",
-                  "data.source.canvas_size=96"]  # fmt: skip
+TINY_PAINTINGS = [
+    "experiment=paintings",
+    "image_size=64",
+    "trainer.max_epochs=1",
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "data.source.train_per_class=4",
+    "data.source.val_per_class=2",
+    "data.source.test_per_class=2",
+    "data.source.canvas_size=96",
+]
 
 
 @pytest.fixture(scope="module", params=["multiscale", pytest.param("gram", marks=pytest.mark.slow)])
@@ -41,8 +49,9 @@ def paintings(tmp_path_factory):
 @pytest.mark.parametrize("formats", ["safetensors", pytest.param("[onnx,torchscript,torch_export]", marks=pytest.mark.slow)])
 def test_it_exports_and_predicts_as_its_checkpoint(run, paintings, tmp_path, formats):
     out = tmp_path / "export"
-    done = run_cli("artmove.export", f"ckpt_path={run}", f"formats={formats}", f"out={out}", "check_images=8",
-                   f"hydra.run.dir={tmp_path / 'log'}")  # fmt: skip
+    done = run_cli(
+        "artmove.export", f"ckpt_path={run}", f"formats={formats}", f"out={out}", "check_images=8", f"hydra.run.dir={tmp_path / 'log'}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "export.json").read_text())
     assert record["layout"] == "artmove" and set(record["checks"]) == {"safetensors", *formats.strip("[]").split(",")} - {""}
@@ -50,7 +59,7 @@ def test_it_exports_and_predicts_as_its_checkpoint(run, paintings, tmp_path, for
         assert check["images"] == 8 and check["top1_agreement"] == 1.0 and check["max_abs_logit_diff"] < 1e-4, name
     from_checkpoint, from_export = Predictor.from_checkpoint(run), Predictor.from_export(out)
     assert type(from_export.network).__name__ == "ArtNetwork" and from_export.class_names == from_checkpoint.class_names
-    for mine, theirs in zip(from_checkpoint(paintings, tta="flip"), from_export(paintings, tta="flip")):
+    for mine, theirs in zip(from_checkpoint(paintings, tta="flip"), from_export(paintings, tta="flip"), strict=True):
         assert [m for m, _ in mine.top] == [m for m, _ in theirs.top]
         assert [p for _, p in mine.top] == pytest.approx([p for _, p in theirs.top], abs=1e-6)
 
@@ -61,8 +70,14 @@ def test_evaluate_and_predict_explain_it(run, paintings, tmp_path):
     gallery = Image.open(tmp_path / "eval" / "top_losses.png")
     assert gallery.width > 2 * 224 and gallery.height > 224  # paintings beside their Grad-CAM
     assert "gallery: top_losses.png" in done.stdout
-    done = run_cli("artmove.predict", f"ckpt_path={run}", f"input={paintings[0].parent}", "explain=true", "num_workers=0",
-                   f"hydra.run.dir={tmp_path / 'predict'}")  # fmt: skip
+    done = run_cli(
+        "artmove.predict",
+        f"ckpt_path={run}",
+        f"input={paintings[0].parent}",
+        "explain=true",
+        "num_workers=0",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     overlays = sorted((tmp_path / "predict" / "explain").glob("*.gradcam.png"))
     assert [p.name for p in overlays] == [f"{p.stem}.gradcam.png" for p in paintings]

@@ -16,18 +16,23 @@ from artmove.errors import ConfigError
 from artmove.evaluation.tta import eval_transform
 from artmove.export import export
 from artmove.models import load_trained
-from artmove.release.card import RunFacts, write_card
+from artmove.release.card import write_card
 from artmove.release.check import compare, failures
 from artmove.release.formats import WeightsFolder
 from artmove.runs.checkpoints import resolve_checkpoint
+from artmove.runs.facts import RunFacts
 from conftest import compose_config
 
 
 def test_every_format_reproduces_the_checkpoint_on_real_paintings(exported):
     out, stdout = exported
     record = json.loads((out / "export.json").read_text(encoding="utf-8"))
-    assert record["files"] == {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.torchscript.pt",
-                               "torch_export": "model.pt2"}  # fmt: skip
+    assert record["files"] == {
+        "safetensors": "model.safetensors",
+        "onnx": "model.onnx",
+        "torchscript": "model.torchscript.pt",
+        "torch_export": "model.pt2",
+    }
     assert record["layout"] == "timm" and record["head"] == {"name": "linear"}
     expected = {"README.md", "config.json", "export.json", "model.onnx", "model.safetensors", "model.torchscript.pt", "model.pt2"}
     assert expected <= {p.name for p in out.iterdir()} <= expected | {"confusion_matrix.png"}  # the card copies an evaluation's figure
@@ -65,7 +70,9 @@ def test_onnx_has_a_dynamic_batch_and_the_class_names(exported, tiny_run):
 def test_timm_alone_rebuilds_the_export(exported, tiny_run, wikipaintings_small):
     """In a process without artmove: timm's local-dir model, its own transform, the checkpoint's predictions."""
     out, _ = exported
-    paintings = [sorted((wikipaintings_small / "wikipaintings_test" / name).iterdir())[0] for name in ("Baroque", "Cubism", "Ukiyo-e", "Pop_Art")]
+    paintings = [
+        sorted((wikipaintings_small / "wikipaintings_test" / name).iterdir())[0] for name in ("Baroque", "Cubism", "Ukiyo-e", "Pop_Art")
+    ]
     script = textwrap.dedent(f"""
         import json, sys, timm, torch
         from PIL import Image
@@ -105,23 +112,63 @@ def facts_for_card(tmp_path, group_by=None):
     """RunFacts of a made-up run with test scores, an evaluate output and an artist count."""
     evaluation = tmp_path / "run" / "eval" / "test"
     evaluation.mkdir(parents=True)
-    (evaluation / "metrics.json").write_text(json.dumps({"split": "test", "tta": "none", "data": {"root": "/data/wikipaintings_small"},
-        "test/top1": 0.5555, "test/top3": 0.7777, "test/top5": 0.8888, "test/top1_macro": 0.5151, "test/num_images": 20}), encoding="utf-8")  # fmt: skip
+    (evaluation / "metrics.json").write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "tta": "none",
+                "data": {"root": "/data/wikipaintings_small"},
+                "test/top1": 0.5555,
+                "test/top3": 0.7777,
+                "test/top5": 0.8888,
+                "test/top1_macro": 0.5151,
+                "test/num_images": 20,
+            }
+        ),
+        encoding="utf-8",
+    )
     (evaluation / "per_class.csv").write_text(
         "class,support,predicted,accuracy,top3_accuracy,precision,recall,f1\n"
-        "Cubism,10,12,0.5,0.8,0.416667,0.5,0.454545\nUkiyo-e,10,8,0.6,0.9,0.75,0.6,0.666667\n", encoding="utf-8")  # fmt: skip
+        "Cubism,10,12,0.5,0.8,0.416667,0.5,0.454545\nUkiyo-e,10,8,0.6,0.9,0.75,0.6,0.666667\n",
+        encoding="utf-8",
+    )
     Image.new("RGB", (8, 8), "white").save(evaluation / "confusion_matrix.png")
-    results = {"status": "ok", "pretrained": True, "weights_source": "timm hub", "epochs": 7, "seed": 3, "test/top1": 0.4321,
-               "data": {"source": "artmove.data.sources.RastaWikiPaintings", "root": "/data/wikipaintings_small",
-                        "split_sizes": {"train": 60, "val": 20, "test": 20}}}  # fmt: skip
+    results = {
+        "status": "ok",
+        "pretrained": True,
+        "weights_source": "timm hub",
+        "epochs": 7,
+        "seed": 3,
+        "test/top1": 0.4321,
+        "data": {
+            "source": "artmove.data.sources.RastaWikiPaintings",
+            "root": "/data/wikipaintings_small",
+            "split_sizes": {"train": 60, "val": 20, "test": 20},
+        },
+    }
     config = {"data": {"group_by": group_by, "batch_size": 16}, "pretrained": True}
     hparams = {"optimizer": {"opt": "sgd", "lr": 0.01}, "label_smoothing": 0.1}
     spec = {"backbone": "resnet50", "num_classes": 2, "head": {"name": "multiscale", "stages": 3}, "drop_rate": 0.2, "drop_path_rate": 0.0}
-    return RunFacts(checkpoint=tmp_path / "run" / "checkpoints" / "best.ckpt", backbone="resnet50", head="multiscale",
-                    class_names=["Cubism", "Ukiyo-e"], preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic",
-                    "crop_pct": 0.95, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, hparams=hparams,
-                    finetune={"name": "gradual", "unfreeze": 0.5}, spec=spec, results=results, config=config,
-                    evaluation=evaluation, split_artists={"test_artists": 7, "shared_with_train": 3})  # fmt: skip
+    return RunFacts(
+        checkpoint=tmp_path / "run" / "checkpoints" / "best.ckpt",
+        backbone="resnet50",
+        head="multiscale",
+        class_names=["Cubism", "Ukiyo-e"],
+        preprocessing={
+            "input_size": [3, 224, 224],
+            "interpolation": "bicubic",
+            "crop_pct": 0.95,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
+        hparams=hparams,
+        finetune={"name": "gradual", "unfreeze": 0.5},
+        spec=spec,
+        results=results,
+        config=config,
+        evaluation=evaluation,
+        split_artists={"test_artists": 7, "shared_with_train": 3},
+    )
 
 
 def test_the_card_takes_the_evaluation_beside_the_run(tmp_path):
@@ -198,9 +245,8 @@ def test_check_paintings_can_come_from_check_input(tiny_run, wikipaintings_small
         (tmp_path / f"{name}.jpg").write_bytes(source.read_bytes())
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     cfg = compose_config("export", f"ckpt_path={tiny_run}", f"check_input={tmp_path}", "check_images=5")
-    checkpoint = resolve_checkpoint(tiny_run)
-    trained = load_trained(checkpoint.file)
-    images = check_images(cfg, checkpoint, trained, RunFacts.of(checkpoint, trained))
+    trained = load_trained(resolve_checkpoint(tiny_run).file)
+    images = check_images(cfg, trained.preprocessing, None, tiny_run)  # check_input: the run's data set is not read
     assert images.shape == (2, 3, 64, 64)  # the unreadable file skipped
 
 
@@ -227,8 +273,11 @@ def test_the_card_shows_names_from_a_model_as_text(tmp_path):
     import dataclasses
 
     payload = '<img src=x onerror="alert(1)">[click](javascript:alert(2))'
-    facts = dataclasses.replace(facts_for_card(tmp_path), class_names=[f"{payload}Cubism", "Ukiyo-e"],
-                                results={**facts_for_card(tmp_path / "b").results, "data": {"root": f"/data/{payload}"}})  # fmt: skip
+    facts = dataclasses.replace(
+        facts_for_card(tmp_path),
+        class_names=[f"{payload}Cubism", "Ukiyo-e"],
+        results={**facts_for_card(tmp_path / "b").results, "data": {"root": f"/data/{payload}"}},
+    )
     out = tmp_path / "out"
     out.mkdir()
     write_card(facts, out, {}, {}, hub_repo=None, timm_layout=False)

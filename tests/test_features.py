@@ -10,10 +10,24 @@ from artmove.features.cache import cache_key
 from artmove.train import train
 from conftest import NO_CALIBRATION
 
-PROBE = ["backbone=tf_efficientnet_lite0", "unfreeze=0", "image_size=64", "data.batch_size=8", "data.num_workers=0",
-         "data.source.train_per_class=3", "data.source.val_per_class=1", "data.source.test_per_class=2",
-         "data.source.canvas_size=80", "trainer.max_epochs=2", "scheduler=none", "optimizer.lr=0.01",
-         "trainer.accelerator=cpu", "callbacks=none", "logger=csv", *NO_CALIBRATION]  # fmt: skip
+PROBE = [
+    "backbone=tf_efficientnet_lite0",
+    "unfreeze=0",
+    "image_size=64",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "data.source.train_per_class=3",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=2",
+    "data.source.canvas_size=80",
+    "trainer.max_epochs=2",
+    "scheduler=none",
+    "optimizer.lr=0.01",
+    "trainer.accelerator=cpu",
+    "callbacks=none",
+    "logger=csv",
+    *NO_CALIBRATION,
+]
 METRICS = ("test/top1", "test/top3", "test/top5", "test/loss")
 
 
@@ -48,12 +62,19 @@ def test_cached_probe_matches_the_image_run_and_reuses_its_cache(compose_train, 
 def test_cache_key_follows_what_changes_the_features():
     base = cache_key("resnet50", "w1", "train", "10 files abc", "Resize(224)")
     assert base == cache_key("resnet50", "w1", "train", "10 files abc", "Resize(224)")
-    assert len({base,
+    assert (
+        len(
+            {
+                base,
                 cache_key("resnet18", "w1", "train", "10 files abc", "Resize(224)"),
                 cache_key("resnet50", "w2", "train", "10 files abc", "Resize(224)"),
                 cache_key("resnet50", "w1", "val", "10 files abc", "Resize(224)"),
                 cache_key("resnet50", "w1", "train", "10 files abd", "Resize(224)"),
-                cache_key("resnet50", "w1", "train", "10 files abc", "Resize(160)")}) == 6  # fmt: skip
+                cache_key("resnet50", "w1", "train", "10 files abc", "Resize(160)"),
+            }
+        )
+        == 6
+    )
 
 
 def test_only_what_changes_the_images_changes_the_key(compose_train, monkeypatch):
@@ -69,8 +90,12 @@ def test_only_what_changes_the_images_changes_the_key(compose_train, monkeypatch
 
     monkeypatch.setattr(feature_datamodule.FeatureCache, "load_or_extract", record)
     common = ["backbone=test_resnet", "pretrained=false", "unfreeze=0", "features=cached", "image_size=32"]
-    for changed in (["data.batch_size=8"], ["data.batch_size=4", "data.num_workers=0", "data.augment.hflip=0"],
-                    ["data.source.canvas_size=200"], ["image_size=48"]):  # fmt: skip
+    for changed in (
+        ["data.batch_size=8"],
+        ["data.batch_size=4", "data.num_workers=0", "data.augment.hflip=0"],
+        ["data.source.canvas_size=200"],
+        ["image_size=48"],
+    ):
         torch.manual_seed(0)  # the same random weights each time
         build(compose_train(*common, *changed))[1].setup("fit")
     runs = [keys[i : i + 3] for i in range(0, 12, 3)]
@@ -88,9 +113,12 @@ def test_extraction_workers_share_the_node_among_ddp_processes(compose_train, mo
     monkeypatch.setattr("os.cpu_count", lambda: 32)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)), raising=False)
     monkeypatch.setattr(feature_datamodule.FeatureCache, "load_or_extract", lambda cache, backbone, key, split, compute: compute())
-    monkeypatch.setattr(feature_datamodule, "extract", lambda *args: workers.append(args[3]) or (torch.zeros(1, 8), torch.zeros(1, dtype=torch.long)))
-    datamodule = build(compose_train("backbone=test_resnet", "pretrained=false", "unfreeze=0", "features=cached",
-                                     "image_size=32", "data.num_workers=auto"))[1]  # fmt: skip
+    monkeypatch.setattr(
+        feature_datamodule, "extract", lambda *args: workers.append(args[3]) or (torch.zeros(1, 8), torch.zeros(1, dtype=torch.long))
+    )
+    datamodule = build(
+        compose_train("backbone=test_resnet", "pretrained=false", "unfreeze=0", "features=cached", "image_size=32", "data.num_workers=auto")
+    )[1]
     datamodule.trainer = pl.Trainer(accelerator="cpu", devices=4, strategy="ddp", logger=False, enable_checkpointing=False)
     datamodule.setup("fit")
     assert workers == [8, 8, 8]  # train, val, test

@@ -18,9 +18,20 @@ from artmove.models import create_network
 from artmove.train import build
 from conftest import LEAN, classifier, sgd_steps
 
-TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0",
-        "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=48", "optimizer.lr=0.01", "optimizer.weight_decay=0.05", *LEAN]  # fmt: skip
+TINY = [
+    "backbone=test_resnet",
+    "pretrained=false",
+    "image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.source.train_per_class=1",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    "data.source.canvas_size=48",
+    "optimizer.lr=0.01",
+    "optimizer.weight_decay=0.05",
+    *LEAN,
+]
 LR = 0.01
 
 
@@ -42,9 +53,17 @@ def fit(compose_train, *overrides, epochs=3, batches=2, callbacks=(), ckpt_path=
     pl.seed_everything(0)
     _, datamodule, model = build(cfg)
     recorder = LrRecorder()
-    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=1, accelerator="cpu",
-                         logger=False, enable_checkpointing=bool(callbacks), enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[recorder, *callbacks])  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=bool(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder, *callbacks],
+    )
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model, recorder.steps
 
@@ -109,9 +128,15 @@ def test_fraction_trains_the_same_parameters_at_the_scheduled_lr(compose_train):
 # --- gradual ------------------------------------------------------------------------
 @pytest.mark.parametrize("scheduler", ["none", "cosine"])
 def test_gradual_unfreezes_one_block_per_epoch_at_lower_lrs(compose_train, scheduler):
-    model, steps = fit(compose_train, "finetune=gradual", "unfreeze=0.5", "finetune.lr_decay=0.5",
-                       f"scheduler={scheduler}", "scheduler.warmup_epochs=0" if scheduler == "cosine" else "scheduler=none",
-                       epochs=4)  # fmt: skip
+    model, steps = fit(
+        compose_train,
+        "finetune=gradual",
+        "unfreeze=0.5",
+        "finetune.lr_decay=0.5",
+        f"scheduler={scheduler}",
+        "scheduler.warmup_epochs=0" if scheduler == "cosine" else "scheduler=none",
+        epochs=4,
+    )
     assert model.finetuning.plan.trained_blocks == 2  # the floor: layer3.0 and layer4.0 of test_resnet
     assert [s["epoch"] for s in steps] == [0, 0, 1, 1, 2, 2, 3, 3]
     head_lrs = [check_gradual_step(model.finetuning.plan, step) for step in steps]
@@ -124,8 +149,9 @@ def test_gradual_unfreezes_one_block_per_epoch_at_lower_lrs(compose_train, sched
 def test_gradual_resumes_from_a_checkpoint(compose_train, tmp_path):
     overrides = ("finetune=gradual", "unfreeze=0.5", "scheduler=cosine", "scheduler.warmup_epochs=0")
     fit(compose_train, *overrides, epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
-    model, resumed = fit(compose_train, *overrides, epochs=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "b")],
-                         ckpt_path=tmp_path / "last.ckpt")  # fmt: skip
+    model, resumed = fit(
+        compose_train, *overrides, epochs=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "b")], ckpt_path=tmp_path / "last.ckpt"
+    )
     assert [s["epoch"] for s in resumed] == [2, 2, 3, 3]
     head_lrs = [check_gradual_step(model.finetuning.plan, step) for step in resumed]
     assert head_lrs == sorted(head_lrs, reverse=True) and head_lrs[0] < LR  # the schedule goes on where it stopped
@@ -134,10 +160,13 @@ def test_gradual_resumes_from_a_checkpoint(compose_train, tmp_path):
 # --- discriminative -----------------------------------------------------------------
 @pytest.mark.parametrize("scheduler", ["none", "cosine", "step"])
 def test_discriminative_lr_decays_per_layer_group_under_every_scheduler(compose_train, scheduler):
-    model, steps = fit(compose_train, "finetune=discriminative", "finetune.layer_decay=0.5", "unfreeze=1",
-                       f"scheduler={scheduler}", epochs=1)  # fmt: skip
+    model, steps = fit(
+        compose_train, "finetune=discriminative", "finetune.layer_decay=0.5", "unfreeze=1", f"scheduler={scheduler}", epochs=1
+    )
     backbone = model.network.backbone
-    layer_of = {f"backbone.{name}": layer for name, layer in group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True).items()}
+    layer_of = {
+        f"backbone.{name}": layer for name, layer in group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True).items()
+    }
     top = max(layer_of.values())
     assert top == 4  # stem, layer1.0 .. layer4.0; the head one level above
     layer_of.update({name: top + 1 for name, _ in model.network.head.named_parameters(prefix="head")})
@@ -189,7 +218,14 @@ def test_freeze_norm_stats_all_keeps_statistics_of_trained_norms_fixed():
 def test_regularisers_are_off_by_default(compose_train):
     cfg = compose_train()
     model = cfg.model
-    assert (model.mixup, model.cutmix, model.ema_decay, model.label_smoothing, cfg.network.drop_rate, cfg.network.drop_path_rate) == (0, 0, None, 0, 0, 0)
+    assert (model.mixup, model.cutmix, model.ema_decay, model.label_smoothing, cfg.network.drop_rate, cfg.network.drop_path_rate) == (
+        0,
+        0,
+        None,
+        0,
+        0,
+        0,
+    )
     assert type(build(compose_train("pretrained=false"))[2].finetuning.policy) is Fraction
 
 
@@ -236,13 +272,16 @@ def test_cached_features_refuse_a_backbone_that_trains(compose_train, overrides)
         train(compose_train(*TINY, *overrides))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["finetune=gradual", "finetune.every_epochs=0"], "every_epochs=0"),
-    (["finetune=discriminative", "finetune.layer_decay=1.5"], r"layer_decay=1.5: give a factor in \(0, 1\]"),
-    (["finetune=fraction", "finetune.freeze_norm_stats=some"], "freeze_norm_stats='some': use frozen or all"),
-    (["unfreeze=1.5"], r"unfreeze=1.5 must be a number in \[0, 1\]"),
-    (["finetune=stages", "finetune.stages=6"], "ResNet has 5 stages"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["finetune=gradual", "finetune.every_epochs=0"], "every_epochs=0"),
+        (["finetune=discriminative", "finetune.layer_decay=1.5"], r"layer_decay=1.5: give a factor in \(0, 1\]"),
+        (["finetune=fraction", "finetune.freeze_norm_stats=some"], "freeze_norm_stats='some': use frozen or all"),
+        (["unfreeze=1.5"], r"unfreeze=1.5 must be a number in \[0, 1\]"),
+        (["finetune=stages", "finetune.stages=6"], "ResNet has 5 stages"),
+    ],
+)
 def test_wrong_finetune_settings_fail_before_any_data_or_weights(compose_train, overrides, message, monkeypatch):
     import artmove.data
     from artmove.train import train
@@ -255,14 +294,23 @@ def test_wrong_finetune_settings_fail_before_any_data_or_weights(compose_train, 
         train(compose_train(*TINY, *overrides))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["finetune=stages", "unfreeze=0.5"], "finetune=stages counts stages, it does not use unfreeze=0.5"),
-    (["+finetune.stage=2"], "finetune.stage: fine-tuning policy fraction has no such setting; its settings: unfreeze, train_bn, freeze_norm_stats"),
-    (["finetune=fraction", "+finetune.layer_decay=0.5"], "finetune.layer_decay: fine-tuning policy fraction has no such setting"),
-    (["finetune=gradual", "+finetune.stages=2"], "finetune.stages: fine-tuning policy gradual has no such setting"),
-    (["finetune=discriminative", "+finetune.every_epochs=2"], "finetune.every_epochs: fine-tuning policy discriminative has no such setting"),
-    (["finetune.name=partial"], "finetune.name='partial': artmove has no fine-tuning policy of that name; use one of fraction, stages"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["finetune=stages", "unfreeze=0.5"], "finetune=stages counts stages, it does not use unfreeze=0.5"),
+        (
+            ["+finetune.stage=2"],
+            "finetune.stage: fine-tuning policy fraction has no such setting; its settings: unfreeze, train_bn, freeze_norm_stats",
+        ),
+        (["finetune=fraction", "+finetune.layer_decay=0.5"], "finetune.layer_decay: fine-tuning policy fraction has no such setting"),
+        (["finetune=gradual", "+finetune.stages=2"], "finetune.stages: fine-tuning policy gradual has no such setting"),
+        (
+            ["finetune=discriminative", "+finetune.every_epochs=2"],
+            "finetune.every_epochs: fine-tuning policy discriminative has no such setting",
+        ),
+        (["finetune.name=partial"], "finetune.name='partial': artmove has no fine-tuning policy of that name; use one of fraction, stages"),
+    ],
+)
 def test_each_policy_refuses_a_setting_it_does_not_use(compose_train, overrides, message):
     with pytest.raises(ConfigError, match=message):
         build(compose_train(*TINY, *overrides))
@@ -280,7 +328,7 @@ def test_a_policy_from_the_users_own_module_plugs_in_by_target(compose_train, tm
         "        plan = plan_unfreeze(network, 0.0, setting='stem only')\n"
         "        return dataclasses.replace(plan, blocks=plan.blocks[1:] + plan.blocks[:1],\n"
         "                                   block_layers=plan.block_layers[1:] + plan.block_layers[:1], trained_blocks=1)\n"
-    )  # fmt: skip
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     model, steps = fit(compose_train, "~finetune", "+finetune._target_=my_policies.StemOnly", "scheduler=none", epochs=1)
     stem = {n for n, _ in model.network.named_parameters() if n.startswith(("backbone.conv1.", "backbone.bn1."))}

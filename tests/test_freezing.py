@@ -15,10 +15,7 @@ def trainable_prefixes(network: torch.nn.Module) -> set[str]:
 
 @pytest.fixture(scope="module")
 def resnet50_classifiers():
-    return {
-        fraction: classifier("resnet50", 7, Fraction(fraction), image_size=64)
-        for fraction in (0.0, 0.2, 1.0)
-    }
+    return {fraction: classifier("resnet50", 7, Fraction(fraction), image_size=64) for fraction in (0.0, 0.2, 1.0)}
 
 
 def test_resnet50_head_only_layer4_or_everything(resnet50_classifiers):

@@ -38,7 +38,9 @@ def test_gpu_trainers_take_bf16_where_the_gpu_has_it(monkeypatch, trainer, capab
     fake_gpu(monkeypatch, capability)
     cfg = compose_config("train", f"trainer={trainer}")
     assert cfg.trainer.precision == precision
-    assert OmegaConf.to_container(compose_config("train", f"trainer={trainer}", "trainer.precision=32-true").trainer)["precision"] == "32-true"
+    assert (
+        OmegaConf.to_container(compose_config("train", f"trainer={trainer}", "trainer.precision=32-true").trainer)["precision"] == "32-true"
+    )
 
 
 def test_a_gpu_left_in_fp32_is_named_in_one_log_line(monkeypatch, caplog):
@@ -143,7 +145,7 @@ def test_compiled_model_keeps_plain_checkpoint_keys(monkeypatch):
 
 
 def test_unknown_compile_mode_is_a_config_error():
-    with pytest.raises(ConfigError, match="model.compile_mode='fastest'"):
+    with pytest.raises(ConfigError, match=r"model.compile_mode='fastest'"):
         classifier("test_resnet", 3, image_size=32, compile=True, compile_mode="fastest")
 
 
@@ -153,11 +155,27 @@ def test_real_compile_trains_and_its_checkpoint_loads_without_compile(tmp_path):
     from artmove.models import load_trained
 
     done = subprocess.run(
-        [sys.executable, "-m", "artmove.train", "backbone=test_resnet", "pretrained=false", "image_size=32", "unfreeze=1",
-         "model.compile=true", "trainer.max_epochs=1", "data.batch_size=4", "data.source.train_per_class=2",
-         "data.source.val_per_class=1", "data.source.test_per_class=1", "data.num_workers=0", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "artmove.train",
+            "backbone=test_resnet",
+            "pretrained=false",
+            "image_size=32",
+            "unfreeze=1",
+            "model.compile=true",
+            "trainer.max_epochs=1",
+            "data.batch_size=4",
+            "data.source.train_per_class=2",
+            "data.source.val_per_class=1",
+            "data.source.test_per_class=1",
+            "data.num_workers=0",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "torch.compile failed" not in done.stderr
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -49,7 +49,7 @@ def test_a_corrupt_cache_file_means_reading_the_headers(tmp_path):
     screened(root, cache)
     (saved,) = (cache / "headers").glob("*.json")
     saved.write_text("{not json")
-    files, checks = screened(root, cache)
+    _, checks = screened(root, cache)
     assert len(checks) == 12 and not any(check.error for check in checks)
     assert saved.read_text().startswith('{"version": 1')
 

@@ -42,7 +42,9 @@ def test_the_command_table_is_pyprojects_console_scripts():
 HELP_READ_HERE = ("train", "predict", "verify", "prepare", "report", "list")
 
 
-@pytest.mark.parametrize("name", [name if name in HELP_READ_HERE else pytest.param(name, marks=pytest.mark.slow) for name in sorted(COMMANDS)])
+@pytest.mark.parametrize(
+    "name", [name if name in HELP_READ_HERE else pytest.param(name, marks=pytest.mark.slow) for name in sorted(COMMANDS)]
+)
 def test_every_command_answers_help(name):
     command = COMMANDS[name]
     done = help_of(name)
@@ -105,8 +107,11 @@ def test_the_comment_reader(tmp_path):
     assert confdoc.file_summary(path) == "What this file is."
     assert [(g.name, g.value, g.doc) for g in doc.groups] == [("data", "x", "the data more")]
     assert [(k.name, k.value, k.doc) for k in doc.keys] == [
-        ("a", "1", "About a. Two lines. inline"), ("b", "'x # not a comment'", ""), ("nested", "", ""), ("c", "2", ""),
-    ]  # fmt: skip
+        ("a", "1", "About a. Two lines. inline"),
+        ("b", "'x # not a comment'", ""),
+        ("nested", "", ""),
+        ("c", "2", ""),
+    ]
 
 
 def test_the_listing_shows_offline_backbones_formats_presets_heads_policies(tmp_path, monkeypatch):
@@ -134,4 +139,3 @@ def test_the_listing_shows_offline_backbones_formats_presets_heads_policies(tmp_
     only = run_cli("artmove.list", "presets")
     assert only.stdout.startswith("Experiment presets") and "Backbones" not in only.stdout
     assert run_cli("artmove.list", "nonsense").returncode == 2
-

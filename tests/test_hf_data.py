@@ -50,12 +50,14 @@ def write_wikiart_parquet(folder: Path, shards: int = 2, styles=STYLES, painted=
     (folder / "data").mkdir(parents=True)
     for shard in range(shards):
         part = rows_with_gap[shard::shards]
-        table = pa.table({
-            "image": pa.array([{"bytes": r[0], "path": r[1]} for r in part], image_type),
-            "artist": pa.array([r[2] for r in part], pa.int64()),
-            "genre": pa.array([r[3] for r in part], pa.int64()),
-            "style": pa.array([r[4] for r in part], pa.int64()),
-        }).replace_schema_metadata(metadata)  # fmt: skip
+        table = pa.table(
+            {
+                "image": pa.array([{"bytes": r[0], "path": r[1]} for r in part], image_type),
+                "artist": pa.array([r[2] for r in part], pa.int64()),
+                "genre": pa.array([r[3] for r in part], pa.int64()),
+                "style": pa.array([r[4] for r in part], pa.int64()),
+            }
+        ).replace_schema_metadata(metadata)
         pq.write_table(table, folder / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet")
     return rows, artists
 
@@ -64,8 +66,9 @@ def test_train_on_a_parquet_dataset_in_huggan_wikiarts_schema_with_artist_disjoi
     rows, artists = write_wikiart_parquet(tmp_path / "wikiart")
     run = tmp_path / "run"
     cache = tmp_path / "cache"
-    done = run_cli("artmove.train", "data=hf", f"data.root={tmp_path / 'wikiart'}", f"data.prepared_dir={cache}", *TINY,
-                   f"hydra.run.dir={run}")  # fmt: skip
+    done = run_cli(
+        "artmove.train", "data=hf", f"data.root={tmp_path / 'wikiart'}", f"data.prepared_dir={cache}", *TINY, f"hydra.run.dir={run}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert results["classes"] == PAINTED  # ClassLabel names of the styles present, in the dataset's order
@@ -89,8 +92,14 @@ def test_train_on_a_parquet_dataset_in_huggan_wikiarts_schema_with_artist_disjoi
 
 def test_a_missing_column_is_one_line_naming_the_columns(tmp_path):
     write_wikiart_parquet(tmp_path / "wikiart", shards=1)
-    done = run_cli("artmove.data.inspect", "data=hf", f"data.root={tmp_path / 'wikiart'}", "data.source.label_column=movement",
-                   f"data.prepared_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'out'}")  # fmt: skip
+    done = run_cli(
+        "artmove.data.inspect",
+        "data=hf",
+        f"data.root={tmp_path / 'wikiart'}",
+        "data.source.label_column=movement",
+        f"data.prepared_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
     assert done.returncode == 2
     error = done.stderr.strip().splitlines()[-1]
     assert "no column 'movement'" in error and "image, artist, genre, style" in error and "label_column" in error
@@ -113,19 +122,33 @@ def test_train_on_a_save_to_disk_folder_keeps_its_published_test_split(tmp_path)
     """A DatasetDict written by `datasets` itself (Arrow files, dataset_dict.json): its test split is kept as it is."""
     datasets = pytest.importorskip("datasets")
     rows, artists = wikiart_rows()
-    columns = {"image": [{"bytes": r[0], "path": r[1]} for r in rows], "artist": [r[2] for r in rows],
-               "genre": [r[3] for r in rows], "style": [r[4] for r in rows]}  # fmt: skip
-    feats = datasets.Features({
-        "image": datasets.Image(), "artist": datasets.ClassLabel(names=artists),
-        "genre": datasets.ClassLabel(names=["landscape", "portrait"]), "style": datasets.ClassLabel(names=STYLES),
-    })  # fmt: skip
+    columns = {
+        "image": [{"bytes": r[0], "path": r[1]} for r in rows],
+        "artist": [r[2] for r in rows],
+        "genre": [r[3] for r in rows],
+        "style": [r[4] for r in rows],
+    }
+    feats = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "artist": datasets.ClassLabel(names=artists),
+            "genre": datasets.ClassLabel(names=["landscape", "portrait"]),
+            "style": datasets.ClassLabel(names=STYLES),
+        }
+    )
     full = datasets.Dataset.from_dict(columns, features=feats)
     test_rows = [i for i, r in enumerate(rows) if r[2] % 6 == 5]  # each style's last artist
     train_rows = [i for i in range(len(rows)) if i not in test_rows]
     datasets.DatasetDict({"train": full.select(train_rows), "test": full.select(test_rows)}).save_to_disk(str(tmp_path / "saved"))
     run = tmp_path / "run"
-    done = run_cli("artmove.train", "data=hf", f"data.root={tmp_path / 'saved'}", f"data.prepared_dir={tmp_path / 'cache'}", *TINY,
-                   f"hydra.run.dir={run}")  # fmt: skip
+    done = run_cli(
+        "artmove.train",
+        "data=hf",
+        f"data.root={tmp_path / 'saved'}",
+        f"data.prepared_dir={tmp_path / 'cache'}",
+        *TINY,
+        f"hydra.run.dir={run}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert results["classes"] == PAINTED

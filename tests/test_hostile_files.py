@@ -53,9 +53,20 @@ def crafted(path, marker, artmove_record=None):
     """What the issue's attacker wrote: weights_only-safe (strings and numbers only), yet naming code for
     instantiate in the hyper-parameters a format-1 reader rebuilt the model from."""
     payload = {"_target_": "os.makedirs", "name": str(marker)}  # creates the marker: the code ran
-    checkpoint = {"state_dict": {"model.conv1.weight": torch.zeros(1)}, "loops": {}, "epoch": 0, "global_step": 0,
-                  "hyper_parameters": {"backbone": "test_resnet", "num_classes": 3, "class_names": ["a", "b", "c"],
-                                       "preprocessing": {}, "finetune": payload, "head": payload}}  # fmt: skip
+    checkpoint = {
+        "state_dict": {"model.conv1.weight": torch.zeros(1)},
+        "loops": {},
+        "epoch": 0,
+        "global_step": 0,
+        "hyper_parameters": {
+            "backbone": "test_resnet",
+            "num_classes": 3,
+            "class_names": ["a", "b", "c"],
+            "preprocessing": {},
+            "finetune": payload,
+            "head": payload,
+        },
+    }
     if artmove_record is not None:
         checkpoint["artmove"] = artmove_record
     torch.save(checkpoint, path)
@@ -63,14 +74,26 @@ def crafted(path, marker, artmove_record=None):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("record", [None, {"format": 2, "inference_weights": "network", "network": {
-    "backbone": "test_resnet", "num_classes": 3, "head": {"name": "os.makedirs"}}}, {"format": 2, "inference_weights": "network",
-    "network": {"backbone": "test_resnet", "num_classes": 3, "_target_": "os.makedirs"}}], ids=["format 1", "head name", "spec key"])
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        {
+            "format": 2,
+            "inference_weights": "network",
+            "network": {"backbone": "test_resnet", "num_classes": 3, "head": {"name": "os.makedirs"}},
+        },
+        {"format": 2, "inference_weights": "network", "network": {"backbone": "test_resnet", "num_classes": 3, "_target_": "os.makedirs"}},
+    ],
+    ids=["format 1", "head name", "spec key"],
+)
 def test_a_checkpoint_that_names_code_is_refused_and_nothing_runs(command, record, tmp_path, no_serving):
     marker = tmp_path / "PAYLOAD-RAN"
     ckpt = crafted(tmp_path / "crafted.ckpt", marker, record)
     line = one_line(run_command(command, ckpt, tmp_path))
-    assert "crafted.ckpt" in line and ("not one of artmove's" in line or "artmove has no head" in line or "entries artmove does not write" in line)
+    assert "crafted.ckpt" in line and (
+        "not one of artmove's" in line or "artmove has no head" in line or "entries artmove does not write" in line
+    )
     assert not marker.exists() and not (tmp_path / "export").exists()
 
 
@@ -99,10 +122,20 @@ def test_a_painting_of_an_extreme_aspect_ratio_costs_bounded_memory(tiny_run, tm
     peak resident memory of the command's process (and its loader workers)."""
     wide = tmp_path / "wide.png"
     Image.new("RGB", (20000, 1), "red").save(wide)
-    command = [sys.executable, "-m", "artmove.predict", f"ckpt_path={tiny_run}", f"input={wide}", "tta=flip", f"hydra.run.dir={tmp_path / 'log'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "artmove.predict",
+        f"ckpt_path={tiny_run}",
+        f"input={wide}",
+        "tta=flip",
+        f"hydra.run.dir={tmp_path / 'log'}",
+    ]
     # A process of its own that runs the command and reports its peak (RUSAGE_CHILDREN: the command and its loader workers).
-    measure = ("import json, resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-               "print(json.dumps([done.returncode, done.stdout, done.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    measure = (
+        "import json, resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(json.dumps([done.returncode, done.stdout, done.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
     measured = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True, timeout=300)
     returncode, stdout, stderr, peak_kb = json.loads(measured.stdout)
     assert returncode == 0, stderr[-3000:]
@@ -134,15 +167,18 @@ def test_a_dangling_link_is_listed_as_skipped_not_dropped(tiny_run, tmp_path):
     assert "1 image(s) predicted, 1 skipped (unreadable)" in done.stdout and "b.png" in done.stderr
 
 
-@pytest.mark.parametrize("command, setting, message", [
-    ("train", "optimizer.lr=nan", "optimizer.lr=nan: give a learning rate > 0"),
-    ("train", "optimizer.lr=inf", "optimizer.lr=inf: give a learning rate > 0"),
-    ("train", "seed=abc", "seed='abc': give a whole number >= 0"),
-    ("train", "model.label_smoothing=2", r"model.label_smoothing=2: give a share in \[0, 1\)"),
-    ("predict", "batch_size=0", "batch_size=0: give a whole number of images from 1 to 4096"),
-    ("demo", "port=99999", "port=99999: give a TCP port from 1 to 65535"),
-    ("demo", "max_upload_mb=-1", "max_upload_mb=-1: give a limit > 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "command, setting, message",
+    [
+        ("train", "optimizer.lr=nan", "optimizer.lr=nan: give a learning rate > 0"),
+        ("train", "optimizer.lr=inf", "optimizer.lr=inf: give a learning rate > 0"),
+        ("train", "seed=abc", "seed='abc': give a whole number >= 0"),
+        ("train", "model.label_smoothing=2", r"model.label_smoothing=2: give a share in \[0, 1\)"),
+        ("predict", "batch_size=0", "batch_size=0: give a whole number of images from 1 to 4096"),
+        ("demo", "port=99999", "port=99999: give a TCP port from 1 to 65535"),
+        ("demo", "max_upload_mb=-1", "max_upload_mb=-1: give a limit > 0"),
+    ],
+)
 def test_a_bad_number_is_one_line_and_exit_2(command, setting, message, tmp_path, no_serving):
     extra = {"train": ["data=rasta", f"data.root={tmp_path / 'absent'}"], "predict": ["ckpt_path=x", "input=y"], "demo": ["ckpt_path=x"]}
     done = run_cli(f"artmove.{command}", *extra[command], setting, f"hydra.run.dir={tmp_path / 'log'}")
@@ -150,8 +186,18 @@ def test_a_bad_number_is_one_line_and_exit_2(command, setting, message, tmp_path
 
 
 # --- resuming ------------------------------------------------------------------------------------
-TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0", "data=folder",
-        "+trainer.limit_val_batches=1", "data.source.val_fraction=0.25", "data.source.test_fraction=0.25", "test=false"]  # fmt: skip
+TINY = [
+    "backbone=test_resnet",
+    "pretrained=false",
+    "image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data=folder",
+    "+trainer.limit_val_batches=1",
+    "data.source.val_fraction=0.25",
+    "data.source.test_fraction=0.25",
+    "test=false",
+]
 
 
 def paintings(root, shade=0):
@@ -168,8 +214,10 @@ def test_a_rerun_with_other_defining_settings_is_refused_naming_each(tmp_path):
     first = run_cli("artmove.train", *TINY, f"data.root={data}", "trainer.max_epochs=1", f"hydra.run.dir={run}")
     assert first.returncode == 0, first.stderr[-3000:]
     config = (run / ".hydra" / "config.yaml").read_text()
-    for setting, named in ((["image_size=48"], "image_size=48 (the checkpoint's: 32)"),
-                           ([f"data.root={other}"], f"data.root='{other}' (the checkpoint's: '{data}')")):  # fmt: skip
+    for setting, named in (
+        (["image_size=48"], "image_size=48 (the checkpoint's: 32)"),
+        ([f"data.root={other}"], f"data.root='{other}' (the checkpoint's: '{data}')"),
+    ):
         done = run_cli("artmove.train", *TINY, f"data.root={data}", *setting, "trainer.max_epochs=2", f"hydra.run.dir={run}")
         line = one_line(done)
         assert line.startswith(f"artmove: error: cannot continue {run / 'checkpoints' / 'last.ckpt'} with other settings") and named in line
@@ -194,10 +242,27 @@ def test_a_rerun_with_more_epochs_continues_and_keeps_the_history_of_attempts(tm
 @pytest.mark.slow  # a process of its own
 def test_a_second_sweep_into_a_folder_in_use_is_refused_and_the_first_keeps_its_jobs(tmp_path):
     sweep = tmp_path / "sweep"
-    first = subprocess.Popen([sys.executable, "-m", "artmove.train", "-m", "backbone=test_resnet", "pretrained=false", "image_size=32",
-                              "data.num_workers=0", "data.source.train_per_class=2", "data.source.val_per_class=1",
-                              "data.source.test_per_class=1", "trainer.max_epochs=1000", "seed=1,2", f"hydra.sweep.dir={sweep}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "artmove.train",
+            "-m",
+            "backbone=test_resnet",
+            "pretrained=false",
+            "image_size=32",
+            "data.num_workers=0",
+            "data.source.train_per_class=2",
+            "data.source.val_per_class=1",
+            "data.source.test_per_class=1",
+            "trainer.max_epochs=1000",
+            "seed=1,2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while not (sweep / "0" / ".hydra" / "overrides.yaml").is_file():
@@ -231,11 +296,15 @@ def test_a_sweep_counts_only_its_own_jobs_and_each_one_missing_its_results_as_fa
 # --- sizes a setting or a file asks for: bounded before anything is allocated ------------------------
 def peak_of(command: list[str], limit_file_bytes: int | None = None) -> tuple[int, str, str, float]:
     """(exit code, stdout, stderr, peak resident GB) of ``command`` in a process of its own (and its children)."""
-    measure = ("import json, resource, subprocess, sys; limit = int(sys.argv[1]); "
-               "limits = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))) if limit else None; "
-               "done = subprocess.run(sys.argv[2:], capture_output=True, text=True, preexec_fn=limits); "
-               "print(json.dumps([done.returncode, done.stdout, done.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")  # fmt: skip
-    measured = subprocess.run([sys.executable, "-c", measure, str(limit_file_bytes or 0), *command], capture_output=True, text=True, timeout=300)
+    measure = (
+        "import json, resource, subprocess, sys; limit = int(sys.argv[1]); "
+        "limits = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))) if limit else None; "
+        "done = subprocess.run(sys.argv[2:], capture_output=True, text=True, preexec_fn=limits); "
+        "print(json.dumps([done.returncode, done.stdout, done.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
+    measured = subprocess.run(
+        [sys.executable, "-c", measure, str(limit_file_bytes or 0), *command], capture_output=True, text=True, timeout=300
+    )
     returncode, stdout, stderr, peak_kb = json.loads(measured.stdout)
     return returncode, stdout, stderr, peak_kb / 2**20
 
@@ -246,8 +315,17 @@ def only_line(returncode: int, stderr: str) -> str:
 
 @pytest.mark.slow  # a process of its own
 def test_a_huge_image_size_is_one_line_before_anything_is_allocated(tmp_path):
-    returncode, _, stderr, peak_gb = peak_of([sys.executable, "-m", "artmove.train", "backbone=test_resnet", "pretrained=false", "image_size=100000",
-                                              f"hydra.run.dir={tmp_path / 'run'}"])  # fmt: skip
+    returncode, _, stderr, peak_gb = peak_of(
+        [
+            sys.executable,
+            "-m",
+            "artmove.train",
+            "backbone=test_resnet",
+            "pretrained=false",
+            "image_size=100000",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
     assert "image_size=100000: give a whole number of pixels from 16 to 2048" in only_line(returncode, stderr)
     assert peak_gb < 2, f"peak {peak_gb:.2f} GB"
 
@@ -270,33 +348,40 @@ def test_a_checkpoint_asking_for_a_30000_pixel_input_is_one_line_before_anything
     ckpt = with_preprocessing(tiny_run, tmp_path, input_size=[3, 30000, 30000])
     image = tmp_path / "painting.png"
     Image.new("RGB", (64, 48), "olive").save(image)
-    returncode, _, stderr, peak_gb = peak_of([sys.executable, "-m", "artmove.predict", f"ckpt_path={ckpt}", f"input={image}",
-                                              f"hydra.run.dir={tmp_path / 'log'}"])  # fmt: skip
+    returncode, _, stderr, peak_gb = peak_of(
+        [sys.executable, "-m", "artmove.predict", f"ckpt_path={ckpt}", f"input={image}", f"hydra.run.dir={tmp_path / 'log'}"]
+    )
     line = only_line(returncode, stderr)
     assert "changed.ckpt: its preprocessing is not one artmove can use (input_size" in line and "from 16 to 2048 pixels" in line
     assert peak_gb < 2, f"peak {peak_gb:.2f} GB"
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"input_size": None}, "(input_size: Field required)"),
-    ({"interpolation": {"a": 1}}, "(interpolation: Input should be 'bilinear'"),
-    ({"mean": [0.5, "x", 0.5]}, "(mean.1: Input should be a valid number"),
-    ({"std": [0.5, 0.0, 0.5]}, "three finite numbers > 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"input_size": None}, "(input_size: Field required)"),
+        ({"interpolation": {"a": 1}}, "(interpolation: Input should be 'bilinear'"),
+        ({"mean": [0.5, "x", 0.5]}, "(mean.1: Input should be a valid number"),
+        ({"std": [0.5, 0.0, 0.5]}, "three finite numbers > 0"),
+    ],
+)
 def test_a_checkpoint_with_broken_preprocessing_is_one_line(changes, message, tiny_run, tmp_path):
     ckpt = with_preprocessing(tiny_run, tmp_path, **changes)
     line = one_line(run_command("predict", ckpt, tmp_path))
     assert "its preprocessing is not one artmove can use" in line and message in line
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda config: config.update(model_args={"num_classes": "x"}), "timm cannot build the model it records (TypeError"),
-    (lambda config: config.update(model_args={"block_args": {"a": 1}}), "its model_args"),
-    (lambda config: config.update(architecture="hf-hub:someone/model"), "not one of timm's registered models"),
-    (lambda config: config["pretrained_cfg"].update(input_size=[3, 30000, 30000]), "from 16 to 2048 pixels"),
-    (lambda config: config["pretrained_cfg"].pop("interpolation"), "(interpolation: Field required)"),
-    (lambda config: config.update(label_names=["a"]), "its label_names are not 25 names"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda config: config.update(model_args={"num_classes": "x"}), "timm cannot build the model it records (TypeError"),
+        (lambda config: config.update(model_args={"block_args": {"a": 1}}), "its model_args"),
+        (lambda config: config.update(architecture="hf-hub:someone/model"), "not one of timm's registered models"),
+        (lambda config: config["pretrained_cfg"].update(input_size=[3, 30000, 30000]), "from 16 to 2048 pixels"),
+        (lambda config: config["pretrained_cfg"].pop("interpolation"), "(interpolation: Field required)"),
+        (lambda config: config.update(label_names=["a"]), "its label_names are not 25 names"),
+    ],
+)
 def test_a_malformed_export_config_is_one_error_of_artmoves_own(edit, message, exported, tmp_path):
     from artmove.errors import ConfigError
     from artmove.serving.predictor import Predictor
@@ -311,15 +396,29 @@ def test_a_malformed_export_config_is_one_error_of_artmoves_own(edit, message, e
 
 
 def test_max_epochs_minus_one_with_a_schedule_is_one_line(tmp_path):
-    done = run_cli("artmove.train", "backbone=test_resnet", "pretrained=false", "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}")
-    assert "trainer.max_epochs=-1 trains without an epoch limit, and the learning-rate schedule (scheduler=cosine) needs a length" in one_line(done)
+    done = run_cli(
+        "artmove.train", "backbone=test_resnet", "pretrained=false", "trainer.max_epochs=-1", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert (
+        "trainer.max_epochs=-1 trains without an epoch limit, and the learning-rate schedule (scheduler=cosine) needs a length"
+        in one_line(done)
+    )
 
 
 @pytest.mark.slow  # a process of its own, under a file-size limit
 def test_a_checkpoint_over_the_file_size_limit_is_one_line_and_keeps_the_previous_one(tmp_path):
     run = tmp_path / "run"
-    settings = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.num_workers=0", "data.source.train_per_class=1",
-                "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=32", *NO_CALIBRATION]  # fmt: skip
+    settings = [
+        "backbone=test_resnet",
+        "pretrained=false",
+        "image_size=32",
+        "data.num_workers=0",
+        "data.source.train_per_class=1",
+        "data.source.val_per_class=1",
+        "data.source.test_per_class=1",
+        "data.source.canvas_size=32",
+        *NO_CALIBRATION,
+    ]
     first = run_cli("artmove.train", *settings, "trainer.max_epochs=1", f"hydra.run.dir={run}")
     assert first.returncode == 0, first.stderr[-3000:]
     before = {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()}

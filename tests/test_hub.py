@@ -17,8 +17,12 @@ from fake_hub import FakeHub
 def export_folder(tmp_path):
     folder = tmp_path / "export"
     folder.mkdir()
-    for name, content in (("README.md", "---\nlibrary_name: timm\n---\n\n# card\n"), ("config.json", '{"num_classes": 2}'),
-                          ("model.safetensors", "weights"), ("export.json", "{}")):  # fmt: skip
+    for name, content in (
+        ("README.md", "---\nlibrary_name: timm\n---\n\n# card\n"),
+        ("config.json", '{"num_classes": 2}'),
+        ("model.safetensors", "weights"),
+        ("export.json", "{}"),
+    ):
         (folder / name).write_text(content, encoding="utf-8")
     return folder
 
@@ -31,13 +35,20 @@ def test_push_creates_a_private_repo_and_uploads_the_folder(export_folder, monke
         seen["files"] = sorted(os.listdir(folder_path))
         return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/0", commit_message="m", commit_description="", oid="0" * 40)
 
-    with mock.patch.object(HfApi, "create_repo", autospec=True, side_effect=lambda self, repo_id, **kw: RepoUrl(f"https://huggingface.co/{repo_id}")) as create, \
-         mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=upload) as upload_folder:  # fmt: skip
+    with (
+        mock.patch.object(
+            HfApi, "create_repo", autospec=True, side_effect=lambda self, repo_id, **kw: RepoUrl(f"https://huggingface.co/{repo_id}")
+        ) as create,
+        mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=upload) as upload_folder,
+    ):
         assert push(export_folder, "someone/art-movements") == "https://huggingface.co/someone/art-movements/commit/0"
     assert create.call_args.args[1:] == ("someone/art-movements",)
     assert create.call_args.kwargs == {"private": True, "exist_ok": True}
-    assert upload_folder.call_args.kwargs == {"repo_id": "someone/art-movements", "folder_path": str(export_folder),
-                                              "commit_message": "Upload model exported by artmove"}  # fmt: skip
+    assert upload_folder.call_args.kwargs == {
+        "repo_id": "someone/art-movements",
+        "folder_path": str(export_folder),
+        "commit_message": "Upload model exported by artmove",
+    }
     assert seen["files"] == ["README.md", "config.json", "export.json", "model.safetensors"]
 
 
@@ -73,7 +84,9 @@ def test_offline_the_cli_fails_in_one_line_and_keeps_the_export(tiny_run, tmp_pa
     out = tmp_path / "export"
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1
     monkeypatch.setenv("HF_TOKEN", "hf_fake")
-    done = run_cli("artmove.export", f"ckpt_path={tiny_run}", f"out={out}", "check_images=2", "hub=someone/art", f"hydra.run.dir={tmp_path / 'log'}")
+    done = run_cli(
+        "artmove.export", f"ckpt_path={tiny_run}", f"out={out}", "check_images=2", "hub=someone/art", f"hydra.run.dir={tmp_path / 'log'}"
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("artmove: error: hub=someone/art: offline (HF_HUB_OFFLINE is set), nothing pushed; the export is complete in")

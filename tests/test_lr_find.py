@@ -14,14 +14,25 @@ from artmove.train import train
 from artmove.training.tune import LearningRateFinder
 from conftest import LEAN
 
-TINY = ["data.source.train_per_class=4", "data.source.val_per_class=1", "data.source.test_per_class=1", "backbone=test_resnet",
-        "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0", "tune.num_training=20", *LEAN]  # fmt: skip
+TINY = [
+    "data.source.train_per_class=4",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    "backbone=test_resnet",
+    "pretrained=false",
+    "image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "tune.num_training=20",
+    *LEAN,
+]
 
 
 @pytest.mark.slow
 def test_tune_lr_writes_the_curve_the_plot_and_the_suggestion(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "artmove.train", "tune=lr", *TINY, f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "artmove.train", "tune=lr", *TINY, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["lr_find"]
     lrs, losses = found["lr"], found["loss"]

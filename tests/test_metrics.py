@@ -63,12 +63,25 @@ def test_a_runs_test_table_equals_evaluate_on_its_best_checkpoint(tmp_path, wiki
     """Through the command line: RASTA's test split comes in class order, so the first test batch is one
     class (all ranked within the top 3 here); train's test metrics must still be evaluate's."""
     run = tmp_path / "run"
-    done = run_cli("artmove.train", "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0", "unfreeze=0",
-                   "image_size=64", "data.batch_size=10", "trainer.max_epochs=1", "+trainer.limit_train_batches=8", "+trainer.limit_val_batches=2", "data.num_workers=0",
-                   f"hydra.run.dir={run}")  # fmt: skip
+    done = run_cli(
+        "artmove.train",
+        "data=rasta",
+        f"data.root={wikipaintings_small}",
+        "backbone=tf_efficientnet_lite0",
+        "unfreeze=0",
+        "image_size=64",
+        "data.batch_size=10",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=8",
+        "+trainer.limit_val_batches=2",
+        "data.num_workers=0",
+        f"hydra.run.dir={run}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((run / "results.json").read_text())
-    done = run_cli("artmove.evaluate", f"ckpt_path={run / trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}")
+    done = run_cli(
+        "artmove.evaluate", f"ckpt_path={run / trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for key in ("test/top1", "test/top3", "test/top5", "test/top1_macro", "test/num_images", "test/ece", "test/nll"):

@@ -14,9 +14,19 @@ from artmove.models import create_network, load_trained
 from artmove.models.heads import GramHead
 from conftest import LEAN, classifier, run_cli, sgd_steps
 
-TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0",
-        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=48", "trainer.accelerator=cpu", *LEAN]  # fmt: skip
+TINY = [
+    "backbone=test_resnet",
+    "pretrained=false",
+    "image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.source.train_per_class=2",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    "data.source.canvas_size=48",
+    "trainer.accelerator=cpu",
+    *LEAN,
+]
 HEADS = [{"name": "linear"}, {"name": "multiscale", "stages": 3}, {"name": "gram", "channels": 8}]
 POLICIES = {
     "fraction=0": lambda: Fraction(0),
@@ -88,7 +98,7 @@ def test_a_head_always_trains_under_every_policy(policy, head):
 def test_settings_are_checked_before_weights_load():
     with pytest.raises(ConfigError, match=r"head.stages=6: give 2, 3 or 4"):
         create_network("test_resnet", 3, {"name": "multiscale", "stages": 6}, pretrained=False)
-    with pytest.raises(ConfigError, match="head.channels"):
+    with pytest.raises(ConfigError, match=r"head.channels"):
         create_network("test_resnet", 3, {"name": "gram", "channels": 1000}, pretrained=False)
     with pytest.raises(ConfigError, match=r"head.size: head multiscale has no such setting; its settings: stages\."):
         create_network("test_resnet", 3, {"name": "multiscale", "size": 2}, pretrained=False)
@@ -111,7 +121,7 @@ def test_flip_tta_averages_each_painting_with_its_mirror_in_validation_and_test(
             loss, logits = model._step((images, labels), metrics, stage)
             assert torch.allclose(logits, (plain + mirrored) / 2) and torch.allclose(loss, model.criterion(logits, labels))
         assert model.test_step((images, labels), 0)["logits"].shape == (4, 3)  # one row per painting
-    with pytest.raises(ConfigError, match="model.flip_tta='yes'"):
+    with pytest.raises(ConfigError, match=r"model.flip_tta='yes'"):
         classifier("test_resnet", 3, image_size=32, flip_tta="yes")
 
 
@@ -128,9 +138,15 @@ def format1_checkpoint(model, head_target: str, classifier_name: str = "fc") -> 
             state[f"model.{rest}"] = value
     spec = model.network.spec
     head = {key: value for key, value in spec["head"].items() if key != "name"}
-    hparams = {"backbone": spec["backbone"], "num_classes": spec["num_classes"], "class_names": model.hparams.class_names,
-               "preprocessing": model.preprocessing, "head": {"_target_": head_target, **head},
-               "finetune": {"_target_": "artmove.finetune.policies.Fraction", "unfreeze": 0.2}, "drop_rate": 0.0}  # fmt: skip
+    hparams = {
+        "backbone": spec["backbone"],
+        "num_classes": spec["num_classes"],
+        "class_names": model.hparams.class_names,
+        "preprocessing": model.preprocessing,
+        "head": {"_target_": head_target, **head},
+        "finetune": {"_target_": "artmove.finetune.policies.Fraction", "unfreeze": 0.2},
+        "drop_rate": 0.0,
+    }
     return {"state_dict": state, "hyper_parameters": hparams, "pretrained_cfg": None}
 
 
@@ -168,7 +184,9 @@ def test_a_run_with_a_new_head_reloads_for_evaluation(head, tmp_path):
     trained = json.loads((run / "results.json").read_text())
     checkpoint = torch.load(run / trained["best_checkpoint"], map_location="cpu", weights_only=True)
     assert checkpoint["artmove"]["network"]["head"]["name"] == head
-    done = run_cli("artmove.evaluate", f"ckpt_path={run / trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}")
+    done = run_cli(
+        "artmove.evaluate", f"ckpt_path={run / trained['best_checkpoint']}", "num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["test/num_images"] == 10
@@ -178,8 +196,16 @@ def test_a_run_with_a_new_head_reloads_for_evaluation(head, tmp_path):
 
 def test_multiscale_trains_on_cached_stage_features_and_gram_is_refused(tmp_path):
     cache = f"features.cache_dir={tmp_path / 'cache'}"
-    done = run_cli("artmove.train", "head=multiscale", "unfreeze=0", "features=cached", cache, *TINY,
-                   "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    done = run_cli(
+        "artmove.train",
+        "head=multiscale",
+        "unfreeze=0",
+        "features=cached",
+        cache,
+        *TINY,
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     entries = list((tmp_path / "cache" / "test_resnet").glob("*.pt"))
     assert len(entries) == 3

@@ -27,10 +27,22 @@ def test_a_run_ends_with_evaluate_and_predict_lines_that_run_as_printed(tmp_path
             Image.new("RGB", (40, 30), (200 * label, 20 * i, 60)).save(tmp_path / "data" / name / f"painter{i % 5}-x_{i}.png")
     run = tmp_path / "run"
     train = subprocess.run(
-        [sys.executable, "-m", "artmove.train", "data=folder", f"data.root={tmp_path / 'data'}", "backbone=test_resnet",
-         "pretrained=false", "image_size=32", "debug=limit", f"hydra.run.dir={run}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "artmove.train",
+            "data=folder",
+            f"data.root={tmp_path / 'data'}",
+            "backbone=test_resnet",
+            "pretrained=false",
+            "image_size=32",
+            "debug=limit",
+            f"hydra.run.dir={run}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     lines = train.stdout.split("Next:\n", 1)[1].splitlines()[:2]
     best = next((run / "checkpoints").glob("best-*.ckpt"))

@@ -9,10 +9,11 @@ def test_a_regular_install_ships_the_configs(tmp_path):
     """`pip install .` (not editable) puts conf/ inside the package as artmove.conf."""
     target = tmp_path / "site"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "artmove" / "conf" / "train.yaml").is_file()
     source_modules = {p.relative_to(REPO / "artmove") for p in (REPO / "artmove").rglob("*.py")}
@@ -29,9 +30,12 @@ def test_a_regular_install_ships_the_configs(tmp_path):
         "print(artmove.__file__, cfg.backbone)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     installed_file, backbone = done.stdout.split()
     assert installed_file.startswith(str(target)) and backbone == "tf_efficientnet_lite0"

@@ -45,8 +45,12 @@ def test_inputs_are_an_image_a_folder_or_a_list_file(tmp_path, paintings):
 def test_an_input_that_is_neither_an_image_nor_a_list_is_one_line(tiny_run, tmp_path, content):
     odd = tmp_path / "photo.heic"
     odd.write_bytes(content)
-    done = subprocess.run([sys.executable, "-m", "artmove.predict", f"ckpt_path={tiny_run}", f"input={odd}",
-                           f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "artmove.predict", f"ckpt_path={tiny_run}", f"input={odd}", f"hydra.run.dir={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line, no traceback
     assert f"input={odd}: neither an image artmove reads" in done.stderr
@@ -76,8 +80,16 @@ def test_grad_cam_points_at_the_region_that_raised_the_score():
 
 def test_predict_cli_reports_and_skips_unreadable_files(tiny_run, paintings, tmp_path):
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    done = run_cli("artmove.predict", f"ckpt_path={ckpt}", f"input={paintings}", "top_k=3", "save=json", "explain=true",
-                   "num_workers=0", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    done = run_cli(
+        "artmove.predict",
+        f"ckpt_path={ckpt}",
+        f"input={paintings}",
+        "top_k=3",
+        "save=json",
+        "explain=true",
+        "num_workers=0",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "broken.jpg" in done.stderr and "3 image(s) predicted, 1 skipped" in done.stdout
     saved = json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8"))
@@ -93,13 +105,27 @@ def test_predict_cli_reports_and_skips_unreadable_files(tiny_run, paintings, tmp
 
 def test_predictions_match_the_model_on_its_eval_transform(tiny_run, paintings, tmp_path):
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    cfg = compose_config("predict", f"ckpt_path={ckpt}", f"input={paintings / 'nested'}", "top_k=25", "save=csv",
-                         f"output_dir={tmp_path}", "num_workers=0", "batch_size=2")  # fmt: skip
+    cfg = compose_config(
+        "predict",
+        f"ckpt_path={ckpt}",
+        f"input={paintings / 'nested'}",
+        "top_k=25",
+        "save=csv",
+        f"output_dir={tmp_path}",
+        "num_workers=0",
+        "batch_size=2",
+    )
     result = predict(cfg)
     trained = load_trained(ckpt)
     model, config = trained.network, trained.preprocessing
-    transform = create_transform(input_size=tuple(config["input_size"]), interpolation=config["interpolation"], mean=tuple(config["mean"]),
-                                 std=tuple(config["std"]), crop_pct=config["crop_pct"], is_training=False)  # fmt: skip
+    transform = create_transform(
+        input_size=tuple(config["input_size"]),
+        interpolation=config["interpolation"],
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        crop_pct=config["crop_pct"],
+        is_training=False,
+    )
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))
     assert len(rows) == 2 * 25 and len(result["skipped"]) == 1
     for item in result["predictions"]:
@@ -114,8 +140,9 @@ def test_predictions_match_the_model_on_its_eval_transform(tiny_run, paintings, 
 def test_nothing_readable_is_an_error_after_the_report(tiny_run, paintings, tmp_path, capsys):
     listing = tmp_path / "list.txt"
     listing.write_text(f"{paintings / 'nested' / 'broken.jpg'}\nmissing.jpg\n", encoding="utf-8")
-    cfg = compose_config("predict", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"input={listing}",
-                         f"output_dir={tmp_path}", "num_workers=0")  # fmt: skip
+    cfg = compose_config(
+        "predict", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", f"input={listing}", f"output_dir={tmp_path}", "num_workers=0"
+    )
     with pytest.raises(ConfigError, match="none of the 2 input file"):
         predict(cfg)
     assert "missing.jpg" in capsys.readouterr().err

@@ -43,12 +43,13 @@ def test_the_docs_example_runs(tiny_run, paintings, tmp_path, monkeypatch, capsy
 def test_predictions_equal_the_predict_command(predictor, tiny_run, paintings, tmp_path, tta):
     listing = tmp_path / "paintings.txt"
     listing.write_text("\n".join(map(str, paintings)), encoding="utf-8")
-    cfg = compose_config("predict", f"ckpt_path={tiny_run}", f"input={listing}", f"tta={tta}",
-                         f"output_dir={tmp_path}", "num_workers=0", "top_k=5")  # fmt: skip
+    cfg = compose_config(
+        "predict", f"ckpt_path={tiny_run}", f"input={listing}", f"tta={tta}", f"output_dir={tmp_path}", "num_workers=0", "top_k=5"
+    )
     expected = {Path(item["path"]): item["top"] for item in predict(cfg)["predictions"]}
     got = predictor(paintings, tta=None if tta == "none" else tta)
     assert isinstance(got, list) and all(isinstance(p, Prediction) for p in got)
-    for path, prediction in zip(paintings, got):
+    for path, prediction in zip(paintings, got, strict=True):
         assert [m for m, _ in prediction.top] == [row["movement"] for row in expected[path]]
         assert [p for _, p in prediction.top] == pytest.approx([row["probability"] for row in expected[path]], abs=1e-6)
 
@@ -80,7 +81,7 @@ def test_gradcam_comes_with_the_prediction_on_request(predictor, paintings):
 def test_an_export_predicts_as_its_checkpoint(predictor, exported, paintings, tmp_path):
     from_export = Predictor.from_export(exported[0])
     assert from_export.class_names == predictor.class_names and from_export.preprocessing == predictor.preprocessing
-    for mine, theirs in zip(predictor(paintings, tta="flip"), from_export(paintings, tta="flip")):
+    for mine, theirs in zip(predictor(paintings, tta="flip"), from_export(paintings, tta="flip"), strict=True):
         assert same(mine, theirs)
     with pytest.raises(ConfigError, match="is not an export folder"):
         Predictor.from_export(tmp_path)
@@ -92,8 +93,9 @@ def test_an_export_keeps_the_size_its_checkpoint_evaluated_at(tmp_path):
     from artmove.release.formats import WeightsFolder
 
     preprocessing = backbone_preprocessing("test_resnet", image_size=32, test_image_size=48)
-    WeightsFolder().write(create_network("test_resnet", 3, pretrained=False), tmp_path, None,
-                          {"label_names": ["a", "b", "c"], "preprocessing": preprocessing})  # fmt: skip
+    WeightsFolder().write(
+        create_network("test_resnet", 3, pretrained=False), tmp_path, None, {"label_names": ["a", "b", "c"], "preprocessing": preprocessing}
+    )
     loaded = Predictor.from_export(tmp_path)
     assert loaded.preprocessing["input_size"] == [3, 32, 32] and loaded.preprocessing["test_input_size"] == [3, 48, 48]
     assert loaded.class_names == ["a", "b", "c"]

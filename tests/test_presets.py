@@ -27,8 +27,15 @@ def test_presets_require_the_data_set_path(compose_train):
 
 @pytest.mark.parametrize("experiment, _, trained_layers", PRESETS)
 def test_presets_run_on_the_rasta_sample(compose_train, wikipaintings_small, experiment, _, trained_layers):
-    cfg = compose_train(f"experiment={experiment}", f"data.root={wikipaintings_small}", "pretrained=false",
-                        "debug=limit", "image_size=32", "data.batch_size=2", *LEAN)  # fmt: skip
+    cfg = compose_train(
+        f"experiment={experiment}",
+        f"data.root={wikipaintings_small}",
+        "pretrained=false",
+        "debug=limit",
+        "image_size=32",
+        "data.batch_size=2",
+        *LEAN,
+    )
     results = train(cfg)
     assert results["num_classes"] == 25 and results["status"] == "ok"
     assert (results["trained_layers"], results["total_layers"]) == (trained_layers, 106)

@@ -21,6 +21,6 @@ def test_predict_shows_images_per_second(tmp_path, capsys):
     model = classifier("test_resnet", 2, image_size=32).eval()
     paths = sorted(root.rglob("*.jpg"))
     with torch.inference_mode():
-        probs, readable, errors = predict_files(model.network, ImageFiles(paths, lambda image: torch.zeros(1, 3, 32, 32)), 4, 0)
+        _, readable, _ = predict_files(model.network, ImageFiles(paths, lambda image: torch.zeros(1, 3, 32, 32)), 4, 0)
     bar = capsys.readouterr().err.strip().splitlines()[-1].split("\r")[-1]
     assert len(readable) == 10 and bar.startswith("predict: 100%") and "10/10" in bar and "img/s]" in bar

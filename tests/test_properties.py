@@ -1,5 +1,7 @@
 """Property-based tests (hypothesis): the split logic and the unfreeze plan, on generated inputs."""
 
+import contextlib
+import itertools
 import random
 from collections import Counter
 from pathlib import Path
@@ -76,7 +78,7 @@ def test_unfreeze_plan_is_monotone_and_always_trains_the_head(network, fractions
     plans = [plan_unfreeze(network, fraction) for fraction in sorted(fractions)]
     layers = [plan.trained_layers for plan in plans]
     assert layers == sorted(layers)  # more of the backbone for a larger fraction, never less
-    for smaller, larger in zip(plans, plans[1:]):
+    for smaller, larger in itertools.pairwise(plans):
         assert smaller.trainable <= larger.trainable  # and a superset of the same parameters
     for plan in plans:
         assert plan.head and set(plan.head) <= plan.trainable
@@ -101,14 +103,42 @@ def checkpoints(draw) -> dict:
     """Checkpoint dicts a stranger could write with only tensors and plain values (what weights_only lets in):
     artmove's record and hyper-parameters mutated, code names sprinkled in."""
     head = draw(st.one_of(st.fixed_dictionaries({"name": names}), st.dictionaries(names, plain, max_size=3)))
-    spec = draw(st.one_of(plain, st.fixed_dictionaries({"backbone": st.sampled_from(["test_resnet", "os.system"]),
-                                                       "num_classes": st.integers(-1, 4), "head": st.just(head)})))
-    record = draw(st.one_of(st.none(), plain, st.fixed_dictionaries({"format": st.sampled_from([1, 2, 3, "2"]), "network": st.just(spec),
-                                                                     "inference_weights": st.sampled_from(["network", "ema.module", "x"])})))
-    hparams = draw(st.one_of(plain, st.fixed_dictionaries({"backbone": st.sampled_from(["test_resnet", "os.system"]), "num_classes": st.integers(0, 4),
-                                                           "class_names": plain, "preprocessing": plain,
-                                                           "head": st.dictionaries(names, plain, max_size=3),
-                                                           "finetune": st.dictionaries(names, plain, max_size=3)})))
+    spec = draw(
+        st.one_of(
+            plain,
+            st.fixed_dictionaries(
+                {"backbone": st.sampled_from(["test_resnet", "os.system"]), "num_classes": st.integers(-1, 4), "head": st.just(head)}
+            ),
+        )
+    )
+    record = draw(
+        st.one_of(
+            st.none(),
+            plain,
+            st.fixed_dictionaries(
+                {
+                    "format": st.sampled_from([1, 2, 3, "2"]),
+                    "network": st.just(spec),
+                    "inference_weights": st.sampled_from(["network", "ema.module", "x"]),
+                }
+            ),
+        )
+    )
+    hparams = draw(
+        st.one_of(
+            plain,
+            st.fixed_dictionaries(
+                {
+                    "backbone": st.sampled_from(["test_resnet", "os.system"]),
+                    "num_classes": st.integers(0, 4),
+                    "class_names": plain,
+                    "preprocessing": plain,
+                    "head": st.dictionaries(names, plain, max_size=3),
+                    "finetune": st.dictionaries(names, plain, max_size=3),
+                }
+            ),
+        )
+    )
     checkpoint = {"state_dict": draw(st.one_of(plain, st.just({}))), "hyper_parameters": hparams}
     if record is not None:
         checkpoint["artmove"] = record
@@ -134,17 +164,14 @@ def test_a_mutated_checkpoint_loads_or_is_refused_in_words_and_never_runs_code(t
     with pytest.MonkeyPatch.context() as patch:
         for owner, name in ((os, "system"), (os, "makedirs"), (subprocess, "run"), (builtins, "eval")):
             patch.setattr(owner, name, lambda *a, _n=name, **k: calls.append(_n))
-        try:
+        with contextlib.suppress(*USER_ERRORS):
             load_trained(path)
-        except USER_ERRORS:
-            pass
     assert calls == []
 
 
 @settings(max_examples=300, deadline=None)
-@given(plain, st.sampled_from(CODE + ["artmove.data.PaintingDataModule", "pytorch_lightning.Trainer"]))
+@given(plain, st.sampled_from([*CODE, "artmove.data.PaintingDataModule", "pytorch_lightning.Trainer"]))
 def test_a_saved_config_may_name_only_what_artmoves_own_configs_name(config, target):
-
     from artmove.errors import ConfigError
     from artmove.runs.plain import check_saved_config, shipped_values
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -26,9 +27,17 @@ from artmove.utils.io import remove_partial_writes
 from conftest import Done, compose_config, run_cli
 
 # A tiny model on a few synthetic paintings: an epoch takes well under a second.
-TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=2", "data.num_workers=0",
-        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=32"]  # fmt: skip
+TINY = [
+    "backbone=test_resnet",
+    "pretrained=false",
+    "image_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.source.train_per_class=2",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    "data.source.canvas_size=32",
+]
 
 
 def command(module: str, *args: str) -> Done:
@@ -37,8 +46,9 @@ def command(module: str, *args: str) -> Done:
 
 
 def start_training(run_dir: Path, *args: str, stdout=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "artmove.train", *TINY, *args, f"hydra.run.dir={run_dir}"],
-                            stdout=stdout, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "artmove.train", *TINY, *args, f"hydra.run.dir={run_dir}"], stdout=stdout, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -64,7 +74,7 @@ def test_last_checkpoint_is_written_every_epoch_even_when_the_best_does_not_chan
 
 
 class RecordingCheckpointIO(AtomicCheckpointIO):
-    saved: list[tuple[str, int]] = []
+    saved: ClassVar[list[tuple[str, int]]] = []  # every instance's saves, read by the test
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         self.saved.append((Path(path).name, checkpoint["global_step"]))
@@ -169,18 +179,30 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path):
 def test_slurm_usr1_saves_a_checkpoint_exits_143_and_requeues_the_job(tmp_path):
     bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "scontrol").chmod(0o755)
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "paintings", "SLURM_PROCID": "0",
-             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "paintings",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
     run_dir = tmp_path / "run"
-    run = subprocess.Popen([sys.executable, "-m", "artmove.train", *TINY, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **slurm})  # fmt: skip
+    run = subprocess.Popen(
+        [sys.executable, "-m", "artmove.train", *TINY, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **slurm},
+    )
     wait_for(run_dir / "checkpoints" / "last.ckpt", run)
     run.send_signal(signal.SIGUSR1)
     stderr = run.communicate(timeout=120)[1]
     assert run.returncode == EXIT_INTERRUPTED, stderr[-3000:]
-    epoch, step = saved_at(run_dir / "checkpoints" / "last.ckpt")
+    _, step = saved_at(run_dir / "checkpoints" / "last.ckpt")
     assert step >= 10 and json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
     assert calls.read_text() == "requeue 4242\n"  # once, after the checkpoint
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # Lightning's own mid-step handler never ran
@@ -278,12 +300,15 @@ def hostile_checkpoint(tmp_path) -> tuple[Path, Path]:
     return path, marker
 
 
-@pytest.mark.parametrize("module,args", [
-    ("artmove.train", ["weights={ckpt}", "pretrained=true"]),
-    ("artmove.train", ["resume={ckpt}"]),
-    ("artmove.evaluate", ["ckpt_path={ckpt}"]),
-    ("artmove.predict", ["ckpt_path={ckpt}", "input={image}"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "module,args",
+    [
+        ("artmove.train", ["weights={ckpt}", "pretrained=true"]),
+        ("artmove.train", ["resume={ckpt}"]),
+        ("artmove.evaluate", ["ckpt_path={ckpt}"]),
+        ("artmove.predict", ["ckpt_path={ckpt}", "input={image}"]),
+    ],
+)
 def test_a_hostile_checkpoint_is_refused_and_never_runs(hostile_checkpoint, tmp_path, module, args):
     ckpt, marker = hostile_checkpoint
     image = tmp_path / "painting.png"
@@ -315,14 +340,18 @@ def test_an_empty_or_truncated_checkpoint_says_so(tmp_path):
     truncated = tmp_path / "cut.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:3000])
-    with pytest.raises(UnreadableCheckpoint, match=r"cut.ckpt is not a readable checkpoint: the file \(3000 bytes\) is truncated or damaged"):
+    with pytest.raises(
+        UnreadableCheckpoint, match=r"cut.ckpt is not a readable checkpoint: the file \(3000 bytes\) is truncated or damaged"
+    ):
         load_trained(truncated)
 
 
 def test_a_readable_checkpoint_that_artmove_did_not_write_says_so(tmp_path):
     weights_only = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(3)}}, weights_only)  # no hyperparameters to rebuild a network from
-    with pytest.raises(ConfigError, match=r"weights.ckpt is not a checkpoint of an artmove training run \(no hyper_parameters and state_dict\)"):
+    with pytest.raises(
+        ConfigError, match=r"weights.ckpt is not a checkpoint of an artmove training run \(no hyper_parameters and state_dict\)"
+    ):
         load_trained(weights_only)
     bare = tmp_path / "tensor.ckpt"
     torch.save(torch.zeros(3), bare)
@@ -356,9 +385,16 @@ def test_a_second_run_into_a_busy_folder_refuses_and_a_dead_owner_is_taken_over(
 def test_a_folder_locked_by_another_process_is_refused_until_that_process_ends(tmp_path):
     from artmove.runs.lock import RunFolderInUse, lock_folder
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from artmove.runs.lock import lock_folder; "
-                               f"lock = lock_folder({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from artmove.runs.lock import lock_folder; "
+            f"lock = lock_folder({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunFolderInUse, match=f"folder {tmp_path} is in use by pid {holder.pid} on {socket.gethostname()} since"):
@@ -373,26 +409,38 @@ def test_a_folder_locked_by_another_process_is_refused_until_that_process_ends(t
 
 
 # --- bad settings before compute -----------------------------------------------------------------
-@pytest.mark.parametrize("setting,message", [
-    ("data.batch_size=0", "data.batch_size=0: give a whole number of images from 1 to 4096"),  # checked on the composed config
-    ("optimizer.lr=-0.1", "optimizer.lr=-0.1: give a learning rate > 0"),  # checked on the composed config
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("data.batch_size=0", "data.batch_size=0: give a whole number of images from 1 to 4096"),  # checked on the composed config
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: give a learning rate > 0"),  # checked on the composed config
+    ],
+)
 def test_a_bad_number_is_one_line_before_data_is_read(tmp_path, setting, message):
     # The data folder does not exist: the setting's message coming first shows nothing was read.
-    done = command("artmove.train", "data=rasta", f"data.root={tmp_path / 'absent'}", "backbone=test_resnet",
-                   setting, f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    done = command(
+        "artmove.train",
+        "data=rasta",
+        f"data.root={tmp_path / 'absent'}",
+        "backbone=test_resnet",
+        setting,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert done.returncode == 2
     assert done.stderr.startswith(f"artmove: error: {message}") and len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1: give a number >= 0"),
-    ("trainer.max_epochs=-3", "trainer.max_epochs=-3: give a whole number of epochs >= 1"),
-    ("trainer.max_epochs=0", "trainer.max_epochs=0: give a whole number of epochs >= 1"),
-    ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5: give a fraction in [0, 1]"),
-    ("data.batch_size=2.5", "data.batch_size=2.5: give a whole number of images from 1 to 4096"),
-    ("data.batch_size=64", "data.batch_size=64 at 2048 px is 3.0 GiB of float32 input alone, over the 1.5 GiB"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1: give a number >= 0"),
+        ("trainer.max_epochs=-3", "trainer.max_epochs=-3: give a whole number of epochs >= 1"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: give a whole number of epochs >= 1"),
+        ("data.max_bad_fraction=1.5", "data.max_bad_fraction=1.5: give a fraction in [0, 1]"),
+        ("data.batch_size=2.5", "data.batch_size=2.5: give a whole number of images from 1 to 4096"),
+        ("data.batch_size=64", "data.batch_size=64 at 2048 px is 3.0 GiB of float32 input alone, over the 1.5 GiB"),
+    ],
+)
 def test_other_bad_numbers_fail_the_same_way(compose_train, tmp_path, setting, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         train(compose_train("data=rasta", f"data.root={tmp_path / 'absent'}", "backbone=test_resnet", "image_size=2048", setting))
@@ -400,8 +448,13 @@ def test_other_bad_numbers_fail_the_same_way(compose_train, tmp_path, setting, m
 
 # --- CSV manifests: a label with no training row ------------------------------------------------
 def manifest_with_a_typo(folder: Path) -> Path:
-    rows = [("a.png", "Impressionism", "train"), ("b.png", "Cubism", "train"), ("c.png", "Cubism", "val"),
-            ("d.png", "Impresionism", "test"), ("e.png", "Impressionism", "test")]  # fmt: skip
+    rows = [
+        ("a.png", "Impressionism", "train"),
+        ("b.png", "Cubism", "train"),
+        ("c.png", "Cubism", "val"),
+        ("d.png", "Impresionism", "test"),
+        ("e.png", "Impressionism", "test"),
+    ]
     for name, _, _ in rows:
         Image.new("RGB", (40, 30), "white").save(folder / name)
     (folder / "list.csv").write_text("path,label,split\n" + "".join(f"{','.join(row)}\n" for row in rows))
@@ -441,8 +494,14 @@ def test_non_utf8_names_pass_through_predict_csv_and_json(compose_train, tmp_pat
     train(compose_train(*TINY, "debug=limit", "test=false"))
     painting = not_utf8(tmp_path / "new")
     for save in ("csv", "json"):
-        done = command("artmove.predict", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", f"input={painting.parent}",
-                       f"save={save}", "num_workers=0", f"hydra.run.dir={tmp_path / save}")  # fmt: skip
+        done = command(
+            "artmove.predict",
+            f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}",
+            f"input={painting.parent}",
+            f"save={save}",
+            "num_workers=0",
+            f"hydra.run.dir={tmp_path / save}",
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "csv" / "predictions.csv").open(encoding="utf-8")))  # strict UTF-8
     assert {row["path"] for row in rows} == {f"{painting.parent}/caf\\xe9.png"}  # the byte, shown

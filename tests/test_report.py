@@ -27,8 +27,17 @@ def make_run(folder: Path, results: dict | None, **config) -> Path:
 
 
 def ok(top1: float, **extra) -> dict:
-    return {"status": "ok", "test/top1": top1, "test/top3": top1 + 0.2, "test/top5": top1 + 0.3,
-            "test/top1_macro": top1 - 0.05, "best_val/top1": top1 + 0.01, "epochs": 2, "wall_time_s": 12.0, **extra}  # fmt: skip
+    return {
+        "status": "ok",
+        "test/top1": top1,
+        "test/top3": top1 + 0.2,
+        "test/top5": top1 + 0.3,
+        "test/top1_macro": top1 - 0.05,
+        "best_val/top1": top1 + 0.01,
+        "epochs": 2,
+        "wall_time_s": 12.0,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -38,8 +47,13 @@ def sweep(tmp_path) -> Path:
     make_run(root / "1", ok(0.60), backbone="resnet50", unfreeze=0.2, seed=2)
     make_run(root / "2", ok(0.40), backbone="resnet50", unfreeze=0.0, seed=1)
     make_run(root / "10", ok(0.55), backbone="convnext_tiny", unfreeze=0.2, seed=1)
-    make_run(root / "3", {"status": "failed", "error": "NonFiniteLossError: the training loss is nan\n..."},
-             backbone="resnet50", unfreeze=1.0, seed=1)  # fmt: skip
+    make_run(
+        root / "3",
+        {"status": "failed", "error": "NonFiniteLossError: the training loss is nan\n..."},
+        backbone="resnet50",
+        unfreeze=1.0,
+        seed=1,
+    )
     make_run(root / "4", None, backbone="resnet50", unfreeze=0.5, seed=1)  # killed: no results.json
     make_run(root / "5", ok(0.70), backbone="resnet50", unfreeze=0.2, seed=3)  # another learning rate: its own setting
     (root / "5" / ".hydra" / "overrides.yaml").write_text("- seed=3\n- optimizer.lr=0.01\n- backbone=resnet50\n", encoding="utf-8")
@@ -62,8 +76,14 @@ def test_report_sorts_by_the_metric_and_keeps_failed_jobs(sweep, tmp_path):
     report = write_report([sweep], tmp_path / "report")
     rows = list(csv.DictReader((tmp_path / "report" / "runs.csv").open(encoding="utf-8")))
     assert [(r["run"], r["status"]) for r in rows] == [
-        ("5", "ok"), ("1", "ok"), ("10", "ok"), ("0", "ok"), ("2", "ok"), ("3", "failed"), ("4", "failed")
-    ]  # fmt: skip
+        ("5", "ok"),
+        ("1", "ok"),
+        ("10", "ok"),
+        ("0", "ok"),
+        ("2", "ok"),
+        ("3", "failed"),
+        ("4", "failed"),
+    ]
     assert rows[1]["data"] == "wikipaintings" and rows[1]["backbone"] == "resnet50" and float(rows[1]["unfreeze"]) == 0.2
     assert rows[0]["other"] == "optimizer.lr=0.01" and rows[1]["other"] == ""
     assert rows[5]["error"] == "NonFiniteLossError: the training loss is nan" and rows[5]["test/top1"] == ""
@@ -92,8 +112,9 @@ def test_a_sweep_report_ranks_by_validation_and_marks_the_job_ckpt_path_loads(tm
 
     root = tmp_path / "multirun"
     for job, (val, test) in enumerate([(0.50, 0.55), (0.70, 0.52), (0.60, 0.80)]):
-        folder = make_run(root / str(job), ok(test, optimized_metric="val/top1", optimized_value=val), backbone="resnet50", unfreeze=0.2,
-                          seed=job)  # fmt: skip
+        folder = make_run(
+            root / str(job), ok(test, optimized_metric="val/top1", optimized_value=val), backbone="resnet50", unfreeze=0.2, seed=job
+        )
         (folder / "checkpoints").mkdir()
         (folder / "checkpoints" / f"best-epoch001-val_acc{val:.4f}.ckpt").touch()
     done = run_cli("artmove.report", str(root))
@@ -105,7 +126,10 @@ def test_a_sweep_report_ranks_by_validation_and_marks_the_job_ckpt_path_loads(tm
     runs = [line for line in text.split("## Runs", 1)[1].splitlines() if line.startswith("|")][2:]  # below the header
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in runs]
     assert [(row[0], row[1], row[9], row[10], row[11]) for row in cells] == [
-        ("→", "1", "val/top1", "0.7000", "0.5200"), ("–", "2", "val/top1", "0.6000", "0.8000"), ("–", "0", "val/top1", "0.5000", "0.5500")]
+        ("→", "1", "val/top1", "0.7000", "0.5200"),
+        ("–", "2", "val/top1", "0.6000", "0.8000"),
+        ("–", "0", "val/top1", "0.5000", "0.5500"),
+    ]
     rows = list(csv.DictReader((root / "runs.csv").open(encoding="utf-8")))
     assert [(r["run"], r["loaded"]) for r in rows] == [("1", "True"), ("2", "False"), ("0", "False")]
     by_test = run_cli("artmove.report", str(root), "--metric", "test/top1", "--out", str(tmp_path / "by_test"))
@@ -121,12 +145,25 @@ def test_learning_curves_merge_lightning_csv_rows_per_epoch(sweep):
 def test_a_sweep_of_tiny_rasta_jobs_gives_the_table_and_plots(tmp_path, wikipaintings_small):
     sweep = tmp_path / "sweep"
     for job, (unfreeze, seed) in enumerate([(0.0, 1), (0.0, 2), (0.5, 1)]):
-        train(compose_config(
-            "train", f"paths.output_dir={sweep / str(job)}", "data=rasta", f"data.root={wikipaintings_small}",
-            "backbone=resnet18", "pretrained=false", f"unfreeze={unfreeze}", f"seed={seed}", "debug=limit",
-            "image_size=32", "data.batch_size=4", "trainer.max_epochs=2", "trainer.limit_train_batches=1",
-            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        ))  # fmt: skip
+        train(
+            compose_config(
+                "train",
+                f"paths.output_dir={sweep / str(job)}",
+                "data=rasta",
+                f"data.root={wikipaintings_small}",
+                "backbone=resnet18",
+                "pretrained=false",
+                f"unfreeze={unfreeze}",
+                f"seed={seed}",
+                "debug=limit",
+                "image_size=32",
+                "data.batch_size=4",
+                "trainer.max_epochs=2",
+                "trainer.limit_train_batches=1",
+                "trainer.limit_val_batches=1",
+                "trainer.limit_test_batches=1",
+            )
+        )
     done = run_cli("artmove.report", str(sweep))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 run(s), 0 failed" in done.stdout and f"Report: {sweep / 'report.md'}" in done.stdout
@@ -165,9 +202,19 @@ def test_a_setting_run_once_shows_its_bootstrap_interval(tmp_path):
 
 
 def test_train_stores_the_interval_of_its_test_predictions(compose_train, tmp_path):
-    results = train(compose_train("backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=8",
-                                  "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=3",
-                                  "trainer.max_epochs=1", "trainer.accelerator=cpu"))  # fmt: skip
+    results = train(
+        compose_train(
+            "backbone=test_resnet",
+            "pretrained=false",
+            "image_size=32",
+            "data.batch_size=8",
+            "data.source.train_per_class=2",
+            "data.source.val_per_class=1",
+            "data.source.test_per_class=3",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+        )
+    )
     low, high, top1 = results["test/top1_ci95_low"], results["test/top1_ci95_high"], results["test/top1"]
     assert results["test/num_images"] == 30
     # 30 images: the interval holds the observed top-1 and spans about ±2 standard errors.

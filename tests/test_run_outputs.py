@@ -19,11 +19,21 @@ from artmove.training.figures import LearningCurves
 from conftest import run_cli
 
 # A tiny real run: 10 generated styles x 1 painting per split, 32 px, a 30-layer test ResNet, 2 epochs.
-TINY = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4",
-        "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=32"]  # fmt: skip
-EPOCH_LINE = re.compile(r"epoch (\d)/(\d): train loss \d\.\d{4}, val loss \d\.\d{4}, val top-1 [01]\.\d{4}, top-5 [01]\.\d{4}, "
-                        r"lr \d\.\de-\d\d, \d+ img/s, elapsed \d:\d\d:\d\d, left ~\d:\d\d:\d\d$")  # fmt: skip
+TINY = [
+    "backbone=test_resnet",
+    "pretrained=false",
+    "debug=limit",
+    "image_size=32",
+    "data.batch_size=4",
+    "data.source.train_per_class=1",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    "data.source.canvas_size=32",
+]
+EPOCH_LINE = re.compile(
+    r"epoch (\d)/(\d): train loss \d\.\d{4}, val loss \d\.\d{4}, val top-1 [01]\.\d{4}, top-5 [01]\.\d{4}, "
+    r"lr \d\.\de-\d\d, \d+ img/s, elapsed \d:\d\d:\d\d, left ~\d:\d\d:\d\d$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +59,7 @@ def test_the_run_folder_gets_its_curves_and_test_confusion_matrix(two_epochs):
     run, _ = two_epochs
     with Image.open(run / "curves.png") as png:
         assert png.format == "PNG" and png.width >= 900 and png.height >= 350
-        low, high = zip(*ImageStat.Stat(png.convert("RGB")).extrema)
+        low, high = zip(*ImageStat.Stat(png.convert("RGB")).extrema, strict=True)
         assert max(high) - min(low) > 200 and len(png.convert("RGB").getcolors(2**20)) > 50  # drawn, not one flat colour
     results = json.loads((run / "results.json").read_text(encoding="utf-8"))
     rows = list(csv.reader((run / "test_confusion_matrix.csv").open(encoding="utf-8")))
@@ -79,8 +89,10 @@ def test_resume_with_another_backbone_is_refused_naming_it(two_epochs):
     done = run_cli("artmove.train", f"resume={run}", "backbone=resnet18")
     lines = [line for line in done.stderr.splitlines() if line.startswith("artmove: error:")]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
-    assert lines[0].startswith(f"artmove: error: cannot continue {run / 'checkpoints' / 'last.ckpt'} with other settings: "
-                               "backbone='resnet18' (the checkpoint's: 'test_resnet')")  # fmt: skip
+    assert lines[0].startswith(
+        f"artmove: error: cannot continue {run / 'checkpoints' / 'last.ckpt'} with other settings: "
+        "backbone='resnet18' (the checkpoint's: 'test_resnet')"
+    )
     assert (run / ".hydra" / "config.yaml").read_text(encoding="utf-8") == config  # still what its checkpoint trained with
 
 
@@ -111,18 +123,31 @@ def saved_run(folder, overrides):
 
 def test_resume_puts_the_runs_command_line_first_and_this_ones_on_top(tmp_path):
     run = saved_run(tmp_path / "my run", ["backbone=test_resnet", "+trainer.limit_val_batches=1", "seed=3", "resume=false"])
-    argv = resume_folder_arguments(["seed=4", "+trainer.limit_val_batches=2", "trainer.limit_val_batches=5", f"resume={run}", "--cfg", "job"])
-    assert argv == ["backbone=test_resnet", "++trainer.limit_val_batches=5", "seed=4", f"hydra.run.dir='{run}'", f"resume='{run}'", "--cfg", "job"]
+    argv = resume_folder_arguments(
+        ["seed=4", "+trainer.limit_val_batches=2", "trainer.limit_val_batches=5", f"resume={run}", "--cfg", "job"]
+    )
+    assert argv == [
+        "backbone=test_resnet",
+        "++trainer.limit_val_batches=5",
+        "seed=4",
+        f"hydra.run.dir='{run}'",
+        f"resume='{run}'",
+        "--cfg",
+        "job",
+    ]
     assert resume_folder_arguments(["resume=false", "seed=1"]) == ["resume=false", "seed=1"]  # not a folder: as typed
     assert resume_folder_arguments([f"resume={tmp_path / 'x.ckpt'}"]) == [f"resume={tmp_path / 'x.ckpt'}"]
 
 
-@pytest.mark.parametrize("saved, why", [
-    ("data.source._target_=os.system", "it names code"),
-    ("+callbacks.x={_target_: os.makedirs, name: /tmp/x}", "it names code"),
-    ("seed=1,2", "a sweep"),
-    ("hydra.job.chdir=true", "a setting of Hydra's"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "saved, why",
+    [
+        ("data.source._target_=os.system", "it names code"),
+        ("+callbacks.x={_target_: os.makedirs, name: /tmp/x}", "it names code"),
+        ("seed=1,2", "a sweep"),
+        ("hydra.job.chdir=true", "a setting of Hydra's"),
+    ],
+)
 def test_resume_refuses_a_saved_command_line_that_is_not_plain_settings(tmp_path, saved, why):
     run = saved_run(tmp_path / "run", ["backbone=test_resnet", saved])
     done = run_cli("artmove.train", f"resume={run}")
@@ -132,12 +157,24 @@ def test_resume_refuses_a_saved_command_line_that_is_not_plain_settings(tmp_path
 
 def test_a_presets_unfreeze_is_dropped_for_stages_but_the_users_is_refused(tmp_path):
     # experiment=demo sets unfreeze=0.0; finetune=stages counts stages: the preset's value is dropped and said.
-    quick = ["backbone=test_resnet", "pretrained=false", "image_size=32", "debug=fast_dev_run", "data.batch_size=4", "data.source.train_per_class=1",
-             "data.source.val_per_class=1", "data.source.test_per_class=1", "data.source.canvas_size=32"]  # fmt: skip
+    quick = [
+        "backbone=test_resnet",
+        "pretrained=false",
+        "image_size=32",
+        "debug=fast_dev_run",
+        "data.batch_size=4",
+        "data.source.train_per_class=1",
+        "data.source.val_per_class=1",
+        "data.source.test_per_class=1",
+        "data.source.canvas_size=32",
+    ]
     done = run_cli("artmove.train", "experiment=demo", "finetune=stages", *quick, f"hydra.run.dir={tmp_path / 'preset'}")
     assert done.returncode == 0, done.stderr[-3000:]
     log = (tmp_path / "preset" / "train.log").read_text(encoding="utf-8")
-    assert "finetune=stages does not use unfreeze: the value unfreeze=0.0, set by a preset or a default (not on the command line), is dropped" in log
+    assert (
+        "finetune=stages does not use unfreeze: the value unfreeze=0.0, set by a preset or a default (not on the command line), is dropped"
+        in log
+    )
     results = json.loads((tmp_path / "preset" / "results.json").read_text(encoding="utf-8"))
     assert results["finetune"]["name"] == "stages" and results["unfreeze"] is None
     typed = run_cli("artmove.train", "experiment=demo", "finetune=stages", "unfreeze=0.5", *quick, f"hydra.run.dir={tmp_path / 'typed'}")

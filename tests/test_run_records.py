@@ -18,9 +18,19 @@ from hypothesis import strategies as st
 from conftest import run_cli
 
 # A tiny real run: 10 generated styles x 1 painting per split, 32 px, a 30-layer test ResNet, 1 epoch.
-TINY = ["backbone=test_resnet", "pretrained=false", "image_size=32", "data.batch_size=4", "data.num_workers=0",
-        "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
-        "data.source.canvas_size=32", "trainer.max_epochs=1", "callbacks.progress.every_s=0"]  # fmt: skip
+TINY = [
+    "backbone=test_resnet",
+    "pretrained=false",
+    "image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.source.train_per_class=1",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    "data.source.canvas_size=32",
+    "trainer.max_epochs=1",
+    "callbacks.progress.every_s=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +54,9 @@ def one_line(done) -> str:
 
 def fingerprint(folder) -> dict:
     """Every file below ``folder`` with the md5 of its bytes."""
-    return {str(path.relative_to(folder)): hashlib.md5(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): hashlib.md5(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 def oc_create_payload(marker) -> str:
@@ -71,8 +83,12 @@ def test_an_interpolation_in_a_saved_config_runs_nothing(command, key_path, one_
     run, marker = copy_of(one_epoch, tmp_path), tmp_path / "PWNED"
     with_config_line(run, key_path, oc_create_payload(marker))
     assert "${oc.create" in yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["data"]["source"][key_path[-1]]
-    done = run_cli(f"artmove.{command}", f"ckpt_path={run}", "num_workers=0" if command == "evaluate" else f"out={tmp_path / 'export'}",
-                   f"hydra.run.dir={tmp_path / 'log'}")  # fmt: skip
+    done = run_cli(
+        f"artmove.{command}",
+        f"ckpt_path={run}",
+        "num_workers=0" if command == "evaluate" else f"out={tmp_path / 'export'}",
+        f"hydra.run.dir={tmp_path / 'log'}",
+    )
     line = one_line(done)
     assert f"data.source.{key_path[-1]}=" in line and "interpolation artmove's configs never write" in line
     assert not marker.exists() and not (tmp_path / "export").exists() and not (run / "eval").exists()
@@ -86,15 +102,18 @@ def test_a_yaml_tag_in_a_saved_config_is_one_line(one_epoch, tmp_path):
 
 
 # --- a recorded command line re-runs plain settings only ------------------------------------------
-@pytest.mark.parametrize("saved, why", [
-    ("+callbacks.x='${{oc.create:\\\"{{_target_: pathlib.Path.touch, self: {marker}}}\\\"}}'", "it names code"),
-    ("+callbacks.x='${{oc.create:\\\"{{\\x5ftarget\\x5f: pathlib.Path.touch, self: {marker}}}\\\"}}'", "it names code"),
-    ("+callbacks.x='${{oc.create:\\\"{{a: ${{oc.env:HOME}}}}\\\"}}'", "an interpolation, not a literal value"),
-    ("+callbacks.x=${{oc.create:{{_target_: pathlib.Path.touch, self: {marker}}}}}", "not an override Hydra reads"),
-    ("seed=${{oc.env:HOME}}", "an interpolation, not a literal value"),
-    ("logger=../../../../{folder}/evil", "not one of artmove's logger options"),
-    ("+model.extra=1", "it adds a key artmove's config does not have"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "saved, why",
+    [
+        ("+callbacks.x='${{oc.create:\\\"{{_target_: pathlib.Path.touch, self: {marker}}}\\\"}}'", "it names code"),
+        ("+callbacks.x='${{oc.create:\\\"{{\\x5ftarget\\x5f: pathlib.Path.touch, self: {marker}}}\\\"}}'", "it names code"),
+        ("+callbacks.x='${{oc.create:\\\"{{a: ${{oc.env:HOME}}}}\\\"}}'", "an interpolation, not a literal value"),
+        ("+callbacks.x=${{oc.create:{{_target_: pathlib.Path.touch, self: {marker}}}}}", "not an override Hydra reads"),
+        ("seed=${{oc.env:HOME}}", "an interpolation, not a literal value"),
+        ("logger=../../../../{folder}/evil", "not one of artmove's logger options"),
+        ("+model.extra=1", "it adds a key artmove's config does not have"),
+    ],
+)
 def test_resume_refuses_a_recorded_command_line_that_is_not_plain_settings(saved, why, one_epoch, tmp_path):
     run, marker = copy_of(one_epoch, tmp_path), tmp_path / "PWNED"
     (run / "evil.yaml").write_text(f"evil:\n  _target_: pathlib.Path.touch\n  self: {marker}\n", encoding="utf-8")
@@ -196,22 +215,53 @@ def interpolations(draw, depth: int = 0) -> str:
     return {"escaped": "\\" + value, "embedded": f"/data/{value}/x"}.get(kind, value)
 
 
-hostile = st.recursive(st.one_of(interpolations(), st.sampled_from(CODE), st.integers(-2, 3), st.none(), st.text(max_size=8), code_nodes),
-                       lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=3)), max_leaves=6)
-places = st.sampled_from([["data", "root"], ["data", "source", "seed"], ["data", "source", "new"], ["seed"], ["data", "group_by"],
-                          ["trainer", "max_epochs"], ["callbacks", "x"], ["data", "source", "_target_"], ["data", "_target_"],
-                          ["data", "source", "deep", "er"], ["task_name"]])  # fmt: skip
+hostile = st.recursive(
+    st.one_of(interpolations(), st.sampled_from(CODE), st.integers(-2, 3), st.none(), st.text(max_size=8), code_nodes),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=3)),
+    max_leaves=6,
+)
+places = st.sampled_from(
+    [
+        ["data", "root"],
+        ["data", "source", "seed"],
+        ["data", "source", "new"],
+        ["seed"],
+        ["data", "group_by"],
+        ["trainer", "max_epochs"],
+        ["callbacks", "x"],
+        ["data", "source", "_target_"],
+        ["data", "_target_"],
+        ["data", "source", "deep", "er"],
+        ["task_name"],
+    ]
+)
 TAGS = ["!!python/object/apply:os.system ['touch {marker}']", "!!python/name:os.system", "!!binary aGk=", "!!set {a}", "&a [*a]"]
 
 
 def saved_config_base() -> dict:
     """A saved config as Hydra writes it for a run on a folder of paintings (the parts the readers use)."""
-    return {"task_name": "train", "seed": 3, "backbone": "test_resnet",
-            "data": {"_target_": "artmove.data.PaintingDataModule", "batch_size": 4, "seed": "${seed}", "group_by": "artist",
-                     "prepared_dir": "${oc.env:ARTMOVE_CACHE,'~/.cache/artmove'}", "root": "/data/paintings",
-                     "source": {"_target_": "artmove.data.sources.ImageFolderSplits", "_partial_": True, "val_fraction": 0.1,
-                                "test_fraction": 0.1, "seed": "${seed}"}},
-            "trainer": {"_target_": "pytorch_lightning.Trainer", "max_epochs": 1}, "callbacks": {}}  # fmt: skip
+    return {
+        "task_name": "train",
+        "seed": 3,
+        "backbone": "test_resnet",
+        "data": {
+            "_target_": "artmove.data.PaintingDataModule",
+            "batch_size": 4,
+            "seed": "${seed}",
+            "group_by": "artist",
+            "prepared_dir": "${oc.env:ARTMOVE_CACHE,'~/.cache/artmove'}",
+            "root": "/data/paintings",
+            "source": {
+                "_target_": "artmove.data.sources.ImageFolderSplits",
+                "_partial_": True,
+                "val_fraction": 0.1,
+                "test_fraction": 0.1,
+                "seed": "${seed}",
+            },
+        },
+        "trainer": {"_target_": "pytorch_lightning.Trainer", "max_epochs": 1},
+        "callbacks": {},
+    }
 
 
 @contextlib.contextmanager
@@ -264,12 +314,31 @@ def test_a_fuzzed_saved_config_is_refused_in_one_line_or_opens_and_runs_nothing(
 
 
 overrides = st.one_of(
-    st.builds(lambda key, value: f"{key}={value}", st.sampled_from(["seed", "+callbacks.x", "data.root", "+trainer.max_time", "logger",
-                                                                  "data", "~callbacks", "experiment", "+model.x", "trainer.max_epochs"]),
-              st.one_of(interpolations(), st.sampled_from(["1", "csv", "../../evil", "/abs/evil", "[csv,wandb]", "{a: 1}", "'x'",
-                                                           "folder", "..", "wandb", "none", "null"]))),
+    st.builds(
+        lambda key, value: f"{key}={value}",
+        st.sampled_from(
+            [
+                "seed",
+                "+callbacks.x",
+                "data.root",
+                "+trainer.max_time",
+                "logger",
+                "data",
+                "~callbacks",
+                "experiment",
+                "+model.x",
+                "trainer.max_epochs",
+            ]
+        ),
+        st.one_of(
+            interpolations(),
+            st.sampled_from(
+                ["1", "csv", "../../evil", "/abs/evil", "[csv,wandb]", "{a: 1}", "'x'", "folder", "..", "wandb", "none", "null"]
+            ),
+        ),
+    ),
     st.text(max_size=30),
-)  # fmt: skip
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

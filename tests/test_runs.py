@@ -33,18 +33,26 @@ def test_a_saved_config_is_read_as_data_and_its_data_set_by_format_name(tmp_path
     references followed within the file, this machine's own settings left out, the source by format name."""
     run = RunFolder(tmp_path)
     run.hydra_file("config").parent.mkdir()
-    data = {"_target_": "artmove.data.PaintingDataModule", "batch_size": 8, "prepared_dir": "${oc.env:ARTMOVE_CACHE,'~/.cache/artmove'}",
-            "seed": "${seed}", "group_by": None, "root": "/data/rasta", "source": {"_target_": "artmove.data.sources.RastaWikiPaintings",
-                                                                                    "_partial_": True}}  # fmt: skip
+    data = {
+        "_target_": "artmove.data.PaintingDataModule",
+        "batch_size": 8,
+        "prepared_dir": "${oc.env:ARTMOVE_CACHE,'~/.cache/artmove'}",
+        "seed": "${seed}",
+        "group_by": None,
+        "root": "/data/rasta",
+        "source": {"_target_": "artmove.data.sources.RastaWikiPaintings", "_partial_": True},
+    }
     OmegaConf.save({"seed": 7, "data": data}, run.hydra_file("config"))
     settings = RunFolder(tmp_path).saved_data_settings()
     assert settings.format == "rasta" and settings.root == "/data/rasta" and settings.seed == 7 and settings.source == {}
-    for key, value, refused in (("source", {"_target_": "pathlib.Path.write_text"}, "names code artmove's own configs never name"),
-                                ("source", {"_target_": "artmove.data.PaintingDataModule"}, "not one of artmove's formats"),
-                                ("root", "${oc.create:{a: 1}}", "interpolation artmove's configs never write"),
-                                ("root", "\\${seed}", "interpolation artmove's configs never write"),
-                                ("group_by", "${nowhere}", "refers to nowhere, which the file does not hold"),
-                                ("extra", 1, "extra: Extra inputs are not permitted")):  # fmt: skip
+    for key, value, refused in (
+        ("source", {"_target_": "pathlib.Path.write_text"}, "names code artmove's own configs never name"),
+        ("source", {"_target_": "artmove.data.PaintingDataModule"}, "not one of artmove's formats"),
+        ("root", "${oc.create:{a: 1}}", "interpolation artmove's configs never write"),
+        ("root", "\\${seed}", "interpolation artmove's configs never write"),
+        ("group_by", "${nowhere}", "refers to nowhere, which the file does not hold"),
+        ("extra", 1, "extra: Extra inputs are not permitted"),
+    ):
         OmegaConf.save({"seed": 7, "data": {**data, key: value}}, run.hydra_file("config"))
         with pytest.raises(ConfigError, match=refused):
             RunFolder(tmp_path).saved_data_settings()  # a folder object reads its files once: a new one for each
@@ -76,11 +84,16 @@ def test_a_file_is_itself_and_a_run_folder_is_its_best_checkpoint(tmp_path):
 
 def test_results_json_names_the_best_of_several_even_after_the_run_moved(tmp_path):
     moved = "/elsewhere/run/checkpoints/best-epoch003-top10.5000.ckpt"
-    run = make_run(tmp_path / "run", "best-epoch001-top10.4000.ckpt", "best-epoch003-top10.5000.ckpt", "last.ckpt",
-                   results={"status": "ok", "best_checkpoint": moved})  # fmt: skip
+    run = make_run(
+        tmp_path / "run",
+        "best-epoch001-top10.4000.ckpt",
+        "best-epoch003-top10.5000.ckpt",
+        "last.ckpt",
+        results={"status": "ok", "best_checkpoint": moved},
+    )
     assert resolve_checkpoint(run).name == "best-epoch003-top10.5000.ckpt"
     ambiguous = make_run(tmp_path / "ambiguous", "best-a.ckpt", "best-b.ckpt")
-    with pytest.raises(ConfigError, match="2 checkpoints and no results.json naming one"):
+    with pytest.raises(ConfigError, match=r"2 checkpoints and no results.json naming one"):
         resolve_checkpoint(ambiguous)
 
 
@@ -102,15 +115,17 @@ def test_a_minimised_metric_picks_the_lowest_value(tmp_path):
         make_run(sweep / str(job), "last.ckpt", results=results, direction="minimize")
     assert resolve_checkpoint(sweep) == sweep / "0" / "checkpoints" / "last.ckpt"
     for job, value in ((0, 0.3), (1, 0.9)):  # no sweeper direction: a loss is minimised
-        make_run(tmp_path / "loss" / str(job), "last.ckpt", results={"status": "ok", "optimized_metric": "val/loss", "optimized_value": value})
+        make_run(
+            tmp_path / "loss" / str(job), "last.ckpt", results={"status": "ok", "optimized_metric": "val/loss", "optimized_value": value}
+        )
     assert resolve_checkpoint(tmp_path / "loss") == tmp_path / "loss" / "0" / "checkpoints" / "last.ckpt"
 
 
 def test_what_is_not_a_checkpoint_gets_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="checkpoint not found: ckpt_path=.*absent.ckpt is no file or folder"):
+    with pytest.raises(ConfigError, match=r"checkpoint not found: ckpt_path=.*absent.ckpt is no file or folder"):
         resolve_checkpoint(tmp_path / "absent.ckpt")
     make_run(tmp_path / "empty")
-    with pytest.raises(ConfigError, match="no checkpoint in .*empty/checkpoints \\(neither best\\*.ckpt nor last.ckpt\\)"):
+    with pytest.raises(ConfigError, match=r"no checkpoint in .*empty/checkpoints \(neither best\*.ckpt nor last.ckpt\)"):
         resolve_checkpoint(tmp_path / "empty")
     (tmp_path / "failed_sweep").mkdir()
     make_run(tmp_path / "failed_sweep" / "0", "last.ckpt", results={"status": "failed"})

@@ -26,9 +26,17 @@ from conftest import LEAN, run_cli
 
 # Tiny real runs: 10 synthetic styles x 1 image per split, 32 px, a 30-layer test ResNet (TINY_RUN: with
 # what a run does after fit, which tests/test_trust.py checks; TINY: without).
-TINY_RUN = ["backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=4",
-            "data.source.train_per_class=1", "data.source.val_per_class=1", "data.source.test_per_class=1",
-            "data.source.canvas_size=32"]  # fmt: skip
+TINY_RUN = [
+    "backbone=test_resnet",
+    "pretrained=false",
+    "debug=limit",
+    "image_size=32",
+    "data.batch_size=4",
+    "data.source.train_per_class=1",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    "data.source.canvas_size=32",
+]
 TINY = [*TINY_RUN, *LEAN]
 FIXED = {override.split("=")[0] for override in TINY}
 
@@ -81,7 +89,9 @@ def test_failed_jobs_are_recorded_the_others_run_and_the_sweep_exits_1(tmp_path,
 
 @pytest.mark.slow  # three trials
 def test_optuna_study_maximises_val_top1_offline(tmp_path, monkeypatch):
-    done = sweep_cli(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "test=false", monkeypatch=monkeypatch)  # no -m: MULTIRUN
+    done = sweep_cli(
+        tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "test=false", monkeypatch=monkeypatch
+    )  # no -m: MULTIRUN
     assert done.returncode == 0, done.stderr[-3000:]
     results = jobs(tmp_path / "sweep")
     assert len(results) == 3
@@ -112,8 +122,17 @@ def test_submitit_local_sweep_is_submitted_and_completes(tmp_path):
 def test_parallel_local_sweep_gives_each_worker_its_own_slot(tmp_path):
     """hydra/launcher=local_gpus end to end; two "GPUs" named by CUDA_VISIBLE_DEVICES, training on CPU."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
-    command = [sys.executable, "-m", "artmove.train", "-m", "hydra/launcher=local_gpus", "trainer=cpu", *TINY,
-               "unfreeze=0,0.2,0.5,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "artmove.train",
+        "-m",
+        "hydra/launcher=local_gpus",
+        "trainer=cpu",
+        *TINY,
+        "unfreeze=0,0.2,0.5,1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in done.stdout  # one worker per slot
@@ -152,7 +171,7 @@ def test_non_finite_loss_stops_the_job_at_the_next_check_without_a_sync_every_st
     guard = FailOnNonFiniteLoss()
     for batch_idx, loss in enumerate([2.3, 2.2, 2.1, float("inf"), float("nan")]):  # checked after steps 3 and 6
         guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, batch_idx)
-    with pytest.raises(NonFiniteLossError, match="loss is inf by epoch 0, step 7: lower optimizer.lr"):
+    with pytest.raises(NonFiniteLossError, match=r"loss is inf by epoch 0, step 7: lower optimizer.lr"):
         guard.on_train_batch_end(trainer, None, torch.tensor(1.0), None, 5)  # the first bad loss is named
 
 
@@ -215,8 +234,15 @@ def _job_in_worker(callbacks: DeviceSlots, config, seen, release) -> None:
 
 def test_parallel_workers_get_their_own_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
-    config = OmegaConf.create({"hydra": {"launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"},
-                                         "sweep": {"dir": str(tmp_path)}, "job": {"num": 0}}})  # fmt: skip
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"},
+                "sweep": {"dir": str(tmp_path)},
+                "job": {"num": 0},
+            }
+        }
+    )
     slots = DeviceSlots(devices_per_job=2)
     slots.on_multirun_start(config)
     assert slots.slots == ["3,5", "6,7"]
@@ -276,8 +302,15 @@ def _claim_in_child(lock_dir: Path) -> str:
 
 def test_basic_launcher_leaves_devices_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    config = OmegaConf.create({"hydra": {"launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
-                                         "sweep": {"dir": str(tmp_path)}, "job": {"num": 0}}})  # fmt: skip
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
+                "sweep": {"dir": str(tmp_path)},
+                "job": {"num": 0},
+            }
+        }
+    )
     slots = DeviceSlots()
     slots.on_multirun_start(config)
     slots.on_job_start(config)

@@ -9,8 +9,15 @@ from artmove.errors import ConfigError
 from artmove.train import train
 from conftest import LEAN, run_cli
 
-FAST = ["debug=fast_dev_run", "image_size=64", "data.batch_size=8",
-        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=1", *LEAN]  # fmt: skip
+FAST = [
+    "debug=fast_dev_run",
+    "image_size=64",
+    "data.batch_size=8",
+    "data.source.train_per_class=2",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=1",
+    *LEAN,
+]
 
 
 def train_cli(*args):
@@ -88,9 +95,15 @@ def test_missing_data_root_says_how_to_set_it(compose_train):
 
 def test_short_real_run_on_rasta_writes_results(compose_train, tmp_path, wikipaintings_small):
     cfg = compose_train(
-        "data=rasta", f"data.root={wikipaintings_small}", "backbone=tf_efficientnet_lite0", "unfreeze=0.2",
-        "debug=limit", "image_size=96", "data.batch_size=8", "trainer.limit_test_batches=4",
-    )  # fmt: skip
+        "data=rasta",
+        f"data.root={wikipaintings_small}",
+        "backbone=tf_efficientnet_lite0",
+        "unfreeze=0.2",
+        "debug=limit",
+        "image_size=96",
+        "data.batch_size=8",
+        "trainer.limit_test_batches=4",
+    )
     results = train(cfg)
     assert results["num_classes"] == 25 and results["data"]["split_sizes"] == {"train": 249, "val": 250, "test": 249}
     assert results["test/num_images"] == 32
@@ -112,8 +125,17 @@ def test_final_weights_and_test_image_size_from_the_command_line(tmp_path):
     size of every evaluation, saved in the checkpoint for evaluate, predict and export."""
     from artmove.models import load_trained
 
-    done = train_cli("backbone=test_resnet", "pretrained=false", "debug=limit", "trainer.max_epochs=2", "image_size=32",
-                   "test_image_size=48", "data.batch_size=4", "callbacks=final_weights", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    done = train_cli(
+        "backbone=test_resnet",
+        "pretrained=false",
+        "debug=limit",
+        "trainer.max_epochs=2",
+        "image_size=32",
+        "test_image_size=48",
+        "data.batch_size=4",
+        "callbacks=final_weights",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     tested = str(tmp_path / results["best_checkpoint"])  # results.json: relative to the run folder

@@ -44,9 +44,16 @@ def test_train_transform_matches_timms_float_pipeline_up_to_resampling():
     whole = {"scale": (1.0, 1.0), "ratio": (1.5, 1.5), "hflip": 0.0}
     ours = normalize_uint8(build_train_transform(CONFIG, whole)(image)[None], CONFIG["mean"], CONFIG["std"])[0]
     timm_transform = create_transform(
-        input_size=(3, 64, 64), is_training=True, interpolation="bicubic", mean=tuple(CONFIG["mean"]),
-        std=tuple(CONFIG["std"]), scale=whole["scale"], ratio=whole["ratio"], hflip=0.0, color_jitter=None,
-    )  # fmt: skip
+        input_size=(3, 64, 64),
+        is_training=True,
+        interpolation="bicubic",
+        mean=tuple(CONFIG["mean"]),
+        std=tuple(CONFIG["std"]),
+        scale=whole["scale"],
+        ratio=whole["ratio"],
+        hflip=0.0,
+        color_jitter=None,
+    )
     reference = timm_transform(image)
     in_grey_levels = (ours - reference).abs() * torch.tensor(CONFIG["std"]).view(3, 1, 1) * 255
     assert in_grey_levels.mean() < 0.05 and in_grey_levels.max() <= 1.01  # rounding to uint8 at most

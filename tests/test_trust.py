@@ -62,12 +62,20 @@ def test_the_threshold_is_the_lowest_confidence_whose_kept_answers_reach_the_tar
     labels = torch.tensor([0, 0, 0, 0, 0, 1])
     chosen = threshold_for_target(probs, labels, 0.8)
     # kept >= 0.6: 4 of 5 right (0.8); >= 0.5 would be 4 of 6; the tie at 0.7 is kept or set aside together
-    assert (chosen["threshold"], chosen["reached"], chosen["coverage"], chosen["top1"]) == (pytest.approx(0.6), True, pytest.approx(5 / 6), 0.8)
+    assert (chosen["threshold"], chosen["reached"], chosen["coverage"], chosen["top1"]) == (
+        pytest.approx(0.6),
+        True,
+        pytest.approx(5 / 6),
+        0.8,
+    )
     assert threshold_for_target(probs, labels, 1.0)["threshold"] == pytest.approx(0.8)  # the two most confident are right
     unreachable = threshold_for_target(torch.tensor([[0.4, 0.6]]), torch.tensor([0]), 0.9)
     assert unreachable["reached"] is False and unreachable["threshold"] == 1.0
     rows = accuracy_at_coverage(probs, labels, (1.0, 0.5))
-    assert [(r["kept"], r["top1"], r["threshold"]) for r in rows] == [(6, pytest.approx(4 / 6), 0.5), (3, pytest.approx(2 / 3), pytest.approx(0.7))]
+    assert [(r["kept"], r["top1"], r["threshold"]) for r in rows] == [
+        (6, pytest.approx(4 / 6), 0.5),
+        (3, pytest.approx(2 / 3), pytest.approx(0.7)),
+    ]
     assert kept_at(probs, labels, 0.75) == {"coverage": pytest.approx(2 / 6), "top1": 1.0, "kept": 2}
 
 
@@ -90,7 +98,15 @@ def test_training_fits_a_temperature_and_a_threshold_into_the_checkpoints_it_shi
     assert calibration["fitted_on"] == "val" and calibration["images"] == 8  # limit_val_batches=2, 4 a batch
     assert calibration["val/nll_after"] <= calibration["val/nll_before"]
     assert abstain["target"] == 0.9 and abstain["chosen_on"] == "val" and 0 <= abstain["threshold"] <= 1
-    for key in ("test/ece", "test/nll", "test/ece_uncalibrated", "test/ece_floor", "test/ece_p", "test/confidence", "test/abstain_coverage"):
+    for key in (
+        "test/ece",
+        "test/nll",
+        "test/ece_uncalibrated",
+        "test/ece_floor",
+        "test/ece_p",
+        "test/confidence",
+        "test/abstain_coverage",
+    ):
         assert isinstance(results[key], float), key
     best, last = sweep / "0" / "checkpoints" / results["best_checkpoint"].rsplit("/", 1)[1], sweep / "0" / "checkpoints" / "last.ckpt"
     for path in (best, last):  # one epoch: the same weights, the same fit, in both files
@@ -141,11 +157,16 @@ def test_evaluate_an_ensemble_of_the_sweep_as_its_members_averaged(sweep, tmp_pa
     assert metrics["test/top1"] == pytest.approx(by_hand) and metrics["test/num_images"] == len(true) == 10
     calibrated, _ = member_probabilities(out)
     temperature = metrics["ensemble"]["temperature"]  # its own, fitted on validation: the ECE above is after it
-    assert temperature != 1.0 and metrics["calibration"]["temperature"] == pytest.approx(temperature) and metrics["calibration"]["fitted_on"] == "val"
+    assert (
+        temperature != 1.0
+        and metrics["calibration"]["temperature"] == pytest.approx(temperature)
+        and metrics["calibration"]["fitted_on"] == "val"
+    )
     expected = torch.from_numpy(np.log((first + second) / 2) / temperature).softmax(1).numpy()
     assert np.abs(calibrated - expected).max() < 1e-5  # the members' calibrated probabilities, averaged, then its temperature
-    assert metrics["test/ece_uncalibrated"] == pytest.approx(calibration_scores(torch.from_numpy((first + second) / 2), torch.tensor(
-        [classes.index(name) for name in true]))["ece"], abs=1e-4)  # the plain average's
+    assert metrics["test/ece_uncalibrated"] == pytest.approx(
+        calibration_scores(torch.from_numpy((first + second) / 2), torch.tensor([classes.index(name) for name in true]))["ece"], abs=1e-4
+    )  # the plain average's
     assert metrics["conformal"]["split"] == "val" and metrics["abstain"]["chosen_on"] == "val"  # its own sets and threshold
 
 
@@ -170,7 +191,9 @@ def paintings(folder):
 
 def test_predict_marks_an_answer_below_the_threshold_as_uncertain(sweep, tmp_path):
     images = paintings(tmp_path / "in")
-    done = run_cli("artmove.predict", f"ckpt_path={sweep / '0'}", f"input={images}", "save=json", "num_workers=0", f"hydra.run.dir={tmp_path / 'own'}")
+    done = run_cli(
+        "artmove.predict", f"ckpt_path={sweep / '0'}", f"input={images}", "save=json", "num_workers=0", f"hydra.run.dir={tmp_path / 'own'}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     own = json.loads((tmp_path / "own" / "predictions.json").read_text())
     assert own["uncertain_below"] == load_trained(resolve_checkpoints(sweep / "0")[0].file).threshold  # the run's, chosen on validation
@@ -179,8 +202,15 @@ def test_predict_marks_an_answer_below_the_threshold_as_uncertain(sweep, tmp_pat
     between = (top["dark.png"] + top["bright.png"]) / 2
     unsure = min(top, key=top.get)
     for save in ("csv", "json"):
-        done = run_cli("artmove.predict", f"ckpt_path={sweep / '0'}", f"input={images}", f"save={save}", f"uncertain_below={between}",
-                       "num_workers=0", f"hydra.run.dir={tmp_path / save}")  # fmt: skip
+        done = run_cli(
+            "artmove.predict",
+            f"ckpt_path={sweep / '0'}",
+            f"input={images}",
+            f"save={save}",
+            f"uncertain_below={between}",
+            "num_workers=0",
+            f"hydra.run.dir={tmp_path / save}",
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "1 marked not sure" in done.stdout
     with (tmp_path / "csv" / "predictions.csv").open(encoding="utf-8") as handle:
@@ -223,7 +253,9 @@ def test_onnx_exports_of_a_calibrated_model_and_of_an_ensemble_agree_with_pytorc
     from artmove import Predictor
 
     for name, target in (("single", [f"ckpt_path={sweep / '0'}"]), ("ensemble", [f"ckpt_path={sweep}", "ensemble=all"])):
-        done = run_cli("artmove.export", *target, "formats=onnx", f"out={tmp_path / name}", "check_images=8", f"hydra.run.dir={tmp_path / 'log'}")
+        done = run_cli(
+            "artmove.export", *target, "formats=onnx", f"out={tmp_path / name}", "check_images=8", f"hydra.run.dir={tmp_path / 'log'}"
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         record = json.loads((tmp_path / name / "export.json").read_text())
         for fmt, check in record["checks"].items():
@@ -264,33 +296,70 @@ def test_members_with_other_input_sizes_each_read_their_own_view(sweep, tmp_path
     torch.save(checkpoint, tmp_path / "other" / "checkpoints" / "last.ckpt")
     members = [sweep / "0", tmp_path / "other" / "checkpoints" / "last.ckpt"]
     ensemble = Predictor.from_checkpoint(members)
-    assert [p["test_input_size"] if "test_input_size" in p else p["input_size"] for p in ensemble.preprocessing] == [[3, 32, 32], [3, 40, 40]]
+    assert [p["test_input_size"] if "test_input_size" in p else p["input_size"] for p in ensemble.preprocessing] == [
+        [3, 32, 32],
+        [3, 40, 40],
+    ]
     painting = paintings(tmp_path / "in") / "bright.png"
     alone = [Predictor.from_checkpoint(member)(painting, top_k=10) for member in members]
     averaged = torch.tensor([[p for _, p in sorted(a.top)] for a in alone]).mean(0)
     expected = (averaged.log() / float(ensemble.network.temperature)).softmax(0)  # a list: its own temperature, fitted in memory
     assert [p for _, p in sorted(ensemble(painting, top_k=10).top)] == pytest.approx(expected.tolist(), abs=1e-6)
-    done = run_cli("artmove.export", f"ckpt_path=[{members[0]},{members[1]}]", f"out={tmp_path / 'export'}", f"hydra.run.dir={tmp_path / 'log'}")
+    done = run_cli(
+        "artmove.export", f"ckpt_path=[{members[0]},{members[1]}]", f"out={tmp_path / 'export'}", f"hydra.run.dir={tmp_path / 'log'}"
+    )
     assert done.returncode == 2 and "one exported graph takes one input" in done.stderr and "40x40 px" in done.stderr
 
 
 def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
-    from artmove.release.card import RunFacts, write_card
+    from artmove.release.card import write_card
+    from artmove.runs.facts import RunFacts
 
-    calibration = {"temperature": 1.4, "images": 111, "val/ece_before": 0.081, "val/ece_after": 0.024, "val/nll_before": 1.3,
-                   "val/nll_after": 1.2}  # fmt: skip
+    calibration = {
+        "temperature": 1.4,
+        "images": 111,
+        "val/ece_before": 0.081,
+        "val/ece_after": 0.024,
+        "val/nll_before": 1.3,
+        "val/nll_after": 1.2,
+    }
     abstain = {"target": 0.9, "threshold": 0.62, "reached": True, "images": 111, "val/coverage": 0.41, "val/top1": 0.9}
-    results = {"test/top1": 0.7, "test/top3": 0.8, "test/top5": 0.9, "test/top1_macro": 0.6, "test/num_images": 155, "test/ece": 0.031,
-               "test/ece_uncalibrated": 0.09, "test/ece_floor": 0.058, "test/ece_p": 0.81, "test/abstain_coverage": 0.38,
-               "test/abstain_top1": 0.87}  # fmt: skip
-    facts = RunFacts(checkpoint=tmp_path / "best.ckpt", backbone="resnet50", head="linear", class_names=["a", "b"],
-                     preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.95, "mean": [0.5] * 3,
-                                    "std": [0.5] * 3}, hparams={}, finetune={}, spec={"head": {"name": "linear"}}, results=results,
-                     calibration=calibration, abstain=abstain)  # fmt: skip
+    results = {
+        "test/top1": 0.7,
+        "test/top3": 0.8,
+        "test/top5": 0.9,
+        "test/top1_macro": 0.6,
+        "test/num_images": 155,
+        "test/ece": 0.031,
+        "test/ece_uncalibrated": 0.09,
+        "test/ece_floor": 0.058,
+        "test/ece_p": 0.81,
+        "test/abstain_coverage": 0.38,
+        "test/abstain_top1": 0.87,
+    }
+    facts = RunFacts(
+        checkpoint=tmp_path / "best.ckpt",
+        backbone="resnet50",
+        head="linear",
+        class_names=["a", "b"],
+        preprocessing={"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.95, "mean": [0.5] * 3, "std": [0.5] * 3},
+        hparams={},
+        finetune={},
+        spec={"head": {"name": "linear"}},
+        results=results,
+        calibration=calibration,
+        abstain=abstain,
+    )
     card = write_card(facts, tmp_path, {}, {}, None, True).read_text(encoding="utf-8")
     assert '## Calibration and "not sure"' in card and "| Temperature | 1.400: fitted on 111 validation paintings" in card
-    assert "| Validation ECE (15 bins) | 0.0810 before, 0.0240 after |" in card and "| Test ECE (15 bins) | 0.0310 (raw logits: 0.0900) |" in card
-    assert "| Test ECE of a calibrated model | 0.0580 on as many paintings with the same confidences (mean of 1000 draws); 81 % of those" in card
+    assert (
+        "| Validation ECE (15 bins) | 0.0810 before, 0.0240 after |" in card
+        and "| Test ECE (15 bins) | 0.0310 (raw logits: 0.0900) |" in card
+    )
+    assert (
+        "| Test ECE of a calibrated model | 0.0580 on as many paintings with the same confidences (mean of 1000 draws); 81 % of those"
+        in card
+    )
     assert "p &lt; 0.620: the lowest top-1 probability at which the validation answers kept reach top-1 0.90 (41 % of 111" in card
     assert "| Test, answers at or above it | 38.0 % of the test paintings, top-1 0.8700 (measured on test" in card
     facts.calibration = facts.abstain = None
@@ -299,12 +368,18 @@ def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
 
 
 def test_bad_trust_settings_stop_in_one_line_before_compute(tmp_path):
-    for module, setting, message in (("artmove.train", "calibrate=sometimes", "calibrate='sometimes': give true"),
-                                     ("artmove.train", "abstain_target=1.5", "abstain_target=1.5: give the top-1"),
-                                     ("artmove.evaluate", "uncertain_below=2", "uncertain_below=2: give a top-1 probability"),
-                                     ("artmove.evaluate", "ensemble=best", "ensemble='best': give ensemble=all")):  # fmt: skip
-        done = run_cli(module, "ckpt_path=absent" if module.endswith("evaluate") else "pretrained=false", setting,
-                       f"hydra.run.dir={tmp_path / setting.split('=')[0]}")  # fmt: skip
+    for module, setting, message in (
+        ("artmove.train", "calibrate=sometimes", "calibrate='sometimes': give true"),
+        ("artmove.train", "abstain_target=1.5", "abstain_target=1.5: give the top-1"),
+        ("artmove.evaluate", "uncertain_below=2", "uncertain_below=2: give a top-1 probability"),
+        ("artmove.evaluate", "ensemble=best", "ensemble='best': give ensemble=all"),
+    ):
+        done = run_cli(
+            module,
+            "ckpt_path=absent" if module.endswith("evaluate") else "pretrained=false",
+            setting,
+            f"hydra.run.dir={tmp_path / setting.split('=')[0]}",
+        )
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (setting, done.stderr[-2000:])
 
 

@@ -21,8 +21,17 @@ from artmove.train import train
 from artmove.training.logger import ArtmoveWandbLogger, choose_mode, sweep_group_and_name
 from conftest import LEAN, compose_config
 
-TINY = ["backbone=resnet18", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=8",
-        "data.source.train_per_class=2", "data.source.val_per_class=1", "data.source.test_per_class=2", *LEAN]  # fmt: skip
+TINY = [
+    "backbone=resnet18",
+    "pretrained=false",
+    "debug=limit",
+    "image_size=32",
+    "data.batch_size=8",
+    "data.source.train_per_class=2",
+    "data.source.val_per_class=1",
+    "data.source.test_per_class=2",
+    *LEAN,
+]
 
 
 def wandb_records(run_file: Path):
@@ -176,8 +185,12 @@ def test_multirun_jobs_log_offline_into_one_group(no_credentials):
     sweep = no_credentials / "sweep"
     done = subprocess.run(
         [sys.executable, "-m", "artmove.train", "-m", "logger=wandb", "unfreeze=0,1", *TINY, f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = {job: read_offline_run(sweep / job) for job in ("0", "1")}
     for job, run in runs.items():
@@ -192,7 +205,7 @@ def test_under_ddp_the_test_tables_cover_every_rank(no_credentials):
     """trainer=ddp_cpu: each of 2 processes tests its own share; the W&B tables hold all 5 images."""
     rng = np.random.default_rng(0)
     for split, counts in {"train": (4, 4), "val": (1, 1), "test": (3, 2)}.items():
-        for name, count in zip(("Plain", "Striped"), counts):
+        for name, count in zip(("Plain", "Striped"), counts, strict=True):
             (no_credentials / "data" / split / name).mkdir(parents=True)
             for i in range(count):
                 pixels = (rng.random((24, 24, 3)) * 255).astype(np.uint8)
@@ -200,11 +213,29 @@ def test_under_ddp_the_test_tables_cover_every_rank(no_credentials):
                 Image.fromarray(pixels).save(no_credentials / "data" / split / name / f"{i}.png")
     out = no_credentials / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "artmove.train", "logger=wandb", "trainer=ddp_cpu", "data=folder", f"data.root={no_credentials / 'data'}",
-         "backbone=test_resnet", "pretrained=false", "debug=limit", "image_size=32", "data.batch_size=2",
-         "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ), stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "artmove.train",
+            "logger=wandb",
+            "trainer=ddp_cpu",
+            "data=folder",
+            f"data.root={no_credentials / 'data'}",
+            "backbone=test_resnet",
+            "pretrained=false",
+            "debug=limit",
+            "image_size=32",
+            "data.batch_size=2",
+            "trainer.limit_val_batches=1.0",
+            "trainer.limit_test_batches=1.0",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     per_class = logged_table(out, "test/per_class")
     assert sum(row[per_class["columns"].index("support")] for row in per_class["data"]) == 5

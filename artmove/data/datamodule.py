@@ -186,9 +186,13 @@ class PaintingDataModule(SplitLoaders):
                 samples, self.grouped_splits = self._grouped(samples, artist)
         for split, row in split_summary(samples, artist or str).items():
             log.info(
-                "split %s: %d images, %s artists, %d classes%s", split, row["images"],
-                row["artists"] if artist else "?", row["classes"], " (grouped by artist)" if split in self.grouped_splits else "",
-            )  # fmt: skip
+                "split %s: %d images, %s artists, %d classes%s",
+                split,
+                row["images"],
+                row["artists"] if artist else "?",
+                row["classes"],
+                " (grouped by artist)" if split in self.grouped_splits else "",
+            )
         if artist is None:
             self.artist_overlap = {"unknown": unknown}
             log.info("artist overlap: unknown (%s)", unknown)
@@ -206,15 +210,20 @@ class PaintingDataModule(SplitLoaders):
         if len(made_here) < 2:
             log.warning(
                 "data.group_by=artist: the splits %s are the data set's own and stay as they are (artist overlap "
-                "below); data.regroup_published=true re-splits them by artist.", "/".join(sorted(published)),
-            )  # fmt: skip
+                "below); data.regroup_published=true re-splits them by artist.",
+                "/".join(sorted(published)),
+            )
             return samples, []
         grouped = group_split({split: samples[split] for split in made_here}, artist, self.seed)
         emptied = [split for split in made_here if samples[split] and not grouped[split]]
         if emptied:
             artists = len({artist(path) for split in made_here for path, _ in samples[split]})
-            log.warning("data.group_by=artist: %d artists are too few to fill the %s split(s) by artist; the splits stay "
-                        "stratified, without artists (overlap below).", artists, "/".join(emptied))  # fmt: skip
+            log.warning(
+                "data.group_by=artist: %d artists are too few to fill the %s split(s) by artist; the splits stay "
+                "stratified, without artists (overlap below).",
+                artists,
+                "/".join(emptied),
+            )
             return samples, []
         if published:
             log.info("grouping %s by artist; the published %s split(s) stay as they are", "/".join(made_here), "/".join(sorted(published)))

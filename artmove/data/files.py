@@ -88,6 +88,5 @@ class ReadableFiles(LabelledFiles):
             except UnreadableImageError as error:
                 log.warning("skipped unreadable image (replaced by the next one): %s", error)
         raise DataSetupError(
-            f"no image of this split can be read (first: {self.samples[0][0]}): "
-            "check the files with `python -m artmove.data.verify`."
+            f"no image of this split can be read (first: {self.samples[0][0]}): check the files with `python -m artmove.data.verify`."
         )

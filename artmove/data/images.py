@@ -82,8 +82,7 @@ def load_array(path: Path) -> np.ndarray:
         raise UnreadableImageError(f"cannot read cached image {path}: {error}. Delete it and run prepare again.") from error
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise UnreadableImageError(
-            f"cached image {path} holds a {array.dtype} array of shape {array.shape}, not H x W x 3 uint8. "
-            "Delete it and run prepare again."
+            f"cached image {path} holds a {array.dtype} array of shape {array.shape}, not H x W x 3 uint8. Delete it and run prepare again."
         )
     return array
 
@@ -137,6 +136,4 @@ def load_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
             rgb.load()
             return within_aspect(rgb, path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise UnreadableImageError(
-            f"cannot read image {path}: {error}. Remove or replace the file and run again."
-        ) from error
+        raise UnreadableImageError(f"cannot read image {path}: {error}. Remove or replace the file and run again.") from error

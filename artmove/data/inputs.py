@@ -23,8 +23,9 @@ def list_inputs(input_path: str | Path) -> list[Path]:
     if is_image_file(path):
         return [path]
     data = path.read_bytes()
-    not_a_list = (f"input={path}: neither an image artmove reads ({', '.join(IMAGE_EXTENSIONS)}) nor a text file "
-                  "of image paths, one per line")  # fmt: skip
+    not_a_list = (
+        f"input={path}: neither an image artmove reads ({', '.join(IMAGE_EXTENSIONS)}) nor a text file of image paths, one per line"
+    )
     if b"\0" in data:
         raise ConfigError(f"{not_a_list} (it holds binary data).")
     lines = [line.strip() for line in data.decode("utf-8", "surrogateescape").splitlines()]  # any file name's bytes

@@ -59,10 +59,16 @@ def main(cfg: DictConfig) -> None:
     counts = Counter(o if not o.startswith("bad") else "bad" for o in outcomes)
     say(
         "prepared %d files at short side %d px (%s) in %.1f s: %d written, %d already there, %d unreadable; cache %s",
-        len(paths), cfg.size, cfg.format, time.time() - started, counts["written"], counts["present"], counts["bad"],
+        len(paths),
+        cfg.size,
+        cfg.format,
+        time.time() - started,
+        counts["written"],
+        counts["present"],
+        counts["bad"],
         datamodule.prepared_dir / f"s{cfg.size}",
-    )  # fmt: skip
-    for path, outcome in zip(paths, outcomes):
+    )
+    for outcome in outcomes:
         if outcome.startswith("bad"):
             say("  %s", outcome)
 

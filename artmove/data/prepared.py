@@ -73,5 +73,5 @@ def use_cache(samples: Sequence[Sample], prepared_dir: Path, min_size: int) -> t
     # A few stat calls per file: threads overlap them, which counts on network file systems.
     with ThreadPoolExecutor(16) as pool:
         copies = list(pool.map(current_copy, [path for path, _ in samples], chunksize=256))
-    swapped = [(copy or path, label) for copy, (path, label) in zip(copies, samples)]
+    swapped = [(copy or path, label) for copy, (path, label) in zip(copies, samples, strict=True)]
     return swapped, size, sum(copy is not None for copy in copies)

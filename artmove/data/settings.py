@@ -29,8 +29,17 @@ from artmove.errors import ConfigError
 LOCAL_SOURCE_SETTINGS = ("root", "cache_dir")
 #: The data module's settings that are the reader's own (loaders, caches, training-only augmentation):
 #: accepted in a run's saved config, never used from it.
-LOCAL_MODULE_SETTINGS = ("_target_", "batch_size", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "augment",
-                         "balance", "prepared_dir")  # fmt: skip
+LOCAL_MODULE_SETTINGS = (
+    "_target_",
+    "batch_size",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+    "augment",
+    "balance",
+    "prepared_dir",
+)
 MODULE_TARGET = "artmove.data.PaintingDataModule"
 
 
@@ -64,8 +73,10 @@ class DataSettings(BaseModel):
             return settings
         except ValidationError as error:
             prefix = "" if error.title == cls.__name__ else "source."
-            raise ConfigError(f"{where}: its data record is not one artmove writes ({prefix}{describe(error)}): refused. Give the data "
-                              "set on the command line instead (e.g. data=folder data.root=…).") from None  # fmt: skip
+            raise ConfigError(
+                f"{where}: its data record is not one artmove writes ({prefix}{describe(error)}): refused. Give the data "
+                "set on the command line instead (e.g. data=folder data.root=…)."
+            ) from None
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any], seed: Any, where: Path | str) -> DataSettings:
@@ -77,8 +88,10 @@ class DataSettings(BaseModel):
         target, partial = source.pop("_target_", None), source.pop("_partial_", True)
         names = {f"{cls_.__module__.rsplit('.', 1)[0]}.{cls_.__name__}": name for name, cls_ in SOURCE_FORMATS.items()}
         if data.get("_target_", MODULE_TARGET) != MODULE_TARGET or target not in names or partial is not True:
-            raise ConfigError(f"{where}: its data set is not one of artmove's formats (data._target_={data.get('_target_')!r}, "
-                              f"data.source._target_={target!r}): give it on the command line (e.g. data=folder data.root=…).")  # fmt: skip
+            raise ConfigError(
+                f"{where}: its data set is not one of artmove's formats (data._target_={data.get('_target_')!r}, "
+                f"data.source._target_={target!r}): give it on the command line (e.g. data=folder data.root=…)."
+            )
         for key in LOCAL_MODULE_SETTINGS:
             data.pop(key, None)
         for key in LOCAL_SOURCE_SETTINGS[1:]:
@@ -93,11 +106,21 @@ class DataSettings(BaseModel):
         from artmove.data.datamodule import PaintingDataModule
 
         source_class = SOURCE_FORMATS[self.format]
-        source_local = {"cache_dir": str(Path(local_cache_dir()) / "hf")} if "cache_dir" in inspect.signature(source_class).parameters else {}
+        source_local = (
+            {"cache_dir": str(Path(local_cache_dir()) / "hf")} if "cache_dir" in inspect.signature(source_class).parameters else {}
+        )
         source = functools.partial(source_class, **self.source, **source_local)
         local = {"prepared_dir": local_cache_dir(), **local}
-        return PaintingDataModule(source=source, preprocessing=preprocessing, root=self.root, seed=self.seed, group_by=self.group_by,
-                                  regroup_published=self.regroup_published, max_bad_fraction=self.max_bad_fraction, **local)  # fmt: skip
+        return PaintingDataModule(
+            source=source,
+            preprocessing=preprocessing,
+            root=self.root,
+            seed=self.seed,
+            group_by=self.group_by,
+            regroup_published=self.regroup_published,
+            max_bad_fraction=self.max_bad_fraction,
+            **local,
+        )
 
     def record(self) -> dict[str, Any]:
         """Plain data, as checkpoints and results.json keep it."""

@@ -67,9 +67,7 @@ def artist_lookup(named: Callable[[Path], str | None] | None, paths: Sequence[Pa
     return (lambda path: named(path) or artist_from_filename(path)), None
 
 
-def stratified_split(
-    per_class: dict[int, list[Path]], val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[Sample]]:
+def stratified_split(per_class: dict[int, list[Path]], val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[Sample]]:
     """Shuffle each class's sorted files with ``seed`` and cut val/test/train by fractions.
 
     Deterministic across processes and machines: it depends only on the file names and seed.
@@ -95,9 +93,7 @@ def by_class(samples: Sequence[Sample]) -> dict[int, list[Path]]:
     return dict(per_class)
 
 
-def group_split(
-    samples: Mapping[str, Sequence[Sample]], group_of: Callable[[Path], str], seed: int
-) -> dict[str, list[Sample]]:
+def group_split(samples: Mapping[str, Sequence[Sample]], group_of: Callable[[Path], str], seed: int) -> dict[str, list[Sample]]:
     """Re-split ``samples`` so that every group (artist) lies in exactly one split.
 
     The per-class sizes of the given split are the targets: whole groups are assigned,
@@ -121,10 +117,7 @@ def group_split(
 
         def cost(split: str, counts: Counter[int] = counts) -> tuple[float, int]:
             # growth of sum_c (assigned - target)^2 / target if the group joins this split
-            growth = sum(
-                n * (2 * (assigned[split][c] - targets[split][c]) + n) / max(targets[split][c], 0.5)
-                for c, n in counts.items()
-            )
+            growth = sum(n * (2 * (assigned[split][c] - targets[split][c]) + n) / max(targets[split][c], 0.5) for c, n in counts.items())
             return growth, names.index(split)
 
         best = min(names, key=cost)

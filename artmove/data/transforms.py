@@ -145,9 +145,12 @@ def check_augment(augment: Mapping[str, Any]) -> None:
     if rand_augment is not None and augment.get("trivial_augment"):
         raise ConfigError("data.augment.rand_augment and data.augment.trivial_augment are both set: choose one policy.")
     if rand_augment is not None and not isinstance(rand_augment, Mapping):
-        raise ConfigError(f"data.augment.rand_augment={rand_augment!r}: give RandAugment's settings, e.g. '{{num_ops: 2, magnitude: 9}}', or null.")
-    if rand_augment is not None and set(rand_augment) - {"num_ops", "magnitude", "num_magnitude_bins"}:
-        raise ConfigError(f"data.augment.rand_augment: unknown settings {sorted(set(rand_augment) - {'num_ops', 'magnitude', 'num_magnitude_bins'})}; use num_ops, magnitude, num_magnitude_bins.")
+        raise ConfigError(
+            f"data.augment.rand_augment={rand_augment!r}: give RandAugment's settings, e.g. '{{num_ops: 2, magnitude: 9}}', or null."
+        )
+    unknown = sorted(set(rand_augment or {}) - {"num_ops", "magnitude", "num_magnitude_bins"})
+    if unknown:
+        raise ConfigError(f"data.augment.rand_augment: unknown settings {unknown}; use num_ops, magnitude, num_magnitude_bins.")
     if not 0 <= float(augment.get("random_erasing") or 0) <= 1:
         raise ConfigError(f"data.augment.random_erasing={augment['random_erasing']}: a probability in [0, 1].")
 
@@ -187,13 +190,14 @@ def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
 @functools.lru_cache(maxsize=16)
 def _pixel_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """mean and std in 0-255 units, made once per device (no host-to-GPU copy per batch)."""
+
     def in_pixels(values: tuple[float, ...]) -> torch.Tensor:
         return torch.tensor(values, device=device).view(1, -1, 1, 1) * 255.0
 
     return in_pixels(mean), in_pixels(std)
 
 
-def decode_size(preprocessing: Mapping[str, Any], training: bool = False) -> int:
+def decode_size(preprocessing: Mapping[str, Any] | Sequence[Mapping[str, Any]], training: bool = False) -> int:
     """Shortest side worth decoding (JPEG draft mode, the prepared cache) for the transform that reads the
     image: an evaluation's resize before its centre crop (``test_input_size`` / crop_pct), or for the
     training crops the same at the training size (what it was before evaluations had their own size). Several

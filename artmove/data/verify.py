@@ -43,8 +43,12 @@ def main(cfg: DictConfig) -> None:
     for check in bad:
         say("  bad: %s (%s)", check.path, check.error)
     if share > cfg.data.max_bad_fraction:
-        say("more than data.max_bad_fraction=%s of the files are bad: training on this set would stop. Fix or remove "
-            "the files listed in %s, or raise data.max_bad_fraction.", cfg.data.max_bad_fraction, report)
+        say(
+            "more than data.max_bad_fraction=%s of the files are bad: training on this set would stop. Fix or remove "
+            "the files listed in %s, or raise data.max_bad_fraction.",
+            cfg.data.max_bad_fraction,
+            report,
+        )
         raise SystemExit(1)
 
 

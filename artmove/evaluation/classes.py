@@ -18,10 +18,12 @@ def load_class_map(class_map: Mapping[str, str | None] | str | None) -> dict[str
         path = Path(class_map)
         if not path.is_file():
             raise ConfigError(f"class_map={class_map}: no such file. Give a YAML/JSON file or an inline mapping.")
-        class_map = OmegaConf.to_container(OmegaConf.load(path))
-    if not isinstance(class_map, Mapping):
+        loaded = OmegaConf.to_container(OmegaConf.load(path))
+    else:
+        loaded = class_map
+    if not isinstance(loaded, Mapping):
         raise ConfigError("class_map must map data set class names to checkpoint class names (or null).")
-    return {str(key): None if value is None else str(value) for key, value in class_map.items()}
+    return {str(key): None if value is None else str(value) for key, value in loaded.items()}
 
 
 def label_map(
@@ -38,11 +40,13 @@ def label_map(
         raise ConfigError(f"class_map names classes the data set does not have: {unknown_keys}. Data set classes: {list(data_classes)}.")
     bad_targets = sorted({v for v in class_map.values() if v is not None} - set(model_classes))
     if bad_targets:
-        raise ConfigError(f"class_map maps to classes the checkpoint does not have: {bad_targets}. Checkpoint classes: {list(model_classes)}.")
+        raise ConfigError(
+            f"class_map maps to classes the checkpoint does not have: {bad_targets}. Checkpoint classes: {list(model_classes)}."
+        )
     index = {name: label for label, name in enumerate(model_classes)}
     mapping, unmatched = [], []
     for name in data_classes:
-        target = class_map[name] if name in class_map else name
+        target = class_map.get(name, name)
         if target is not None and target not in index:
             unmatched.append(name)
         mapping.append(None if target is None else index.get(target))

@@ -16,8 +16,9 @@ from artmove.models.trained import TrainedModel
 from artmove.runs.checkpoints import OpenedRun
 
 
-def evaluation_data(cfg: DictConfig, opened: OpenedRun, trained: TrainedModel | TrainedEnsemble,
-                    preprocessing: dict[str, Any]) -> PaintingDataModule:  # fmt: skip
+def evaluation_data(
+    cfg: DictConfig, opened: OpenedRun, trained: TrainedModel | TrainedEnsemble, preprocessing: dict[str, Any]
+) -> PaintingDataModule:
     """The data module of ``cfg.data`` (the command's own ``data=…``, composed from artmove's configs), else of
     the run's recorded data set, built from artmove's formats by name; ``cfg.seed`` (else the run's, else 42)
     is what its splits were drawn with."""
@@ -29,6 +30,9 @@ def evaluation_data(cfg: DictConfig, opened: OpenedRun, trained: TrainedModel | 
             root.seed = seed if seed is not None else recorded.seed if recorded is not None else 42
         return instantiate(root.data, preprocessing=preprocessing, _convert_="all")
     if recorded is None:
-        raise ConfigError(f"no data set given and {opened.run.path} does not record the one it trained on (no record in its "
-                          "checkpoint, no .hydra/config.yaml): add data=rasta data.root=/path/to/data (or data=folder/synthetic).")  # fmt: skip
+        raise ConfigError(
+            f"no data set given and {opened.run.path} does not record the one it trained on (no record in its "
+            "checkpoint, no .hydra/config.yaml): add data=rasta data.root=/path/to/data "
+            "(or data=folder/synthetic)."
+        )
     return (recorded if seed is None else recorded.model_copy(update={"seed": seed})).build(preprocessing)

@@ -56,8 +56,17 @@ def grid(entries: Sequence[tuple[list[Image.Image], list[str]]], path: Path) -> 
     return path
 
 
-def write_gallery(network, preprocessing: Mapping[str, Any], dataset, probs: torch.Tensor, labels: torch.Tensor,
-                  classes: Sequence[str], pairs: Sequence[dict], count: int, out: Path) -> list[Path]:  # fmt: skip
+def write_gallery(
+    network,
+    preprocessing: Mapping[str, Any],
+    dataset,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[str],
+    pairs: Sequence[dict],
+    count: int,
+    out: Path,
+) -> list[Path]:
     """``top_losses.png`` (painting | Grad-CAM of the predicted class, highest loss first) and
     ``confused/<A>__<B>.png`` per most-confused pair (its images either way, highest loss first).
 
@@ -68,18 +77,23 @@ def write_gallery(network, preprocessing: Mapping[str, Any], dataset, probs: tor
     images = torch.stack([dataset[i][0] for i in worst])
     cams = grad_cam(network, images.to(device), probs[worst].argmax(1).to(device))
     entries = []
-    for i, image, cam in zip(worst, images, cams):
+    for i, image, cam in zip(worst, images, cams, strict=True):
         painting = to_pil(image, preprocessing["mean"], preprocessing["std"])
         entries.append(([painting, overlay(painting, cam)], caption(classes, probs[i], int(labels[i]), float(losses[i]))))
     written = [grid(entries, out / "top_losses.png")]
     predicted = probs.argmax(1)
     for pair in pairs:
         a, b = classes.index(pair["class_a"]), classes.index(pair["class_b"])
-        mistaken = [i for i in range(len(labels)) if (labels[i], predicted[i]) in ((a, b), (b, a))]
+        mistaken = [i for i in range(len(labels)) if (int(labels[i]), int(predicted[i])) in ((a, b), (b, a))]
         chosen = top_losses(probs, labels, count, mistaken)
         if chosen:
-            entries = [([to_pil(dataset[i][0], preprocessing["mean"], preprocessing["std"])],
-                        caption(classes, probs[i], int(labels[i]), float(losses[i]))) for i in chosen]  # fmt: skip
+            entries = [
+                (
+                    [to_pil(dataset[i][0], preprocessing["mean"], preprocessing["std"])],
+                    caption(classes, probs[i], int(labels[i]), float(losses[i])),
+                )
+                for i in chosen
+            ]
             written.append(grid(entries, out / "confused" / f"{_safe(pair['class_a'])}__{_safe(pair['class_b'])}.png"))
     return written
 

@@ -10,7 +10,8 @@ gets them all, and the map explained is the final one (the others held fixed).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -19,15 +20,19 @@ from matplotlib import colormaps
 from PIL import Image
 
 from artmove.errors import ConfigError
+from artmove.models.heads import Features
 
 
 def grad_cam(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W]`` images and target classes ``[B]`` -> heat maps ``[B, H, W]`` in [0, 1]."""
+    # timm's contract, which nn.Module's attribute lookup types as ``Tensor | Module``
+    forward_features = cast(Callable[[torch.Tensor], Features], model.forward_features)
+    forward_head = cast(Callable[[Features], torch.Tensor], model.forward_head)
     with torch.enable_grad():
-        stages = model.forward_features(images)
-        stages = [x.detach() for x in stages] if isinstance(stages, list) else [stages.detach()]
+        output = forward_features(images)
+        stages = [x.detach() for x in output] if isinstance(output, list) else [output.detach()]
         features = stages[-1].requires_grad_(True)
-        scores = model.forward_head(stages if len(stages) > 1 else features).gather(1, targets[:, None]).sum()
+        scores = forward_head(stages if len(stages) > 1 else features).gather(1, targets[:, None]).sum()
         (gradients,) = torch.autograd.grad(scores, features)
     features, gradients = _channels_first(features, model), _channels_first(gradients, model)
     weights = gradients.mean(dim=(2, 3), keepdim=True)
@@ -61,4 +66,4 @@ def overlay(image: Image.Image, cam: torch.Tensor, alpha: float = 0.45, min_side
     heat = Image.fromarray((colormaps["jet"](cam.cpu().numpy())[..., :3] * 255).astype(np.uint8))
     blended = Image.blend(image.convert("RGB"), heat, alpha)
     scale = max(1, math.ceil(min_side / min(blended.size)))
-    return blended.resize((blended.width * scale, blended.height * scale), Image.BICUBIC) if scale > 1 else blended
+    return blended.resize((blended.width * scale, blended.height * scale), Image.Resampling.BICUBIC) if scale > 1 else blended

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from artmove.data.images import UnreadableImageError, load_rgb
+from artmove.data.sources.base import PaintingSplit
 from artmove.evaluation.tta import predict_views, stack_views, views_to
 from artmove.utils.progress import progress
 
@@ -16,7 +18,7 @@ from artmove.utils.progress import progress
 class MappedViews(Dataset):
     """``(views, checkpoint label)`` of a labelled split; images of dropped classes are left out."""
 
-    def __init__(self, dataset: Dataset, transform: Callable, mapping: Sequence[int | None]):
+    def __init__(self, dataset: PaintingSplit, transform: Callable, mapping: Sequence[int | None]):
         self.dataset, self.transform, self.mapping = dataset, transform, list(mapping)
         if all(target is not None for target in self.mapping):
             self.indices = list(range(len(dataset)))
@@ -81,12 +83,12 @@ def predict_files(
         for views, ok, messages in loader:
             if views is not None:
                 probs.append(predict_views(network, views_to(views, device)).cpu())
-            for position, (good, message) in enumerate(zip(ok, messages), start=offset):
+            for position, (good, message) in enumerate(zip(ok, messages, strict=True), start=offset):
                 if good:
                     readable.append(position)
                 else:
                     errors[position] = message
             offset += len(ok)
             bar.update(len(ok))
-    num_classes = network.num_classes
+    num_classes = cast(int, network.num_classes)  # nn.Module types its attributes as Tensor | Module
     return (torch.cat(probs) if probs else torch.empty(0, num_classes)), readable, errors

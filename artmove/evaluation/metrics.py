@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torchmetrics.classification import (
@@ -94,16 +95,21 @@ def most_confused_pairs(counts: torch.Tensor, class_names: Sequence[str], top: i
     ``a_as_b`` counts images of ``a`` predicted as ``b``; shares are of each true class's images.
     """
     support = counts.sum(1)
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for a in range(len(class_names)):
         for b in range(a + 1, len(class_names)):
             a_as_b, b_as_a = int(counts[a, b]), int(counts[b, a])
             if a_as_b + b_as_a:
-                pairs.append({
-                    "class_a": class_names[a], "class_b": class_names[b],
-                    "a_as_b": a_as_b, "b_as_a": b_as_a, "total": a_as_b + b_as_a,
-                    "a_as_b_share": a_as_b / int(support[a]) if support[a] else math.nan,
-                    "b_as_a_share": b_as_a / int(support[b]) if support[b] else math.nan,
-                })  # fmt: skip
+                pairs.append(
+                    {
+                        "class_a": class_names[a],
+                        "class_b": class_names[b],
+                        "a_as_b": a_as_b,
+                        "b_as_a": b_as_a,
+                        "total": a_as_b + b_as_a,
+                        "a_as_b_share": a_as_b / int(support[a]) if support[a] else math.nan,
+                        "b_as_a_share": b_as_a / int(support[b]) if support[b] else math.nan,
+                    }
+                )
     pairs.sort(key=lambda pair: (-pair["total"], pair["class_a"], pair["class_b"]))
     return pairs[:top]

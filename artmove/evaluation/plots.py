@@ -40,7 +40,7 @@ def plot_confusion_matrix(counts: np.ndarray, class_names: Sequence[str], path: 
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="equal")
     ax.set_xticks(range(n_cols), [plot_text(n) for n in class_names], rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
-    ax.set_yticks(range(n_rows), [f"{plot_text(class_names[r])} ({counts[r].sum()})" for r in rows], fontsize=8)
+    ax.set_yticks(range(n_rows), [f"{plot_text(class_names[int(r)])} ({counts[r].sum()})" for r in rows], fontsize=8)
     ax.set_xlabel("predicted movement")
     ax.set_ylabel("true movement (images)")
     for (i, j), share in np.ndenumerate(shares):
@@ -64,11 +64,11 @@ RUN_CURVES = {
 def plot_run_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
     """One run's loss and accuracy per epoch, training and validation, side by side (epochs counted from 1)."""
     fig = Figure(figsize=(11, 4.2))
-    panels = dict(zip(("loss", "accuracy"), fig.subplots(1, 2)))
+    panels = dict(zip(("loss", "accuracy"), fig.subplots(1, 2), strict=True))
     for name, (panel, label, style) in RUN_CURVES.items():
         points = curves.get(name)
         if points:
-            epochs, values = zip(*points)
+            epochs, values = zip(*points, strict=True)
             panels[panel].plot([e + 1 for e in epochs], values, style, marker="o", markersize=3, label=label)
     for name, ax in panels.items():
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -106,8 +106,17 @@ def plot_reliability(probs, labels, path: Path, title: str = "", bins: int = 15)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     shown = counts > 0
     top.bar(centres[shown], accuracy[shown], width=width * 0.95, color="#4f7cc1", edgecolor="white", label="top-1 accuracy of the bin")
-    top.bar(centres[shown], (mean_conf - accuracy)[shown], bottom=accuracy[shown], width=width * 0.95, color="none",
-            edgecolor="#c0392b", hatch="//", linewidth=0.8, label="gap to the bin's mean confidence")  # fmt: skip
+    top.bar(
+        centres[shown],
+        (mean_conf - accuracy)[shown],
+        bottom=accuracy[shown],
+        width=width * 0.95,
+        color="none",
+        edgecolor="#c0392b",
+        hatch="//",
+        linewidth=0.8,
+        label="gap to the bin's mean confidence",
+    )
     top.plot([0, 1], [0, 1], linestyle="--", color="#333", linewidth=1, label="calibrated")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -135,8 +144,13 @@ def plot_selective(probs, labels, path: Path, title: str = "", threshold: float 
     if threshold is not None:
         kept = kept_at(probs, labels, threshold)
         if kept["kept"]:
-            ax.scatter([100 * kept["coverage"]], [kept["top1"]], color="#e07a5f", zorder=3,
-                       label=f"not sure below p={threshold:.2f}: {100 * kept['coverage']:.0f} % kept, top-1 {kept['top1']:.3f}")  # fmt: skip
+            ax.scatter(
+                [100 * kept["coverage"]],
+                [kept["top1"]],
+                color="#e07a5f",
+                zorder=3,
+                label=f"not sure below p={threshold:.2f}: {100 * kept['coverage']:.0f} % kept, top-1 {kept['top1']:.3f}",
+            )
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("coverage (% of answers kept)")
@@ -155,17 +169,32 @@ def plot_sets(probs, labels, path: Path, record: Mapping, title: str = "") -> Pa
     from artmove.models.conformal import fit, fixed_k, prediction_sets, set_metrics
 
     settings = {key: record[key] for key in ("score", "class_conditional", "k_reg", "lam", "seed")}
-    curve = [set_metrics(prediction_sets(probs, fit(probs, labels, level, split="", **settings)), labels)
-             for level in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)]  # fmt: skip
-    own = set_metrics(prediction_sets(probs, record, torch.Generator().manual_seed(record["seed"])), labels)
+    curve = [
+        set_metrics(prediction_sets(probs, fit(probs, labels, level, split="", **settings)), labels)
+        for level in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)
+    ]
+    own = set_metrics(prediction_sets(probs, dict(record), torch.Generator().manual_seed(record["seed"])), labels)
     fixed = fixed_k(probs, labels)
     fig = Figure(figsize=(5.2, 4.2))
     ax = fig.subplots()
-    ax.plot([100 * m["coverage"] for m in curve], [m["mean_size"] for m in curve], color="#4f7cc1", marker=".",
-            label=f"{record['score']} sets, thresholds on these images")  # fmt: skip
-    ax.plot([100 * row["coverage"] for row in fixed], [row["k"] for row in fixed], color="#888", marker="s", linestyle="--", label="fixed top-k")
-    ax.scatter([100 * own["coverage"]], [own["mean_size"]], color="#e07a5f", zorder=3,
-               label=f"{100 * record['coverage']:g} % sets fitted on {record['split']}: {100 * own['coverage']:.1f} %, size {own['mean_size']:.2f}")  # fmt: skip
+    ax.plot(
+        [100 * m["coverage"] for m in curve],
+        [m["mean_size"] for m in curve],
+        color="#4f7cc1",
+        marker=".",
+        label=f"{record['score']} sets, thresholds on these images",
+    )
+    ax.plot(
+        [100 * row["coverage"] for row in fixed], [row["k"] for row in fixed], color="#888", marker="s", linestyle="--", label="fixed top-k"
+    )
+    ax.scatter(
+        [100 * own["coverage"]],
+        [own["mean_size"]],
+        color="#e07a5f",
+        zorder=3,
+        label=f"{100 * record['coverage']:g} % sets fitted on {record['split']}: "
+        f"{100 * own['coverage']:.1f} %, size {own['mean_size']:.2f}",
+    )
     ax.axvline(100 * record["coverage"], color="#e07a5f", linestyle=":", linewidth=1)
     ax.set_xlabel("coverage (% of sets holding the true movement)")
     ax.set_ylabel("mean set size (movements)")

@@ -30,10 +30,10 @@ from matplotlib.ticker import MaxNLocator
 
 from artmove.errors import ConfigError
 from artmove.evaluation.plots import save_png
-from artmove.evaluation.tables import markdown_table, markdown_text, write_csv
 from artmove.runs.checkpoints import resolve_checkpoint
 from artmove.runs.folder import RunFolder, find_runs, selection_direction
 from artmove.runs.plain import read_yaml, select
+from artmove.utils.tables import markdown_table, markdown_text, write_csv
 
 #: Each job's value of the metric it was selected on (results.json ``optimized_value``): the default ranking.
 SELECTED = "optimized_value"
@@ -42,11 +42,47 @@ RANKINGS = (SELECTED, *METRICS)
 # A setting = everything but the seed: runs that differ only by seed are averaged together.
 SETTING = ("data", "backbone", "policy", "unfreeze", "other")
 CI95 = ("test/top1_ci95_low", "test/top1_ci95_high")
-RUN_COLUMNS = ("loaded", "run", "status", *SETTING, "seed", "optimized_metric", SELECTED, *METRICS, *CI95, "test_artist_overlap", "weights",
-               "epochs", "wall_time_s", "error")  # fmt: skip
-RUN_HEADERS = ("ckpt_path", "run", "status", "data", "backbone", "policy", "unfreeze", "other overrides", "seed", "selected on",
-               "selected value", "test top-1", "test top-3", "test top-5", "test top-1 macro", "best val top-1", "top-1 95% low",
-               "top-1 95% high", "test images by train artists", "weights", "epochs", "wall time (s)", "error")  # fmt: skip
+RUN_COLUMNS = (
+    "loaded",
+    "run",
+    "status",
+    *SETTING,
+    "seed",
+    "optimized_metric",
+    SELECTED,
+    *METRICS,
+    *CI95,
+    "test_artist_overlap",
+    "weights",
+    "epochs",
+    "wall_time_s",
+    "error",
+)
+RUN_HEADERS = (
+    "ckpt_path",
+    "run",
+    "status",
+    "data",
+    "backbone",
+    "policy",
+    "unfreeze",
+    "other overrides",
+    "seed",
+    "selected on",
+    "selected value",
+    "test top-1",
+    "test top-3",
+    "test top-5",
+    "test top-1 macro",
+    "best val top-1",
+    "top-1 95% low",
+    "top-1 95% high",
+    "test images by train artists",
+    "weights",
+    "epochs",
+    "wall time (s)",
+    "error",
+)
 #: How report.md marks the job ``ckpt_path=<sweep folder>`` loads.
 LOADED = "→"
 
@@ -75,7 +111,9 @@ def read_run(run: RunFolder, root: Path | None = None) -> dict[str, Any]:
     row = {
         "run": folder.name if root is None or folder == root else os.path.relpath(folder, root),
         "status": results.get("status", "ok"),
-        "data": _data_name(data.get("root") or _select(config, "data.root"), data.get("source") or _select(config, "data.source._target_"), run),
+        "data": _data_name(
+            data.get("root") or _select(config, "data.root"), data.get("source") or _select(config, "data.source._target_"), run
+        ),
         "backbone": setting("backbone"),
         "policy": _policy_name(_select(config, "finetune._target_")),
         "unfreeze": setting("unfreeze"),
@@ -90,7 +128,7 @@ def read_run(run: RunFolder, root: Path | None = None) -> dict[str, Any]:
         "error": error[0] if error else "",
         "folder": str(folder),
         "loaded": False,
-    }  # fmt: skip
+    }
     row.update({metric: results.get(metric) for metric in (*METRICS, *CI95)})
     return row
 
@@ -170,7 +208,8 @@ def loaded_jobs(paths: Sequence[str | Path]) -> tuple[dict[Path, Path], list[str
         try:
             loaded[resolve_checkpoint(path).run.path.resolve()] = path
         except Exception as error:  # noqa: BLE001 - the report says so and goes on: it only reads
-            notes.append(f"`ckpt_path={path}` loads no job: {error if isinstance(error, ConfigError) else f'{type(error).__name__}: {error}'}")
+            reason = error if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+            notes.append(f"`ckpt_path={path}` loads no job: {reason}")
     return loaded, notes
 
 
@@ -182,7 +221,11 @@ def summarise(rows: list[dict], metric: str, minimize: bool = False) -> list[dic
             groups[tuple(row[key] for key in SETTING)].append(row)
     summary = []
     for setting, members in groups.items():
-        item = dict(zip(SETTING, setting), runs=len(members), seeds=" ".join(map(str, sorted((m["seed"] for m in members), key=_seed_key))))
+        item = dict(
+            zip(SETTING, setting, strict=True),
+            runs=len(members),
+            seeds=" ".join(map(str, sorted((m["seed"] for m in members), key=_seed_key))),
+        )
         for name in (*RANKINGS, "wall_time_s"):
             values = [m[name] for m in members if isinstance(m.get(name), (int, float))]
             item[f"{name} mean"] = statistics.fmean(values) if values else None
@@ -222,11 +265,33 @@ def _mean_std(item: dict, name: str) -> str:
 
 
 def summary_markdown(summary: list[dict]) -> str:
-    rows = [{**{k: _shown(s)[k] for k in SETTING}, "runs": s["runs"], "seeds": s["seeds"],
-             **{m: _mean_std(s, m) for m in RANKINGS}, "wall": _mean_std(s, "wall_time_s")} for s in summary]  # fmt: skip
-    return markdown_table(rows, [*SETTING, "runs", "seeds", *RANKINGS, "wall"],
-                          [*SETTING[:-1], "other overrides", "runs", "seeds", "selected value", "test top-1", "test top-3", "test top-5",
-                           "test top-1 macro", "best val top-1", "wall time (s)"])  # fmt: skip
+    rows = [
+        {
+            **{k: _shown(s)[k] for k in SETTING},
+            "runs": s["runs"],
+            "seeds": s["seeds"],
+            **{m: _mean_std(s, m) for m in RANKINGS},
+            "wall": _mean_std(s, "wall_time_s"),
+        }
+        for s in summary
+    ]
+    return markdown_table(
+        rows,
+        [*SETTING, "runs", "seeds", *RANKINGS, "wall"],
+        [
+            *SETTING[:-1],
+            "other overrides",
+            "runs",
+            "seeds",
+            "selected value",
+            "test top-1",
+            "test top-3",
+            "test top-5",
+            "test top-1 macro",
+            "best val top-1",
+            "wall time (s)",
+        ],
+    )
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -245,8 +310,14 @@ def plot_metric_vs_unfreeze(summary: list[dict], metric: str, path: Path) -> Pat
     for (backbone, data, policy, other), items in sorted(lines.items(), key=lambda kv: tuple(map(str, kv[0]))):
         items.sort(key=lambda item: item["unfreeze"])
         label = f"{backbone} · {data}" + (f" · {policy}" if several_policies else "") + (f" · {other}" if other else "")
-        ax.errorbar([i["unfreeze"] for i in items], [i[f"{metric} mean"] for i in items],
-                    yerr=[i[f"{metric} std"] or 0.0 for i in items], marker="o", capsize=3, label=label)  # fmt: skip
+        ax.errorbar(
+            [i["unfreeze"] for i in items],
+            [i[f"{metric} mean"] for i in items],
+            yerr=[i[f"{metric} std"] or 0.0 for i in items],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     ax.set_xlabel("unfreeze (fraction of the backbone retrained)")
     ax.set_ylabel(f"{metric} (mean ± std over seeds)")
     ax.set_xlim(-0.05, 1.05)
@@ -283,7 +354,7 @@ def plot_learning_curves(rows: list[dict], path: Path) -> Path | None:
         label = f"{row['backbone']} u={row['unfreeze']} s={row['seed']} · {row['data']}"
         for ax, name in ((left, "val/top1"), (right, "train/loss_epoch")):
             if name in c:
-                ax.plot(*zip(*c[name]), marker="o", markersize=3, label=label)
+                ax.plot(*zip(*c[name], strict=True), marker="o", markersize=3, label=label)
     for ax, name in ((left, "validation top-1"), (right, "training loss")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -320,25 +391,42 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, metric: str =
     settings_columns = [*SETTING, "runs", "seeds"] + [f"{m} {s}" for m in (*RANKINGS, "wall_time_s") for s in ("mean", "std")]
     write_csv(out / "settings.csv", summary, settings_columns)
     figure_metric = metric if metric in METRICS else "test/top1"  # the sweep's result against unfreeze
-    figures = [plot_metric_vs_unfreeze(summary, figure_metric, out / f"{figure_metric.replace('/', '_')}_vs_unfreeze.png"),
-               plot_learning_curves(rows, out / "learning_curves.png")]  # fmt: skip
+    figures = [
+        plot_metric_vs_unfreeze(summary, figure_metric, out / f"{figure_metric.replace('/', '_')}_vs_unfreeze.png"),
+        plot_learning_curves(rows, out / "learning_curves.png"),
+    ]
     failed = sum(row["status"] != "ok" for row in rows)
     metrics = sorted({str(row["optimized_metric"]) for row in rows if row.get("optimized_metric")})
     if metric == SELECTED:
-        ranking = (f"ranked by the metric each job was selected on ({', '.join(f'`{m}`' for m in metrics) or 'none recorded'}: "
-                   f"its `optimized_value`, {'lowest' if minimize else 'highest'} first), as a sweeper optimises it and "
-                   "`ckpt_path=<sweep folder>` chooses; the test scores are beside it, not used to rank")  # fmt: skip
+        ranking = (
+            f"ranked by the metric each job was selected on ({', '.join(f'`{m}`' for m in metrics) or 'none recorded'}: "
+            f"its `optimized_value`, {'lowest' if minimize else 'highest'} first), as a sweeper optimises it and "
+            "`ckpt_path=<sweep folder>` chooses; the test scores are beside it, not used to rank"
+        )
     else:
-        ranking = f"sorted by `{metric}`" + (" (the test split: choose on validation, the default ranking)" if metric.startswith("test/") else "")
-    marks = [f"{LOADED} marks the job `ckpt_path={sweep}` loads (evaluate, predict, export, demo): "
-             f"{os.path.relpath(job, root) if job != root else job.name}." for job, sweep in loaded.items()]  # fmt: skip
+        ranking = f"sorted by `{metric}`" + (
+            " (the test split: choose on validation, the default ranking)" if metric.startswith("test/") else ""
+        )
+    marks = [
+        f"{LOADED} marks the job `ckpt_path={sweep}` loads (evaluate, predict, export, demo): "
+        f"{os.path.relpath(job, root) if job != root else job.name}."
+        for job, sweep in loaded.items()
+    ]
     lines = [
-        f"# Sweep report: {len(rows)} run(s), {failed} failed", "",
-        f"Runs under {markdown_text(', '.join(map(str, paths)))}, {ranking} (failed runs last).", "",
+        f"# Sweep report: {len(rows)} run(s), {failed} failed",
+        "",
+        f"Runs under {markdown_text(', '.join(map(str, paths)))}, {ranking} (failed runs last).",
+        "",
         *[line for mark in [*marks, *notes] for line in (mark, "")],
-        "## Settings (mean ± std over seeds; one run: top-1 [bootstrap 95% interval])", "", summary_markdown(summary), "",
-        "## Runs", "", markdown_table(map(_shown, rows), RUN_COLUMNS, RUN_HEADERS), "",
-    ]  # fmt: skip
+        "## Settings (mean ± std over seeds; one run: top-1 [bootstrap 95% interval])",
+        "",
+        summary_markdown(summary),
+        "",
+        "## Runs",
+        "",
+        markdown_table(map(_shown, rows), RUN_COLUMNS, RUN_HEADERS),
+        "",
+    ]
     lines += [f"![{figure.stem}]({figure.name})\n" for figure in figures if figure is not None]
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")

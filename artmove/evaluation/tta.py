@@ -8,7 +8,7 @@ model's own eval transform, so ``none`` is exactly what training evaluated.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, cast
 
 import torch
 from torchvision import transforms as T
@@ -19,7 +19,7 @@ from artmove.errors import ConfigError
 TTA_MODES = {"none": 1, "flip": 2, "five_crop": 5, "ten_crop": 10}
 #: ``[views, C, H, W]``, or one such tensor per ensemble member when the members' preprocessings differ
 #: (batched: ``[B, views, C, H, W]``, or a list of them).
-Views = Union[torch.Tensor, Sequence[torch.Tensor]]
+Views = torch.Tensor | Sequence[torch.Tensor]
 
 
 def check_tta(mode: str) -> None:
@@ -27,7 +27,7 @@ def check_tta(mode: str) -> None:
         raise ConfigError(f"tta={mode!r} is not a test-time augmentation: use one of {', '.join(TTA_MODES)}.")
 
 
-def eval_transform(preprocessing: Mapping[str, Any]) -> Callable:
+def eval_transform(preprocessing: Mapping[str, Any]) -> T.Compose:
     return build_transforms(preprocessing)[1]
 
 
@@ -58,8 +58,8 @@ def views_transform(preprocessing: Mapping[str, Any] | Sequence[Mapping[str, Any
 def stack_views(items: Sequence[Views]) -> Views:
     """Several images' views as one batch (per member, for an ensemble's tuples)."""
     if isinstance(items[0], torch.Tensor):
-        return torch.stack(list(items))
-    return [torch.stack(parts) for parts in zip(*items)]
+        return torch.stack(list(cast("Sequence[torch.Tensor]", items)))  # a batch holds one kind of views
+    return [torch.stack(parts) for parts in zip(*items, strict=True)]  # every image: one view tensor per member
 
 
 def views_to(views: Views, device: torch.device) -> Views:

@@ -15,13 +15,18 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from artmove.data.sources.base import SizedDataset
 from artmove.utils.io import atomic_write, fingerprint
 from artmove.utils.progress import progress
+
+if TYPE_CHECKING:
+    from artmove.models.network import ArtNetwork
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ def cache_key(backbone: str, weights: str, split: str, content: str, transform: 
 
 
 @torch.inference_mode()
-def extract(network: nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device):
+def extract(network: ArtNetwork, dataset: SizedDataset, batch_size: int, num_workers: int, device: torch.device):
     """(``network.pooled(images)`` as fp16 on CPU, labels) of a whole data set, in order: the vectors
     the head's trainable part reads (linear: timm's pooled pre-logits; multiscale: the pooled stages)."""
     # Its own generator: extracting leaves the global RNG (the seeded run's shuffling) untouched.

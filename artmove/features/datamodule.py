@@ -35,8 +35,10 @@ class FeatureDataModule(SplitLoaders):
                 f"and finetune.train_bn=false (now {policy.settings})."
             )
         if not network.head.cacheable:
-            raise ConfigError(f"features=cached keeps pooled vectors, and head={network.head.name} trains on the "
-                              "feature map itself: use head=linear or head=multiscale, or train on images (no features=cached).")
+            raise ConfigError(
+                f"features=cached keeps pooled vectors, and head={network.head.name} trains on the "
+                "feature map itself: use head=linear or head=multiscale, or train on images (no features=cached)."
+            )
         if classifier.hparams.cutmix:
             raise ConfigError("model.cutmix needs images and features=cached trains on features: set one of them off.")
         self.images, self.network = images, network
@@ -54,8 +56,9 @@ class FeatureDataModule(SplitLoaders):
         for split in SPLITS:
             dataset = self.images.evaluation_dataset(split)
             key = cache_key(backbone, weights, split, content_digest(dataset.dataset), repr(dataset.transform), cache_tag(network.head))
-            self.splits[split] = self.cache.load_or_extract(backbone, key, split, lambda: extract(
-                network, dataset, self.batch_size, self.images.workers(), self.device))  # fmt: skip
+            self.splits[split] = self.cache.load_or_extract(
+                backbone, key, split, lambda dataset=dataset: extract(network, dataset, self.batch_size, self.images.workers(), self.device)
+            )
 
     def split_dataset(self, split: str) -> TensorDataset:
         features, labels = self.splits[split]

@@ -11,10 +11,22 @@ names are the network's (``backbone.layer4.0.conv1.weight``, ``head.fc.weight``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from timm.models._manipulate import group_with_matcher  # group_parameters, with names of our own
 from torch import nn
+
+
+class Network(Protocol):
+    """What a plan reads: a timm ``backbone`` and a ``head`` (an ``ArtNetwork``, or a stand-in with both)."""
+
+    @property
+    def backbone(self) -> nn.Module: ...
+
+    @property
+    def head(self) -> nn.Module: ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,7 @@ def _display(owners: list[str]) -> str:
 def _common_prefix(names: list[str]) -> str:
     parts = [name.split(".") for name in names]
     common = []
-    for level in zip(*parts):
+    for level in zip(*parts, strict=False):  # the prefix ends with the shortest name
         if len(set(level)) != 1:
             break
         common.append(level[0])
@@ -85,7 +97,9 @@ def _grouped(backbone: nn.Module, head: nn.Module, coarse: bool) -> tuple[tuple[
     the last group holds what timm's matcher leaves to no group: a neck before the classifier, such as
     ConvNeXt's ``head.norm`` or a ViT's ``fc_norm``). Names are the network's (``backbone.…``, ``head.…``)."""
     names = [name for name, _ in backbone.named_parameters()]
-    grouped = group_with_matcher([(name, None) for name in [*names, _UNMATCHED]], backbone.group_matcher(coarse=coarse))
+    # timm's model API, which nn.Module's attribute lookup types as ``Tensor | Module``
+    group_matcher = cast(Callable[..., dict[str, Any] | Callable[[str], Any]], backbone.group_matcher)
+    grouped = group_with_matcher(iter([(name, None) for name in [*names, _UNMATCHED]]), group_matcher(coarse=coarse))
     groups = [grouped[key] for key in sorted(grouped)]
     neck = _UNMATCHED in groups[-1] and len(groups[-1]) > 1
     blocks = [tuple(BACKBONE + name for name in group if name != _UNMATCHED) for group in groups]
@@ -97,7 +111,7 @@ def _layer_count(block: tuple[str, ...]) -> int:
     return len({_owner(n) for n in block})
 
 
-def plan_unfreeze(network: nn.Module, fraction: float, setting: str = "") -> UnfreezePlan:
+def plan_unfreeze(network: Network, fraction: float, setting: str = "") -> UnfreezePlan:
     """The top blocks of ``network.backbone`` whose weighted-layer count is nearest to ``fraction`` x all
     layers (ties: fewer), and ``network.head``."""
     head, blocks, _ = _grouped(network.backbone, network.head, coarse=False)
@@ -110,7 +124,7 @@ def plan_unfreeze(network: nn.Module, fraction: float, setting: str = "") -> Unf
     return UnfreezePlan(fraction, head, tuple(blocks), tuple(layers), trained, setting)
 
 
-def plan_stages(network: nn.Module, stages: int) -> UnfreezePlan:
+def plan_stages(network: Network, stages: int) -> UnfreezePlan:
     """Retrain the last ``stages`` of timm's coarse layer groups of ``network.backbone`` (resnet50: stem,
     layer1..layer4), and ``network.head``.
 
@@ -119,7 +133,7 @@ def plan_stages(network: nn.Module, stages: int) -> UnfreezePlan:
     """
     head, blocks, neck = _grouped(network.backbone, network.head, coarse=True)
     if neck and len(blocks) > 1:
-        blocks = blocks[:-2] + [blocks[-2] + blocks[-1]]
+        blocks = [*blocks[:-2], blocks[-2] + blocks[-1]]
     if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= len(blocks):
         names = ", ".join(_display([_owner(n).removeprefix(BACKBONE) for n in block]) for block in blocks)
         raise ValueError(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Real
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import timm
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 from artmove.errors import ConfigError
 from artmove.finetune.layers import (
     BACKBONE,
+    Network,
     UnfreezePlan,
     frozen_norm_layers,
     norm_layers_with_statistics,
@@ -32,6 +33,9 @@ from artmove.finetune.layers import (
     plan_unfreeze,
 )
 from artmove.utils.registry import Registry
+
+if TYPE_CHECKING:
+    from artmove.models.network import ArtNetwork
 
 log = logging.getLogger(__name__)
 POLICIES: Registry[type[FinetunePolicy]] = Registry("fine-tuning policy", "finetune")
@@ -59,7 +63,7 @@ class FinetunePolicy:
         self.train_bn, self.freeze_norm_stats = train_bn, freeze_norm_stats
 
     # --- what a subclass defines ------------------------------------------------------
-    def plan(self, network: nn.Module) -> UnfreezePlan:
+    def plan(self, network: Network) -> UnfreezePlan:
         """The blocks retrained by the end of training."""
         raise NotImplementedError
 
@@ -82,7 +86,7 @@ class FinetunePolicy:
         """Each block from the top trains at ``layer_decay**depth`` x the head's learning rate; None: one rate."""
         return None
 
-    def bind(self, network: nn.Module) -> Finetuning:
+    def bind(self, network: ArtNetwork) -> Finetuning:
         return Finetuning(self, network)
 
 
@@ -90,7 +94,7 @@ class Finetuning:
     """A policy bound to one network: the plan is computed once, here, and this object alone sets
     ``requires_grad`` (:meth:`apply`, at construction and at every epoch's start)."""
 
-    def __init__(self, policy: FinetunePolicy, network: nn.Module):
+    def __init__(self, policy: FinetunePolicy, network: ArtNetwork):
         self.policy, self.network = policy, network
         self.plan = policy.plan(network)
         names = {id(p): n for n, p in network.named_parameters()}
@@ -124,7 +128,7 @@ class Finetuning:
             head = param_groups_weight_decay(self.network.head, weight_decay)
             decay = self.policy.layer_decay
             if decay is None:
-                backbone = param_groups_weight_decay(self.network.backbone, weight_decay, self._backbone_no_decay())
+                backbone = param_groups_weight_decay(self.network.backbone, weight_decay, no_weight_decay_list=self._backbone_no_decay())
             else:  # timm's layer-decay groups of the backbone, one level below the head
                 backbone = param_groups_layer_decay(self.network.backbone, weight_decay, self._backbone_no_decay(), layer_decay=decay)
                 for group in backbone:
@@ -138,17 +142,21 @@ class Finetuning:
     @property
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of the network, and those that train by the end of the run."""
-        return {"trainable_params": sum(p.numel() for n, p in self.network.named_parameters() if n in self.trainable),
-                "total_params": sum(p.numel() for p in self.network.parameters())}  # fmt: skip
+        return {
+            "trainable_params": sum(p.numel() for n, p in self.network.named_parameters() if n in self.trainable),
+            "total_params": sum(p.numel() for p in self.network.parameters()),
+        }
 
     def describe(self) -> str:
         """The log line naming what trains, e.g. ``unfreeze=0.2: retraining 20/106 weighted layers …``."""
         plan, counts = self.plan, self.parameter_counts
         trainable, total = counts["trainable_params"], counts["total_params"]
-        line = (f"{plan.name}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
-                f"({plan.trained_blocks}/{len(plan.blocks)} blocks) + head; "
-                f"trainable params {trainable:,} / {total:,} ({100 * trainable / total:.1f}%); "
-                f"trainable modules: {', '.join(plan.trainable_modules())}")  # fmt: skip
+        line = (
+            f"{plan.name}: retraining {plan.trained_layers}/{plan.total_layers} weighted layers "
+            f"({plan.trained_blocks}/{len(plan.blocks)} blocks) + head; "
+            f"trainable params {trainable:,} / {total:,} ({100 * trainable / total:.1f}%); "
+            f"trainable modules: {', '.join(plan.trainable_modules())}"
+        )
         if isinstance(self.policy, Gradual):
             line += f"; gradual: head first, one more block every {self.policy.every_epochs} epoch(s)"
         return line
@@ -190,13 +198,13 @@ class Stages(FinetunePolicy):
     name = "stages"
     unused = ("unfreeze",)
 
-    def __init__(self, backbone: str, stages: int = 1, unfreeze: float | None = None, train_bn: bool = False,
-                 freeze_norm_stats: str = "frozen"):  # fmt: skip
+    def __init__(
+        self, backbone: str, stages: int = 1, unfreeze: float | None = None, train_bn: bool = False, freeze_norm_stats: str = "frozen"
+    ):
         super().__init__(train_bn, freeze_norm_stats)
         if unfreeze is not None:
             raise ConfigError(
-                f"finetune=stages counts stages, it does not use unfreeze={unfreeze}: drop unfreeze=… "
-                "or use finetune=fraction."
+                f"finetune=stages counts stages, it does not use unfreeze={unfreeze}: drop unfreeze=… or use finetune=fraction."
             )
         with torch.device("meta"):  # the architecture alone: no weights, no head (the stages are the backbone's)
             architecture = SimpleNamespace(backbone=timm.create_model(backbone, pretrained=False, num_classes=0), head=nn.Module())
@@ -225,8 +233,7 @@ class Discriminative(Fraction):
 
     name = "discriminative"
 
-    def __init__(self, unfreeze: float | None = None, layer_decay: float = 0.75, train_bn: bool = False,
-                 freeze_norm_stats: str = "frozen"):  # fmt: skip
+    def __init__(self, unfreeze: float | None = None, layer_decay: float = 0.75, train_bn: bool = False, freeze_norm_stats: str = "frozen"):
         super().__init__(unfreeze, train_bn, freeze_norm_stats)
         self._layer_decay = check_factor("layer_decay", layer_decay)
 
@@ -248,8 +255,14 @@ class Gradual(Fraction):
 
     name = "gradual"
 
-    def __init__(self, unfreeze: float | None = None, every_epochs: int = 1, lr_decay: float = 0.5, train_bn: bool = False,
-                 freeze_norm_stats: str = "frozen"):  # fmt: skip
+    def __init__(
+        self,
+        unfreeze: float | None = None,
+        every_epochs: int = 1,
+        lr_decay: float = 0.5,
+        train_bn: bool = False,
+        freeze_norm_stats: str = "frozen",
+    ):
         super().__init__(unfreeze, train_bn, freeze_norm_stats)
         if isinstance(every_epochs, bool) or not isinstance(every_epochs, int) or every_epochs < 1:
             raise ConfigError(f"finetune.every_epochs={every_epochs!r}: give a whole number of epochs >= 1.")
@@ -269,7 +282,10 @@ class Gradual(Fraction):
 
 def create_policy(settings: Mapping[str, Any]) -> FinetunePolicy:
     """The policy ``settings`` names (``conf/finetune``: ``{name: fraction, unfreeze: 0.2, …}``)."""
-    return POLICIES.build(OmegaConf.to_container(settings, resolve=True) if OmegaConf.is_config(settings) else settings)
+    if isinstance(settings, DictConfig):  # the only config node that is a Mapping
+        # to_container of a DictConfig is a dict; a config node's keys here are setting names (str)
+        return POLICIES.build(cast(dict[str, Any], OmegaConf.to_container(settings, resolve=True)))
+    return POLICIES.build(settings)
 
 
 def drop_unused_settings(cfg: DictConfig, given: Iterable[str] | None, say: bool = True) -> list[str]:
@@ -292,13 +308,18 @@ def drop_unused_settings(cfg: DictConfig, given: Iterable[str] | None, say: bool
         if value is not None and key not in typed and f"finetune.{key}" not in typed:
             node[key] = None
             dropped.append(key)
-            (log.info if say else log.debug)("finetune=%s does not use %s: the value %s=%s, set by a preset or a default (not on the command line), "
-                     "is dropped", node.name, key, key, value)  # fmt: skip
+            (log.info if say else log.debug)(
+                "finetune=%s does not use %s: the value %s=%s, set by a preset or a default (not on the command line), is dropped",
+                node.name,
+                key,
+                key,
+                value,
+            )
     return dropped
 
 
 def check_unfreeze(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= float(value) <= 1:
         raise ConfigError(
             f"unfreeze={value!r} must be a number in [0, 1]: the fraction of the backbone to retrain "
             "(0 = head only, 0.2 = the top 20%, 1 = everything)."

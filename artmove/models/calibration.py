@@ -72,8 +72,11 @@ def ece_reference(probs: torch.Tensor, labels: torch.Tensor, draws: int = 1000) 
     if not len(labels):
         return {"ece_floor": math.nan, "ece_p": math.nan, "confidence": math.nan}
     calibrated, measured = calibrated_ece_draws(probs, draws), expected_calibration_error(probs, labels)
-    return {"ece_floor": float(calibrated.mean()), "ece_p": float(((calibrated >= measured - 1e-6).sum() + 1) / (draws + 1)),
-            "confidence": float(probs.float().max(1).values.mean())}  # fmt: skip
+    return {
+        "ece_floor": float(calibrated.mean()),
+        "ece_p": float(((calibrated >= measured - 1e-6).sum() + 1) / (draws + 1)),
+        "confidence": float(probs.float().max(1).values.mean()),
+    }
 
 
 def negative_log_likelihood(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -137,8 +140,14 @@ def accuracy_at_coverage(probs: torch.Tensor, labels: torch.Tensor, coverages: S
     rows = []
     for coverage in coverages:
         kept = max(1, round(coverage * len(labels))) if len(labels) else 0
-        rows.append({"coverage": coverage, "kept": kept, "top1": float(correct[:kept].mean()) if kept else math.nan,
-                     "threshold": float(confidence[kept - 1]) if kept else math.nan})  # fmt: skip
+        rows.append(
+            {
+                "coverage": coverage,
+                "kept": kept,
+                "top1": float(correct[:kept].mean()) if kept else math.nan,
+                "threshold": float(confidence[kept - 1]) if kept else math.nan,
+            }
+        )
     return rows
 
 
@@ -194,9 +203,9 @@ def error_upper_bound(errors: torch.Tensor, kept: torch.Tensor, level: float = B
     """One-sided Clopper-Pearson upper bounds of error rates (``errors`` out of ``kept``, elementwise)."""
     from scipy.stats import beta
 
-    errors, kept = errors.double().numpy(), kept.double().numpy()
-    bound = beta.ppf(level, errors + 1, kept - errors)
-    bound[errors >= kept] = 1.0
+    error_counts, kept_counts = errors.double().numpy(), kept.double().numpy()
+    bound = beta.ppf(level, error_counts + 1, kept_counts - error_counts)
+    bound[error_counts >= kept_counts] = 1.0
     return torch.from_numpy(bound)
 
 
@@ -229,5 +238,11 @@ def guaranteed_threshold(probs: torch.Tensor, labels: torch.Tensor, target: floa
     if passed is None:
         return {**empty, **kept_at(probs, labels, 1.0)}
     threshold = float(grid[passed])
-    return {"target": target, "threshold": threshold, "reached": True, "level": level, "error_upper": float(bounds[passed]),
-            **kept_at(probs, labels, threshold)}  # fmt: skip
+    return {
+        "target": target,
+        "threshold": threshold,
+        "reached": True,
+        "level": level,
+        "error_upper": float(bounds[passed]),
+        **kept_at(probs, labels, threshold),
+    }

@@ -9,7 +9,7 @@ policy's settings and the ImageNet weights it started from. ``artmove.models.tra
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -160,8 +160,9 @@ class ArtClassifier(pl.LightningModule):
             self.test_logits.update(logits.detach().float())
             self.test_labels.update(labels)
         if stage in self.image_counts:
-            self.image_counts[stage].update(len(labels))
-            self.log(f"{stage}/num_images", self.image_counts[stage], on_step=False, on_epoch=True)
+            count = cast(SumMetric, self.image_counts[stage])  # nn.ModuleDict is not generic: its items read as Module
+            count.update(len(labels))
+            self.log(f"{stage}/num_images", count, on_step=False, on_epoch=True)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss, logits
@@ -216,7 +217,7 @@ class ArtClassifier(pl.LightningModule):
     # --- optimisation ----------------------------------------------------------------
     @property
     def optimizer_settings(self) -> dict[str, Any]:
-        return dict(self.hparams.optimizer or {"opt": "adamw", "lr": 1e-3})
+        return dict(self.hparams["optimizer"] or {"opt": "adamw", "lr": 1e-3})
 
     def configure_optimizers(self):
         optimizer = self.finetuning.optimizer(self.optimizer_settings)

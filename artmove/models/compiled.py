@@ -27,7 +27,7 @@ class CompiledForward:
         if mode not in COMPILE_MODES:
             raise ConfigError(f"model.compile_mode={mode!r}: use one of {', '.join(COMPILE_MODES)}.")
         self.forward, self.mode = forward, mode
-        self.compiled = torch.compile(forward, mode=mode)
+        self.compiled: Callable[..., torch.Tensor] | None = torch.compile(forward, mode=mode)  # None: eager from now on
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
@@ -35,8 +35,9 @@ class CompiledForward:
                 return self.compiled(*inputs)
             except Exception as error:  # noqa: BLE001 - any backend failure (inductor, missing compiler…) means eager
                 first_line = (str(error).strip().splitlines() or [""])[0][:300]
-                log.warning("model.compile: torch.compile failed (%s: %s); the model runs eager from here.",
-                            type(error).__name__, first_line)
+                log.warning(
+                    "model.compile: torch.compile failed (%s: %s); the model runs eager from here.", type(error).__name__, first_line
+                )
                 self.compiled = None
                 torch._dynamo.reset()
         return self.forward(*inputs)

@@ -44,7 +44,10 @@ FIXED_K = (1, 2, 3, 4, 5)
 def check_settings(coverage: Any, score: Any, class_conditional: Any = False, k_reg: Any = 1, lam: Any = 0.0, where: str = "") -> None:
     """Each setting in one line, before anything is built (``where``: the config node's prefix, e.g. ``conformal.``)."""
     if coverage is not None and (not is_number(coverage) or not 0 < coverage < 1):
-        raise ConfigError(f"coverage={coverage!r}: give the share of prediction sets that must hold the true movement, in (0, 1), e.g. 0.9, or null (no sets).")
+        raise ConfigError(
+            f"coverage={coverage!r}: give the share of prediction sets that must hold the true movement, "
+            "in (0, 1), e.g. 0.9, or null (no sets)."
+        )
     if score not in SCORES:
         raise ConfigError(f"{where}score={score!r}: use one of {', '.join(SCORES)}.")
     if not isinstance(class_conditional, bool):
@@ -82,8 +85,17 @@ def quantile(scores: torch.Tensor, coverage: float) -> float | None:
     return float(scores.sort().values[rank - 1])
 
 
-def fit(probs: torch.Tensor, labels: torch.Tensor, coverage: float, score: str = "aps", class_conditional: bool = False, k_reg: int = 1,
-        lam: float = 0.0, split: str = "val", seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def fit(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    coverage: float,
+    score: str = "aps",
+    class_conditional: bool = False,
+    k_reg: int = 1,
+    lam: float = 0.0,
+    split: str = "val",
+    seed: int = 0,
+) -> dict[str, Any]:
     """The record that rebuilds the sets: plain data, for a checkpoint, results.json or conformal.json."""
     generator = torch.Generator().manual_seed(seed)
     scores = class_scores(probs, score, uniforms(len(labels), generator), k_reg, lam).gather(1, labels.view(-1, 1)).squeeze(1)
@@ -93,9 +105,18 @@ def fit(probs: torch.Tensor, labels: torch.Tensor, coverage: float, score: str =
     else:
         threshold = quantile(scores, coverage)
         every = probs.shape[1] if threshold is None else 0
-    return {"score": score, "coverage": float(coverage), "threshold": threshold, "class_conditional": class_conditional,
-            "k_reg": int(k_reg), "lam": float(lam), "split": split, "images": len(labels), "seed": int(seed),
-            "classes_always_in": every}  # fmt: skip
+    return {
+        "score": score,
+        "coverage": float(coverage),
+        "threshold": threshold,
+        "class_conditional": class_conditional,
+        "k_reg": int(k_reg),
+        "lam": float(lam),
+        "split": split,
+        "images": len(labels),
+        "seed": int(seed),
+        "classes_always_in": every,
+    }
 
 
 def prediction_sets(probs: torch.Tensor, record: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -124,12 +145,20 @@ def set_metrics(mask: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor | 
     per_class = [float(covered[labels == c].double().mean()) if bool((labels == c).any()) else None for c in range(classes)]
     present = [(value, c) for c, value in enumerate(per_class) if value is not None]
     worst = min(present)[1] if present else None
-    metrics = {"coverage": float(covered.double().mean()) if n else math.nan, "coverage_low": low, "coverage_high": high,
-               "images": n, "mean_size": float(sizes.double().mean()) if n else math.nan,
-               "size_histogram": torch.bincount(sizes, minlength=classes + 1).tolist(), "per_class": per_class,
-               "worst_class": worst, "worst_coverage": per_class[worst] if worst is not None else None}  # fmt: skip
+    coverage = float(covered.double().mean()) if n else math.nan
+    metrics = {
+        "coverage": coverage,
+        "coverage_low": low,
+        "coverage_high": high,
+        "images": n,
+        "mean_size": float(sizes.double().mean()) if n else math.nan,
+        "size_histogram": torch.bincount(sizes, minlength=classes + 1).tolist(),
+        "per_class": per_class,
+        "worst_class": worst,
+        "worst_coverage": per_class[worst] if worst is not None else None,
+    }
     if probs is not None:
-        reaching = [row["k"] for row in fixed_k(probs, labels, range(1, classes + 1)) if row["coverage"] >= metrics["coverage"] - 1e-12]
+        reaching = [row["k"] for row in fixed_k(probs, labels, range(1, classes + 1)) if row["coverage"] >= coverage - 1e-12]
         metrics["fixed_k"] = reaching[0] if reaching else classes
     return metrics
 
@@ -145,8 +174,10 @@ def describe(record: dict[str, Any]) -> str:
         value = "threshold none" if threshold is None else f"threshold {threshold:.4f}"
     line = f"{100 * record['coverage']:g} % prediction sets ({how}) fitted on {record['images']} {record['split']} images: {value}"
     if record.get("classes_always_in"):
-        line += (f"; {record['classes_always_in']} movement(s) always in every set (too few {record['split']} images for "
-                 f"{100 * record['coverage']:g} %: ceil((n+1)(coverage))/n > 1)")  # fmt: skip
+        line += (
+            f"; {record['classes_always_in']} movement(s) always in every set (too few {record['split']} images for "
+            f"{100 * record['coverage']:g} %: ceil((n+1)(coverage))/n > 1)"
+        )
     return line
 
 
@@ -157,7 +188,16 @@ def movements(mask_row: torch.Tensor, probs_row: torch.Tensor, class_names: list
 
 
 #: A record's fields and their types, as :func:`fit` writes them (``threshold``: a number, null, or a list of them).
-RECORD_FIELDS = {"score": str, "coverage": float, "class_conditional": bool, "k_reg": int, "lam": float, "split": str, "images": int, "seed": int}
+RECORD_FIELDS = {
+    "score": str,
+    "coverage": float,
+    "class_conditional": bool,
+    "k_reg": int,
+    "lam": float,
+    "split": str,
+    "images": int,
+    "seed": int,
+}
 
 
 def checked_record(value: Any, where: Any, num_classes: int | None = None) -> dict[str, Any] | None:
@@ -173,26 +213,35 @@ def checked_record(value: Any, where: Any, num_classes: int | None = None) -> di
         raise bad("not a mapping")
     for key, kind in RECORD_FIELDS.items():
         item = value.get(key)
-        ok = isinstance(item, bool) if kind is bool else (is_number(item) if kind is float else isinstance(item, kind) and not isinstance(item, bool))
+        ok = (
+            isinstance(item, bool)
+            if kind is bool
+            else (is_number(item) if kind is float else isinstance(item, kind) and not isinstance(item, bool))
+        )
         if not ok:
             raise bad(f"{key}={item!r}")
     if value["score"] not in SCORES or not 0 < value["coverage"] < 1 or value["k_reg"] < 0 or not 0 <= value["lam"] < float("inf"):
         raise bad("score, coverage, k_reg or lam out of range")
     threshold = value.get("threshold")
     values = threshold if isinstance(threshold, list) else [threshold]
-    if value["class_conditional"] != isinstance(threshold, list) or not all(t is None or (is_number(t) and math.isfinite(t)) for t in values):
+    if value["class_conditional"] != isinstance(threshold, list) or not all(
+        t is None or (is_number(t) and math.isfinite(t)) for t in values
+    ):
         raise bad(f"threshold={threshold!r}")
     if isinstance(threshold, list) and num_classes is not None and len(threshold) != num_classes:
         raise bad(f"{len(threshold)} thresholds for {num_classes} movements")
     always = value.get("classes_always_in", 0)
     if isinstance(always, bool) or not isinstance(always, int):
         raise bad(f"classes_always_in={always!r}")
-    return {**{key: value[key] for key in RECORD_FIELDS}, "threshold": list(threshold) if isinstance(threshold, list) else threshold,
-            "classes_always_in": always}  # fmt: skip
+    return {
+        **{key: value[key] for key in RECORD_FIELDS},
+        "threshold": list(threshold) if isinstance(threshold, list) else threshold,
+        "classes_always_in": always,
+    }
 
 
-def read_file(path: Any, num_classes: int | None = None) -> dict[str, Any]:
-    """A conformal.json (``evaluate … conformal.fit=true`` writes it): its record, checked as data."""
+def read_file(path: Any, num_classes: int | None = None) -> dict[str, Any] | None:
+    """A conformal.json (``evaluate … conformal.fit=true`` writes it): its record, checked as data (None: it says null)."""
     import json
     from pathlib import Path
 
@@ -200,9 +249,14 @@ def read_file(path: Any, num_classes: int | None = None) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise ConfigError(f"conformal={path}: cannot read it ({error.strerror or error}); give the conformal.json that evaluate … conformal.fit=true wrote.") from None
+        raise ConfigError(
+            f"conformal={path}: cannot read it ({error.strerror or error}); "
+            "give the conformal.json that evaluate … conformal.fit=true wrote."
+        ) from None
     except ValueError as error:
-        raise ConfigError(f"conformal={path} is not JSON ({error}): give the conformal.json that evaluate … conformal.fit=true wrote.") from None
+        raise ConfigError(
+            f"conformal={path} is not JSON ({error}): give the conformal.json that evaluate … conformal.fit=true wrote."
+        ) from None
     return checked_record(value.get("conformal") if isinstance(value, dict) and "conformal" in value else value, path, num_classes)
 
 

@@ -16,14 +16,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from artmove.data.transforms import decode_size, eval_input_size
 from artmove.errors import ConfigError
-from artmove.models.trained import TrainedModel, load_trained
+from artmove.models.network import ArtNetwork
+from artmove.models.trained import TrainedModel, check_same_classes, load_trained
 
 
 class Ensemble(nn.Module):
@@ -33,7 +34,9 @@ class Ensemble(nn.Module):
     export and its numeric check). ``images``: one batch all members read, or one per member. ``temperature``
     is a buffer, as :class:`~artmove.models.network.ArtNetwork`'s, so every exported graph applies it."""
 
-    def __init__(self, members: Sequence[nn.Module], temperature: float = 1.0):
+    temperature: torch.Tensor  # a buffer: declared, else nn.Module's attribute lookup types it ``Tensor | Module``
+
+    def __init__(self, members: Sequence[ArtNetwork], temperature: float = 1.0):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.num_classes = members[0].num_classes
@@ -47,14 +50,15 @@ class Ensemble(nn.Module):
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         inputs = list(images) if isinstance(images, (list, tuple)) else [images] * len(self.members)
-        log_probs = torch.stack([member(batch).log_softmax(-1) for member, batch in zip(self.members, inputs)])
+        log_probs = torch.stack([member(batch).log_softmax(-1) for member, batch in zip(self.members, inputs, strict=True)])
         return ((torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))) / self.temperature).log_softmax(-1)
 
     @property
     def specs(self) -> list[dict[str, Any]]:
         """Each member network's spec (temperature included): what rebuilds the ensemble (its own temperature:
         :attr:`record`)."""
-        return [dict(member.spec) for member in self.members]
+        # nn.ModuleList is not generic: its items read as Module, and they are the ArtNetworks given to __init__.
+        return [dict(cast(ArtNetwork, member).spec) for member in self.members]
 
     @property
     def record(self) -> dict[str, Any]:
@@ -66,8 +70,14 @@ class Ensemble(nn.Module):
 
 def eval_view(preprocessing: Mapping[str, Any]) -> tuple:
     """What the eval transform of a preprocessing depends on: two members with the same see the same crop."""
-    return (tuple(eval_input_size(preprocessing)), preprocessing["interpolation"], tuple(preprocessing["mean"]),
-            tuple(preprocessing["std"]), preprocessing["crop_pct"], preprocessing.get("crop_mode", "center"))  # fmt: skip
+    return (
+        tuple(eval_input_size(preprocessing)),
+        preprocessing["interpolation"],
+        tuple(preprocessing["mean"]),
+        tuple(preprocessing["std"]),
+        preprocessing["crop_pct"],
+        preprocessing.get("crop_mode", "center"),
+    )
 
 
 def shared_preprocessing(preprocessings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
@@ -133,17 +143,11 @@ def load_model(files: Sequence[str | Path], device: str = "cpu") -> TrainedModel
     if len(files) == 1:
         return load_trained(files[0], device)
     members = [load_trained(path, device) for path in files]
-    check_same_classes(members)
-    return TrainedEnsemble(members, Ensemble([member.network for member in members]).eval())
-
-
-def check_same_classes(members: Sequence[TrainedModel]) -> None:
-    """Every member names the first one's classes, in its order: one line naming the first that does not."""
-    first = members[0]
     for member in members[1:]:
-        if member.class_names != first.class_names:
-            differ = sorted(set(member.class_names) ^ set(first.class_names))
-            how = (f"{len(differ)} class(es) in one and not the other: {', '.join(differ[:5])}{' …' if len(differ) > 5 else ''}" if differ
-                   else "the same classes in another order")  # fmt: skip
-            raise ConfigError(f"the ensemble's members do not share their classes: {member.checkpoint} has {len(member.class_names)}, "
-                              f"{first.checkpoint} {len(first.class_names)} ({how}). Ensemble runs trained on the same classes.")  # fmt: skip
+        check_same_classes(
+            members[0].class_names,
+            member.class_names,
+            f"the ensemble's members do not share their classes: {member.checkpoint} and {members[0].checkpoint}",
+            "Ensemble runs trained on the same classes.",
+        )
+    return TrainedEnsemble(members, Ensemble([member.network for member in members]).eval())

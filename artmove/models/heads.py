@@ -24,6 +24,9 @@ from artmove.utils.registry import Registry
 
 HEADS: Registry[type[Head]] = Registry("head", "head")
 Features = torch.Tensor | list[torch.Tensor]  # a feature map, or several stages' maps (the final one last)
+#: A timm model (the backbone): an ``nn.Module`` with timm's own methods and attributes (``forward_features``,
+#: ``num_features``, ``feature_info``, ``pretrained_cfg``…); typed ``nn.Module``, each would read as ``Tensor | Module``.
+TimmModel = Any
 
 
 class Head(nn.Module):
@@ -43,11 +46,11 @@ class Head(nn.Module):
         """``{"name": …, **settings}``: what rebuilds this head (kept in checkpoints and exports)."""
         return {"name": self.name}
 
-    def features(self, backbone: nn.Module, images: torch.Tensor) -> Features:
+    def features(self, backbone: TimmModel, images: torch.Tensor) -> Features:
         """What the head reads from the backbone: its final feature map (timm's ``forward_features``)."""
         return backbone.forward_features(images)
 
-    def pool(self, backbone: nn.Module, features: Features) -> torch.Tensor:
+    def pool(self, backbone: TimmModel, features: Features) -> torch.Tensor:
         raise NotImplementedError
 
     def classify(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -70,7 +73,7 @@ class LinearHead(Head):
 
     name = "linear"
 
-    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float = 0.0):
+    def __init__(self, backbone: TimmModel, num_classes: int, drop_rate: float = 0.0):
         super().__init__(num_classes, drop_rate)
         self.fc = self.zero_output(nn.Linear(backbone.num_features, num_classes))
 
@@ -89,13 +92,15 @@ class MultiscaleHead(Head):
 
     name = "multiscale"
 
-    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float = 0.0, stages: int = 3):
+    def __init__(self, backbone: TimmModel, num_classes: int, drop_rate: float = 0.0, stages: int = 3):
         super().__init__(num_classes, drop_rate)
         if isinstance(stages, bool) or not isinstance(stages, int) or not 2 <= stages <= 4:
             raise ConfigError(f"head.stages={stages!r}: give 2, 3 or 4 (the last stages pooled).")
         if not hasattr(backbone, "forward_intermediates"):
-            raise ConfigError(f"head=multiscale reads the backbone's stages with timm's forward_intermediates, which "
-                              f"{type(backbone).__name__} lacks: use head=linear or head=gram.")  # fmt: skip
+            raise ConfigError(
+                f"head=multiscale reads the backbone's stages with timm's forward_intermediates, which "
+                f"{type(backbone).__name__} lacks: use head=linear or head=gram."
+            )
         self.stages = stages
         self.channels = [info["num_chs"] for info in backbone.feature_info[-stages:]]
         self.channels[-1] = backbone.num_features  # the final feature map (EfficientNet: after conv_head)
@@ -115,7 +120,7 @@ class MultiscaleHead(Head):
 
     def classify(self, pooled, pre_logits=False):
         parts = self.drop(pooled).split(self.channels, dim=1)
-        pooled = torch.cat([norm(part) for norm, part in zip(self.norms, parts)], dim=1)
+        pooled = torch.cat([norm(part) for norm, part in zip(self.norms, parts, strict=True)], dim=1)
         return pooled if pre_logits else self.fc(pooled)
 
 
@@ -135,7 +140,7 @@ class GramHead(Head):
     name = "gram"
     cacheable = False
 
-    def __init__(self, backbone: nn.Module, num_classes: int, drop_rate: float = 0.0, channels: int = 64):
+    def __init__(self, backbone: TimmModel, num_classes: int, drop_rate: float = 0.0, channels: int = 64):
         super().__init__(num_classes, drop_rate)
         if isinstance(channels, bool) or not isinstance(channels, int) or not 2 <= channels <= 256:
             raise ConfigError(f"head.channels={channels!r}: give a whole number from 2 to 256 (64 is cheap).")

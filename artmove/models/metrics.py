@@ -4,7 +4,7 @@ interval on top-1 from per-image correctness."""
 from __future__ import annotations
 
 import torch
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 TOP_K = (1, 3, 5)
@@ -32,9 +32,8 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     No compute groups: torchmetrics merges metrics whose states are equal after the first
     update and then updates one of them only, which made top-5 a copy of top-3.
     """
-    metrics = {
-        f"top{k}": MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro")
-        for k in TOP_K
+    metrics: dict[str, Metric | MetricCollection] = {
+        f"top{k}": MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro") for k in TOP_K
     }
     metrics["top1_macro"] = MeanPerClassAccuracy(num_classes)
     return MetricCollection(metrics, prefix=prefix, compute_groups=False)

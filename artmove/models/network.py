@@ -31,6 +31,8 @@ class ArtNetwork(nn.Module):
     spec records it (``spec["temperature"]``, absent for 1), and :func:`create_network` sets it back.
     """
 
+    temperature: torch.Tensor  # a buffer: declared, else nn.Module's attribute lookup types it ``Tensor | Module``
+
     def __init__(self, backbone: nn.Module, head: Head, spec: Mapping[str, Any]):
         super().__init__()
         self.backbone, self.head = backbone, head
@@ -75,9 +77,16 @@ class ArtNetwork(nn.Module):
         return {f"backbone.{name}" for name in getattr(self.backbone, "no_weight_decay", set)()}
 
 
-def create_network(backbone: str, num_classes: int, head: Mapping[str, Any] | None = None, pretrained: bool = True,
-                   weights: str | None = None, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                   temperature: float = 1.0) -> ArtNetwork:  # fmt: skip
+def create_network(
+    backbone: str,
+    num_classes: int,
+    head: Mapping[str, Any] | None = None,
+    pretrained: bool = True,
+    weights: str | None = None,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    temperature: float = 1.0,
+) -> ArtNetwork:
     """A timm ``backbone`` (ImageNet weights from the first source that has them, see
     ``artmove.models.pretrained``) with the ``head`` its settings name (``{"name": "linear"}`` when
     None) for ``num_classes`` classes. ``drop_rate``: dropout before the head's output layer;
@@ -96,8 +105,13 @@ def create_network(backbone: str, num_classes: int, head: Mapping[str, Any] | No
             raise
         raise ConfigError(f"network.drop_path_rate={drop_path_rate}: backbone {backbone} has no stochastic depth; set it to 0.") from None
     module = HEADS.build(head, backbone=model, num_classes=num_classes, drop_rate=drop_rate)
-    spec = {"backbone": backbone, "num_classes": num_classes, "head": module.settings, "drop_rate": drop_rate,
-            "drop_path_rate": drop_path_rate}  # fmt: skip
+    spec = {
+        "backbone": backbone,
+        "num_classes": num_classes,
+        "head": module.settings,
+        "drop_rate": drop_rate,
+        "drop_path_rate": drop_path_rate,
+    }
     network = ArtNetwork(model, module, spec)
     network.weights_source, network.pretrained_cfg = source, pretrained_record(model, source)
     network.set_temperature(temperature)

@@ -64,7 +64,7 @@ class PreprocessingRecord(BaseModel):
     @field_validator("mean", "std")
     @classmethod
     def _finite(cls, values: tuple[float, float, float], info) -> tuple[float, float, float]:
-        if not all(math.isfinite(v) for v in values) or info.field_name == "std" and min(values) <= 0:
+        if not all(math.isfinite(v) for v in values) or (info.field_name == "std" and min(values) <= 0):
             raise ValueError(f"{list(values)}: three finite numbers{' > 0' if info.field_name == 'std' else ''}")
         return values
 

@@ -35,7 +35,6 @@ PACKAGED_WEIGHTS = {
 }
 
 
-
 def create_backbone(name: str, pretrained: bool = True, weights: str | None = None, **kwargs) -> tuple[nn.Module, str]:
     """A timm model without its classifier (the network's head replaces it: ``artmove.models.heads``),
     and a note of where its weights came from."""
@@ -74,8 +73,10 @@ def _from_timm(name: str, **kwargs) -> tuple[nn.Module, str]:
     if not constants.HF_HUB_OFFLINE and _reachable(HUB_HOST, 443, HUB_PROBE_TIMEOUT_S):
         return timm.create_model(name, pretrained=True, num_classes=0, **kwargs), "timm hub"
     hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
-    cached = [huggingface_hub.try_to_load_from_cache(hub_id, file) for file in ("model.safetensors", "pytorch_model.bin")] if hub_id else []
-    cached = next((path for path in cached if isinstance(path, str)), None)
+    candidates = (
+        [huggingface_hub.try_to_load_from_cache(hub_id, file) for file in ("model.safetensors", "pytorch_model.bin")] if hub_id else []
+    )
+    cached = next((path for path in candidates if isinstance(path, str)), None)
     if cached is None:
         raise FileNotFoundError(f"{HUB_HOST} unreachable and {hub_id or name} not in the local hub cache")
     overlay = {"file": cached, "source": "file"}
@@ -111,14 +112,12 @@ def load_in_order(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None
     file's classifier, last, is left out: the model has none)."""
     target = list(model.state_dict().items())
     source = list(state_dict.values())[: len(target)]
-    if len(state_dict) - len(target) not in (0, 1, 2) or any(
-        s.shape != t.shape for s, (_, t) in zip(source, target)
-    ):
+    if len(state_dict) - len(target) not in (0, 1, 2) or any(s.shape != t.shape for s, (_, t) in zip(source, target, strict=True)):
         raise PretrainedWeightsError(
             f"packaged weights do not match {type(model).__name__}: {len(state_dict)} tensors for "
             f"{len(target)} backbone tensors, or shapes differ. Use weights=PATH or pretrained=false."
         )
-    model.load_state_dict({k: s for (k, _), s in zip(target, source)}, strict=False)
+    model.load_state_dict({k: s for (k, _), s in zip(target, source, strict=True)}, strict=False)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -129,7 +128,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     checkpoint = read_checkpoint(path)
     if isinstance(checkpoint, dict):  # a training checkpoint keeps the weights under one of these keys
-        checkpoint = next((checkpoint[key] for key in ("state_dict", "model", "module") if isinstance(checkpoint.get(key), dict)), checkpoint)
+        checkpoint = next(
+            (checkpoint[key] for key in ("state_dict", "model", "module") if isinstance(checkpoint.get(key), dict)), checkpoint
+        )
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)} if isinstance(checkpoint, dict) else {}
     if not tensors:
         raise UnreadableCheckpoint(f"{path} holds no state dict (named tensors)")
@@ -152,8 +153,8 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike) -> None:
     own = model.state_dict()
     # Lightning checkpoints prefix the keys with the attribute holding the network (artmove's: network.backbone.).
     prefixes = ("", "network.backbone.", "model.", "backbone.", "module.")
-    prefix = max(prefixes, key=lambda p: sum(k[len(p):] in own for k in state_dict if k.startswith(p)))
-    state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    prefix = max(prefixes, key=lambda p: sum(k[len(p) :] in own for k in state_dict if k.startswith(p)))
+    state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     usable = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
     missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
     if not usable or missing:

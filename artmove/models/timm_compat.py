@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from artmove.errors import ConfigError
+from artmove.models.heads import LinearHead, TimmModel
 from artmove.models.network import ArtNetwork
 
 
-def classifier_names(model: nn.Module) -> list[str]:
+def classifier_names(model: TimmModel) -> list[str]:
     """The module name(s) of a timm model's classifier: what ``get_classifier()`` returns (a pair for
     distilled DeiT and LeViT) and what its pretrained config names (VOLO's ``aux_head`` too); a head
     inside another one counts as part of it."""
@@ -23,7 +24,9 @@ def classifier_names(model: nn.Module) -> list[str]:
     modules = dict(model.named_modules())
     by_id = {id(module): name for name, module in modules.items()}
     configured = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
-    names = [by_id[id(head)] for head in returned if id(head) in by_id] + ([configured] if isinstance(configured, str) else list(configured))
+    names = [by_id[id(head)] for head in returned if id(head) in by_id] + (
+        [configured] if isinstance(configured, str) else list(configured)
+    )
     names = [name for name in dict.fromkeys(names) if name in modules]
     return [name for name in names if not any(name.startswith(f"{other}.") for other in names)]
 
@@ -33,7 +36,7 @@ def as_timm_model(network: ArtNetwork) -> nn.Module | None:
     heads both get it: timm averages them at inference, as the network averages their tokens), the
     network's temperature folded into it (timm's model gives the calibrated logits). None unless the
     head is linear and the backbone's classifiers are plain linear layers."""
-    if network.spec["head"]["name"] != "linear":
+    if network.spec["head"]["name"] != "linear" or not isinstance(network.head, LinearHead):  # the same: narrows the type
         return None
     model = timm.create_model(network.spec["backbone"], pretrained=False, num_classes=network.num_classes)
     names, modules = classifier_names(model), dict(model.named_modules())
@@ -55,8 +58,10 @@ def rename_format1_keys(state: dict[str, torch.Tensor], backbone: str, num_class
     with torch.device("meta"):
         names = classifier_names(timm.create_model(backbone, pretrained=False, num_classes=num_classes))
     if len(names) != 1:
-        raise ConfigError(f"{path} is a format-1 checkpoint of {backbone}, whose {len(names)} classifiers artmove now "
-                          "trains as one head: retrain it with this version.")  # fmt: skip
+        raise ConfigError(
+            f"{path} is a format-1 checkpoint of {backbone}, whose {len(names)} classifiers artmove now "
+            "trains as one head: retrain it with this version."
+        )
     classifier = f"{names[0]}."
     for source, target in (("model.", "network."), ("ema.module.", "ema.module.")):
         for key in [key for key in state if key.startswith(source)]:

@@ -5,10 +5,8 @@ the Hub displays) and a body from the run's results.json, saved config and evalu
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +14,11 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from artmove.data.transforms import eval_input_size
 from artmove.evaluation.plots import display_name
-from artmove.evaluation.tables import cell, markdown_table, markdown_text
 from artmove.models.conformal import describe as describe_sets
-from artmove.models.trained import TrainedModel
-from artmove.runs.checkpoints import Checkpoint
-from artmove.runs.folder import RunFolder
+from artmove.runs.facts import RunFacts
 from artmove.runs.plain import select
 from artmove.runs.results import ROWS
+from artmove.utils.tables import cell, markdown_table, markdown_text
 
 CHECK_COLUMNS = ("format", "file", "images", "max_abs_logit_diff", "top1_agreement")
 CHECK_HEADERS = ("format", "file", "images", "max abs logit diff", "top-1 identical")
@@ -30,100 +26,26 @@ PER_CLASS_COLUMNS = ("class", "support", "accuracy", "top3_accuracy", "precision
 PER_CLASS_HEADERS = ("movement", "test images", "accuracy", "top-3 accuracy", "precision", "recall", "F1")
 
 
-@dataclass
-class RunFacts:
-    """What the card says, gathered from the run folder and the trained checkpoint."""
-
-    checkpoint: Path
-    backbone: str
-    head: str
-    class_names: list[str]
-    preprocessing: Mapping[str, Any]
-    hparams: Mapping[str, Any]
-    finetune: Mapping[str, Any]
-    spec: Mapping[str, Any]  # the network's (backbone, head and its settings, dropout)
-    results: dict = field(default_factory=dict)  # the run's results.json ({} if it has none)
-    config: dict | None = None  # the run's .hydra/config.yaml as plain data, if kept
-    evaluation: Path | None = None  # an evaluate output folder of the test split on the training data
-    split_artists: dict | None = None  # {"test_artists": n, "shared_with_train": m}, when the data has files
-    calibration: dict | None = None  # temperature scaling as fitted at the end of training
-    abstain: dict | None = None  # the "not sure" threshold chosen on validation
-    members: list[dict] | None = None  # an ensemble's: checkpoint, backbone, head, temperature, validation top-1 of each
-    conformal: dict | None = None  # the prediction sets' record (artmove.models.conformal), fitted on validation
-
-    @classmethod
-    def of(cls, checkpoint: Checkpoint, trained: TrainedModel) -> RunFacts:
-        run: RunFolder = checkpoint.run
-        results = dict(run.results)
-        return cls(checkpoint=checkpoint.file, backbone=trained.backbone, head=trained.head, class_names=trained.class_names,
-                   preprocessing=trained.preprocessing, hparams=trained.hparams, finetune=trained.finetune,
-                   spec=trained.network.spec, results=results, config=run.saved_config,
-                   evaluation=find_evaluation(run, (results.get("data") or {}).get("root")),
-                   calibration=trained.calibration, abstain=trained.abstain, conformal=trained.conformal)  # fmt: skip
-
-    @classmethod
-    def of_ensemble(cls, checkpoints: list[Checkpoint], ensemble) -> RunFacts:
-        """An ensemble's facts: the first member's run for the data and training settings (every member shares
-        its classes), no test scores but an evaluation of these very members (``evaluate … ensemble=…``
-        beside their sweep), and a row per member."""
-        first, run = ensemble.members[0], checkpoints[0].run
-        results = {key: value for key, value in run.results.items() if not key.startswith(("test/", "best_val/", "calibration", "abstain", "conformal"))}
-        members = [{"checkpoint": str(c.file), "backbone": m.backbone, "head": m.network.spec["head"],
-                    "temperature": float(m.network.temperature), "best_val/top1": c.run.results.get("best_val/top1"),
-                    "seed": c.run.results.get("seed")} for c, m in zip(checkpoints, ensemble.members)]  # fmt: skip
-        files = [str(c.file.resolve()) for c in checkpoints]
-        results["seed"] = " ".join(str(member["seed"]) for member in members)
-        return cls(checkpoint=checkpoints[0].file, backbone=ensemble.backbone, head="ensemble", class_names=ensemble.class_names,
-                   preprocessing=first.preprocessing, hparams=first.hparams, finetune=first.finetune,
-                   spec={"head": {"name": "ensemble"}}, results=results, config=run.saved_config,
-                   evaluation=find_ensemble_evaluation(checkpoints, files), members=members, calibration=ensemble.calibration,
-                   abstain=ensemble.abstain, conformal=ensemble.conformal)  # fmt: skip
-
-    @property
-    def test_metrics(self) -> tuple[dict, str]:
-        """Test scores and where they come from: evaluate's metrics.json beside the run, else results.json."""
-        if self.evaluation is not None:
-            metrics = json.loads((self.evaluation / "metrics.json").read_text(encoding="utf-8"))
-            return metrics, f"`python -m artmove.evaluate` (tta={metrics.get('tta', 'none')}), {self.evaluation.name}/metrics.json"
-        return self.results, "the training run's test (results.json)"
-
-
-def find_evaluation(run: RunFolder, data_root: str | None) -> Path | None:
-    """``<run>/eval/test*`` scored on the training data (evaluate's default), plain before TTA variants."""
-    candidates = []
-    for folder in sorted(run.eval_dir.glob("test*")):
-        metrics_file = folder / "metrics.json"
-        if not metrics_file.is_file():
-            continue
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        if metrics.get("split") == "test" and (metrics.get("data") or {}).get("root") == data_root:
-            candidates.append((metrics.get("tta") != "none", folder))
-    return min(candidates)[1] if candidates else None
-
-
-def find_ensemble_evaluation(checkpoints: list[Checkpoint], files: list[str]) -> Path | None:
-    """An evaluation of exactly these members on the test split (``evaluate ckpt_path=<sweep> ensemble=…``
-    writes it beside the sweep, which holds every member's run)."""
-    parents = {c.run.path.resolve().parent for c in checkpoints}
-    for folder in sorted(next(iter(parents)).glob("eval/test*")) if len(parents) == 1 else []:
-        metrics_file = folder / "metrics.json"
-        if metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-            if metrics.get("split") == "test" and metrics.get("checkpoint") == files and metrics.get("tta") == "none":
-                return folder
-    return None
-
-
-def write_card(facts: RunFacts, out: Path, checks: Mapping[str, dict], files: Mapping[str, str], hub_repo: str | None,
-               timm_layout: bool) -> Path:  # fmt: skip
+def write_card(
+    facts: RunFacts, out: Path, checks: Mapping[str, dict], files: Mapping[str, str], hub_repo: str | None, timm_layout: bool
+) -> Path:
     """``out/README.md``, with the evaluation's confusion-matrix figure copied beside it; ``timm_layout``: the
     weights folder is timm's own (a linear head), which timm loads alone."""
     figure = None
     if facts.evaluation is not None and (facts.evaluation / "confusion_matrix.png").is_file():
         figure = shutil.copy(facts.evaluation / "confusion_matrix.png", out / "confusion_matrix.png")
     model = ensemble_section(facts) if facts.members else model_section(facts)
-    sections = [title(facts), usage(hub_repo, timm_layout, files), model, data_section(facts), settings_section(facts),
-                results_section(facts, figure is not None), trust_section(facts), checks_section(checks, files), limitations(facts)]  # fmt: skip
+    sections = [
+        title(facts),
+        usage(hub_repo, timm_layout, files),
+        model,
+        data_section(facts),
+        settings_section(facts),
+        results_section(facts, figure is not None),
+        trust_section(facts),
+        checks_section(checks, files),
+        limitations(facts),
+    ]
     card = ModelCard(f"---\n{card_data(facts, timm_layout).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
     path = out / "README.md"
     card.save(path)
@@ -136,9 +58,19 @@ def card_data(facts: RunFacts, timm_layout: bool) -> ModelCardData:
     metrics, _ = facts.test_metrics
     name = f"{facts.backbone} art movements ({markdown_text(data_name(facts))})"
     dataset = markdown_text(data_name(facts))
-    results = [EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
-                          dataset_split="test", metric_type=kind, metric_name=label, metric_value=round(float(metrics[f"test/{key}"]), 4))
-               for label, key, kind in METRIC_TYPES if f"test/{key}" in metrics]  # fmt: skip
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split="test",
+            metric_type=kind,
+            metric_name=label,
+            metric_value=round(float(metrics[f"test/{key}"]), 4),
+        )
+        for label, key, kind in METRIC_TYPES
+        if f"test/{key}" in metrics
+    ]
     return ModelCardData(
         library_name="timm" if timm_layout else None,
         pipeline_tag="image-classification",
@@ -150,14 +82,18 @@ def card_data(facts: RunFacts, timm_layout: bool) -> ModelCardData:
 
 
 #: The test metrics as model-index results: (name, results.json key, Hub metric type).
-METRIC_TYPES = (("Top-1", "top1", "accuracy"), ("Top-3", "top3", "top_3_accuracy"), ("Top-5", "top5", "top_5_accuracy"),
-                ("Top-1 macro (mean per-class)", "top1_macro", "balanced_accuracy"))  # fmt: skip
+METRIC_TYPES = (
+    ("Top-1", "top1", "accuracy"),
+    ("Top-3", "top3", "top_3_accuracy"),
+    ("Top-5", "top5", "top_5_accuracy"),
+    ("Top-1 macro (mean per-class)", "top1_macro", "balanced_accuracy"),
+)
 
 
 def _setting(facts: RunFacts, key: str, default: Any = None) -> Any:
     """A setting of the run's saved config as written (an interpolation, never resolved, reads as unknown)."""
     value = select(facts.config, key)
-    return default if value is None or isinstance(value, str) and "${" in value else value
+    return default if value is None or (isinstance(value, str) and "${" in value) else value
 
 
 def data_name(facts: RunFacts) -> str:
@@ -183,20 +119,27 @@ def timm_tag(backbone: str) -> str:
 def title(facts: RunFacts) -> str:
     count = len(facts.class_names)
     if facts.members:
-        return (f"# {facts.backbone}: art movement of a painting ({count} movements, {markdown_text(data_name(facts))})\n\n"
-                f"{len(facts.members)} networks fine-tuned with artmove to name the art movement of a painting among the {count} "
-                f"movements of the {markdown_text(data_name(facts))} data set, their calibrated probabilities averaged.")  # fmt: skip
+        return (
+            f"# {facts.backbone}: art movement of a painting ({count} movements, {markdown_text(data_name(facts))})\n\n"
+            f"{len(facts.members)} networks fine-tuned with artmove to name the art movement of a painting among the {count} "
+            f"movements of the {markdown_text(data_name(facts))} data set, their calibrated probabilities averaged."
+        )
     return (
         f"# {facts.backbone}: art movement of a painting ({count} movements, {markdown_text(data_name(facts))})\n\n"
         f"A {facts.backbone} fine-tuned with artmove to name the art movement of a painting "
-        f"among the {count} movements of the {markdown_text(data_name(facts))} data set, trained from checkpoint {markdown_text(facts.checkpoint.name)}."
+        f"among the {count} movements of the {markdown_text(data_name(facts))} data set, "
+        f"trained from checkpoint {markdown_text(facts.checkpoint.name)}."
     )
 
 
 def usage(hub_repo: str | None, timm_layout: bool, files: Mapping[str, str]) -> str:
     where = f"hf-hub:{hub_repo}" if hub_repo else "local-dir:PATH/TO/THIS/FOLDER"
-    artmove = f"With artmove (top-k, test-time augmentation, Grad-CAM): `Predictor.from_export(\"{where.split(':', 1)[1]}\")`."
-    onnx = f" Without Python, `{files['onnx']}` runs in onnxruntime (input: the preprocessed image, as in `config.json`)." if "onnx" in files else ""
+    artmove = f'With artmove (top-k, test-time augmentation, Grad-CAM): `Predictor.from_export("{where.split(":", 1)[1]}")`.'
+    onnx = (
+        f" Without Python, `{files['onnx']}` runs in onnxruntime (input: the preprocessed image, as in `config.json`)."
+        if "onnx" in files
+        else ""
+    )
     if not timm_layout:
         return f"""## How to use
 
@@ -238,7 +181,8 @@ def model_section(facts: RunFacts) -> str:
     weights = {
         "file": f"from a file ({results.get('weights_source') or _setting(facts, 'weights')})",
         "none": "none (random initialisation)",
-        "timm": f"ImageNet, timm `{timm_tag(facts.backbone)}`" + (f" (loaded from: {results['weights_source']})" if results.get("weights_source") else ""),
+        "timm": f"ImageNet, timm `{timm_tag(facts.backbone)}`"
+        + (f" (loaded from: {results['weights_source']})" if results.get("weights_source") else ""),
         "unknown": "unknown (the run folder has neither results.json nor .hydra/config.yaml)",
     }[pretrained_weights(facts)]
     policy, unfreeze = facts.finetune.get("name", "?"), facts.finetune.get("unfreeze")
@@ -247,14 +191,23 @@ def model_section(facts: RunFacts) -> str:
         ("Backbone", f"`{facts.backbone}` (timm)"),
         ("Head", f"{head['name']}" + "".join(f", {key}={value}" for key, value in head.items() if key != "name")),
         ("Pretrained weights", weights),
-        ("Fine-tuning", f"{policy}" + (f", unfreeze={unfreeze}" if unfreeze is not None else "")
-         + (f": {results['trained_layers']} of {results['total_layers']} weighted layers trained" if "trained_layers" in results else "")),
+        (
+            "Fine-tuning",
+            f"{policy}"
+            + (f", unfreeze={unfreeze}" if unfreeze is not None else "")
+            + (
+                f": {results['trained_layers']} of {results['total_layers']} weighted layers trained" if "trained_layers" in results else ""
+            ),
+        ),
         ("Parameters", f"{results['total_params']:,} ({results['trainable_params']:,} trained)" if "total_params" in results else "–"),
-        ("Input", f"{size[1]}x{size[2]} RGB, resize ({pre['interpolation']}) to input / crop_pct "
-                  f"{pre['crop_pct']} then centre crop, mean {list(pre['mean'])}, std {list(pre['std'])}"
-                  + (f" (trained on {pre['input_size'][1]}x{pre['input_size'][2]} crops)" if list(size) != list(pre["input_size"]) else "")),
+        (
+            "Input",
+            f"{size[1]}x{size[2]} RGB, resize ({pre['interpolation']}) to input / crop_pct "
+            f"{pre['crop_pct']} then centre crop, mean {list(pre['mean'])}, std {list(pre['std'])}"
+            + (f" (trained on {pre['input_size'][1]}x{pre['input_size'][2]} crops)" if list(size) != list(pre["input_size"]) else ""),
+        ),
         ("Output", f"{len(facts.class_names)} logits, one per movement (`label_names` in config.json)"),
-    ]  # fmt: skip
+    ]
     return "## Model\n\n" + _pairs(rows)
 
 
@@ -266,13 +219,28 @@ def generated(facts: RunFacts) -> bool:
 
 def ensemble_section(facts: RunFacts) -> str:
     """An ensemble's members, one row each, and what the files compute."""
-    rows = [{"checkpoint": f"`{Path(m['checkpoint']).parent.parent.name}/{Path(m['checkpoint']).name}`", "backbone": m["backbone"],
-             "head": m["head"]["name"], "seed": m["seed"], "temperature": m["temperature"], "val": m["best_val/top1"]} for m in facts.members]  # fmt: skip
-    return ("## Model\n\nAn ensemble: each member divides its logits by its own temperature (fitted on validation when it was "
-            "trained), the softmax probabilities are averaged, and the files output the log of that average divided by the "
-            "ensemble's own temperature, log-softmaxed (its softmax is the calibrated average; its argmax the answer).\n\n"
-            + markdown_table(rows, ("checkpoint", "backbone", "head", "seed", "temperature", "val"),
-                             ("member", "backbone", "head", "seed", "temperature", "best validation top-1")))  # fmt: skip
+    assert facts.members is not None  # the card writes this section for an ensemble only
+    rows = [
+        {
+            "checkpoint": f"`{Path(m['checkpoint']).parent.parent.name}/{Path(m['checkpoint']).name}`",
+            "backbone": m["backbone"],
+            "head": m["head"]["name"],
+            "seed": m["seed"],
+            "temperature": m["temperature"],
+            "val": m["best_val/top1"],
+        }
+        for m in facts.members
+    ]
+    return (
+        "## Model\n\nAn ensemble: each member divides its logits by its own temperature (fitted on validation when it was "
+        "trained), the softmax probabilities are averaged, and the files output the log of that average divided by the "
+        "ensemble's own temperature, log-softmaxed (its softmax is the calibrated average; its argmax the answer).\n\n"
+        + markdown_table(
+            rows,
+            ("checkpoint", "backbone", "head", "seed", "temperature", "val"),
+            ("member", "backbone", "head", "seed", "temperature", "best validation top-1"),
+        )
+    )
 
 
 def trust_section(facts: RunFacts) -> str:
@@ -283,10 +251,15 @@ def trust_section(facts: RunFacts) -> str:
     calibration = facts.calibration
     if calibration:
         divided = "the log of the members' averaged probabilities" if facts.members else "the logits"
-        rows += [("Temperature", f"{calibration['temperature']:.3f}: fitted on {calibration['images']} validation paintings (LBFGS on the "
-                                 f"NLL, Guo et al. 2017); {divided} of every file here are divided by it"),
-                 ("Validation ECE (15 bins)", f"{_n(calibration['val/ece_before'])} before, {_n(calibration['val/ece_after'])} after"),
-                 ("Validation NLL", f"{_n(calibration['val/nll_before'])} before, {_n(calibration['val/nll_after'])} after")]  # fmt: skip
+        rows += [
+            (
+                "Temperature",
+                f"{calibration['temperature']:.3f}: fitted on {calibration['images']} validation paintings (LBFGS on the "
+                f"NLL, Guo et al. 2017); {divided} of every file here are divided by it",
+            ),
+            ("Validation ECE (15 bins)", f"{_n(calibration['val/ece_before'])} before, {_n(calibration['val/ece_after'])} after"),
+            ("Validation NLL", f"{_n(calibration['val/nll_before'])} before, {_n(calibration['val/nll_after'])} after"),
+        ]
     if facts.members:
         rows.append(("Temperatures", ", ".join(f"{m['temperature']:.3f}" for m in facts.members) + " (each member's own)"))
     if metrics.get("test/ece") is not None:
@@ -294,33 +267,55 @@ def trust_section(facts: RunFacts) -> str:
         rows.append(("Test ECE (15 bins)", f"{metrics['test/ece']:.4f}" + (f" ({before}: {raw:.4f})" if raw is not None else "")))
         floor, p = metrics.get("test/ece_floor"), metrics.get("test/ece_p")
         if floor is not None and p is not None:
-            rows.append(("Test ECE of a calibrated model", f"{floor:.4f} on as many paintings with the same confidences (mean of 1000 "
-                                                           f"draws); {100 * p:.0f} % of those draws reach the ECE above"))  # fmt: skip
+            rows.append(
+                (
+                    "Test ECE of a calibrated model",
+                    f"{floor:.4f} on as many paintings with the same confidences (mean of 1000 "
+                    f"draws); {100 * p:.0f} % of those draws reach the ECE above",
+                )
+            )
     abstain = facts.abstain
     if abstain and abstain.get("threshold") is not None:
         if abstain.get("reached"):
             coverage = abstain["val/coverage"]
-            chosen = (f"p < {abstain['threshold']:.3f}: the lowest top-1 probability at which the validation answers kept reach top-1 "
-                      f"{_n(abstain['target'], '.2f')} ({_n(None if coverage is None else 100 * coverage, '.0f')} % of {abstain['images']} "
-                      "validation paintings kept)")  # fmt: skip
+            chosen = (
+                f"p < {abstain['threshold']:.3f}: the lowest top-1 probability at which the validation answers kept reach top-1 "
+                f"{_n(abstain['target'], '.2f')} ({_n(None if coverage is None else 100 * coverage, '.0f')} % of {abstain['images']} "
+                "validation paintings kept)"
+            )
         else:
-            chosen = f"no threshold reaches top-1 {_n(abstain['target'], '.2f')} on validation: every answer short of p=1 is marked not sure"
+            chosen = (
+                f"no threshold reaches top-1 {_n(abstain['target'], '.2f')} on validation: every answer short of p=1 is marked not sure"
+            )
         rows.append(('"Not sure" threshold', chosen))
         coverage, top1 = metrics.get("test/abstain_coverage"), metrics.get("test/abstain_top1")
         if coverage is not None:
             kept = f"top-1 {top1:.4f}" if top1 is not None and top1 == top1 else "no answer kept"
-            rows.append(("Test, answers at or above it", f"{100 * coverage:.1f} % of the test paintings, {kept} (measured on test, "
-                                                         "after the threshold was chosen on validation)"))  # fmt: skip
+            rows.append(
+                (
+                    "Test, answers at or above it",
+                    f"{100 * coverage:.1f} % of the test paintings, {kept} (measured on test, "
+                    "after the threshold was chosen on validation)",
+                )
+            )
         if abstain.get("guarantee"):
             rows.append(('"Not sure" guarantee', abstain["guarantee"]))
     if facts.conformal:
-        rows.append(("Prediction sets", f"{describe_sets(facts.conformal)}: on paintings drawn like the {facts.conformal['split']} split "
-                                        "(exchangeable), the set holds the true movement at least that often"))  # fmt: skip
+        rows.append(
+            (
+                "Prediction sets",
+                f"{describe_sets(facts.conformal)}: on paintings drawn like the {facts.conformal['split']} split "
+                "(exchangeable), the set holds the true movement at least that often",
+            )
+        )
         coverage, size = metrics.get("test/set_coverage"), metrics.get("test/set_size")
         if coverage is not None and size is not None:
             rows.append(("Test, prediction sets", f"coverage {100 * coverage:.1f} %, mean size {size:.2f} movements (measured on test)"))
     if not rows:
-        return "## Calibration\n\nNot calibrated (trained with `calibrate=false`, or before artmove calibrated): the probabilities are the raw softmax."
+        return (
+            "## Calibration\n\nNot calibrated (trained with `calibrate=false`, or before artmove calibrated): "
+            "the probabilities are the raw softmax."
+        )
     return '## Calibration and "not sure"\n\n' + _pairs(rows)
 
 
@@ -340,9 +335,13 @@ def data_section(facts: RunFacts) -> str:
         by_artist = "yes: each artist in one split (data.group_by=artist)"
     else:
         by_artist = "no: the data set's own split, an artist can be in training and test"
-    rows = [("Data set", name if name == source else f"{name} (`{source}`)") if not generated(facts) else ("Data set", f"{name} (generated by artmove, no files)"),
-            ("Split sizes", ", ".join(f"{split} {count}" for split, count in sizes.items()) or "–"),
-            ("Split by artist", by_artist)]  # fmt: skip
+    rows = [
+        ("Data set", name if name == source else f"{name} (`{source}`)")
+        if not generated(facts)
+        else ("Data set", f"{name} (generated by artmove, no files)"),
+        ("Split sizes", ", ".join(f"{split} {count}" for split, count in sizes.items()) or "–"),
+        ("Split by artist", by_artist),
+    ]
     if facts.split_artists:
         shared, total = facts.split_artists["shared_with_train"], facts.split_artists["test_artists"]
         rows.append(("Test artists also in training", f"{shared} of {total}"))
@@ -354,13 +353,17 @@ def settings_section(facts: RunFacts) -> str:
     hp, results = facts.hparams, facts.results
     optimizer = hp.get("optimizer") or {}
     scheduler = hp.get("scheduler") or {}
-    rows = [("Optimizer", ", ".join(f"{k}={v}" for k, v in optimizer.items()) or "–"),
-            ("Scheduler", ", ".join(f"{k}={v}" for k, v in scheduler.items()) or "–"),
-            ("Epochs", results.get("epochs", _setting(facts, "trainer.max_epochs", "–"))),
-            ("Batch size", _setting(facts, "data.batch_size", "–")),
-            ("Seed", results.get("seed", _setting(facts, "seed", "–")))]  # fmt: skip
-    for key, value in [*((key, hp.get(key)) for key in ("label_smoothing", "mixup", "cutmix", "ema_decay")),
-                       *((key, facts.spec.get(key)) for key in ("drop_rate", "drop_path_rate"))]:  # fmt: skip
+    rows = [
+        ("Optimizer", ", ".join(f"{k}={v}" for k, v in optimizer.items()) or "–"),
+        ("Scheduler", ", ".join(f"{k}={v}" for k, v in scheduler.items()) or "–"),
+        ("Epochs", results.get("epochs", _setting(facts, "trainer.max_epochs", "–"))),
+        ("Batch size", _setting(facts, "data.batch_size", "–")),
+        ("Seed", results.get("seed", _setting(facts, "seed", "–"))),
+    ]
+    for key, value in [
+        *((key, hp.get(key)) for key in ("label_smoothing", "mixup", "cutmix", "ema_decay")),
+        *((key, facts.spec.get(key)) for key in ("drop_rate", "drop_path_rate")),
+    ]:
         if value:
             rows.append((key, value))
     if results.get("best_val/top1") is not None:
@@ -379,8 +382,10 @@ def results_section(facts: RunFacts, with_figure: bool) -> str:
     if per_class is not None and per_class.is_file():
         with per_class.open(encoding="utf-8") as handle:
             table = [{**{k: _number(v) for k, v in row.items()}, "class": display_name(row["class"])} for row in csv.DictReader(handle)]
-        text += ["\n### Per movement\n\n`accuracy` is the movement's top-1 accuracy (its recall); their mean is top-1 macro.\n",
-                 markdown_table(table, PER_CLASS_COLUMNS, PER_CLASS_HEADERS)]  # fmt: skip
+        text += [
+            "\n### Per movement\n\n`accuracy` is the movement's top-1 accuracy (its recall); their mean is top-1 macro.\n",
+            markdown_table(table, PER_CLASS_COLUMNS, PER_CLASS_HEADERS),
+        ]
     if with_figure:
         text.append("\n![Confusion matrix on the test split](confusion_matrix.png)")
     return "\n".join(text)
@@ -389,11 +394,21 @@ def results_section(facts: RunFacts, with_figure: bool) -> str:
 def checks_section(checks: Mapping[str, dict], files: Mapping[str, str]) -> str:
     if not checks:
         return "## Export checks\n\nNot run (check_images=0)."
-    rows = [{"format": name, "file": f"`{files[name]}`", "images": row["images"], "max_abs_logit_diff": f"{row['max_abs_logit_diff']:.1e}",
-             "top1_agreement": f"{row['top1_agreement']:.0%}"} for name, row in checks.items()]  # fmt: skip
+    rows = [
+        {
+            "format": name,
+            "file": f"`{files[name]}`",
+            "images": row["images"],
+            "max_abs_logit_diff": f"{row['max_abs_logit_diff']:.1e}",
+            "top1_agreement": f"{row['top1_agreement']:.0%}",
+        }
+        for name, row in checks.items()
+    ]
     first = next(iter(checks.values()))
-    return (f"## Export checks\n\nEach file run on {first['images']} test paintings against the PyTorch checkpoint "
-            "(max abs logit difference, share of images with the same top-1):\n\n" + markdown_table(rows, CHECK_COLUMNS, CHECK_HEADERS))  # fmt: skip
+    return (
+        f"## Export checks\n\nEach file run on {first['images']} test paintings against the PyTorch checkpoint "
+        "(max abs logit difference, share of images with the same top-1):\n\n" + markdown_table(rows, CHECK_COLUMNS, CHECK_HEADERS)
+    )
 
 
 def limitations(facts: RunFacts) -> str:

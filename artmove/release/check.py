@@ -35,7 +35,8 @@ def compare(network: nn.Module, runners: Mapping[str, Runner], images: torch.Ten
 def failures(checks: Mapping[str, dict], atol: float) -> list[str]:
     """One phrase per format whose top-1 differs on any image or whose logits differ by more than ``atol``."""
     return [
-        f"{name}: top-1 differs on {row['top1_disagreements']} of {row['images']} images, max abs logit diff {row['max_abs_logit_diff']:.2e}"
+        f"{name}: top-1 differs on {row['top1_disagreements']} of {row['images']} images, "
+        f"max abs logit diff {row['max_abs_logit_diff']:.2e}"
         for name, row in checks.items()
         if row["top1_disagreements"] or row["max_abs_logit_diff"] > atol
     ]

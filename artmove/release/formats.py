@@ -35,7 +35,8 @@ from torch import nn
 
 from artmove.errors import ConfigError
 from artmove.models.ensemble import Ensemble
-from artmove.models.network import create_network
+from artmove.models.heads import TimmModel
+from artmove.models.network import ArtNetwork, create_network
 from artmove.models.preprocessing import checked_preprocessing
 from artmove.models.timm_compat import as_timm_model
 from artmove.utils.io import write_json
@@ -71,18 +72,32 @@ class WeightsFolder(ExportFormat):
         self.layout = "artmove" if timm_model is None else "timm"
         calibration = {"calibration": dict(config["calibration"])} if config.get("calibration") else {}
         if timm_model is not None:
-            save_for_hf(timm_model, folder, model_config={"label_names": list(config["label_names"])},
-                        data_config=dict(config["preprocessing"]), safe_serialization=True)  # fmt: skip
+            save_for_hf(
+                timm_model,
+                folder,
+                model_config={"label_names": list(config["label_names"])},
+                data_config=dict(config["preprocessing"]),
+                safe_serialization=True,
+            )
             if calibration:  # beside timm's keys, which timm reads; it ignores this one
                 timm_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
                 write_json(folder / "config.json", {**timm_config, **calibration})
             return folder / self.filename
         from safetensors.torch import save_file
 
-        save_file({key: value.contiguous() for key, value in network.state_dict().items()}, folder / self.filename, metadata={"format": "pt"})
+        save_file(
+            {key: value.contiguous() for key, value in network.state_dict().items()}, folder / self.filename, metadata={"format": "pt"}
+        )
         record = network.record if isinstance(network, Ensemble) else {"network": network.spec}
-        write_json(folder / "config.json", {"artmove": {"format": ARTMOVE_FOLDER_FORMAT, **record}, "label_names": list(config["label_names"]),
-                                            "pretrained_cfg": dict(config["preprocessing"]), **calibration})  # fmt: skip
+        write_json(
+            folder / "config.json",
+            {
+                "artmove": {"format": ARTMOVE_FOLDER_FORMAT, **record},
+                "label_names": list(config["label_names"]),
+                "pretrained_cfg": dict(config["preprocessing"]),
+                **calibration,
+            },
+        )
         return folder / self.filename
 
     def runner(self, folder):
@@ -111,32 +126,39 @@ def load_weights_folder(folder: str | Path) -> tuple[nn.Module, list[str], dict[
     if "artmove" not in config:
         check_timm_config(config, config_file)
         try:  # timm builds what the file names among its own architectures; whatever else goes wrong is the file's
-            network = timm.create_model(f"local-dir:{folder}", pretrained=True)
-            data_config = resolve_model_data_config(network)
+            model: TimmModel = timm.create_model(f"local-dir:{folder}", pretrained=True)
+            data_config = resolve_model_data_config(model)
         except Exception as error:  # noqa: BLE001 - timm raises TypeError/KeyError/ValueError/RuntimeError for a malformed config
-            raise ConfigError(f"{config_file}: timm cannot build the model it records ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else 'no message'}): export the checkpoint again.") from None  # fmt: skip
-        names = network.pretrained_cfg.get("label_names") or [str(i) for i in range(network.num_classes)]
-        if network.pretrained_cfg.get("test_input_size"):  # test_image_size=: the size the checkpoint evaluated at
-            data_config["test_input_size"] = network.pretrained_cfg["test_input_size"]
-        preprocessing = {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()}
-        return network, checked_names(names, network.num_classes, config_file), checked_preprocessing(preprocessing, config_file)
+            raise ConfigError(
+                f"{config_file}: timm cannot build the model it records ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else 'no message'}): export the checkpoint again."
+            ) from None
+        names = model.pretrained_cfg.get("label_names") or [str(i) for i in range(model.num_classes)]
+        if model.pretrained_cfg.get("test_input_size"):  # test_image_size=: the size the checkpoint evaluated at
+            data_config["test_input_size"] = model.pretrained_cfg["test_input_size"]
+        timm_preprocessing = {key: list(value) if isinstance(value, tuple) else value for key, value in data_config.items()}
+        return model, checked_names(names, model.num_classes, config_file), checked_preprocessing(timm_preprocessing, config_file)
     from safetensors.torch import load_file
 
     from artmove.models.trained import checked_spec
 
     record = config["artmove"]
+    network: Ensemble | ArtNetwork
     if isinstance(record, dict) and isinstance(record.get("ensemble"), list) and len(record["ensemble"]) >= 2:
         temperature = record.get("ensemble_temperature", 1.0)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
             raise ConfigError(f"{config_file}: its ensemble_temperature {temperature!r} is not a number > 0: refused.")
-        network = Ensemble([create_network(**checked_spec(spec, config_file), pretrained=False) for spec in record["ensemble"]], temperature)
+        network = Ensemble(
+            [create_network(**checked_spec(spec, config_file), pretrained=False) for spec in record["ensemble"]], temperature
+        )
     else:
         network = create_network(**checked_spec(record.get("network") if isinstance(record, dict) else None, config_file), pretrained=False)
     try:
         network.load_state_dict(load_file(folder / "model.safetensors"))
     except (RuntimeError, OSError) as error:
-        raise ConfigError(f"{folder / 'model.safetensors'} does not fit the network {config_file} records ({str(error).splitlines()[0]}).") from None
+        raise ConfigError(
+            f"{folder / 'model.safetensors'} does not fit the network {config_file} records ({str(error).splitlines()[0]})."
+        ) from None
     names, preprocessing = config.get("label_names"), config.get("pretrained_cfg")
     if not isinstance(names, list) or not isinstance(preprocessing, dict):
         raise ConfigError(f"{config_file} lacks label_names or pretrained_cfg: export the checkpoint again.")
@@ -198,7 +220,9 @@ def export_conformal(folder: str | Path, num_classes: int | None = None) -> dict
     from artmove.models.conformal import checked_record
 
     calibration = _read_config(Path(folder)).get("calibration")
-    return checked_record(calibration.get("conformal") if isinstance(calibration, dict) else None, Path(folder) / "config.json", num_classes)
+    return checked_record(
+        calibration.get("conformal") if isinstance(calibration, dict) else None, Path(folder) / "config.json", num_classes
+    )
 
 
 class Onnx(ExportFormat):
@@ -216,8 +240,17 @@ class Onnx(ExportFormat):
         batch = torch.export.Dim("batch", min=1, max=self.max_batch)
         with warnings.catch_warnings(), _quiet("onnx_ir", "onnxscript", "torch.onnx"):
             warnings.simplefilter("ignore")  # the exporter's own FutureWarnings and progress notes
-            torch.onnx.export(network, (example,), str(path), dynamo=True, input_names=["input"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), external_data=False, verbose=False)  # fmt: skip
+            torch.onnx.export(
+                network,
+                (example,),
+                str(path),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                external_data=False,
+                verbose=False,
+            )
         model = onnx.load(str(path))
         for key in ("label_names", "preprocessing", "calibration"):
             if config.get(key) is None:
@@ -306,6 +339,9 @@ def _require(*modules: str):
     import importlib
 
     try:
-        return [importlib.import_module(name) for name in modules][0]
+        imported = [importlib.import_module(name) for name in modules]  # every one, not only the first (RUF015's next())
     except ModuleNotFoundError as error:
-        raise ConfigError(f"this export format needs {error.name}: pip install 'artmove[export]' (onnx, onnxruntime, onnxscript).") from None
+        raise ConfigError(
+            f"this export format needs {error.name}: pip install 'artmove[export]' (onnx, onnxruntime, onnxscript)."
+        ) from None
+    return imported[0]

@@ -33,10 +33,14 @@ def push(folder: Path, repo_id: str, private: bool = True) -> str:
         repo = api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo.repo_id, folder_path=str(folder), commit_message="Upload model exported by artmove")
     except OfflineModeIsEnabled:
-        raise ConfigError(f"hub={repo_id}: offline (HF_HUB_OFFLINE is set), nothing pushed; the export is complete in {folder}. "
-                          f"Push it later with: hf upload {repo_id} {folder}") from None  # fmt: skip
+        raise ConfigError(
+            f"hub={repo_id}: offline (HF_HUB_OFFLINE is set), nothing pushed; the export is complete in {folder}. "
+            f"Push it later with: hf upload {repo_id} {folder}"
+        ) from None
     except Exception as error:  # noqa: BLE001 - HTTP errors, and the transport's own (httpx, httpx2, requests)
         first_line = next(iter(str(error).splitlines()), type(error).__name__)
-        raise ConfigError(f"hub={repo_id}: push failed ({first_line}); the export is complete in {folder}. "
-                          f"Push it later with: hf upload {repo_id} {folder}") from None  # fmt: skip
+        raise ConfigError(
+            f"hub={repo_id}: push failed ({first_line}); the export is complete in {folder}. "
+            f"Push it later with: hf upload {repo_id} {folder}"
+        ) from None
     return commit.commit_url

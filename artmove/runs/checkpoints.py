@@ -61,7 +61,9 @@ def resolve_checkpoints(ckpt_path: Any, ensemble: str | None = None) -> list[Che
     optimized value; fewer when it has fewer). Each member is the best checkpoint of its run."""
     if is_list(ckpt_path):
         if ensemble is not None:
-            raise ConfigError(f"ensemble={ensemble} chooses jobs of one sweep folder; a list ckpt_path=[…] names every member itself: drop ensemble=.")
+            raise ConfigError(
+                f"ensemble={ensemble} chooses jobs of one sweep folder; a list ckpt_path=[…] names every member itself: drop ensemble=."
+            )
         members = [resolve_checkpoint(path) for path in ckpt_path]
         if not members:
             raise ConfigError("ckpt_path=[]: give at least one checkpoint, run or sweep folder.")
@@ -75,8 +77,10 @@ def resolve_checkpoints(ckpt_path: Any, ensemble: str | None = None) -> list[Che
     count = ensemble_size(ensemble)
     path = Path(str(ckpt_path)).expanduser()
     if not path.is_dir() or path.name == CHECKPOINTS or (path / CHECKPOINTS).is_dir():
-        raise ConfigError(f"ensemble={ensemble} takes the jobs of a sweep folder, and ckpt_path={ckpt_path} is not one: give "
-                          "ckpt_path=<sweep folder> (outputs/multirun/…), or list the members: ckpt_path=[run_a,run_b].")  # fmt: skip
+        raise ConfigError(
+            f"ensemble={ensemble} takes the jobs of a sweep folder, and ckpt_path={ckpt_path} is not one: give "
+            "ckpt_path=<sweep folder> (outputs/multirun/…), or list the members: ckpt_path=[run_a,run_b]."
+        )
     jobs = SweepFolder(path).ranked_jobs()
     chosen = jobs if count is None else jobs[:count]
     if count is not None and len(jobs) < count:
@@ -86,10 +90,12 @@ def resolve_checkpoints(ckpt_path: Any, ensemble: str | None = None) -> list[Che
 
 def ensemble_size(ensemble: Any) -> int | None:
     """``all`` -> None (every job), ``topK`` -> K (K >= 1); anything else is a ConfigError."""
+    if ensemble == "all":
+        return None
     match = re.fullmatch(r"top([1-9]\d*)", str(ensemble))
-    if ensemble != "all" and not match:
+    if not match:
         raise ConfigError(f"ensemble={ensemble!r}: give {ENSEMBLE_FORMS}, with ckpt_path=<sweep folder>.")
-    return None if ensemble == "all" else int(match[1])
+    return int(match[1])
 
 
 def is_list(ckpt_path: Any) -> bool:

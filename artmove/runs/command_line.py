@@ -22,12 +22,15 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from artmove.errors import ConfigError
 from artmove.runs.folder import CHECKPOINTS, RunFolder
 from artmove.runs.plain import read_yaml
 from artmove.utils.cli import say_user_error
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +69,34 @@ def resume_folder_arguments(argv: Sequence[str]) -> list[str]:
     if any(flag in ("-m", "--multirun") for flag in flags):
         raise ConfigError(f"{given[-1]} continues one run: drop -m (to sweep again, start a new sweep).")
     try:
-        now = parser.parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
     except Exception:  # noqa: BLE001 - Hydra's own message, when it parses them
         return argv
-    for override in now:
+    for override in parsed:
         if override.key_or_group == "hydra.run.dir" and Path(str(override.value())).expanduser().resolve() != run.path:
             raise ConfigError(f"{given[-1]} writes into that run's folder: drop {override.input_line}.")
-    now = {(o.key_or_group, o.package): o for o in now if o.key_or_group not in ("resume", "hydra.run.dir")}
-    merged = []
+    now = {(o.key_or_group, o.package): o for o in parsed if o.key_or_group not in ("resume", "hydra.run.dir")}
+    merged: list[str] = []
     for saved in saved_overrides(run):
         new = now.pop((saved.key_or_group, saved.package), None)
         if new is None:
-            merged.append(saved.input_line)
+            merged.append(_input_line(saved))
         elif saved.is_add() and not (new.is_add() or new.is_force_add() or new.is_delete()):
             merged.append(f"++{new.input_line}")  # the key exists only through the saved +key=…
         else:
-            merged.append(new.input_line)
-    merged += [override.input_line for override in now.values()]
+            merged.append(_input_line(new))
+    merged += [_input_line(override) for override in now.values()]
     check_composes(merged, run)
     folder = hydra_string(str(run.path))
     log.debug("resume=%s: %s", run.path, " ".join(merged))
     return [*merged, f"hydra.run.dir={folder}", f"resume={folder}", *flags]
+
+
+def _input_line(override: Override) -> str:
+    """The override as it was typed: Hydra's parser sets it (Hydra's own methods assert it; the field is
+    Optional only as a dataclass default)."""
+    assert override.input_line is not None
+    return override.input_line
 
 
 def run_to_resume(folder: Path, given: str) -> RunFolder:
@@ -94,8 +104,10 @@ def run_to_resume(folder: Path, given: str) -> RunFolder:
     run = RunFolder((folder.parent if folder.name == CHECKPOINTS else folder).resolve())
     config = run.saved_config
     if config is None:
-        raise ConfigError(f"{given}: {run.path} is not a training run folder (no .hydra/config.yaml): give the folder "
-                          "a train command wrote (a sweep's job: <sweep>/<job number>), or a checkpoint file.")  # fmt: skip
+        raise ConfigError(
+            f"{given}: {run.path} is not a training run folder (no .hydra/config.yaml): give the folder "
+            "a train command wrote (a sweep's job: <sweep>/<job number>), or a checkpoint file."
+        )
     if config.get("task_name", "train") != "train":
         raise ConfigError(f"{given}: {run.path} is a {config.get('task_name')!r} folder, not a training run's.")
     return run
@@ -108,8 +120,10 @@ def saved_overrides(run: RunFolder) -> list[Any]:
 
     path = run.hydra_file("overrides")
     if not path.is_file():
-        raise ConfigError(f"resume={run.path}: no {path} (the run was not started from the command line): "
-                          f"run it again with its settings and hydra.run.dir={run.path}.")  # fmt: skip
+        raise ConfigError(
+            f"resume={run.path}: no {path} (the run was not started from the command line): "
+            f"run it again with its settings and hydra.run.dir={run.path}."
+        )
     lines = read_yaml(path)
     lines = [] if lines is None else lines
     if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
@@ -121,9 +135,11 @@ def saved_overrides(run: RunFolder) -> list[Any]:
         except Exception:  # noqa: BLE001 - any parse failure is the file's
             override = None
         why = "not an override Hydra reads" if override is None else override_problem(override, line)
-        if why:
-            raise ConfigError(f"resume={run.path}: {path} holds {line!r} ({why}); a saved command line is read as data and may hold only "
-                              f"plain settings. Continue it with its settings typed out and hydra.run.dir={run.path}.")  # fmt: skip
+        if why or override is None:  # None has its why: the test narrows the type
+            raise ConfigError(
+                f"resume={run.path}: {path} holds {line!r} ({why}); a saved command line is read as data and may hold only "
+                f"plain settings. Continue it with its settings typed out and hydra.run.dir={run.path}."
+            )
         if override.key_or_group != "resume":
             overrides.append(override)
     return overrides
@@ -192,8 +208,10 @@ def check_composes(overrides: list[str], run: RunFolder) -> None:
             compose(config_name="train", overrides=overrides)
     except Exception as error:  # noqa: BLE001 - Hydra's composition errors have no common class; its message says which override
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"resume={run.path}: its saved command line does not compose with artmove's configs ({message}). "
-                          f"Continue it with its settings typed out and hydra.run.dir={run.path}.") from None  # fmt: skip
+        raise ConfigError(
+            f"resume={run.path}: its saved command line does not compose with artmove's configs ({message}). "
+            f"Continue it with its settings typed out and hydra.run.dir={run.path}."
+        ) from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -212,10 +230,11 @@ def _split_command_line(argv: list[str]) -> tuple[list[str] | None, list[str]]:
 
     parser = get_args_parser()
 
-    def refuse(message: str):
+    def refuse(message: str) -> NoReturn:
         raise ValueError(message)
 
-    parser.error = refuse  # no message or exit here: Hydra's own parse reports it
+    # no message or exit here: Hydra's own parse reports it (this one parser's method replaced on purpose)
+    parser.error = refuse  # type: ignore[method-assign]
     try:
         args = parser.parse_args(argv)
     except (ValueError, SystemExit):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,13 +33,16 @@ from artmove.models.trained import trust_records
 from artmove.training.calibration import describe, fit
 from artmove.utils.io import write_json
 
+if TYPE_CHECKING:  # artmove.runs.checkpoints imports this module when an ensemble needs it
+    from artmove.runs.checkpoints import OpenedRun
+
 log = logging.getLogger(__name__)
 CACHE = "calibration.json"
 #: The sets an ensemble gets when its first member has none recorded.
 DEFAULT_SETS = {"coverage": 0.9, "score": "aps", "class_conditional": False, "k_reg": 1, "lam": 0.0, "seed": 0}
 
 
-def calibrate_ensemble(trained: TrainedEnsemble, opened, batch_size: int = 32) -> TrainedEnsemble:
+def calibrate_ensemble(trained: TrainedEnsemble, opened: OpenedRun, batch_size: int = 32) -> TrainedEnsemble:
     """``trained`` with its own temperature (in its network), calibration, abstain and conformal records:
     from the cache when it matches these members, else fitted on the first member's validation split."""
     cache = None if opened.home is None or opened.ensemble is None else opened.home / "eval" / f"ensemble_{opened.ensemble}" / CACHE
@@ -50,8 +53,10 @@ def calibrate_ensemble(trained: TrainedEnsemble, opened, batch_size: int = 32) -
         if fitted is None:
             return trained
         if cache is None:
-            log.info("the ensemble's temperature, sets and threshold were fitted in memory (a list ckpt_path=[…] has no folder to "
-                     "keep them in): they are fitted again each time")  # fmt: skip
+            log.info(
+                "the ensemble's temperature, sets and threshold were fitted in memory (a list ckpt_path=[…] has no folder to "
+                "keep them in): they are fitted again each time"
+            )
         else:
             write_json(cache, {"members": key, **fitted})
             log.info("the ensemble's own calibration is kept in %s", cache)
@@ -81,12 +86,14 @@ def read_cache(path: Path, key: list[dict[str, Any]], num_classes: int) -> dict[
     return {"calibration": calibration, "abstain": abstain, "conformal": checked_record(value.get("conformal"), path, num_classes)}
 
 
-def fit_on_validation(trained: TrainedEnsemble, opened, batch_size: int) -> dict[str, Any] | None:
+def fit_on_validation(trained: TrainedEnsemble, opened: OpenedRun, batch_size: int) -> dict[str, Any] | None:
     """The records, fitted on the first member's validation split (None: no data set recorded, or no images)."""
     settings = opened.data_settings(trained)
     if settings is None:
-        log.warning("%s records no data set: the ensemble is not calibrated as one model (temperature 1, no sets or threshold "
-                    "of its own)", opened.run.path)  # fmt: skip
+        log.warning(
+            "%s records no data set: the ensemble is not calibrated as one model (temperature 1, no sets or threshold of its own)",
+            opened.run.path,
+        )
         return None
     datamodule = settings.build(trained.largest_preprocessing)
     split = datamodule.images("val", use_cache=False)

@@ -91,7 +91,7 @@ class Results(BaseModel):
     @model_validator(mode="after")
     def _metrics_only(self) -> Results:
         for key, value in (self.model_extra or {}).items():
-            if not METRIC_KEY.fullmatch(key) or not (value is None or isinstance(value, (int, float)) and not isinstance(value, bool)):
+            if not METRIC_KEY.fullmatch(key) or not (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))):
                 raise ValueError(f"{key!r} is not a key artmove writes there (or not a number)")
         return self
 
@@ -167,7 +167,7 @@ class RunFolder:
         """results.json as written, checked against :class:`Results` ({} when the run wrote none yet, or a
         partial file); one that is not what artmove writes is a ConfigError naming it."""
         try:
-            results = json.loads(self.results_file.read_text(encoding="utf-8"))
+            results: dict[str, Any] = json.loads(self.results_file.read_text(encoding="utf-8"))  # a mapping once validated
         except (OSError, ValueError):
             return {}
         try:
@@ -241,7 +241,8 @@ class RunFolder:
         return DataSettings.from_config(resolve_references(config, "data", where), seed, where)
 
     def best_checkpoint(self) -> Path:
-        """The checkpoint its results.json names (by file name, in this folder's ``checkpoints/``), else its only ``best*.ckpt`` (or ``final*``), else ``last.ckpt``."""
+        """The checkpoint its results.json names (by file name, in this folder's ``checkpoints/``), else its only
+        ``best*.ckpt`` (or ``final*``), else ``last.ckpt``."""
         named = self.results.get("best_checkpoint")
         if isinstance(named, str) and (self.checkpoints / Path(named).name).is_file():  # by name: the folder may have moved
             return self.checkpoints / Path(named).name
@@ -277,10 +278,17 @@ class SweepFolder:
         """The jobs that finished with a score and checkpoints, best ``optimized_value`` first (as
         :meth:`best_job` ranks them; equal scores in folder order)."""
         jobs = [run for run in self.runs() if run.path != self.path]
-        scored = [run for run in jobs if run.finished and isinstance(run.results.get("optimized_value"), (int, float))
-                  and run.checkpoints.is_dir()]  # fmt: skip
+        scored = [
+            run
+            for run in jobs
+            if run.finished and isinstance(run.results.get("optimized_value"), (int, float)) and run.checkpoints.is_dir()
+        ]
         if not scored:
-            found = f"{len(jobs)} job folder(s), none finished with a score and checkpoints" if jobs else "no training run or job folders below it"
+            found = (
+                f"{len(jobs)} job folder(s), none finished with a score and checkpoints"
+                if jobs
+                else "no training run or job folders below it"
+            )
             raise ConfigError(f"ckpt_path={self.path}: {found}. {CKPT_PATH_FORMS}")
         sign = -1 if selection_direction(scored[0]) == "minimize" else 1
         return sorted(scored, key=lambda run: -sign * run.results["optimized_value"])
@@ -294,12 +302,12 @@ def selection_direction(job: RunFolder) -> str:
     hydra_file = job.hydra_file("hydra")
     if hydra_file.is_file():
         direction = select(read_yaml(hydra_file), "hydra.sweeper.direction")  # as written: a literal or nothing
-        if direction in ("minimize", "maximize"):
+        if isinstance(direction, str) and direction in ("minimize", "maximize"):
             return direction
     return "minimize" if str(job.results.get("optimized_metric", "")).endswith("loss") else "maximize"
 
 
-def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunFolder]:
+def find_runs(paths: Iterable[str | os.PathLike[str]]) -> list[RunFolder]:
     """Training run folders at or below each path (evaluate's folders inside runs are not runs)."""
     found: list[Path] = []
     for path in map(Path, paths):
@@ -318,6 +326,6 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[RunFolder]:
     return [RunFolder(path) for path in sorted(dict.fromkeys(found), key=_natural_key)]
 
 
-def _natural_key(path: Path) -> list:
+def _natural_key(path: Path) -> list[tuple[int, int, str]]:
     """Job folders 2 before 10; numbered and named folders side by side sort without comparing int to str."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]

@@ -29,7 +29,7 @@ class RunFolderInUse(RuntimeError):
     """Another live run owns the folder."""
 
 
-def lock_folder(folder: str | os.PathLike) -> FileLock:
+def lock_folder(folder: str | os.PathLike[str]) -> FileLock:
     """Hold ``<folder>/.lock``, or raise RunFolderInUse naming its owner (pid, host, since: written beside
     it for that message). This process holding it already (an earlier run of it) takes it again."""
     folder = Path(folder).absolute()
@@ -43,8 +43,9 @@ def lock_folder(folder: str | os.PathLike) -> FileLock:
             by = f" by pid {who['pid']} on {who['host']} since {who['since']}"
         except (OSError, ValueError, KeyError, TypeError):
             by = ""
-        raise RunFolderInUse(f"folder {folder} is in use{by}: choose another hydra.run.dir (or hydra.sweep.dir), "
-                             "or wait for that run to end.") from None  # fmt: skip
+        raise RunFolderInUse(
+            f"folder {folder} is in use{by}: choose another hydra.run.dir (or hydra.sweep.dir), or wait for that run to end."
+        ) from None
     owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
     return lock
 
@@ -69,7 +70,8 @@ class LockRunFolder(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pytorch_lightning.utilities import rank_zero_only
 
-        if rank_zero_only.rank == 0:  # DDP ranks > 0 re-run the command line into the same folder
+        # Lightning sets ``rank`` on the function at import; its types do not declare it.
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # DDP ranks > 0 re-run the command line into the same folder
             self._lock(OmegaConf.select(config, "hydra.run.dir"))  # ${now:…} is cached: the folder run_job makes
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

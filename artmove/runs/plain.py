@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def read_yaml(path: Path) -> Any:
     """A YAML file's plain content (dicts, lists, strings, numbers, booleans, None); a tag
     (``!!python/object/apply``…), an alias or a syntax error is one ConfigError naming the file."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=PlainLoader)  # noqa: S506 - PlainLoader is a SafeLoader
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=PlainLoader)  # PlainLoader is a SafeLoader
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not readable ({error}).") from None
     except yaml.YAMLError as error:
@@ -78,18 +79,23 @@ def _resolve(document: dict[str, Any], value: Any, path: list[str], where: Path,
         return {name: _resolve(document, item, [*path, str(name)], where, f"{key}.{name}", depth) for name, item in value.items()}
     if isinstance(value, list):
         return [_resolve(document, item, path, where, f"{key}[{index}]", depth) for index, item in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value and "\\" not in value:
+    if not isinstance(value, str) or ("${" not in value and "\\" not in value):
         return value
     if depth >= MAX_DEPTH:
         raise ConfigError(f"{where}: {key} refers to itself (through {MAX_DEPTH} references): refused.")
     if foreign_interpolation(value):
-        raise ConfigError(f"{where}: {key}={value!r} is an interpolation other than a plain reference to a key of the same file "
-                          "(a resolver call such as ${oc.env:…} or an escape): a run's files are read as data, and this one is refused.")  # fmt: skip
+        raise ConfigError(
+            f"{where}: {key}={value!r} is an interpolation other than a plain reference to a key of the same file "
+            "(a resolver call such as ${oc.env:…} or an escape): a run's files are read as data, "
+            "and this one is refused."
+        )
     whole = REFERENCE.fullmatch(value)
     if whole:  # the referenced value as it is (a number stays a number)
         return _resolve(document, _target(document, whole, path, where, key), _target_path(whole, path), where, key, depth + 1)
-    return REFERENCE.sub(lambda match: str(_resolve(document, _target(document, match, path, where, key), _target_path(match, path),
-                                                    where, key, depth + 1)), value)  # fmt: skip
+    return REFERENCE.sub(
+        lambda match: str(_resolve(document, _target(document, match, path, where, key), _target_path(match, path), where, key, depth + 1)),
+        value,
+    )
 
 
 def foreign_interpolation(value: str) -> bool:
@@ -97,7 +103,7 @@ def foreign_interpolation(value: str) -> bool:
     return "\\$" in value or "${" in REFERENCE.sub("", value)
 
 
-def _target_path(match: re.Match, path: list[str]) -> list[str]:
+def _target_path(match: re.Match[str], path: list[str]) -> list[str]:
     dots, name = match[1], match[2].split(".")
     if not dots:
         return name
@@ -105,7 +111,7 @@ def _target_path(match: re.Match, path: list[str]) -> list[str]:
     return [*parent, *name]
 
 
-def _target(document: dict[str, Any], match: re.Match, path: list[str], where: Path, key: str) -> Any:
+def _target(document: dict[str, Any], match: re.Match[str], path: list[str], where: Path, key: str) -> Any:
     target = _target_path(match, path)
     if len(match[1]) > len(path):
         raise ConfigError(f"{where}: {key} refers above the file's top ({match[0]}): refused.")
@@ -141,25 +147,33 @@ def check_saved_config(document: Any, where: Path) -> None:
     word for word. Nothing is resolved or built here or later: the check refuses a file someone edited to
     hold ``${oc.create:…}`` or another ``_target_``, before any command uses any of it."""
     targets, interpolations = shipped_values()
-    foreign = [f"{key}={value!r}" for key, value in _keyed_items(document, "") if key.rsplit(".", 1)[-1] == "_target_"
-               and (not isinstance(value, str) or value not in targets)]  # fmt: skip
+    foreign = [
+        f"{key}={value!r}"
+        for key, value in _keyed_items(document, "")
+        if key.rsplit(".", 1)[-1] == "_target_" and (not isinstance(value, str) or value not in targets)
+    ]
     if foreign:
-        raise ConfigError(f"{where} names code artmove's own configs never name ({'; '.join(foreign[:3])}): a saved config "
-                          "is read as data, and this one is refused. Give the settings on the command line instead (e.g. data=… data.root=…).")  # fmt: skip
+        raise ConfigError(
+            f"{where} names code artmove's own configs never name ({'; '.join(foreign[:3])}): a saved config "
+            "is read as data, and this one is refused. "
+            "Give the settings on the command line instead (e.g. data=… data.root=…)."
+        )
     for key, value in _keyed_strings(document, ""):
         if foreign_interpolation(value) and value not in interpolations:
-            raise ConfigError(f"{where}: {key or '<root>'}={value!r} is an interpolation artmove's configs never write (a resolver "
-                                  "call or an escape): a run's files are read as data, and this one is refused. Give the settings on the "
-                                  "command line instead (e.g. data=… data.root=…).")  # fmt: skip
+            raise ConfigError(
+                f"{where}: {key or '<root>'}={value!r} is an interpolation artmove's configs never write (a resolver "
+                "call or an escape): a run's files are read as data, and this one is refused. Give the settings on the "
+                "command line instead (e.g. data=… data.root=…)."
+            )
 
 
-def _keyed_strings(node: Any, key: str):
+def _keyed_strings(node: Any, key: str) -> Iterator[tuple[str, str]]:
     for name, value in _keyed_items(node, key):
         if isinstance(value, str):
             yield name, value
 
 
-def _keyed_items(node: Any, key: str):
+def _keyed_items(node: Any, key: str) -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every leaf and every key (a ``_target_`` whose value is a mapping too)."""
     if isinstance(node, dict):
         for name, value in node.items():

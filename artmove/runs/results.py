@@ -60,8 +60,10 @@ def trust_lines(results: dict[str, Any], split: str) -> list[str]:
 
 def job_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that tell jobs of a sweep apart (read defensively: the config may be the error)."""
-    settings = {key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-                for key in ("backbone", "unfreeze", "pretrained", "seed", "data.root")}  # fmt: skip
+    settings = {
+        key: OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        for key in ("backbone", "unfreeze", "pretrained", "seed", "data.root")
+    }
     source = OmegaConf.select(cfg, "data.source._target_", default=None, throw_on_resolution_failure=False)
     root = settings.pop("data.root")
     return {**settings, "data": {"source": source, "root": root}, "overrides": job_overrides()}

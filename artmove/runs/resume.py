@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,25 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from artmove.errors import ConfigError, UnreadableCheckpoint
-from artmove.models.trained import RUN_RECORD
+from artmove.models.trained import RUN_RECORD, check_same_classes
 from artmove.runs.folder import CHECKPOINTS, LAST_CHECKPOINT, RunFolder
 from artmove.utils.cli import say_user_error
 from artmove.utils.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 #: The settings that define what a run trains; a config node named here counts as a whole.
-IDENTITY = ("backbone", "network.head", "finetune", "image_size", "test_image_size", "seed", "data.root", "data.source",
-            "data.group_by", "data.regroup_published")  # fmt: skip
+IDENTITY = (
+    "backbone",
+    "network.head",
+    "finetune",
+    "image_size",
+    "test_image_size",
+    "seed",
+    "data.root",
+    "data.source",
+    "data.group_by",
+    "data.regroup_published",
+)
 
 
 @dataclass
@@ -62,8 +73,10 @@ def within_run(settings: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(run, str) or not run:
         return settings
     prefix = run.rstrip("/") + "/"
-    return {key: "." if value == run else value[len(prefix):] if isinstance(value, str) and value.startswith(prefix) else value
-            for key, value in settings.items()}  # fmt: skip
+    return {
+        key: "." if value == run else value[len(prefix) :] if isinstance(value, str) and value.startswith(prefix) else value
+        for key, value in settings.items()
+    }
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -96,11 +109,22 @@ def resume_checkpoint(resume: bool | str | None, checkpoint_dir: str | Path | No
     changed = {key: [old.get(key), value] for key, value in settings.items() if old.get(key) != value}
     changed.update({key: [value, None] for key, value in old.items() if key not in settings})
     changed.pop("resume", None)  # how this attempt started: resumed_from says it
-    attempts = [*previous.get("attempts", []), {**started, "attempt": len(previous.get("attempts", [])) + 1,
-                "resumed_from": {"checkpoint": str(path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")},
-                "changed": changed}]  # fmt: skip
-    how = ("an earlier attempt of this run; resume=false starts over" if resume is True
-           else "resume=<run folder>" if Path(str(resume)).expanduser().is_dir() else "resume=PATH")  # fmt: skip
+    attempts = [
+        *previous.get("attempts", []),
+        {
+            **started,
+            "attempt": len(previous.get("attempts", [])) + 1,
+            "resumed_from": {"checkpoint": str(path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")},
+            "changed": changed,
+        },
+    ]
+    how = (
+        "an earlier attempt of this run; resume=false starts over"
+        if resume is True
+        else "resume=<run folder>"
+        if Path(str(resume)).expanduser().is_dir()
+        else "resume=PATH"
+    )
     log.info("resuming from %s (%s)%s", path, how, f"; changed since: {', '.join(changed)}" if changed else "")
     return Resume(str(path), {**previous, "settings": settings, "attempts": attempts})
 
@@ -120,16 +144,20 @@ def checkpoint_to_resume(resume: bool | str | None, checkpoint_dir: str | Path |
             log.info("resume=%s: no %s yet (no epoch ended): the run starts over in its folder, with its settings", resume, last)
         return last if last.is_file() else None
     if not path.is_file():
-        raise ConfigError(f"resume={resume}: no such checkpoint file or run folder. Give a run folder, a .ckpt path, "
-                          "true (this run's last.ckpt) or false.")  # fmt: skip
+        raise ConfigError(
+            f"resume={resume}: no such checkpoint file or run folder. Give a run folder, a .ckpt path, "
+            "true (this run's last.ckpt) or false."
+        )
     return path
 
 
 def run_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     record = checkpoint.get(RUN_RECORD)
     if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
-        raise ConfigError(f"cannot resume from {path}: it does not record the settings it was trained with (written by an "
-                          f"earlier artmove, or not by artmove). Start over with resume=false (its weights: weights={path}).")  # fmt: skip
+        raise ConfigError(
+            f"cannot resume from {path}: it does not record the settings it was trained with (written by an "
+            f"earlier artmove, or not by artmove). Start over with resume=false (its weights: weights={path})."
+        )
     return record
 
 
@@ -165,33 +193,40 @@ def check_same_run(trained: dict[str, Any], now: dict[str, Any], path: Path) -> 
     keys = sorted(set(trained) | set(now))
     differ = [f"{key}={now.get(key)!r} (the checkpoint's: {trained.get(key)!r})" for key in keys if trained.get(key) != now.get(key)]
     if differ:
-        raise ConfigError(f"cannot continue {path} with other settings: {'; '.join(differ)}. Rerun with the checkpoint's settings, "
-                          "or start a new run (another hydra.run.dir, or resume=false to overwrite this one).")  # fmt: skip
+        raise ConfigError(
+            f"cannot continue {path} with other settings: {'; '.join(differ)}. Rerun with the checkpoint's settings, "
+            "or start a new run (another hydra.run.dir, or resume=false to overwrite this one)."
+        )
 
 
-def check_same_classes(resume: Resume, classes: list[str]) -> None:
+def check_resumed_classes(resume: Resume, classes: list[str]) -> None:
     """The data set's classes are the checkpoint's (compared once the data set is listed, before weights load)."""
-    trained = resume.classes
-    if resume.checkpoint and trained is not None and list(trained) != list(classes):
-        raise ConfigError(f"cannot continue {resume.checkpoint}: the data set's classes differ from the checkpoint's "
-                          f"({len(classes)} now, {len(trained)} then; first difference: "
-                          f"{next((f'{a!r} vs {b!r}' for a, b in zip(classes, trained) if a != b), 'the count')}). "
-                          "Continue on the same data, or start a new run.")  # fmt: skip
+    if resume.checkpoint and resume.classes is not None:
+        check_same_classes(
+            resume.classes,
+            classes,
+            f"cannot continue {resume.checkpoint}: the data set's classes differ from the checkpoint's",
+            "Continue on the same data, or start a new run.",
+        )
 
 
 def _training_state(path: Path) -> dict[str, Any]:
     try:
         checkpoint = read_checkpoint(path)
     except UnreadableCheckpoint as error:
-        raise ConfigError(f"cannot resume: {error}. Start over with resume=false, or continue from another "
-                          "checkpoint with resume=PATH (e.g. the best-….ckpt beside it).") from None  # fmt: skip
+        raise ConfigError(
+            f"cannot resume: {error}. Start over with resume=false, or continue from another "
+            "checkpoint with resume=PATH (e.g. the best-….ckpt beside it)."
+        ) from None
     if not isinstance(checkpoint, dict) or "loops" not in checkpoint:
-        raise ConfigError(f"cannot resume from {path}: it holds weights but no training state (not a Lightning "
-                          "checkpoint). Use weights=PATH to start from its weights, or resume=false.")  # fmt: skip
+        raise ConfigError(
+            f"cannot resume from {path}: it holds weights but no training state (not a Lightning "
+            "checkpoint). Use weights=PATH to start from its weights, or resume=false."
+        )
     return checkpoint
 
 
-def _flatten(node: Any, prefix: str = ""):
+def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(node, dict) and node:
         for key, value in node.items():
             yield from _flatten(value, f"{prefix}{key}.")

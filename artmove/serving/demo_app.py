@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from functools import partial
 from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -25,9 +26,11 @@ from PIL import Image, UnidentifiedImageError
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from artmove.data.images import UnreadableImageError, load_rgb
-from artmove.data.transforms import decode_size
 from artmove.evaluation.tta import check_tta
-from artmove.serving.predictor import Predictor
+from artmove.serving.predictor import Prediction, Predictor
+
+if TYPE_CHECKING:  # the card is imported when a page needs its headline
+    from artmove.runs.facts import RunFacts
 
 
 class UploadError(ValueError):
@@ -53,19 +56,22 @@ def read_upload(data: bytes, max_bytes: int, max_pixels: int, min_size: int | No
     if width * height > max_pixels:
         raise UploadError(f"The image is {width} x {height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.", 413)
     try:
-        return load_rgb(io.BytesIO(data), min_size)
+        # load_rgb reads it through Image.open, which takes a binary file too; its annotation names paths only.
+        return load_rgb(io.BytesIO(data), min_size)  # type: ignore[arg-type]
     except UnreadableImageError as error:
         raise UploadError(f"The image could not be decoded ({error.__cause__}): it may be truncated or damaged.") from None
 
 
-def predict_upload(predictor: Predictor, data: bytes, tta: str = "none", top_k: int = 5,
-                   max_bytes: int = 20_000_000, max_pixels: int = 50_000_000) -> dict:  # fmt: skip
+def predict_upload(
+    predictor: Predictor, data: bytes, tta: str = "none", top_k: int = 5, max_bytes: int = 20_000_000, max_pixels: int = 50_000_000
+) -> dict[str, Any]:
     """What the page shows for one upload: ``{"top": [{"label", "prob"}], "gradcam": data URL or None (an
     ensemble has no one network to explain), "uncertain": bool or None, "threshold", "set": the movements of
     its prediction set or None (no sets), "coverage": the sets' level}``."""
     check_tta(tta)
-    image = read_upload(data, max_bytes, max_pixels, decode_size(predictor.preprocessing))
+    image = read_upload(data, max_bytes, max_pixels, predictor.decode_size)
     prediction = predictor(image, top_k=top_k, tta=tta, gradcam=predictor.explains)
+    assert isinstance(prediction, Prediction)  # one image in, one Prediction out
     gradcam = None
     if prediction.gradcam is not None:
         buffer = io.BytesIO()
@@ -88,11 +94,11 @@ FORM_OVERHEAD = 64 * 1024
 #: images only from the page or the Grad-CAM's data URL, requests only to the page's origin.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-                               "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
-}  # fmt: skip
+}
 ASSETS = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
 
 
@@ -107,8 +113,16 @@ class Admission:
         self.max_buffered, self.buffered = max_buffered, 0
 
 
-def create_app(predictor: Predictor, headline: Mapping[str, str], top_k: int = 5, max_bytes: int = 20_000_000,
-               max_pixels: int = 50_000_000, max_parallel: int = 1, max_waiting: int = 16, upload_timeout_s: float = 30.0):  # fmt: skip
+def create_app(
+    predictor: Predictor,
+    headline: Mapping[str, str],
+    top_k: int = 5,
+    max_bytes: int = 20_000_000,
+    max_pixels: int = 50_000_000,
+    max_parallel: int = 1,
+    max_waiting: int = 16,
+    upload_timeout_s: float = 30.0,
+) -> FastAPI:
     """The FastAPI app: ``GET /`` the page (``/demo.js``, ``/demo.css``), ``POST /predict`` (multipart ``file``,
     form ``tta``) the answer.
 
@@ -127,7 +141,7 @@ def create_app(predictor: Predictor, headline: Mapping[str, str], top_k: int = 5
     admission = Admission(max_parallel, max_waiting, (max_parallel + max_waiting) * (max_bytes + FORM_OVERHEAD))
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
@@ -143,14 +157,17 @@ def create_app(predictor: Predictor, headline: Mapping[str, str], top_k: int = 5
         text, kind = assets[name]
         return Response(text, media_type=kind)
 
-    @app.post("/predict")
-    async def predict(request: Request):
+    @app.post("/predict", response_model=None)  # None: as before the annotation (FastAPI would build a model of it)
+    async def predict(request: Request) -> Response | dict[str, Any]:
         try:
             with anyio.fail_after(upload_timeout_s):
                 data, tta = await read_form(request, max_bytes, admission)
         except TimeoutError:
-            return JSONResponse({"error": f"The upload did not arrive within {upload_timeout_s:g} s: try again."}, status_code=408,
-                                headers={"Connection": "close"})  # the rest of its body is never read: the connection is dropped now
+            return JSONResponse(
+                {"error": f"The upload did not arrive within {upload_timeout_s:g} s: try again."},
+                status_code=408,
+                headers={"Connection": "close"},
+            )  # the rest of its body is never read: the connection is dropped now
         except UploadError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         if admission.admitted >= admission.limit:
@@ -203,7 +220,7 @@ async def read_form(request: Request, max_bytes: int, admission: Admission) -> t
     return await upload.read(), tta
 
 
-async def _once(body: bytes):
+async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
@@ -215,16 +232,22 @@ def render_page(headline: Mapping[str, str], max_bytes: int, max_pixels: int) ->
     return page.replace("{facts}", facts).replace("{limits}", limits).replace("{title}", html.escape(str(headline.get("Model", "artmove"))))
 
 
-def headline_numbers(facts) -> dict[str, str]:
+def headline_numbers(facts: RunFacts) -> dict[str, str]:
     """The model card's headline: model, data, test top-1/top-5/macro and where they come from."""
     metrics, source = facts.test_metrics
     from artmove.release.card import data_name
 
     numbers = {"Model": facts.backbone, "Movements": f"{len(facts.class_names)} ({data_name(facts)})"}
     if "test/top1" in metrics:
-        numbers.update({"Test top-1": f"{metrics['test/top1']:.1%}", "Test top-5": f"{metrics['test/top5']:.1%}",
-                        "Top-1 macro": f"{metrics['test/top1_macro']:.1%}",
-                        "Test images": str(metrics.get("test/num_images", "?")), "Scores from": source.replace("`", "")})  # fmt: skip
+        numbers.update(
+            {
+                "Test top-1": f"{metrics['test/top1']:.1%}",
+                "Test top-5": f"{metrics['test/top5']:.1%}",
+                "Top-1 macro": f"{metrics['test/top1_macro']:.1%}",
+                "Test images": str(metrics.get("test/num_images", "?")),
+                "Scores from": source.replace("`", ""),
+            }
+        )
     else:
         numbers["Test scores"] = "not tested"
     return numbers

@@ -14,10 +14,10 @@ threshold: ``artmove.runs.ensemble_calibration``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from PIL import Image
@@ -36,7 +36,7 @@ from artmove.models.trained import TrainedModel, resolve_device
 from artmove.release.formats import export_conformal, export_threshold, load_weights_folder
 from artmove.runs.checkpoints import open_run
 
-ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+ImageInput = str | Path | Image.Image | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,15 @@ class Predictor:
     top probability is below it are marked uncertain; None: never; settable) and prediction sets' record
     (``conformal``, artmove.models.conformal; None: no sets)."""
 
-    def __init__(self, network: nn.Module, class_names: Sequence[str], preprocessing: Mapping[str, Any] | Sequence[Mapping[str, Any]],
-                 batch_size: int = 32, threshold: float | None = None, conformal: Mapping[str, Any] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        network: nn.Module,
+        class_names: Sequence[str],
+        preprocessing: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        batch_size: int = 32,
+        threshold: float | None = None,
+        conformal: Mapping[str, Any] | None = None,
+    ):
         check_threshold("threshold", threshold)
         self.conformal = conformal_sets.checked_record(conformal, "Predictor(conformal=…)", len(class_names))
         # aps/raps draw a uniform per painting: one stream over the predictor's life, so no two calls share their draws.
@@ -79,15 +86,20 @@ class Predictor:
         self.device = next(network.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path | Sequence[str | Path], device: str = "cpu", ensemble: str | None = None,
-                        conformal: str | Path | None = None) -> Predictor:  # fmt: skip
+    def from_checkpoint(
+        cls,
+        ckpt_path: str | Path | Sequence[str | Path],
+        device: str = "cpu",
+        ensemble: str | None = None,
+        conformal: str | Path | None = None,
+    ) -> Predictor:
         """A training checkpoint, a run folder (its best checkpoint) or a sweep folder (its best job); an ensemble:
         a list of them, or a sweep folder with ``ensemble="all"`` or ``"top3"``. ``conformal``: a conformal.json
         (``evaluate … conformal.fit=true``) for the prediction sets instead of the run's."""
         predictor = cls.from_trained(open_run(ckpt_path, ensemble).load(device))
         if conformal is not None:
             predictor.conformal = conformal_sets.read_file(conformal, len(predictor.class_names))
-            predictor.sets_generator = torch.Generator().manual_seed(predictor.conformal["seed"])
+            predictor.sets_generator = torch.Generator().manual_seed(predictor.conformal["seed"]) if predictor.conformal else None
         return predictor
 
     @classmethod
@@ -99,48 +111,71 @@ class Predictor:
         """An export folder (``python -m artmove.export``): its config.json + model.safetensors, timm's layout
         or artmove's (any head, or an ensemble), rebuilt without the training code; its threshold with it."""
         network, names, preprocessing = load_weights_folder(folder)
-        return cls(network.to(resolve_device(device)), names, preprocessing, threshold=export_threshold(folder),
-                   conformal=export_conformal(folder, len(names)))  # fmt: skip
+        return cls(
+            network.to(resolve_device(device)),
+            names,
+            preprocessing,
+            threshold=export_threshold(folder),
+            conformal=export_conformal(folder, len(names)),
+        )
 
     @property
     def explains(self) -> bool:
         """Grad-CAM needs one network: an ensemble has none to explain."""
         return not isinstance(self.network, Ensemble)
 
-    def __call__(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, tta: str | None = None,
-                 gradcam: bool = False) -> Prediction | list[Prediction]:  # fmt: skip
+    @property
+    def decode_size(self) -> int:
+        """Shortest side worth decoding for its preprocessing (an ensemble's members may differ: the largest)."""
+        pre = self.preprocessing
+        return decode_size(pre) if isinstance(pre, dict) else max(decode_size(p) for p in pre)
+
+    def __call__(
+        self, images: ImageInput | list[ImageInput] | tuple[ImageInput, ...], top_k: int = 5, tta: str | None = None, gradcam: bool = False
+    ) -> Prediction | list[Prediction]:
         """Predict one image (a path, a PIL image, a 3 x H x W tensor) or a list of them (or an N x 3 x H x W
         tensor). Tensors are pixels (uint8, or floats in [0, 1]) and get the same resize, crop and
         normalisation as files. ``tta``: none | flip | five_crop | ten_crop. One image in, one Prediction out."""
-        single = not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.ndim == 4)
-        pictures = [self.picture(image) for image in ([images] if single else images)]
+        inputs: Iterable[ImageInput]
+        if isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.ndim == 4):
+            inputs, single = images, False
+        else:
+            inputs, single = [images], True
+        pictures = [self.picture(image) for image in inputs]
         if not pictures:
             return []
         if gradcam and not self.explains:
             raise ConfigError("gradcam=True draws one network's Grad-CAM: an ensemble has none; use a member's Predictor.")
         k = max(1, min(int(top_k), len(self.class_names)))
         views = views_transform(self.preprocessing, tta or "none")
-        probs = torch.cat([
-            predict_views(self.network, views_to(stack_views([views(p) for p in pictures[start : start + self.batch_size]]), self.device)).cpu()
-            for start in range(0, len(pictures), self.batch_size)
-        ])  # fmt: skip
+        probs = torch.cat(
+            [
+                predict_views(
+                    self.network, views_to(stack_views([views(p) for p in pictures[start : start + self.batch_size]]), self.device)
+                ).cpu()
+                for start in range(0, len(pictures), self.batch_size)
+            ]
+        )
         best = probs.topk(k, dim=1)
         overlays = self.explain(pictures, best.indices[:, 0]) if gradcam else [None] * len(pictures)
         threshold, record = self.threshold, self.conformal
         mask = conformal_sets.prediction_sets(probs, record, self.sets_generator) if record else None
         predictions = [
-            Prediction([(self.class_names[c], float(p)) for c, p in zip(indices.tolist(), values.tolist())], overlays[row],
-                       None if threshold is None else bool(values[0] < threshold),
-                       None if mask is None else conformal_sets.movements(mask[row], probs[row], self.class_names),
-                       None if record is None else record["coverage"])  # fmt: skip
-            for row, (indices, values) in enumerate(zip(best.indices, best.values))
+            Prediction(
+                [(self.class_names[c], float(p)) for c, p in zip(indices.tolist(), values.tolist(), strict=True)],
+                overlays[row],
+                None if threshold is None else bool(values[0] < threshold),
+                None if mask is None else conformal_sets.movements(mask[row], probs[row], self.class_names),
+                None if record is None else record["coverage"],
+            )
+            for row, (indices, values) in enumerate(zip(best.indices, best.values, strict=True))
         ]
         return predictions[0] if single else predictions
 
     def picture(self, image: ImageInput) -> Image.Image:
         """Any accepted input as an RGB PIL image (files decode no larger than the preprocessing needs)."""
         if isinstance(image, (str, Path)):
-            return load_rgb(image, decode_size(self.preprocessing))
+            return load_rgb(image, self.decode_size)
         if isinstance(image, Image.Image):
             return within_aspect(to_rgb(image))
         if isinstance(image, torch.Tensor) and image.ndim == 3:
@@ -149,7 +184,10 @@ class Predictor:
 
     def explain(self, pictures: list[Image.Image], targets: torch.Tensor) -> list[Image.Image]:
         """Grad-CAM overlays for ``targets`` on the eval crop the network saw."""
-        transform, pre = eval_transform(self.preprocessing), self.preprocessing
+        pre = self.preprocessing
+        if not isinstance(pre, dict):  # one per ensemble member: __call__ refuses an ensemble's Grad-CAM first
+            raise TypeError("Grad-CAM explains one network, read through one preprocessing.")
+        transform = eval_transform(pre)
         batch = torch.stack([transform(p) for p in pictures]).to(self.device)
         cams = grad_cam(self.network, batch, targets.to(self.device))
-        return [overlay(to_pil(image, pre["mean"], pre["std"]), cam) for image, cam in zip(batch, cams)]
+        return [overlay(to_pil(image, pre["mean"], pre["std"]), cam) for image, cam in zip(batch, cams, strict=True)]

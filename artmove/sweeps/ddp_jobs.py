@@ -53,7 +53,6 @@ def relaunches_command(strategy: Any) -> bool:
     return name.startswith(("ddp", "fsdp", "deepspeed")) and not any(way in name for way in ("spawn", "fork", "notebook"))
 
 
-
 def run_in_own_process() -> dict[str, Any]:
     """Run this sweep job as a single run of its own command line in a new process; return its results.json.
 
@@ -72,9 +71,14 @@ def run_in_own_process() -> dict[str, Any]:
     job.results_file.unlink(missing_ok=True)
     overrides = list(hydra_cfg.overrides.task)
     command = [
-        sys.executable, "-m", "artmove.train", *overrides, f"hydra.run.dir={hydra_string(str(job_dir))}",
-        "hydra.output_subdir=null", f"hydra.job.name={hydra_cfg.job.name}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "artmove.train",
+        *overrides,
+        f"hydra.run.dir={hydra_string(str(job_dir))}",
+        "hydra.output_subdir=null",
+        f"hydra.job.name={hydra_cfg.job.name}",
+    ]
     log.info("DDP inside a sweep: job %s runs in its own process (%s)", hydra_cfg.job.num, " ".join(overrides))
     returncode = subprocess.run(command, cwd=get_original_cwd()).returncode
     if not job.results:

@@ -51,7 +51,8 @@ def claim_slot(lock_dir: Path, slots: Sequence[str], timeout_s: float = 600.0, p
     deadline = time.monotonic() + timeout_s
     while True:
         for index, slot in enumerate(slots):
-            handle = open(lock_dir / f"slot{index}.lock", "w")
+            # no `with`: the open file is the lock, held until this process ends
+            handle = open(lock_dir / f"slot{index}.lock", "w")  # noqa: SIM115 - closed only by the process's exit
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

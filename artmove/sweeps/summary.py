@@ -52,7 +52,7 @@ class SweepSummary(Callback):
         failed = failed_jobs(sweep_dir)
         try:
             report = write_report([sweep_dir], sweep_dir)
-        except Exception as error:  # the exit code below must not depend on the report
+        except Exception as error:  # noqa: BLE001 - the exit code below must not depend on the report
             log.warning("no sweep report: %s: %s (python -m artmove.report %s)", type(error).__name__, error, sweep_dir)
         else:
             print(report.read_text(encoding="utf-8"), flush=True)

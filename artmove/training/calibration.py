@@ -26,7 +26,7 @@ import itertools
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -38,6 +38,9 @@ from artmove.runs.folder import LAST_CHECKPOINT
 from artmove.utils.config import is_number
 from artmove.utils.io import atomic_write, read_checkpoint
 
+if TYPE_CHECKING:  # the model this calibrates (imported for its type only: the classifier module is heavy)
+    from artmove.models.classifier import ArtClassifier
+
 log = logging.getLogger(__name__)
 
 
@@ -46,20 +49,37 @@ def check_trust_settings(calibrate: Any, abstain_target: Any) -> None:
     if not isinstance(calibrate, bool):
         raise ConfigError(f"calibrate={calibrate!r}: give true (temperature scaling on the validation split) or false (raw logits).")
     if abstain_target is not None and (not is_number(abstain_target) or not 0 < abstain_target <= 1):
-        raise ConfigError(f"abstain_target={abstain_target!r}: give the top-1 the kept answers must reach on validation, "
-                          "in (0, 1], e.g. 0.9, or null (no threshold).")  # fmt: skip
+        raise ConfigError(
+            f"abstain_target={abstain_target!r}: give the top-1 the kept answers must reach on validation, "
+            "in (0, 1], e.g. 0.9, or null (no threshold)."
+        )
 
 
 def check_conformal_settings(coverage: Any, settings: Any) -> None:
     """``coverage``: null or a share in (0, 1); ``conformal``: its score, class_conditional, k_reg and lam (one line each)."""
     settings = dict(settings or {})
-    conformal.check_settings(coverage, settings.get("score", "aps"), settings.get("class_conditional", False), settings.get("k_reg", 1),
-                             settings.get("lam", 0.0), "conformal.")  # fmt: skip
+    conformal.check_settings(
+        coverage,
+        settings.get("score", "aps"),
+        settings.get("class_conditional", False),
+        settings.get("k_reg", 1),
+        settings.get("lam", 0.0),
+        "conformal.",
+    )
 
 
-def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, tested: str | None,
-                  checkpoint_dir: str | None, calibrate: bool, abstain_target: float | None, coverage: float | None = None,
-                  sets: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def calibrate_run(
+    trainer: pl.Trainer,
+    model: ArtClassifier,
+    datamodule: pl.LightningDataModule,
+    tested: str | None,
+    checkpoint_dir: str | None,
+    calibrate: bool,
+    abstain_target: float | None,
+    coverage: float | None = None,
+    sets: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Fit and record; the model is left with the tested weights' temperature and threshold (the test
     reloads those weights). Returns results.json's ``calibration``, ``abstain`` and ``conformal`` of the tested
     weights (``coverage``: the prediction sets' level, None for none; ``sets``: the ``conformal`` settings)."""
@@ -70,8 +90,8 @@ def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl
     files: list[Path | None] = [Path(tested) if tested else None]
     if last is not None and last.is_file() and (tested is None or last.resolve() != Path(tested).resolve()):
         files.append(last)
-    fits: dict[Any, dict[str, Any]] = {}
-    tested_fit = None
+    fits: dict[Any, dict[str, Any] | None] = {}
+    tested_fit: dict[str, Any] | None = None
     # No tested checkpoint: the test reads the weights in memory, which fitting last.ckpt would replace.
     in_memory = {key: value.clone() for key, value in model.state_dict().items()} if tested is None and len(files) > 1 else None
     for path in files:
@@ -82,12 +102,14 @@ def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl
                 model.load_state_dict(checkpoint["state_dict"])
             logits, labels = validation_logits(trainer, model, datamodule)
             fits[key] = trainer.strategy.broadcast(fit(logits, labels, calibrate, abstain_target, settings), src=0)
-        if fits[key] is None:
+        fitted = fits[key]
+        if fitted is None:
             log.warning("the validation split has no images: calibration, abstain threshold and prediction sets not fitted")
             return {}
-        if checkpoint is not None and trainer.is_global_zero:
-            write_into(path, checkpoint, fits[key])
-        tested_fit = tested_fit or fits[key]
+        if path is not None and checkpoint is not None and trainer.is_global_zero:  # a checkpoint is read from a path
+            write_into(path, checkpoint, fitted)
+        tested_fit = tested_fit or fitted
+    assert tested_fit is not None  # files holds the tested weights at least: the loop fitted them or returned
     trainer.strategy.barrier()
     if in_memory is not None:
         model.load_state_dict(in_memory)
@@ -98,7 +120,7 @@ def calibrate_run(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl
 
 
 @torch.no_grad()
-def validation_logits(trainer: pl.Trainer, model: pl.LightningModule, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_logits(trainer: pl.Trainer, model: ArtClassifier, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw logits (temperature 1) of the validation split as the run validates it (``limit_val_batches``
     honoured), one view each, on the run's device and precision."""
     model.set_temperature(1.0)
@@ -120,8 +142,9 @@ def validation_logits(trainer: pl.Trainer, model: pl.LightningModule, datamodule
     return torch.cat(logits), torch.cat(labels).long()
 
 
-def fit(logits: torch.Tensor, labels: torch.Tensor, calibrate: bool, abstain_target: float | None,
-        sets: dict[str, Any] | None = None) -> dict[str, Any] | None:  # fmt: skip
+def fit(
+    logits: torch.Tensor, labels: torch.Tensor, calibrate: bool, abstain_target: float | None, sets: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """``{"calibration": …, "abstain": …, "conformal": …}`` from raw validation logits (None: no images); ``sets``:
     coverage (None: no prediction sets), seed and the ``conformal`` settings."""
     if not len(labels):
@@ -131,33 +154,63 @@ def fit(logits: torch.Tensor, labels: torch.Tensor, calibrate: bool, abstain_tar
     if calibrate:
         temperature = fit_temperature(logits, labels)
         before, after = calibration_scores(logits.softmax(1), labels), calibration_scores((logits / temperature).softmax(1), labels)
-        calibration = {"temperature": temperature, "method": "temperature scaling, LBFGS on the validation NLL", "fitted_on": "val",
-                       "images": len(labels), "val/ece_before": before["ece"], "val/ece_after": after["ece"],
-                       "val/nll_before": before["nll"], "val/nll_after": after["nll"]}  # fmt: skip
+        calibration = {
+            "temperature": temperature,
+            "method": "temperature scaling, LBFGS on the validation NLL",
+            "fitted_on": "val",
+            "images": len(labels),
+            "val/ece_before": before["ece"],
+            "val/ece_after": after["ece"],
+            "val/nll_before": before["nll"],
+            "val/nll_after": after["nll"],
+        }
     abstain = None
     if abstain_target is not None:
         chosen = guaranteed_threshold((logits / temperature).softmax(1), labels, float(abstain_target))
-        abstain = {"target": chosen["target"], "threshold": chosen["threshold"], "reached": chosen["reached"], "chosen_on": "val",
-                   "images": len(labels), "val/coverage": chosen["coverage"], "val/top1": chosen["top1"],
-                   "rule": "Learn then Test: fixed-sequence, one-sided Clopper-Pearson bound of the kept answers' error",
-                   "level": chosen["level"], "val/error_upper": chosen["error_upper"], "guarantee": guarantee(chosen)}  # fmt: skip
-    records = {key: None if record is None else {k: _finite(v) for k, v in record.items()}
-               for key, record in (("calibration", calibration), ("abstain", abstain))}  # fmt: skip
+        abstain = {
+            "target": chosen["target"],
+            "threshold": chosen["threshold"],
+            "reached": chosen["reached"],
+            "chosen_on": "val",
+            "images": len(labels),
+            "val/coverage": chosen["coverage"],
+            "val/top1": chosen["top1"],
+            "rule": "Learn then Test: fixed-sequence, one-sided Clopper-Pearson bound of the kept answers' error",
+            "level": chosen["level"],
+            "val/error_upper": chosen["error_upper"],
+            "guarantee": guarantee(chosen),
+        }
+    records = {
+        key: None if record is None else {k: _finite(v) for k, v in record.items()}
+        for key, record in (("calibration", calibration), ("abstain", abstain))
+    }
     sets = sets or {}
     records["conformal"] = None
     if sets.get("coverage") is not None:
-        records["conformal"] = conformal.fit((logits / temperature).softmax(1), labels, float(sets["coverage"]), sets.get("score", "aps"),
-                                             bool(sets.get("class_conditional", False)), int(sets.get("k_reg", 1)),
-                                             float(sets.get("lam", 0.0)), "val", int(sets.get("seed", 0)))  # fmt: skip
+        records["conformal"] = conformal.fit(
+            (logits / temperature).softmax(1),
+            labels,
+            float(sets["coverage"]),
+            sets.get("score", "aps"),
+            bool(sets.get("class_conditional", False)),
+            int(sets.get("k_reg", 1)),
+            float(sets.get("lam", 0.0)),
+            "val",
+            int(sets.get("seed", 0)),
+        )
     return records
 
 
 def guarantee(chosen: dict[str, Any]) -> str:
     """The abstain threshold's guarantee, in words (or why there is none)."""
     if not chosen["reached"]:
-        return f"none: no threshold's kept answers have a {100 * chosen['level']:.0f} % bound within top-1 {chosen['target']:g} on validation"
-    return (f"with probability >= {100 * chosen['level']:.0f} % over the validation draw, the answers at p >= {chosen['threshold']:.2f} "
-            f"reach top-1 >= {chosen['target']:g} on paintings drawn like it")
+        return (
+            f"none: no threshold's kept answers have a {100 * chosen['level']:.0f} % bound within top-1 {chosen['target']:g} on validation"
+        )
+    return (
+        f"with probability >= {100 * chosen['level']:.0f} % over the validation draw, the answers at p >= {chosen['threshold']:.2f} "
+        f"reach top-1 >= {chosen['target']:g} on paintings drawn like it"
+    )
 
 
 def _finite(value: Any) -> Any:
@@ -187,22 +240,41 @@ def write_into(path: Path, checkpoint: dict[str, Any], fitted: dict[str, Any]) -
         with atomic_write(path, "wb", durable=True) as handle:
             torch.save(checkpoint, handle)
     except OSError as error:  # the run's results come first: the file stays as it was, whole
-        log.error("could not write the calibration into %s (%s): it keeps the raw logits; rerun the same command to calibrate it",
-                  path, error.strerror or error)  # fmt: skip
+        log.error(
+            "could not write the calibration into %s (%s): it keeps the raw logits; rerun the same command to calibrate it",
+            path,
+            error.strerror or error,
+        )
 
 
 def describe(fitted: dict[str, Any]) -> None:
     calibration, abstain, sets = fitted["calibration"], fitted["abstain"], fitted["conformal"]
     if calibration:
-        log.info("temperature scaling on %d validation images: T=%.3f, ECE %.4f -> %.4f, NLL %.4f -> %.4f", calibration["images"],
-                 calibration["temperature"], calibration["val/ece_before"], calibration["val/ece_after"],
-                 calibration["val/nll_before"], calibration["val/nll_after"])  # fmt: skip
+        log.info(
+            "temperature scaling on %d validation images: T=%.3f, ECE %.4f -> %.4f, NLL %.4f -> %.4f",
+            calibration["images"],
+            calibration["temperature"],
+            calibration["val/ece_before"],
+            calibration["val/ece_after"],
+            calibration["val/nll_before"],
+            calibration["val/nll_after"],
+        )
     if abstain:
         if abstain["reached"]:
-            log.info("not sure below p=%.3f: on validation, %.1f%% of the answers reach top-1 %.3f (target %.2f); guarantee: %s",
-                     abstain["threshold"], 100 * abstain["val/coverage"], abstain["val/top1"], abstain["target"], abstain["guarantee"])  # fmt: skip
+            log.info(
+                "not sure below p=%.3f: on validation, %.1f%% of the answers reach top-1 %.3f (target %.2f); guarantee: %s",
+                abstain["threshold"],
+                100 * abstain["val/coverage"],
+                abstain["val/top1"],
+                abstain["target"],
+                abstain["guarantee"],
+            )
         else:
-            log.warning("abstain_target=%s: no threshold's kept answers reach it with %.0f %% confidence on validation; every answer "
-                        "short of p=1 is marked not sure", abstain["target"], 100 * abstain["level"])  # fmt: skip
+            log.warning(
+                "abstain_target=%s: no threshold's kept answers reach it with %.0f %% confidence on validation; every answer "
+                "short of p=1 is marked not sure",
+                abstain["target"],
+                100 * abstain["level"],
+            )
     if sets:
         log.info(conformal.describe(sets))

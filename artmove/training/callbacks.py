@@ -14,11 +14,12 @@ import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import nn
@@ -52,7 +53,8 @@ class FailOnNonFiniteLoss(pl.Callback):
         loss = loss.detach()
         seen = self.first_bad
         self.first_bad = loss if seen is None else torch.where(torch.isfinite(seen), loss, seen)
-        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.is_last_batch:
+        every: int = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning's logger connector at init
+        if (batch_idx + 1) % max(1, every) == 0 or trainer.is_last_batch:
             self.check(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
@@ -60,6 +62,8 @@ class FailOnNonFiniteLoss(pl.Callback):
             self.check(trainer)
 
     def check(self, trainer: pl.Trainer) -> None:
+        if self.first_bad is None:  # no loss since the last check (its callers check first)
+            return
         value, self.first_bad = float(self.first_bad), None
         diverged = not math.isfinite(value)
         if trainer.world_size > 1:
@@ -113,11 +117,21 @@ class RandomStateInCheckpoint(pl.Callback):
     """
 
     def state_dict(self) -> dict[str, Any]:
-        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        # the legacy form (the default): the global generator is always MT19937, whose state is this tuple
+        legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+        kind, keys, position, has_gauss, cached_gaussian = legacy
         version, internal, gauss = random.getstate()
-        state = {"torch": torch.get_rng_state(), "python": (version, list(internal), gauss),
-                 "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}}  # fmt: skip
+        state = {
+            "torch": torch.get_rng_state(),
+            "python": (version, list(internal), gauss),
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "position": int(position),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached_gaussian),
+            },
+        }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -127,8 +141,9 @@ class RandomStateInCheckpoint(pl.Callback):
         version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
         numpy = state_dict["numpy"]
-        np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
-                             numpy["has_gauss"], numpy["cached_gaussian"]))  # fmt: skip
+        np.random.set_state(
+            (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"], numpy["cached_gaussian"])
+        )
         if "cuda" in state_dict and torch.cuda.is_available() and len(state_dict["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
@@ -160,6 +175,8 @@ class CheckpointsFollowTheirFolder(pl.Callback):
         states = checkpoint.get("callbacks") or {}
         for callback in trainer.checkpoint_callbacks:
             state = states.get(callback.state_key)
+            if not isinstance(callback, ModelCheckpoint):  # the one with a folder and recorded paths
+                continue
             if not isinstance(state, dict) or callback.dirpath is None or state.get("dirpath") in (None, callback.dirpath):
                 continue
             now = Path(callback.dirpath)
@@ -167,8 +184,11 @@ class CheckpointsFollowTheirFolder(pl.Callback):
             named = {path: self.here(Path(path), now, trainer) for path in {*paths.values(), *(state.get("best_k_models") or {})} if path}
             state.update({key: named.get(path, "") for key, path in paths.items() if key in state})
             state["best_k_models"] = {named[path]: score for path, score in (state.get("best_k_models") or {}).items() if named.get(path)}
-            log.info("checkpoints recorded in %s are read from %s (the run folder was copied or moved, or resumed from another run)",
-                     state["dirpath"], now)  # fmt: skip
+            log.info(
+                "checkpoints recorded in %s are read from %s (the run folder was copied or moved, or resumed from another run)",
+                state["dirpath"],
+                now,
+            )
             state["dirpath"] = callback.dirpath
         trainer.strategy.barrier("checkpoints-follow-their-folder")  # the copies made by rank 0 are there for every rank
 
@@ -245,5 +265,8 @@ class GpuSpeedups(pl.Callback):
             pl_module.to(memory_format=torch.channels_last)
         log.info(
             "GPU settings: %s precision, channels-last %s, cuDNN benchmark %s, TF32 %s",
-            trainer.precision, self.channels_last and is_convolutional(pl_module), self.cudnn_benchmark, self.tf32,
-        )  # fmt: skip
+            trainer.precision,
+            self.channels_last and is_convolutional(pl_module),
+            self.cudnn_benchmark,
+            self.tf32,
+        )

@@ -91,10 +91,14 @@ class ConfusionMatrixFigure(pl.Callback):
         try:
             from artmove.evaluation.metrics import confusion_matrix
             from artmove.evaluation.plots import plot_confusion_matrix
-            from artmove.evaluation.tables import write_csv
+            from artmove.utils.tables import write_csv
 
             counts = confusion_matrix(logits.softmax(-1), labels)
-            write_csv(table, [{"true": name, **dict(zip(classes, row))} for name, row in zip(classes, counts.tolist())], ["true", *classes])
+            write_csv(
+                table,
+                [{"true": name, **dict(zip(classes, row, strict=True))} for name, row in zip(classes, counts.tolist(), strict=True)],
+                ["true", *classes],
+            )
             plot_confusion_matrix(counts.numpy(), classes, png, f"test split ({len(labels)} images): % of each true class")
         except Exception as error:  # noqa: BLE001 - a figure never fails a run
             log.warning("could not write %s (%s: %s); the run's results are not affected", png, type(error).__name__, error)

@@ -83,7 +83,7 @@ def slurm_usr1_requeues() -> Iterator[None]:
     if job is None:
         yield
         return
-    asked = []
+    asked: list[signal.Signals] = []
 
     def on_usr1() -> None:
         if not asked:

@@ -14,6 +14,7 @@ import os
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import pytorch_lightning as pl
@@ -36,7 +37,8 @@ def has_credentials() -> bool:
         return True
     host = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+        # no host (a URL without a scheme) matches no machine entry, only netrc's "default" one
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host or "") is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
@@ -119,7 +121,7 @@ class ArtmoveWandbLogger(WandbLogger):
             if self.wandb_mode == "online":
                 try:
                     self._experiment = super().experiment
-                except Exception as error:  # wandb raises several types for a network or server failure
+                except Exception as error:  # noqa: BLE001 - wandb raises several types for a network or server failure
                     log.warning("W&B could not start online (%s); logging offline instead.", error)
                     self.wandb_mode = self._wandb_init["mode"] = "offline"
                     self._log_model = False
@@ -156,10 +158,11 @@ def gather_rows(pl_module: pl.LightningModule, rows: torch.Tensor) -> torch.Tens
     """Every rank's rows, rank 0's first (under DDP each rank tests its own, unpadded share)."""
     if pl_module.trainer.world_size == 1:
         return rows
-    counts = pl_module.all_gather(torch.tensor(len(rows), device=pl_module.device)).view(-1).tolist()
+    # all_gather returns what it is given, gathered: a tensor here (typed for collections too)
+    counts = cast(torch.Tensor, pl_module.all_gather(torch.tensor(len(rows), device=pl_module.device))).view(-1).tolist()
     padded = rows.new_zeros((max(counts), *rows.shape[1:]))
     padded[: len(rows)] = rows
-    gathered = pl_module.all_gather(padded.to(pl_module.device)).cpu()
+    gathered = cast(torch.Tensor, pl_module.all_gather(padded.to(pl_module.device))).cpu()
     return torch.cat([gathered[rank, :count] for rank, count in enumerate(counts)])
 
 
@@ -179,7 +182,8 @@ class WandbTestReport(pl.Callback):
         self.num_samples, self.finish_after_test, self.top_confused = num_samples, finish_after_test, top_confused
         self._logits: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
-        self._samples: list[torch.Tensor] = []  # the highest-loss images so far, with their logits and labels
+        # the highest-loss images so far, with their logits and labels
+        self._samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @staticmethod
     def _logger(trainer: pl.Trainer) -> ArtmoveWandbLogger | None:
@@ -200,7 +204,7 @@ class WandbTestReport(pl.Callback):
         inputs = batch[0]
         if self.num_samples and inputs.ndim == 4 and inputs.shape[1] == 3:  # images, not cached features
             batch_samples = (inputs.detach().float().cpu(), logits, labels)
-            images, kept_logits, kept_labels = (torch.cat(parts) for parts in zip(*self._samples, batch_samples))
+            images, kept_logits, kept_labels = (torch.cat(parts) for parts in zip(*self._samples, batch_samples, strict=True))
             losses = torch.nn.functional.cross_entropy(kept_logits, kept_labels, reduction="none")
             top = losses.argsort(descending=True)[: self.num_samples]
             self._samples = [(images[top], kept_logits[top], kept_labels[top])]
@@ -223,14 +227,20 @@ class WandbTestReport(pl.Callback):
         summary, per_class, pairs = scores.summary, scores.per_class, scores.most_confused
         images = summary["test/num_images"]
         run = logger.experiment
-        png = plot_confusion_matrix(scores.counts.numpy(), classes, Path(run.dir) / "confusion_matrix.png", f"test ({images} images): % of each true class")
+        png = plot_confusion_matrix(
+            scores.counts.numpy(), classes, Path(run.dir) / "confusion_matrix.png", f"test ({images} images): % of each true class"
+        )
         payload = {
-            "test/table": wandb.Table(columns=["metric", "accuracy", "images"], data=[[label, summary[f"test/{key}"], images] for label, key in ROWS]),
+            "test/table": wandb.Table(
+                columns=["metric", "accuracy", "images"], data=[[label, summary[f"test/{key}"], images] for label, key in ROWS]
+            ),
             "test/per_class": wandb.Table(columns=list(PER_CLASS_COLUMNS), data=[[row[c] for c in PER_CLASS_COLUMNS] for row in per_class]),
-            "test/confusion_matrix": wandb.plot.confusion_matrix(y_true=labels.tolist(), preds=probs.argmax(1).tolist(), class_names=classes),
+            "test/confusion_matrix": wandb.plot.confusion_matrix(
+                y_true=labels.tolist(), preds=probs.argmax(1).tolist(), class_names=classes
+            ),
             "test/confusion_matrix_image": wandb.Image(str(png)),
             "test/most_confused": wandb.Table(columns=list(pairs[0]) if pairs else ["class_a"], data=[list(p.values()) for p in pairs]),
-        }  # fmt: skip
+        }
         if self._samples:
             payload["test/predictions"] = self._predictions_table(*self._samples[0], classes, pl_module)
         run.log(payload)
@@ -246,9 +256,14 @@ class WandbTestReport(pl.Callback):
         for index in losses.argsort(descending=True).tolist():
             label, predicted = int(labels[index]), int(probs[index].argmax())
             table.add_data(
-                wandb.Image(to_pil(images[index], preprocessing["mean"], preprocessing["std"])), classes[label], classes[predicted],
-                float(probs[index, predicted]), float(probs[index, label]), float(losses[index]), label == predicted,
-            )  # fmt: skip
+                wandb.Image(to_pil(images[index], preprocessing["mean"], preprocessing["std"])),
+                classes[label],
+                classes[predicted],
+                float(probs[index, predicted]),
+                float(probs[index, label]),
+                float(losses[index]),
+                label == predicted,
+            )
         return table
 
     def teardown(self, trainer, pl_module, stage: str) -> None:

@@ -111,8 +111,13 @@ class PlainProgress(ProgressBar):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         loss = f", loss {float(loss):.4f}" if isinstance(loss, torch.Tensor) else ""
         rate = self._images * trainer.world_size / max(time.monotonic() - self._started, 1e-9)
-        log.info("epoch %s: batch %s%s, %.0f img/s", epochs_label(trainer, trainer.current_epoch),
-                 self._of(batch_idx + 1, self.total_train_batches), loss, rate)  # fmt: skip
+        log.info(
+            "epoch %s: batch %s%s, %.0f img/s",
+            epochs_label(trainer, trainer.current_epoch),
+            self._of(batch_idx + 1, self.total_train_batches),
+            loss,
+            rate,
+        )
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = time.monotonic()  # a first validation line after every_s seconds of it
@@ -123,8 +128,11 @@ class PlainProgress(ProgressBar):
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not trainer.sanity_checking and self._due():
-            log.info("epoch %s: validation batch %s", epochs_label(trainer, trainer.current_epoch),
-                     self._of(batch_idx + 1, self.total_val_batches_current_dataloader))  # fmt: skip
+            log.info(
+                "epoch %s: validation batch %s",
+                epochs_label(trainer, trainer.current_epoch),
+                self._of(batch_idx + 1, self.total_val_batches_current_dataloader),
+            )
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = time.monotonic()

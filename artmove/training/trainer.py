@@ -14,7 +14,7 @@ import os
 import resource
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig
@@ -55,8 +55,9 @@ def check_trainer(trainer: DictConfig) -> None:
     if accelerator == "auto" and torch.cuda.is_available() and str(trainer.get("precision")) in FULL_PRECISIONS:
         log.warning(
             "a GPU trains here in %s precision: add trainer=gpu (or trainer=ddp) for %s, channels-last and TF32.",
-            trainer.get("precision"), mixed_precision(),
-        )  # fmt: skip
+            trainer.get("precision"),
+            mixed_precision(),
+        )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -79,15 +80,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             free = shutil.disk_usage(path.parent).free
             if free < DISK_FULL_BYTES or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
                 # torch's zip writer reports a short write as "unexpected pos …": say what happened.
-                raise DiskFullError(errno.ENOSPC, f"No space left on device for {path} ({free / 2**20:.1f} MiB free); "
-                                    f"the previous {path.name} is kept: free some space and rerun the same command "
-                                    "(resume=true continues from the last checkpoint)") from error  # fmt: skip
+                raise DiskFullError(
+                    errno.ENOSPC,
+                    f"No space left on device for {path} ({free / 2**20:.1f} MiB free); "
+                    f"the previous {path.name} is kept: free some space and rerun the same command "
+                    "(resume=true continues from the last checkpoint)",
+                ) from error
             limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-            if (limit != resource.RLIM_INFINITY and isinstance(error, (RuntimeError, OSError))) or getattr(error, "errno", None) == errno.EFBIG:
+            if (limit != resource.RLIM_INFINITY and isinstance(error, (RuntimeError, OSError))) or getattr(
+                error, "errno", None
+            ) == errno.EFBIG:
                 shown = "unlimited" if limit == resource.RLIM_INFINITY else f"{limit / 2**20:.1f} MiB"
-                raise FileSizeLimitError(errno.EFBIG, f"{path} does not fit under this process's file-size limit (ulimit -f: {shown}); "
-                                         f"the previous {path.name} is kept: raise the limit (ulimit -f unlimited) and rerun the same "
-                                         "command (resume=true continues from the last checkpoint)") from error  # fmt: skip
+                raise FileSizeLimitError(
+                    errno.EFBIG,
+                    f"{path} does not fit under this process's file-size limit (ulimit -f: {shown}); "
+                    f"the previous {path.name} is kept: raise the limit (ulimit -f unlimited) and rerun the same "
+                    "command (resume=true continues from the last checkpoint)",
+                ) from error
             raise
 
 
@@ -110,8 +119,10 @@ class TimmSyncBatchNorm(TorchSyncBatchNorm):
             return model
         if not isinstance(model, SyncBatchNormAct):
             return super().revert(model)  # recurses into the children through this method
-        reverted = BatchNormAct2d(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
-        reverted.act, reverted.drop = model.act, model.drop
+        # timm annotates momentum as float, but hands it to BatchNorm2d, which takes None (a cumulative average)
+        reverted = BatchNormAct2d(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)  # type: ignore[arg-type]
+        # timm's conversion sets them on the SyncBatchNormAct: modules, which nn.Module's lookup types as ``Tensor | Module``
+        reverted.act, reverted.drop = cast(nn.Module, model.act), cast(nn.Module, model.drop)
         if model.affine:
             reverted.weight, reverted.bias = model.weight, model.bias
         reverted.running_mean, reverted.running_var = model.running_mean, model.running_var

@@ -40,9 +40,11 @@ def check_run_numbers(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_epochs={epochs!r}: give a whole number of epochs >= 1 (or -1: until max_steps/max_time).")
     schedule, steps = OmegaConf.select(cfg, "scheduler.sched", default="none"), OmegaConf.select(cfg, "trainer.max_steps", default=-1)
     if epochs == -1 and schedule not in (None, "none") and steps in (None, -1):
-        raise ConfigError("trainer.max_epochs=-1 trains without an epoch limit, and the learning-rate schedule "
-                          f"(scheduler={schedule}) needs a length: give trainer.max_steps=N (the schedule spans it), "
-                          "trainer.max_epochs=N, or scheduler=none (a constant rate, until trainer.max_time or a stop).")  # fmt: skip
+        raise ConfigError(
+            "trainer.max_epochs=-1 trains without an epoch limit, and the learning-rate schedule "
+            f"(scheduler={schedule}) needs a length: give trainer.max_steps=N (the schedule spans it), "
+            "trainer.max_epochs=N, or scheduler=none (a constant rate, until trainer.max_time or a stop)."
+        )
     check_whole("seed", OmegaConf.select(cfg, "seed", default=0), minimum=0)
     check_image_size("image_size", OmegaConf.select(cfg, "image_size", default=None), "the backbone's own")
     check_image_size("test_image_size", OmegaConf.select(cfg, "test_image_size", default=None), "image_size")

@@ -118,8 +118,11 @@ def command_help(config_name: str, command: str, cfg: Mapping[str, Any] | None =
         lines += described(name, text + (" (required)" if value == "???" else ""), width)
     groups = [g for g in doc.groups if g.name not in ("hydra",) and not g.name.startswith("hydra/")]
     if groups:
-        lines += ["", "Config groups (group=option; the one chosen now first, then the others; a group's own keys as",
-                  "group.key=value, e.g. data.root=/path/to/paintings data.batch_size=64):"]
+        lines += [
+            "",
+            "Config groups (group=option; the one chosen now first, then the others; a group's own keys as",
+            "group.key=value, e.g. data.root=/path/to/paintings data.batch_size=64):",
+        ]
         choices = _choices(cfg)
         for group in groups:
             chosen = choices.get(group.name, group.value)
@@ -132,13 +135,24 @@ def command_help(config_name: str, command: str, cfg: Mapping[str, Any] | None =
     lines += [
         "",
         "More:",
-        *described(f"{program} … --cfg job --resolve", "print the config this command would run with (overrides applied, "
-                   "${…} resolved) and exit; --cfg job keeps the ${…} as written, --cfg all adds Hydra's settings", width),
-        *described("python -m artmove.list", "backbones with weights available offline, data formats (data=…), presets "
-                   "(experiment=…), heads, fine-tuning policies", width),
-        *described(f'eval "$({spec.script} -sc install=bash)"', "complete keys, groups and options with Tab after "
-                   f"{spec.script} (the console script; zsh: the same after `autoload -U bashcompinit && bashcompinit`; "
-                   f"fish: {spec.script} -sc install=fish | source). docs/cli.md", width),
+        *described(
+            f"{program} … --cfg job --resolve",
+            "print the config this command would run with (overrides applied, "
+            "${…} resolved) and exit; --cfg job keeps the ${…} as written, --cfg all adds Hydra's settings",
+            width,
+        ),
+        *described(
+            "python -m artmove.list",
+            "backbones with weights available offline, data formats (data=…), presets (experiment=…), heads, fine-tuning policies",
+            width,
+        ),
+        *described(
+            f'eval "$({spec.script} -sc install=bash)"',
+            "complete keys, groups and options with Tab after "
+            f"{spec.script} (the console script; zsh: the same after `autoload -U bashcompinit && bashcompinit`; "
+            f"fish: {spec.script} -sc install=fish | source). docs/cli.md",
+            width,
+        ),
         *described(f"{program} --hydra-help", "Hydra's own flags: -m/--multirun (sweeps), -cd/--config-dir, --info, …", width),
     ]
     return "\n".join(lines).replace("$", "$$")  # Hydra passes the template through string.Template
@@ -152,14 +166,19 @@ def argparse_description(module: str) -> str:
 
 def argparse_epilog(command: str) -> str:
     """The end of an argparse command's ``--help`` (report, list): where the other commands' settings are."""
-    lines = ["More:", "  python -m artmove.list              backbones with offline weights, data formats, presets, heads, policies",
-             "  python -m artmove.<command> --help  each command's settings: train, evaluate, predict, export, demo,",
-             "                                      data.verify, data.prepare, data.inspect, report, list"]
+    lines = [
+        "More:",
+        "  python -m artmove.list              backbones with offline weights, data formats, presets, heads, policies",
+        "  python -m artmove.<command> --help  each command's settings: train, evaluate, predict, export, demo,",
+        "                                      data.verify, data.prepare, data.inspect, report, list",
+    ]
     if command == "list":
         del lines[1]
     if command == "report":
-        lines[1:1] = ["  python -m artmove.report outputs/multirun/2026-01-31/12-00-00   one sweep",
-                      "  python -m artmove.report outputs/2026-01-31/* --out reports/jan  single runs, compared"]
+        lines[1:1] = [
+            "  python -m artmove.report outputs/multirun/2026-01-31/12-00-00   one sweep",
+            "  python -m artmove.report outputs/2026-01-31/* --out reports/jan  single runs, compared",
+        ]
     return "\n".join(lines)
 
 

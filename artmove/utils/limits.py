@@ -20,8 +20,10 @@ MAX_BATCH_PIXELS = 32 * 2048 * 2048
 def check_image_size(key: str, size: int | None, default: str) -> None:
     """A size setting is null or a whole number of pixels from 16 to :data:`MAX_IMAGE_SIZE` (``default``: what null means)."""
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= MAX_IMAGE_SIZE):
-        raise ConfigError(f"{key}={size!r}: give a whole number of pixels from 16 to {MAX_IMAGE_SIZE} (the largest input artmove "
-                          f"allocates), or null for {default}.")  # fmt: skip
+        raise ConfigError(
+            f"{key}={size!r}: give a whole number of pixels from 16 to {MAX_IMAGE_SIZE} (the largest input artmove "
+            f"allocates), or null for {default}."
+        )
 
 
 def check_batch(key: str, batch_size: Any, image_size: int | None, views: int = 1) -> None:
@@ -33,6 +35,8 @@ def check_batch(key: str, batch_size: Any, image_size: int | None, views: int = 
     if batch_size * pixels > MAX_BATCH_PIXELS:
         most = max(1, MAX_BATCH_PIXELS // pixels)
         shown = f"{image_size} px" + (f", {views} views each" if views > 1 else "")
-        raise ConfigError(f"{key}={batch_size} at {shown} is {batch_size * pixels * 12 / 2**30:.1f} GiB of float32 input alone, "
-                          f"over the {MAX_BATCH_PIXELS * 12 / 2**30:.1f} GiB artmove allocates for one batch: "
-                          f"give {key}={most} or less.")  # fmt: skip
+        raise ConfigError(
+            f"{key}={batch_size} at {shown} is {batch_size * pixels * 12 / 2**30:.1f} GiB of float32 input alone, "
+            f"over the {MAX_BATCH_PIXELS * 12 / 2**30:.1f} GiB artmove allocates for one batch: "
+            f"give {key}={most} or less."
+        )

@@ -32,5 +32,12 @@ class PlainLines(io.TextIOBase):
 def progress(total: int, what: str) -> tqdm:
     """A bar over ``total`` images: ``bar.update(len(batch))`` after each batch."""
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=what, unit="img", file=sys.stderr if interactive else PlainLines(sys.stderr),
-                mininterval=1 if interactive else 30, dynamic_ncols=interactive, smoothing=0.1)  # fmt: skip
+    return tqdm(
+        total=total,
+        desc=what,
+        unit="img",
+        file=sys.stderr if interactive else PlainLines(sys.stderr),
+        mininterval=1 if interactive else 30,
+        dynamic_ncols=interactive,
+        smoothing=0.1,
+    )

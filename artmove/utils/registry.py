@@ -36,8 +36,9 @@ class Registry(Generic[T]):
 
     def get(self, name: Any) -> T:
         if not isinstance(name, str) or name not in self._classes:
-            raise ConfigError(f"{self.group}.name={name!r}: artmove has no {self.kind} of that name; "
-                              f"use one of {', '.join(self._classes)}.")
+            raise ConfigError(
+                f"{self.group}.name={name!r}: artmove has no {self.kind} of that name; use one of {', '.join(self._classes)}."
+            )
         return self._classes[name]
 
     def settings_of(self, settings: Mapping[str, Any], context: tuple[str, ...] = ()) -> tuple[T, dict[str, Any]]:
@@ -48,8 +49,9 @@ class Registry(Generic[T]):
         accepted = [p for p in inspect.signature(cls).parameters if p not in context and p not in ("self", "args", "kwargs")]
         unknown = sorted(set(settings) - set(accepted))
         if unknown:
-            raise ConfigError(f"{self.group}.{unknown[0]}: {self.kind} {cls.name} has no such setting; its settings: "
-                              f"{', '.join(accepted) or 'none'}.")  # fmt: skip
+            raise ConfigError(
+                f"{self.group}.{unknown[0]}: {self.kind} {cls.name} has no such setting; its settings: {', '.join(accepted) or 'none'}."
+            )
         return cls, settings
 
     def build(self, settings: Mapping[str, Any], **context: Any) -> Any:

@@ -22,13 +22,13 @@ SOURCE_FORMATS: dict[str, type[PaintingSource]] = {
 }
 
 __all__ = [
+    "SOURCE_FORMATS",
     "CsvManifest",
     "HuggingFaceDataset",
     "ImageFolderSplits",
-    "Pandora18k",
     "PaintingSource",
+    "Pandora18k",
     "RastaWikiPaintings",
-    "SOURCE_FORMATS",
     "SyntheticPaintings",
     "WikiArtCSV",
 ]

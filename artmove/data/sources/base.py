@@ -78,8 +78,7 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Split fractions must each be in [0, 1) and leave images for training."""
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DataSetupError(
-            f"data.source.val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
-            "and leave images for training."
+            f"data.source.val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) and leave images for training."
         )
 
 

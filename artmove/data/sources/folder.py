@@ -36,10 +36,10 @@ class ImageFolderSplits(FileSource):
         for split, folder in folders.items():
             unknown = sorted(set(class_folders(folder)) - set(self.classes))
             if unknown:
-                raise DataSetupError(f"{folder} has classes that train/ lacks: {unknown}. Rename or remove them: every split uses train/'s class names.")
-            samples[split] = [
-                (path, label) for label, name in enumerate(self.classes) for path in images_in(folder / name)
-            ]
+                raise DataSetupError(
+                    f"{folder} has classes that train/ lacks: {unknown}. Rename or remove them: every split uses train/'s class names."
+                )
+            samples[split] = [(path, label) for label, name in enumerate(self.classes) for path in images_in(folder / name)]
         return samples
 
     def _check(self, per_class: dict[int, list[Path]]) -> None:
@@ -48,4 +48,3 @@ class ImageFolderSplits(FileSource):
         empty = [self.classes[label] for label, paths in per_class.items() if not paths]
         if empty:
             raise DataSetupError(f"class folders without images in {self.root}: {empty}.")
-

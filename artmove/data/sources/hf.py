@@ -37,8 +37,7 @@ LAYOUT_HINT = (
 SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "dev": "val", "test": "test"}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SPLIT_IN_NAME = re.compile(r"^(?:partial-)?(train|validation|valid|val|dev|test)(?:$|[-_.])")
-_MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"BM", ".bmp"), (b"II*\x00", ".tif"),
-          (b"MM\x00*", ".tif"))  # fmt: skip
+_MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"BM", ".bmp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 
 
 def pyarrow_modules():
@@ -47,7 +46,9 @@ def pyarrow_modules():
         import pyarrow.ipc
         import pyarrow.parquet
     except ImportError:
-        raise DataSetupError("data=hf reads Hugging Face datasets with pyarrow, which is not installed: pip install 'artmove[hf]'.") from None
+        raise DataSetupError(
+            "data=hf reads Hugging Face datasets with pyarrow, which is not installed: pip install 'artmove[hf]'."
+        ) from None
     return pyarrow, pyarrow.parquet, pyarrow.ipc
 
 
@@ -85,8 +86,10 @@ class HuggingFaceDataset(FileSource):
         features, schema = self._features(next(path for paths in files.values() for path in paths))
         for column in (image_column, label_column, artist_column):
             if column is not None and column not in schema.names:
-                raise DataSetupError(f"{self.root}: no column {column!r} (it has {', '.join(schema.names)}); name the columns with "
-                                     "data.source.image_column, label_column and artist_column (null: none).")  # fmt: skip
+                raise DataSetupError(
+                    f"{self.root}: no column {column!r} (it has {', '.join(schema.names)}); name the columns with "
+                    "data.source.image_column, label_column and artist_column (null: none)."
+                )
         tables = {split: [self._read_columns(path) for path in paths] for split, paths in files.items()}
         label_names = class_label_names(features.get(label_column))
         artist_names = class_label_names(features.get(artist_column)) if artist_column else None
@@ -98,7 +101,7 @@ class HuggingFaceDataset(FileSource):
         samples: dict[str, list[tuple[Path, int]]] = {split: [] for split in SPLITS}
         unlabelled = 0
         for split, parts in tables.items():
-            for path, table in zip(files[split], parts):
+            for path, table in zip(files[split], parts, strict=True):
                 for row, label in enumerate(table[label_column]):
                     image = images.path(path, row)
                     if label is None:
@@ -109,8 +112,10 @@ class HuggingFaceDataset(FileSource):
                         samples[split].append((image, label_of[label]))
                         artist = table[artist_column][row] if artist_column else None
                         if artist is not None and artist != "":
-                            named = artist_names and isinstance(artist, int) and 0 <= artist < len(artist_names)
-                            self._artists[image] = artist_names[artist] if named else str(artist)
+                            if artist_names and isinstance(artist, int) and 0 <= artist < len(artist_names):
+                                self._artists[image] = artist_names[artist]  # a ClassLabel's index
+                            else:
+                                self._artists[image] = str(artist)
         if unlabelled:
             log.warning("%s: %d rows without a %s label left out", self.root, unlabelled, label_column)
         if not samples["train"]:
@@ -298,7 +303,9 @@ class Extracted:
         saved = _json(index_file).get("files", {})
         for path in data_files:
             for row, relative in enumerate(saved.get(str(path), [])):
-                self.index[(path, row)] = None if relative is None else (self.folder / relative if not os.path.isabs(relative) else Path(relative))
+                self.index[(path, row)] = (
+                    None if relative is None else (self.folder / relative if not os.path.isabs(relative) else Path(relative))
+                )
 
     def path(self, data_file: Path, row: int) -> Path | None:
         return self.index.get((data_file, row))

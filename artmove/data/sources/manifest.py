@@ -35,8 +35,9 @@ class CsvManifest(FileSource):
     ``unknown_labels="drop"`` those rows are dropped with a warning.
     """
 
-    def __init__(self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42,
-                 unknown_labels: str = "error"):  # fmt: skip
+    def __init__(
+        self, root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42, unknown_labels: str = "error"
+    ):
         check_fractions(val_fraction, test_fraction)
         if unknown_labels not in UNKNOWN_LABELS:
             raise ConfigError(f"data.source.unknown_labels={unknown_labels!r}: use one of {', '.join(UNKNOWN_LABELS)}.")
@@ -99,8 +100,9 @@ class CsvManifest(FileSource):
                 lines[row["label"]].append(str(row["line"]))
         if not lines:
             return rows
-        named = "; ".join(f"{label!r} on line {', '.join(numbers[:5])}{' …' if len(numbers) > 5 else ''}"
-                          for label, numbers in sorted(lines.items()))  # fmt: skip
+        named = "; ".join(
+            f"{label!r} on line {', '.join(numbers[:5])}{' …' if len(numbers) > 5 else ''}" for label, numbers in sorted(lines.items())
+        )
         if policy == "error":
             raise DataSetupError(
                 f"{self.manifest}: labels with no training row: {named}. Correct them (a typo?), or drop those "
@@ -112,4 +114,3 @@ class CsvManifest(FileSource):
     def artist(self, path: Path) -> str | None:
         """The artist column's value; None without one (the file name may then tell)."""
         return self._artists.get(Path(path))
-

@@ -43,9 +43,7 @@ class Pandora18k(FileSource):
         self.root = require_dir(Path(root), "Pandora18k folder (data.root)", LAYOUT_HINT)
         check_fractions(val_fraction, test_fraction)
         folders = sorted(
-            (int(match[1]), match[2], path)
-            for path in self.root.iterdir()
-            if path.is_dir() and (match := CLASS_FOLDER.match(path.name))
+            (int(match[1]), match[2], path) for path in self.root.iterdir() if path.is_dir() and (match := CLASS_FOLDER.match(path.name))
         )
         if not folders:
             raise DataSetupError(f"no numbered class folders (01_<Style>) in {self.root}. {LAYOUT_HINT}")
@@ -59,4 +57,3 @@ class Pandora18k(FileSource):
     @staticmethod
     def artist(path: Path) -> str:
         return Path(path).parent.name
-

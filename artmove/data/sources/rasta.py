@@ -23,8 +23,7 @@ class RastaWikiPaintings(FileSource):
     def __init__(self, root: str | Path):
         self.root = require_dir(Path(root), "RASTA data set folder (data.root)", LAYOUT_HINT)
         self.split_dirs = {
-            split: require_dir(self.root / f"wikipaintings_{split}", f"RASTA {split} split", LAYOUT_HINT)
-            for split in SPLITS
+            split: require_dir(self.root / f"wikipaintings_{split}", f"RASTA {split} split", LAYOUT_HINT) for split in SPLITS
         }
         self.classes = class_folders(self.split_dirs["train"])
         if not self.classes:
@@ -37,16 +36,11 @@ class RastaWikiPaintings(FileSource):
         unknown = sorted(set(class_folders(folder)) - set(self.classes))
         if unknown:
             raise DataSetupError(
-                f"{folder} has class folders that the train split lacks: {unknown}. "
-                "All splits must use the train split's class names."
+                f"{folder} has class folders that the train split lacks: {unknown}. All splits must use the train split's class names."
             )
         samples = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            if (folder / name).is_dir()
-            for path in images_in(folder / name)
+            (path, label) for label, name in enumerate(self.classes) if (folder / name).is_dir() for path in images_in(folder / name)
         ]
         if not samples:
             raise DataSetupError(f"no images found under {folder}. {LAYOUT_HINT}")
         return samples
-

@@ -267,7 +267,9 @@ class SyntheticPaintingSplit(PaintingSplit):
 class SyntheticPaintings(PaintingSource):
     """The embedded demo data set: ``len(CLASSES)`` styles, balanced splits, rendered on access."""
 
-    def __init__(self, train_per_class: int = 48, val_per_class: int = 16, test_per_class: int = 16, canvas_size: int = 256, seed: int = 42):
+    def __init__(
+        self, train_per_class: int = 48, val_per_class: int = 16, test_per_class: int = 16, canvas_size: int = 256, seed: int = 42
+    ):
         self.classes = list(CLASSES)
         self.per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
         self.canvas_size, self.seed = canvas_size, seed

@@ -42,9 +42,7 @@ def read_rows(path: Path, num_classes: int) -> list[tuple[str, int]]:
                 raise DataSetupError(f"{path}:{number}: expected '<Style>/<file>.jpg,<index>', got {row!r}. {LAYOUT_HINT}")
             index = int(row[1])
             if index >= num_classes:
-                raise DataSetupError(
-                    f"{path}:{number}: class index {index} is not in style_class.txt (0..{num_classes - 1})."
-                )
+                raise DataSetupError(f"{path}:{number}: class index {index} is not in style_class.txt (0..{num_classes - 1}).")
             rows.append((row[0].strip(), index))
     return rows
 
@@ -105,5 +103,3 @@ class WikiArtCSV(FileSource):
             else:
                 self.missing.append(path)
         return samples
-
-
