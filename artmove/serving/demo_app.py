@@ -83,6 +83,7 @@ def predict_upload(
         "uncertain": prediction.uncertain,
         "threshold": predictor.threshold,
         "set": prediction.set,
+        "movements": len(predictor.class_names),
         "coverage": prediction.coverage,
         "tta": tta,
     }

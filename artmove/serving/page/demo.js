@@ -37,23 +37,25 @@ async function send() {
     label.textContent = pretty(data.top[0].label); label.dataset.label = data.top[0].label;
     label.dataset.uncertain = data.uncertain === true ? "true" : "false";
     unsure.textContent = data.uncertain ? `not sure: ${percent(data.top[0].prob)} is below this model's threshold of ${percent(data.threshold)}; check it by hand` : "";
-    showSet(data.set, data.coverage);
+    showSet(data.set, data.coverage, data.movements);
     if (data.gradcam && String(data.gradcam).startsWith("data:image/png;base64,")) { gradcam.src = data.gradcam; } else { gradcam.removeAttribute("src"); }
     gradcamFigure.hidden = !gradcam.hasAttribute("src");
     label.dataset.state = "done";
   } catch (error) {
     message.textContent = error.message; label.textContent = "none"; label.dataset.state = "error"; unsure.textContent = "";
-    topk.replaceChildren(); gradcam.removeAttribute("src"); showSet(null, null);
+    topk.replaceChildren(); gradcam.removeAttribute("src"); showSet(null, null, 0);
   }
 }
 
 // The prediction set: the movements that hold the true one for `coverage` of paintings like the validation split.
-function showSet(movements, coverage) {
+function showSet(movements, coverage, count) {
   const line = document.getElementById("set-line"), set = document.getElementById("set");
   line.hidden = !Array.isArray(movements);
   if (line.hidden) return;
   const level = `${(100 * Number(coverage)).toFixed(0)} % sets`;
-  set.textContent = movements.length === 0 ? "No movement is likely enough" : movements.map(pretty).join(" or ");
+  set.textContent = movements.length === 0 ? "No movement is likely enough"
+    : movements.length === count ? `Any of the ${count} movements: the model cannot narrow this painting down`
+    : movements.map(pretty).join(" or ");
   set.dataset.movements = JSON.stringify(movements);
   document.getElementById("set-level").textContent = `— ${level}`;
 }
