@@ -21,41 +21,12 @@ from artmove.data.sources import RastaWikiPaintings
 from artmove.serving.demo_app import create_app
 from artmove.serving.predictor import Predictor
 from benchmarks import DATA
-from benchmarks.measure import classifier, serving_in_thread, setting
+from benchmarks.measure import classifier, serving_in_thread, setting, stalled_upload
 
 REQUESTS = setting("REQUESTS", 40)
 PARALLEL = setting("PARALLEL", 8)
 STALLED = setting("STALLED", 64)
 DEADLINE = setting("DEADLINE", 30)
-
-
-def stall(url: str) -> dict:
-    """A connection that sends the headers and the start of a multipart upload, then nothing; a thread records
-    what the server answers and when it closes the connection."""
-    import socket
-    import threading
-
-    host, port = url.removeprefix("http://").split(":")
-    connection = socket.create_connection((host, int(port)), timeout=DEADLINE + 60)
-    part = 'Content-Disposition: form-data; name="file"; filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-    connection.sendall(
-        (
-            f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            f"Content-Length: 1000000\r\n\r\n--b\r\n{part}"
-        ).encode()
-        + b"\xff\xd8"
-    )
-    outcome, started = {"reply": b""}, time.perf_counter()
-
-    def read() -> None:
-        with connection:
-            while chunk := connection.recv(4096):
-                outcome["reply"] += chunk
-        outcome["seconds"] = time.perf_counter() - started
-
-    outcome["thread"] = threading.Thread(target=read, daemon=True)
-    outcome["thread"].start()
-    return outcome
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -72,7 +43,7 @@ def run() -> dict:
     app = create_app(predictor, {"Model": "tf_efficientnet_lite0"}, upload_timeout_s=DEADLINE)
     latencies, statuses, page = [], [], []
     with serving_in_thread(app) as url, httpx.Client(timeout=600) as client:
-        stalled = [stall(url) for _ in range(STALLED)]
+        stalled = [stalled_upload(url, DEADLINE + 60) for _ in range(STALLED)]
 
         def upload(_) -> None:
             started = time.perf_counter()

@@ -342,3 +342,33 @@ def section_file(results: Path) -> Path:
     """Where benchmarks.compare_trust keeps the Markdown section rendered from ``results`` (beside it, ``.md``), which
     benchmarks.compare_recipes places in docs/recipes.md: the two scripts share files, not imports."""
     return results.with_suffix(".md")
+
+
+def stalled_upload(url: str, timeout: float = 60) -> dict:
+    """A client of the demo page that sends the headers and the start of a multipart upload, then nothing; a
+    thread reads what the server answers until it closes the connection: ``{"reply": bytes, "seconds": from the
+    start to the close, "thread"}`` (the load benchmark and tests/test_demo_page.py)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=timeout)
+    part = 'Content-Disposition: form-data; name="file"; filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    started = time.perf_counter()
+    connection.sendall(
+        (
+            f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: 1000000\r\n\r\n--b\r\n{part}"
+        ).encode()
+        + b"\xff\xd8"
+    )
+    outcome: dict = {"reply": b""}
+
+    def read() -> None:
+        with connection:
+            while chunk := connection.recv(4096):
+                outcome["reply"] += chunk
+        outcome["seconds"] = time.perf_counter() - started
+
+    outcome["thread"] = threading.Thread(target=read, daemon=True)
+    outcome["thread"].start()
+    return outcome

@@ -20,7 +20,7 @@ from PIL import Image
 from artmove.predict import predict
 from artmove.serving.demo_app import UploadError, create_app, headline_numbers, predict_upload, read_upload
 from artmove.serving.predictor import Predictor
-from benchmarks.measure import serving_in_thread
+from benchmarks.measure import serving_in_thread, stalled_upload
 from conftest import compose_config
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -403,36 +403,6 @@ def test_class_names_from_a_checkpoint_are_shown_as_text_and_never_run(hostile_n
         finally:
             browser.quit()
     assert set(app.paths) - {"/favicon.ico"} == {"/", "/demo.css", "/demo.js", "/predict"}, app.paths  # no request for /x
-
-
-def stalled_upload(url: str) -> dict:
-    """A connection that sends the headers and the start of a multipart body, then nothing; a thread reads what the
-    server answers until it closes the connection: ``{"reply": bytes, "seconds": from the start to the close}``."""
-    import threading
-
-    host, port = url.removeprefix("http://").split(":")
-    connection = socket.create_connection((host, int(port)), timeout=60)
-    boundary = "stalled"
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.png"\r\nContent-Type: image/png\r\n\r\n'
-    started = time.perf_counter()
-    connection.sendall(
-        (
-            f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-            f"Content-Length: 1000000\r\n\r\n{head}"
-        ).encode()
-        + b"\x89PNG"
-    )
-    outcome = {"reply": b""}
-
-    def read() -> None:
-        with connection:
-            while chunk := connection.recv(4096):
-                outcome["reply"] += chunk
-        outcome["seconds"] = time.perf_counter() - started
-
-    outcome["thread"] = threading.Thread(target=read, daemon=True)
-    outcome["thread"].start()
-    return outcome
 
 
 def test_stalled_uploads_cost_only_themselves_and_are_dropped_at_their_deadline(predictor, painting):

@@ -367,12 +367,16 @@ def test_the_model_card_says_how_calibrated_and_when_it_is_not_sure(tmp_path):
     assert "Not calibrated" in write_card(facts, tmp_path, {}, {}, None, True).read_text(encoding="utf-8")
 
 
-def test_bad_trust_settings_stop_in_one_line_before_compute(tmp_path):
+def test_bad_trust_and_set_settings_stop_in_one_line_before_compute(tmp_path):
     for module, setting, message in (
         ("artmove.train", "calibrate=sometimes", "calibrate='sometimes': give true"),
         ("artmove.train", "abstain_target=1.5", "abstain_target=1.5: give the top-1"),
         ("artmove.evaluate", "uncertain_below=2", "uncertain_below=2: give a top-1 probability"),
         ("artmove.evaluate", "ensemble=best", "ensemble='best': give ensemble=all"),
+        ("artmove.train", "coverage=1.2", "coverage=1.2: give the share"),
+        ("artmove.train", "conformal.score=top5", "conformal.score='top5': use one of lac, aps, raps"),
+        ("artmove.train", "conformal.lam=-1", "conformal.lam=-1: give a number >= 0"),
+        ("artmove.evaluate", "conformal.fit=yes", "conformal.fit='yes': give true"),
     ):
         done = run_cli(
             module,
