@@ -23,7 +23,6 @@ from artmove.data.images import UnreadableImageError, load_rgb
 from artmove.data.inputs import list_inputs
 from artmove.data.transforms import decode_size, eval_input_size
 from artmove.errors import ConfigError, ExportCheckError
-from artmove.evaluation.data import evaluation_data
 from artmove.evaluation.tta import eval_transform
 from artmove.models.ensemble import TrainedEnsemble, eval_view
 from artmove.models.trained import TrainedModel
@@ -185,9 +184,8 @@ def one_input(trained: TrainedModel | TrainedEnsemble) -> dict[str, Any]:
 
 def run_data(opened: OpenedRun, trained: TrainedModel | TrainedEnsemble, preprocessing: dict[str, Any]) -> PaintingDataModule | None:
     """The run's own data set, its splits as training made them (None when the run does not record it)."""
-    if opened.data_settings(trained) is None:
-        return None
-    return evaluation_data(DictConfig({"seed": None, "data": None}), opened, trained, preprocessing)
+    settings = opened.data_settings(trained)  # read once: its record, checked
+    return None if settings is None else settings.build(preprocessing)
 
 
 def check_images(cfg: DictConfig, preprocessing: dict[str, Any], datamodule: PaintingDataModule | None, run: Path) -> torch.Tensor:

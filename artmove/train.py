@@ -31,7 +31,7 @@ from artmove.finetune.policies import drop_unused_settings
 from artmove.models import ArtClassifier
 from artmove.runs.command_line import accepts_resume_folder
 from artmove.runs.folder import RunFolder
-from artmove.runs.results import format_table, job_overrides, record_failure, record_unfinished
+from artmove.runs.results import format_table, job_overrides, record_failure, record_unfinished, sets_line
 from artmove.runs.resume import Resume, check_resumed_classes, resume_checkpoint
 from artmove.sweeps.ddp_jobs import in_multirun, needs_own_process, run_in_own_process
 from artmove.training.calibration import calibrate_run, check_conformal_settings, check_trust_settings
@@ -237,6 +237,8 @@ def report(run: RunFolder, results: dict, files: dict | None) -> None:
     run.write_results(results)
     if "test/top1" in results:
         print(format_table(results), flush=True)
+        if sets := sets_line(results):
+            print(sets, flush=True)
     print(f"Outputs: {run.path}", flush=True)
     if results["best_checkpoint"]:
         print(next_commands(results["best_checkpoint"], files), flush=True)

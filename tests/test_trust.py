@@ -418,3 +418,29 @@ def test_the_ece_reference_tells_an_overconfident_model_from_a_calibrated_one_on
     overconfident_ = [ece_reference(logits[part].softmax(1), labels[part]) for part in slices]
     assert sum(r["ece_p"] > 0.05 for r in calibrated) >= 7 and all(r["ece_p"] < 0.01 for r in overconfident_)
     assert all(0.02 < r["ece_floor"] < 0.1 for r in calibrated)
+
+
+def test_the_end_of_training_says_the_sets_and_what_to_do_when_no_threshold_is_certified():
+    from artmove.runs.results import format_table, sets_line
+
+    results = {
+        "test/num_images": 155,
+        "num_classes": 11,
+        "backbone": "b",
+        "unfreeze": 0.2,
+        "weights_source": "w",
+        "test/top1": 0.5,
+        "test/top3": 0.8,
+        "test/top5": 0.9,
+        "test/top1_macro": 0.5,
+        "test/abstain_coverage": 0.0,
+        "abstain": {"target": 0.9, "threshold": 1.0, "reached": False, "images": 155},
+        "conformal": {"score": "aps", "coverage": 0.9, "images": 155, "split": "val"},
+        "test/set_coverage": 0.897,
+        "test/set_size": 3.8,
+    }
+    assert "no threshold certifies top-1 0.90 on the 155 validation paintings: every answer is marked not sure; lower abstain_target" in (
+        format_table(results)
+    )
+    assert sets_line(results) == "  90 % prediction sets (aps, fitted on 155 val paintings): test coverage 89.7 %, mean size 3.80 movements"
+    assert sets_line({"test/top1": 0.5}) is None

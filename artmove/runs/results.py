@@ -55,7 +55,24 @@ def trust_lines(results: dict[str, Any], split: str) -> list[str]:
         kept = f"top-1 of the kept answers {top1:.4f}" if top1 is not None and top1 == top1 else "no answer kept"
         chosen = f"chosen on validation for top-1 {abstain['target']:.2f}" if abstain.get("target") is not None else "given"
         lines.append(f"  Not sure below p={abstain['threshold']:.3f} ({chosen}): {split} coverage {100 * coverage:.1f} %, {kept}")
+        if abstain.get("reached") is False and abstain.get("target") is not None:
+            lines.append(
+                f"    no threshold certifies top-1 {abstain['target']:.2f} on the {abstain.get('images', '?')} validation paintings: every "
+                "answer is marked not sure; lower abstain_target (e.g. abstain_target=0.8), validate on more paintings, "
+                "or abstain_target=null"
+            )
     return lines
+
+
+def sets_line(results: dict[str, Any], split: str = "test") -> str | None:
+    """The run's prediction sets on ``split`` in one line (evaluate prints its own, with the interval), None without sets."""
+    sets, coverage, size = results.get("conformal") or {}, results.get(f"{split}/set_coverage"), results.get(f"{split}/set_size")
+    if not sets or coverage is None or size is None:
+        return None
+    return (
+        f"  {100 * sets['coverage']:.0f} % prediction sets ({sets['score']}, fitted on {sets['images']} {sets['split']} paintings): "
+        f"{split} coverage {100 * coverage:.1f} %, mean size {size:.2f} movements"
+    )
 
 
 def job_settings(cfg: DictConfig) -> dict[str, Any]:
